@@ -1,0 +1,132 @@
+"""The lupa engine: one ``lupa.luajit21.LuaRuntime`` per bundle VM.
+
+lupa serializes calls into one runtime with its own lock (other threads wait)
+and releases the GIL while Lua runs, so two bundles on two threads run in
+parallel. It cannot re-enter a runtime that is already running on the same
+thread (its call path keeps its traceback handler at absolute stack slot 1),
+so the core refuses such calls with ``ReentrantCall`` before they reach lupa:
+this engine does not declare ``nested_same_bundle_calls``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from luaplug.engine import CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE, Engine, EngineState, prelude_source
+from luaplug.errors import LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
+from luaplug.loader import ContractProvider, FastCall
+from luaplug.pyinterface import PythonBackedContract, python_interface
+
+try:
+    import lupa.luajit21 as _lupa
+except ImportError as _exc:  # reported through unavailable_reason()
+    _lupa = None
+    _IMPORT_ERROR: str | None = f"lupa.luajit21 cannot be imported: {_exc}"
+else:
+    _IMPORT_ERROR = None
+
+__all__ = ["LupaEngine", "LupaState"]
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    """Translate lupa's exceptions into luaplug's (the one boundary helper)."""
+    assert _lupa is not None
+    try:
+        yield
+    except _lupa.LuaSyntaxError as exc:
+        raise LuaSyntaxError(str(exc)) from exc
+    except _lupa.LuaMemoryError as exc:
+        raise LuaMemoryError(str(exc)) from exc
+    except _lupa.LuaError as exc:
+        raise LuaError(str(exc)) from exc
+
+
+def _py(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class LupaState(EngineState):
+    """One bundle VM on lupa. Strings cross as bytes (``encoding=None``)."""
+
+    def __init__(self, host_address: int) -> None:
+        super().__init__()
+        assert _lupa is not None
+        with _mapped():
+            rt = _lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
+            g = rt.globals()
+            # No way back into Python from bundle code.
+            g[b"python"] = None
+            g[b"package"][b"loaded"][b"python"] = None
+            self._prelude: Any = rt.execute(prelude_source().encode("utf-8"), name=b"=luaplug_host", mode="t")
+            self._prelude.setup(host_address, self.cell_address, self.thread_fn_address, None)
+        self._rt: Any = rt
+
+    def prepend_package_field(self, field: str, entries: str) -> None:
+        with _mapped():
+            pkg = self._rt.globals()[b"package"]
+            key = field.encode("utf-8")
+            current = pkg[key]
+            new = entries.encode("utf-8")
+            pkg[key] = new + b";" + current if current else new
+
+    def run_chunk(self, source: str, chunk_name: str) -> None:
+        with _mapped():
+            self._rt.execute(source.encode("utf-8"), name=chunk_name.encode("utf-8"), mode="t")
+
+    def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
+        prelude = self._prelude
+        if prelude is None:
+            raise LuaplugError("the bundle VM is closed")
+        conv = [a.encode("utf-8") if isinstance(a, str) else a for a in args]
+        with _mapped():
+            result = prelude[entry.encode("ascii")](*conv)
+        if result is None:
+            return ()
+        if isinstance(result, tuple):
+            return tuple(_py(v) for v in result)
+        return (_py(result),)
+
+    def dispatcher(self, cidx: int) -> FastCall:
+        fn = self._prelude.dispatcher(cidx)
+        if fn is None:
+            raise LuaplugError(f"no contract #{cidx} in this VM")
+        return fn  # type: ignore[no-any-return]
+
+    def interface(self, provider: ContractProvider, cidx: int) -> Any:
+        assert isinstance(provider, PythonBackedContract)
+        return python_interface(provider)
+
+    def close(self) -> None:
+        prelude, self._prelude = self._prelude, None
+        if prelude is not None and not self.active_on_this_thread():
+            try:
+                prelude.shutdown()
+            except Exception:  # closing must not fail; the runtime is dropped anyway
+                pass
+        self._rt = None
+
+
+class LupaEngine(Engine):
+    """Engine on ``lupa.luajit21``."""
+
+    name: ClassVar[str] = "lupa"
+    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE})
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """Why this engine cannot run here, or ``None``."""
+        return _IMPORT_ERROR
+
+    def new_state(self, *, host_address: int, bundle: str) -> EngineState:
+        if _lupa is None:
+            raise LuaplugError(_IMPORT_ERROR or "lupa.luajit21 is unavailable")
+        return LupaState(host_address)
+
+    def lua_version(self) -> str:
+        if _lupa is None:
+            return ""
+        with _mapped():
+            return str(_py(_lupa.LuaRuntime(encoding=None).eval(b"jit and jit.version or _VERSION")))

@@ -1,0 +1,75 @@
+"""luaplug: load Lua (LuaJIT) plugin bundles into isolated VMs and call their contracts.
+
+Speaks the polyplug Lua guest protocol and C ABI; the engine comes from a
+backend plugin (``luaplug-lupa``, ``luaplug-cffi``).
+"""
+
+from __future__ import annotations
+
+from . import abi, epoch, ids, manifest
+from .abi import AbiErrorCode, DispatchType, LogLevel
+from .arena import CallArena
+from .backends import available_backends, installed_backends
+from .contract import Contract, Instance
+from .errors import (
+    BackendNotFoundError,
+    BackendUnavailableError,
+    ContractNotFoundError,
+    DispatchError,
+    DuplicateProvider,
+    HotReloadDisabled,
+    InitFailed,
+    InvalidSourceEncoding,
+    LoadError,
+    LuaError,
+    LuaMemoryError,
+    LuaplugError,
+    LuaSyntaxError,
+    ManifestError,
+    ManifestMissingFile,
+    RuntimeClosedError,
+)
+from .loader import BundleLoader, ContractProvider
+from .manifest import Manifest
+from .runtime import Bundle, Runtime
+from .sdk import sdk_path
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbiErrorCode",
+    "BackendNotFoundError",
+    "BackendUnavailableError",
+    "Bundle",
+    "BundleLoader",
+    "CallArena",
+    "Contract",
+    "ContractNotFoundError",
+    "ContractProvider",
+    "DispatchError",
+    "DispatchType",
+    "DuplicateProvider",
+    "HotReloadDisabled",
+    "InitFailed",
+    "Instance",
+    "InvalidSourceEncoding",
+    "LoadError",
+    "LogLevel",
+    "LuaError",
+    "LuaMemoryError",
+    "LuaSyntaxError",
+    "LuaplugError",
+    "Manifest",
+    "ManifestError",
+    "ManifestMissingFile",
+    "Runtime",
+    "RuntimeClosedError",
+    "__version__",
+    "abi",
+    "available_backends",
+    "epoch",
+    "ids",
+    "installed_backends",
+    "manifest",
+    "sdk_path",
+]

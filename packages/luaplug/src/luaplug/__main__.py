@@ -1,0 +1,9 @@
+"""``python -m luaplug``: the command line (see :mod:`luaplug.cli`)."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""Load-error texts of the Lua loader protocol (spec §3-§4), in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def init_error_text(kind: str, details: Sequence[object], bundle: str) -> str:
+    """The spec's text for a prelude ``init`` failure ``kind``."""
+    d = [str(x) for x in details] + [""] * 4
+    if kind == "missing_init":
+        return f"Lua plugin missing polyplug_init function: bundle={bundle}"
+    if kind == "init_error":
+        return f"Lua polyplug_init failed: {d[0]}"
+    if kind == "init_code":
+        code, message = details[0], details[1] if len(details) > 1 else ""
+        if isinstance(message, str) and message:
+            return message
+        return f"Lua polyplug_init returned error code {int(code)}"  # type: ignore[call-overload]
+    if kind == "iter":
+        return f"Lua handlers iteration error: {d[0]}"
+    if kind == "no_functions":
+        return f"Lua handlers error: missing functions table for contract '{d[0]}': {d[1]}"
+    if kind == "slot":
+        return f"Lua function slot {int(details[0])} error for contract '{d[1]}': {d[2]}"  # type: ignore[call-overload]
+    if kind == "no_factory":
+        return f"Lua handlers error: contract '{d[0]}' needs a `factory` function: {d[1]}"
+    if kind == "factory_failed":
+        return f"factory for contract '{d[0]}' failed building the default instance: {d[1]}"
+    if kind == "empty":
+        return "Lua plugin registered no contracts: polyplug_init returned an empty registrations table"
+    return f"Lua polyplug_init failed: unexpected loader result {kind!r}"
+
+
+def script_load_failed(chunk: str, error: str) -> str:
+    return f"Lua script load failed for {chunk}: {error}"
+
+
+def missing_entry_file(path: str) -> str:
+    return f"Lua script load failed at {path}: file does not exist"
+
+
+def registration_refused(contract: str, code_name: str, reason: str) -> str:
+    return f"register_guest_contract error for contract '{contract}': code={code_name} ({reason})"

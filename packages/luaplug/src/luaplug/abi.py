@@ -1,0 +1,151 @@
+"""The polyplug C ABI (spec §12) declared for cffi in ABI mode, plus its enums.
+
+``ffi`` declares every struct and function-pointer type a host, a loader or a
+guest exchanges; sizes and offsets match the x86_64 layouts of the reference
+runtime exactly (checked by ``tests/test_abi.py``). No compiler is involved:
+the core package is pure Python.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import cffi
+
+__all__ = [
+    "ABI_CDEF",
+    "POLYPLUG_ABI_VERSION",
+    "AbiErrorCode",
+    "DispatchType",
+    "LogLevel",
+    "NULL_HANDLE_INDEX",
+    "ffi",
+]
+
+POLYPLUG_ABI_VERSION: Final = 1
+
+#: ``GuestContractHandle.index`` of the null handle.
+NULL_HANDLE_INDEX: Final = 0xFFFFFFFF
+
+#: The C declarations, shared by the core's ABI-mode FFI and the cffi backend's
+#: compiled module so both see one layout.
+ABI_CDEF: Final = """
+typedef struct StringView { const uint8_t* ptr; size_t len; } StringView;
+typedef struct Version { uint32_t major; uint32_t minor; uint32_t patch; } Version;
+typedef struct AbiError { uint32_t code; StringView message; } AbiError;
+typedef struct VmLoaderData { void* data; } VmLoaderData;
+typedef struct GuestContractInstance { void* data; uint64_t contract_id; } GuestContractInstance;
+typedef struct GuestContractHandle { uint32_t index; uint32_t generation; } GuestContractHandle;
+typedef struct Array { void* items; size_t len; size_t align; } Array;
+typedef struct BundleInitContext { uint64_t bundle_id; StringView bundle_path; } BundleInitContext;
+typedef struct PluginDescriptor { StringView name; StringView contract_name; Version version; } PluginDescriptor;
+typedef struct ArenaOverflowBlock {
+    struct ArenaOverflowBlock* next; size_t capacity; size_t used;
+} ArenaOverflowBlock;
+struct HostApi;
+typedef struct CallArena {
+    uint8_t* cur; uint8_t* end; uint8_t* base;
+    const struct HostApi* host; ArenaOverflowBlock* first_overflow;
+} CallArena;
+
+typedef void (*VmCallFn)(VmLoaderData, GuestContractInstance, uint32_t, const void*,
+                         void*, CallArena*, AbiError*);
+typedef void (*CreateInstanceFn)(VmLoaderData, const struct HostApi*, const void*,
+                                 GuestContractInstance*);
+typedef void (*DestroyInstanceFn)(VmLoaderData, const struct HostApi*, GuestContractInstance);
+
+typedef struct VmDispatch { VmCallFn call; VmLoaderData loader_data; } VmDispatch;
+typedef union DispatchMechanisms { VmDispatch vm; void* native[2]; } DispatchMechanisms;
+
+typedef struct GuestContractInterface {
+    uint64_t contract_id;
+    Version contract_version;
+    uint32_t dispatch_type;
+    CreateInstanceFn create_instance;
+    DestroyInstanceFn destroy_instance;
+    DispatchMechanisms dispatch;
+} GuestContractInterface;
+
+typedef struct HostContractInstance { void* data; } HostContractInstance;
+typedef struct HostContractInterface {
+    uint64_t contract_id;
+    Version contract_version;
+    bool singleton;
+    uint32_t dispatch_type;
+    void* runtime;
+    void* user_data;
+    void (*create_instance)(const struct HostContractInterface*, const void*, HostContractInstance*);
+    void (*destroy_instance)(const struct HostContractInterface*, HostContractInstance);
+    void* dispatch;
+    void* reserved;
+} HostContractInterface;
+
+typedef struct HostApi {
+    void* runtime;
+    void (*register_guest_contract)(const struct HostApi*, const PluginDescriptor*,
+                                    const GuestContractInterface*, AbiError*);
+    uint8_t* (*alloc)(const struct HostApi*, size_t, size_t);
+    void (*free)(const struct HostApi*, uint8_t*, size_t, size_t);
+    GuestContractHandle (*find_guest_contract)(const struct HostApi*, uint64_t, uint32_t);
+    Array (*find_all_guest_contracts)(const struct HostApi*, uint64_t, uint32_t);
+    const GuestContractInterface* (*resolve_guest_contract)(const struct HostApi*, GuestContractHandle);
+    void (*get_host_contract)(const struct HostApi*, uint64_t, uint32_t, HostContractInstance*, AbiError*);
+    const HostContractInterface* (*resolve_host_contract_interface)(const struct HostApi*, uint64_t, uint32_t);
+    Array (*list_bundles)(const struct HostApi*);
+    Array (*get_dependencies)(const struct HostApi*);
+    void (*load_bundle)(const struct HostApi*, const uint8_t*, size_t, AbiError*);
+    void (*reload_bundle)(const struct HostApi*, const uint8_t*, size_t, AbiError*);
+    void (*register_host_contract)(const struct HostApi*, const HostContractInterface*, AbiError*);
+    void (*register_loader)(const struct HostApi*, void*, AbiError*);
+    size_t (*get_last_error)(const struct HostApi*, uint8_t*, size_t);
+    size_t (*get_error_len)(const struct HostApi*);
+    void (*unload_bundle)(const struct HostApi*, uint64_t, AbiError*);
+    void (*log)(const struct HostApi*, uint32_t, StringView, StringView);
+    void (*create_guest_instance)(const struct HostApi*, const GuestContractInterface*,
+                                  const void*, GuestContractInstance*);
+    void (*destroy_guest_instance)(const struct HostApi*, const GuestContractInterface*,
+                                   GuestContractInstance);
+    const uint64_t* (*revision_counter)(const struct HostApi*);
+    void* reserved;
+} HostApi;
+"""
+
+#: The process-wide ABI-mode FFI of the core.
+ffi: Final = cffi.FFI()
+ffi.cdef(ABI_CDEF)
+
+
+class AbiErrorCode(enum.IntEnum):
+    """``AbiError.code`` values (spec §6)."""
+
+    Ok = 0
+    Generic = 1
+    BufferTooSmall = 2
+    Panic = 3
+    NotFound = 4
+    StaleHandle = 5
+    FunctionNotAvailable = 6
+    DuplicateProvider = 7
+    InvalidPointer = 8
+    ReentrantCall = 9
+    HostContractNotFound = 100
+    HostContractVersionMismatch = 101
+    HostContractCallFailed = 102
+
+
+class LogLevel(enum.IntEnum):
+    """Guest log levels (spec §6)."""
+
+    Error = 1
+    Warn = 2
+    Info = 3
+    Debug = 4
+    Trace = 5
+
+
+class DispatchType(enum.IntEnum):
+    """``GuestContractInterface.dispatch_type``."""
+
+    Native = 0
+    VirtualMachine = 1

@@ -1,0 +1,182 @@
+"""Backend discovery and selection.
+
+Backends are pluggy plugins found through the ``luaplug`` entry-point group;
+entry name = backend name. Selection order: the explicit argument, then
+``LUAPLUG_BACKEND``, then the host's configuration, then the best available
+backend (highest ``priority``). ``LUAPLUG_DISABLED_BACKENDS`` (comma
+separated) blocks plugins by name before they are imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import pluggy
+
+from . import hookspecs
+from .errors import BackendNotFoundError, BackendUnavailableError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = [
+    "BackendInfo",
+    "BackendRegistry",
+    "available_backends",
+    "get_backend",
+    "installed_backends",
+    "plugin_manager",
+    "reset",
+    "select_backend",
+]
+
+ENV_BACKEND: Final = "LUAPLUG_BACKEND"
+ENV_DISABLED: Final = "LUAPLUG_DISABLED_BACKENDS"
+
+
+@dataclass
+class BackendInfo:
+    """One backend as its plugin describes it.
+
+    :ivar engine: ``"module:attribute"`` of the :class:`~luaplug.engine.Engine`
+        subclass, imported only when the backend is probed or used
+    :ivar priority: higher wins when no backend is named
+    :ivar install_hint: what to install when it is unavailable
+    """
+
+    name: str
+    engine: str
+    priority: int = 0
+    description: str = ""
+    install_hint: str = ""
+    _cls: type[Engine] | None = field(default=None, repr=False)
+    _reason: str | None = field(default=None, repr=False)
+    _probed: bool = field(default=False, repr=False)
+
+    def engine_class(self) -> type[Engine]:
+        """Import the engine class.
+
+        :raises BackendUnavailableError: with the reason and the install hint
+        """
+        self.probe()
+        if self._cls is None:
+            raise BackendUnavailableError(self.name, self._reason or "unknown reason", self.install_hint)
+        return self._cls
+
+    def probe(self) -> str | None:
+        """``None`` when the backend can run here, else why not (cached)."""
+        if not self._probed:
+            self._probed = True
+            module, _, attr = self.engine.partition(":")
+            try:
+                cls = getattr(importlib.import_module(module), attr)
+                check: Callable[[], str | None] | None = getattr(cls, "unavailable_reason", None)
+                reason = check() if check is not None else None
+            except Exception as exc:  # any import-time failure makes it unavailable
+                reason = f"{type(exc).__name__}: {exc}"
+                cls = None
+            if reason is None:
+                self._cls = cls
+            self._reason = reason
+        return self._reason
+
+    @property
+    def available(self) -> bool:
+        return self.probe() is None
+
+
+class BackendRegistry:
+    """Handed to :func:`~luaplug.hookspecs.luaplug_register_backends`."""
+
+    def __init__(self) -> None:
+        self.backends: dict[str, BackendInfo] = {}
+
+    def add(self, info: BackendInfo) -> None:
+        """Add a backend (a later one with the same name replaces it)."""
+        self.backends[info.name] = info
+
+
+_lock: Final = threading.Lock()
+_pm: pluggy.PluginManager | None = None
+_found: dict[str, BackendInfo] | None = None
+
+
+def _disabled() -> set[str]:
+    return {n.strip() for n in os.environ.get(ENV_DISABLED, "").split(",") if n.strip()}
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager, with entry points loaded (once)."""
+    global _pm
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            pm.add_hookspecs(hookspecs)
+            for name in _disabled():
+                pm.set_blocked(name)
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
+            pm.check_pending()
+            _pm = pm
+        return _pm
+
+
+def reset() -> None:
+    """Forget discovered backends (tests; after changing the environment)."""
+    global _pm, _found
+    with _lock:
+        _pm = None
+        _found = None
+
+
+def installed_backends() -> dict[str, BackendInfo]:
+    """Every installed, non-disabled backend by name (nothing is imported)."""
+    global _found
+    if _found is None:
+        pm = plugin_manager()
+        register = BackendRegistry()
+        pm.hook.luaplug_register_backends(register=register)
+        disabled = _disabled()
+        _found = {n: b for n, b in register.backends.items() if n not in disabled}
+    return _found
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run here, best first."""
+    found = installed_backends()
+    return [b.name for b in sorted(found.values(), key=lambda b: (-b.priority, b.name)) if b.available]
+
+
+def get_backend(name: str) -> BackendInfo:
+    """The installed backend ``name``.
+
+    :raises BackendNotFoundError: no such backend (the message lists installed ones)
+    """
+    found = installed_backends()
+    if name not in found:
+        raise BackendNotFoundError(name, found)
+    return found[name]
+
+
+def select_backend(name: str | None = None, *, configured: str | None = None) -> BackendInfo:
+    """Pick a backend: ``name``, then ``LUAPLUG_BACKEND``, then ``configured``,
+    then the best available one.
+
+    :raises BackendNotFoundError: a named backend is not installed
+    :raises BackendUnavailableError: a named backend cannot run, or none can
+    """
+    chosen = name or os.environ.get(ENV_BACKEND) or configured
+    if chosen:
+        info = get_backend(chosen)
+        info.engine_class()
+        return info
+    best = available_backends()
+    if not best:
+        found = installed_backends()
+        reasons = "; ".join(f"{b.name}: {b.probe()}" for b in found.values()) or "no backend is installed"
+        raise BackendUnavailableError("(any)", reasons, "install luaplug-lupa, or luaplug-cffi with libluajit-5.1-dev")
+    return installed_backends()[best[0]]

@@ -1,0 +1,185 @@
+"""What a Python host calls: :class:`Contract` and :class:`Instance`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from .abi import AbiErrorCode, ffi
+from .errors import ContractNotFoundError, DispatchError, LuaplugError
+
+if TYPE_CHECKING:
+    from .arena import CallArena
+    from .loader import ContractProvider
+    from .runtime import Runtime
+
+__all__ = ["Contract", "Instance"]
+
+_STALE: Final = int(AbiErrorCode.StaleHandle)
+
+
+def _address(ptr: Any) -> int:
+    if ptr is None:
+        return 0
+    if isinstance(ptr, int):
+        return ptr
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+class Instance:
+    """One instance of a contract in one bundle VM (id 0: the default impl).
+
+    An instance stays bound to the VM that created it: after a reload or an
+    unload its calls return ``StaleHandle``.
+    """
+
+    __slots__ = ("__weakref__", "_call", "_contract", "_id", "_provider")
+
+    def __init__(self, contract: Contract, provider: ContractProvider, instance_id: int) -> None:
+        self._contract = contract
+        self._provider: ContractProvider | None = provider
+        self._id = instance_id
+        self._call = provider.fast_call
+
+    @property
+    def id(self) -> int:
+        """The instance id (``GuestContractInstance.data``); 0 for the default impl."""
+        return self._id
+
+    @property
+    def contract(self) -> Contract:
+        return self._contract
+
+    def dispatch(self, fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> int:
+        """Call function ``fn_id``; the raw :class:`~luaplug.AbiErrorCode` value.
+
+        :param args: address (int or cffi pointer) of the argument struct, or 0
+        :param out: address of the out slot, or 0
+        :param arena: the arena string results are bumped from (``None``: host alloc)
+
+        A Lua error in the handler returns 1 and is logged (logger ``luaplug.loader``).
+        The call is pinned by the engine (the VM's in-flight count), so an
+        unload or reload on another thread waits for it to return.
+        """
+        try:
+            result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address)
+        except TypeError:
+            result = -1
+        if result == 0:
+            return 0
+        return self._finish(result, fn_id, args, out, arena)[0]
+
+    def call(self, fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> None:
+        """Like :meth:`dispatch`, but a non-zero code raises.
+
+        :raises DispatchError: carrying the code and, for a Lua error, its text
+        """
+        try:
+            result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address)
+        except TypeError:
+            result = -1
+        if result == 0:
+            return
+        code, text = self._finish(result, fn_id, args, out, arena)
+        if code:
+            raise DispatchError(code, contract=self._contract.name, fn_id=fn_id, lua_error=text)
+
+    def _finish(self, result: Any, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
+        # The slow path: pointers that were not plain integers, and failures.
+        if result == -1:
+            try:
+                result = self._call(
+                    fn_id, self._id, _address(args), _address(out), 0 if arena is None else arena.address
+                )
+            except TypeError as exc:
+                raise TypeError(f"args, out and arena must be addresses: {exc}") from None
+            if result == 0:
+                return 0, None
+        if result.__class__ is tuple:
+            from .lualoader import error_text, log_call_failure
+
+            text = error_text(result[1])
+            log_call_failure(text)
+            return int(result[0]), text
+        return int(result), None
+
+    def destroy(self) -> None:
+        """Drop the instance's state in its VM (the default impl is never dropped)."""
+        provider, self._provider = self._provider, None
+        if provider is not None and self._id:
+            provider.destroy_instance(self._id)
+        self._call = _stale
+
+    def __repr__(self) -> str:
+        return f"<Instance {self._contract.name} #{self._id}>"
+
+
+def _stale(*_args: object) -> int:
+    return _STALE
+
+
+class Contract:
+    """A contract as a host sees it: resolved through a registry handle.
+
+    The handle follows reloads (same generation); after an unload the
+    contract is stale and :meth:`create_instance` raises.
+    """
+
+    def __init__(self, runtime: Runtime, name: str, major: int, handle: tuple[int, int]) -> None:
+        self._runtime = runtime
+        self.contract_name = name
+        self.major = major
+        self._handle = handle
+        self._default: Instance | None = None
+        self._default_of: ContractProvider | None = None
+
+    @property
+    def name(self) -> str:
+        """``"name@major"``."""
+        return f"{self.contract_name}@{self.major}"
+
+    @property
+    def handle(self) -> tuple[int, int]:
+        """``(index, generation)`` of the registry handle."""
+        return self._handle
+
+    def _provider(self) -> ContractProvider:
+        reg = self._runtime.registry.resolve(*self._handle)
+        if reg is None or reg.provider is None:
+            raise ContractNotFoundError(self.contract_name, self.major)
+        return reg.provider
+
+    @property
+    def provider(self) -> ContractProvider:
+        """The provider currently behind the handle."""
+        return self._provider()
+
+    @property
+    def plugin_name(self) -> str:
+        return self._provider().plugin_name
+
+    @property
+    def function_count(self) -> int:
+        return self._provider().function_count
+
+    @property
+    def default(self) -> Instance:
+        """The default impl (instance id 0) of the current version."""
+        provider = self._provider()
+        if self._default is None or self._default_of is not provider:
+            self._default = Instance(self, provider, 0)
+            self._default_of = provider
+        return self._default
+
+    def create_instance(self) -> Instance:
+        """A fresh instance (the contract's ``factory`` runs).
+
+        :raises LuaplugError: when the factory failed (logged by the loader)
+        """
+        provider = self._provider()
+        iid = provider.create_instance()
+        if not iid:
+            raise LuaplugError(f"create_instance of {self.name} failed (see the luaplug.loader log)")
+        return Instance(self, provider, iid)
+
+    def __repr__(self) -> str:
+        return f"<Contract {self.name} handle={self._handle}>"

@@ -1,0 +1,127 @@
+"""What a backend supplies: a Lua engine and its states.
+
+The core drives every load through these few operations; a backend adds only
+the engine and its fast dispatch path. Each state runs luaplug's host prelude
+(``lua/luaplug_host.lua``) before any bundle code, and the prelude does the
+dispatching, instance tables and init-result reading inside Lua, identically
+for every engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from functools import lru_cache
+from importlib import resources
+from typing import Any, ClassVar, Final
+
+from . import _libc
+from .abi import ffi
+from .loader import ContractProvider, FastCall
+
+__all__ = [
+    "CAP_NESTED_SAME_BUNDLE",
+    "CAP_PARALLEL_STATES",
+    "CAP_REFUSES_BYTECODE",
+    "Engine",
+    "EngineState",
+    "prelude_source",
+]
+
+#: A call into another contract of the same bundle from inside a call works
+#: (without it, such a call returns ``ReentrantCall``).
+CAP_NESTED_SAME_BUNDLE: Final = "nested_same_bundle_calls"
+#: Two bundles on two threads run Lua in parallel.
+CAP_PARALLEL_STATES: Final = "parallel_states"
+#: Precompiled bytecode chunks are refused.
+CAP_REFUSES_BYTECODE: Final = "refuses_bytecode"
+
+
+@lru_cache(maxsize=1)
+def prelude_source() -> str:
+    """Text of the host prelude every state runs first."""
+    return resources.files("luaplug").joinpath("lua/luaplug_host.lua").read_text("utf-8")
+
+
+class EngineState(ABC):
+    """One Lua VM.
+
+    The base class owns the state's ``cell`` (``double[4]``, see the prelude):
+    ``[0]`` thread running Lua in it, ``[1]`` depth, ``[2]`` retired flag.
+    Subclasses create the VM, run :func:`prelude_source` in it and call the
+    prelude's ``setup(host, cell_address, thread_fn_address, arena_alloc)``.
+    """
+
+    def __init__(self) -> None:
+        # SAFETY: the cell outlives the VM (it is freed with this object, and
+        # the VM is closed before or with it).
+        self.cell: Any = ffi.new("double[4]")
+        self.cell_address: int = int(ffi.cast("uintptr_t", self.cell))
+        self.thread_fn_address: int = _libc.thread_id_function_address()
+
+    def active_on_this_thread(self) -> bool:
+        """Whether Lua code of this state is running on the calling thread."""
+        cell = self.cell
+        return bool(cell[1] != 0 and cell[0] == threading.get_ident())
+
+    def in_flight(self) -> bool:
+        """Whether a call is running in this VM (on any thread)."""
+        return bool(self.cell[1] != 0)
+
+    def retire(self) -> None:
+        """Refuse every further call with ``StaleHandle`` (no Lua runs)."""
+        self.cell[2] = 1.0
+
+    @property
+    def retired(self) -> bool:
+        return bool(self.cell[2] != 0)
+
+    @abstractmethod
+    def prepend_package_field(self, field: str, entries: str) -> None:
+        """``package[field] = entries .. ";" .. package[field]``, through the API."""
+
+    @abstractmethod
+    def run_chunk(self, source: str, chunk_name: str) -> None:
+        """Compile (text mode) and run a chunk.
+
+        :raises LuaSyntaxError: it does not compile
+        :raises LuaMemoryError: out of memory
+        :raises LuaError: it raised
+        """
+
+    @abstractmethod
+    def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
+        """Call prelude entry ``entry``; its results as Python scalars."""
+
+    @abstractmethod
+    def dispatcher(self, cidx: int) -> FastCall:
+        """The fast dispatch of the prelude's contract ``cidx`` (1-based)."""
+
+    @abstractmethod
+    def interface(self, provider: ContractProvider, cidx: int) -> Any:
+        """A ``GuestContractInterface*`` for contract ``cidx`` with working pointers."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the VM. Called once no call can be in flight on it."""
+
+
+class Engine(ABC):
+    """A backend's Lua engine (one per runtime)."""
+
+    #: backend name (the entry-point name)
+    name: ClassVar[str]
+    #: capability names (``CAP_*``)
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def new_state(self, *, host_address: int, bundle: str) -> EngineState:
+        """A fresh LuaJIT state with the standard libraries, ``ffi``, ``bit`` and
+        ``jit``, the host prelude set up, and nothing else reachable.
+
+        :raises LuaplugError: when no state could be made
+        """
+
+    @abstractmethod
+    def lua_version(self) -> str:
+        """The engine's LuaJIT version string."""

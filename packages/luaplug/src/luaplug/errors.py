@@ -1,0 +1,176 @@
+"""The one exception hierarchy of luaplug.
+
+Every failure a host can meet is a :class:`LuaplugError`; backends translate
+native (lupa, cffi) errors into these with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .abi import AbiErrorCode
+
+__all__ = [
+    "BackendNotFoundError",
+    "BackendUnavailableError",
+    "ContractNotFoundError",
+    "DispatchError",
+    "DuplicateProvider",
+    "HotReloadDisabled",
+    "InitFailed",
+    "InvalidSourceEncoding",
+    "LoadError",
+    "LuaError",
+    "LuaMemoryError",
+    "LuaSyntaxError",
+    "LuaplugError",
+    "ManifestError",
+    "ManifestMissingFile",
+    "RuntimeClosedError",
+]
+
+
+class LuaplugError(Exception):
+    """Base class of every luaplug error."""
+
+
+class ManifestError(LuaplugError):
+    """A ``manifest.toml`` is missing, unparsable or invalid.
+
+    :ivar path: the manifest file at fault
+    :ivar key: the offending key, or ``None`` for file-level problems
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
+
+
+class LoadError(LuaplugError):
+    """A bundle failed to load; nothing of it stays registered.
+
+    :ivar bundle: the bundle name (the chunk name once the chunk ran)
+    :ivar error: the loader's message text (spec wording)
+    """
+
+    def __init__(self, bundle: str, error: str) -> None:
+        super().__init__(f"bundle {bundle!r}: {error}")
+        self.bundle = bundle
+        self.error = error
+
+
+class InitFailed(LoadError):
+    """The Lua chunk, ``polyplug_init`` or a registration failed (spec §3-§4)."""
+
+
+class ManifestMissingFile(LoadError):
+    """The manifest names no entry ``file``."""
+
+    def __init__(self, bundle: str) -> None:
+        super().__init__(bundle, f'bundle "{bundle}" manifest.toml has an empty or missing `file` field')
+
+
+class InvalidSourceEncoding(LoadError):
+    """In-memory source bytes are not UTF-8 (spec §10)."""
+
+    def __init__(self, bundle: str, *, loader: str = "lua", source_kind: str = "bytes") -> None:
+        super().__init__(
+            bundle,
+            f"invalid source encoding: loader {loader} expects UTF-8 {source_kind} source",
+        )
+        self.loader = loader
+        self.source_kind = source_kind
+
+
+class DuplicateProvider(LoadError):
+    """A bundle tried to register a contract it already provides."""
+
+
+class BackendNotFoundError(LuaplugError):
+    """No installed backend has the requested name.
+
+    :ivar name: the requested name
+    :ivar installed: names of the installed backends
+    """
+
+    def __init__(self, name: str, installed: Iterable[str]) -> None:
+        self.name = name
+        self.installed = sorted(installed)
+        listed = ", ".join(self.installed) or "none"
+        super().__init__(f"no luaplug backend named {name!r} (installed: {listed})")
+
+
+class BackendUnavailableError(LuaplugError):
+    """A backend is installed but cannot run here (missing library, module...).
+
+    :ivar name: the backend name
+    :ivar reason: why it is unavailable
+    :ivar hint: what to install
+    """
+
+    def __init__(self, name: str, reason: str, hint: str = "") -> None:
+        self.name = name
+        self.reason = reason
+        self.hint = hint
+        text = f"luaplug backend {name!r} is unavailable: {reason}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class ContractNotFoundError(LuaplugError):
+    """No loaded bundle provides the requested contract."""
+
+    def __init__(self, name: str, major: int) -> None:
+        super().__init__(f"no loaded bundle provides contract {name}@{major}")
+        self.contract = name
+        self.major = major
+
+
+class HotReloadDisabled(LuaplugError):
+    """``reload`` on a runtime created without ``hot_reload=True``."""
+
+    def __init__(self) -> None:
+        super().__init__("hot-reload is disabled in runtime config")
+
+
+class RuntimeClosedError(LuaplugError):
+    """The runtime was closed."""
+
+
+class DispatchError(LuaplugError):
+    """A contract call returned a non-zero code.
+
+    :ivar code: the :class:`~luaplug.AbiErrorCode`
+    :ivar lua_error: the Lua error text with traceback, when the handler raised
+    :ivar contract: ``"name@major"`` of the contract called
+    :ivar fn_id: the function id called
+    """
+
+    def __init__(self, code: int, *, contract: str = "", fn_id: int = -1, lua_error: str | None = None) -> None:
+        try:
+            self.code: AbiErrorCode | int = AbiErrorCode(code)
+            name = self.code.name
+        except ValueError:
+            self.code = code
+            name = str(code)
+        self.contract = contract
+        self.fn_id = fn_id
+        self.lua_error = lua_error
+        text = f"call of {contract} function {fn_id} failed with {name} ({code})"
+        if lua_error:
+            text += f": {lua_error}"
+        super().__init__(text)
+
+
+class LuaError(LuaplugError):
+    """An error raised by Lua code outside a contract call."""
+
+
+class LuaSyntaxError(LuaError):
+    """Lua source failed to compile."""
+
+
+class LuaMemoryError(LuaError, MemoryError):
+    """A Lua state ran out of memory (or hit its cap)."""

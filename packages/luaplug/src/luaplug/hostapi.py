@@ -1,0 +1,298 @@
+"""The C ``HostApi`` a runtime hands to its bundles (spec §12).
+
+Each runtime owns one ``HostApi`` struct whose function pointers are cffi
+callbacks shared by every runtime; ``HostApi.runtime`` holds a cffi handle
+to the :class:`HostApi` object, through which a callback reaches its
+runtime. A callback never lets a Python exception escape into C: failures
+become error codes (or NULL) and a log line.
+
+Lifetimes: the struct, the revision counter and the handle live as long as
+the :class:`HostApi` object. Runtimes keep theirs until close, and arenas
+keep a reference to the host they allocate from.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Final, Protocol
+
+from . import _libc
+from .abi import NULL_HANDLE_INDEX, AbiErrorCode, LogLevel, ffi
+
+__all__ = ["HostApi", "HostServices", "default_host", "default_host_address", "guest_logger"]
+
+#: Logger guest messages arrive at (``HostApi.log``); the guest's scope is kept
+#: in the record attribute ``scope`` and prefixed to the message.
+guest_logger: Final = logging.getLogger("luaplug.guest")
+_log: Final = logging.getLogger("luaplug.hostapi")
+
+TRACE: Final = 5
+logging.addLevelName(TRACE, "TRACE")
+_LEVELS: Final = {
+    LogLevel.Error: logging.ERROR,
+    LogLevel.Warn: logging.WARNING,
+    LogLevel.Info: logging.INFO,
+    LogLevel.Debug: logging.DEBUG,
+    LogLevel.Trace: TRACE,
+}
+
+# Static error texts for AbiError.message: module-level bytes never move or die.
+_UNSUPPORTED: Final = ffi.new("char[]", b"not supported by luaplug")
+_NO_RUNTIME: Final = ffi.new("char[]", b"no runtime behind this HostApi")
+
+
+class HostServices(Protocol):
+    """What a runtime offers its ``HostApi`` callbacks."""
+
+    def _host_find(self, contract_id: int, min_major: int) -> tuple[int, int] | None: ...
+
+    def _host_resolve(self, index: int, generation: int) -> Any: ...
+
+    def _host_register(self, desc: Any, iface: Any) -> tuple[int, str]: ...
+
+
+def _string(sv: Any) -> str:
+    if sv.ptr == ffi.NULL or sv.len == 0:
+        return ""
+    return bytes(ffi.buffer(sv.ptr, sv.len)).decode("utf-8", "replace")
+
+
+def _services(host: Any) -> HostServices | None:
+    if host == ffi.NULL or host.runtime == ffi.NULL:
+        return None
+    owner: HostApi = ffi.from_handle(host.runtime)
+    return owner.services
+
+
+def _set_err(err: Any, code: int, message: Any = None) -> None:
+    if err != ffi.NULL:
+        err.code = code
+        err.message.ptr = ffi.cast("const uint8_t*", message) if message is not None else ffi.NULL
+        err.message.len = len(ffi.string(message)) if message is not None else 0
+
+
+def _on_error(exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+    _log.error("HostApi callback raised", exc_info=(exc_type, exc, tb) if exc_type else None)  # type: ignore[arg-type]
+
+
+# --- the callbacks -------------------------------------------------------------
+
+
+@ffi.callback("uint8_t*(*)(const HostApi*, size_t, size_t)", onerror=_on_error)
+def _cb_alloc(host: Any, size: int, align: int) -> Any:
+    return ffi.cast("uint8_t*", _libc.malloc(size, align))
+
+
+@ffi.callback("void(*)(const HostApi*, uint8_t*, size_t, size_t)", onerror=_on_error)
+def _cb_free(host: Any, ptr: Any, size: int, align: int) -> None:
+    _libc.free(int(ffi.cast("uintptr_t", ptr)))
+
+
+@ffi.callback("void(*)(const HostApi*, uint32_t, StringView, StringView)", onerror=_on_error)
+def _cb_log(host: Any, level: int, scope: Any, message: Any) -> None:
+    pylevel = _LEVELS.get(level, logging.INFO)  # type: ignore[call-overload]
+    if not guest_logger.isEnabledFor(pylevel):
+        return
+    scope_text = _string(scope)
+    guest_logger.log(pylevel, "[%s] %s", scope_text, _string(message), extra={"scope": scope_text})
+
+
+@ffi.callback("GuestContractHandle(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)
+def _cb_find(host: Any, contract_id: int, min_major: int) -> Any:
+    services = _services(host)
+    found = services._host_find(contract_id, min_major) if services is not None else None
+    if found is None:
+        return {"index": NULL_HANDLE_INDEX, "generation": 0}
+    return {"index": found[0], "generation": found[1]}
+
+
+@ffi.callback("const GuestContractInterface*(*)(const HostApi*, GuestContractHandle)", onerror=_on_error)
+def _cb_resolve(host: Any, handle: Any) -> Any:
+    services = _services(host)
+    if services is None or handle.index == NULL_HANDLE_INDEX:
+        return ffi.NULL
+    return services._host_resolve(handle.index, handle.generation)
+
+
+@ffi.callback(
+    "void(*)(const HostApi*, const PluginDescriptor*, const GuestContractInterface*, AbiError*)", onerror=_on_error
+)
+def _cb_register(host: Any, desc: Any, iface: Any, err: Any) -> None:
+    services = _services(host)
+    if services is None:
+        _set_err(err, AbiErrorCode.Generic, _NO_RUNTIME)
+        return
+    if desc == ffi.NULL or iface == ffi.NULL:
+        _set_err(err, AbiErrorCode.InvalidPointer)
+        return
+    code, _text = services._host_register(desc, iface)
+    _set_err(err, code)
+
+
+@ffi.callback(
+    "void(*)(const HostApi*, const GuestContractInterface*, const void*, GuestContractInstance*)",
+    onerror=_on_error,
+)
+def _cb_create_instance(host: Any, iface: Any, args: Any, out: Any) -> None:
+    if out == ffi.NULL:
+        return
+    out.data = ffi.NULL
+    out.contract_id = 0
+    if iface == ffi.NULL or iface.create_instance == ffi.NULL:
+        return
+    iface.create_instance(iface.dispatch.vm.loader_data, host, args, out)
+
+
+@ffi.callback("void(*)(const HostApi*, const GuestContractInterface*, GuestContractInstance)", onerror=_on_error)
+def _cb_destroy_instance(host: Any, iface: Any, inst: Any) -> None:
+    if iface == ffi.NULL or iface.destroy_instance == ffi.NULL:
+        return
+    iface.destroy_instance(iface.dispatch.vm.loader_data, host, inst)
+
+
+@ffi.callback("const uint64_t*(*)(const HostApi*)", onerror=_on_error)
+def _cb_revision(host: Any) -> Any:
+    if host == ffi.NULL or host.runtime == ffi.NULL:
+        return ffi.NULL
+    owner: HostApi = ffi.from_handle(host.runtime)
+    return owner.revision
+
+
+@ffi.callback("Array(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)
+def _cb_find_all(host: Any, contract_id: int, min_major: int) -> Any:
+    return {"items": ffi.NULL, "len": 0, "align": 8}
+
+
+@ffi.callback("Array(*)(const HostApi*)", onerror=_on_error)
+def _cb_empty_array(host: Any) -> Any:
+    return {"items": ffi.NULL, "len": 0, "align": 8}
+
+
+@ffi.callback("void(*)(const HostApi*, uint64_t, uint32_t, HostContractInstance*, AbiError*)", onerror=_on_error)
+def _cb_get_host_contract(host: Any, contract_id: int, min_version: int, out: Any, err: Any) -> None:
+    if out != ffi.NULL:
+        out.data = ffi.NULL
+    _set_err(err, AbiErrorCode.HostContractNotFound)
+
+
+@ffi.callback("const HostContractInterface*(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)
+def _cb_resolve_host_contract(host: Any, contract_id: int, min_version: int) -> Any:
+    return ffi.NULL
+
+
+@ffi.callback("void(*)(const HostApi*, const uint8_t*, size_t, AbiError*)", onerror=_on_error)
+def _cb_bytes_unsupported(host: Any, data: Any, size: int, err: Any) -> None:
+    _set_err(err, AbiErrorCode.Generic, _UNSUPPORTED)
+
+
+@ffi.callback("void(*)(const HostApi*, const HostContractInterface*, AbiError*)", onerror=_on_error)
+def _cb_register_host_contract(host: Any, iface: Any, err: Any) -> None:
+    _set_err(err, AbiErrorCode.Generic, _UNSUPPORTED)
+
+
+@ffi.callback("void(*)(const HostApi*, void*, AbiError*)", onerror=_on_error)
+def _cb_register_loader(host: Any, loader: Any, err: Any) -> None:
+    _set_err(err, AbiErrorCode.Generic, _UNSUPPORTED)
+
+
+@ffi.callback("void(*)(const HostApi*, uint64_t, AbiError*)", onerror=_on_error)
+def _cb_unload_bundle(host: Any, bundle: int, err: Any) -> None:
+    _set_err(err, AbiErrorCode.Generic, _UNSUPPORTED)
+
+
+@ffi.callback("size_t(*)(const HostApi*, uint8_t*, size_t)", onerror=_on_error)
+def _cb_get_last_error(host: Any, buf: Any, cap: int) -> int:
+    text = _last_error_bytes(host)
+    n = min(len(text), cap)
+    if n and buf != ffi.NULL:
+        ffi.memmove(buf, text, n)
+    return n
+
+
+@ffi.callback("size_t(*)(const HostApi*)", onerror=_on_error)
+def _cb_get_error_len(host: Any) -> int:
+    return len(_last_error_bytes(host))
+
+
+def _last_error_bytes(host: Any) -> bytes:
+    if host == ffi.NULL or host.runtime == ffi.NULL:
+        return b""
+    owner: HostApi = ffi.from_handle(host.runtime)
+    return owner.last_error()
+
+
+class HostApi:
+    """One ``HostApi`` C struct and what it needs alive.
+
+    :param services: the runtime behind it, or ``None`` for the allocator-only
+        default host (every lookup then fails cleanly)
+    """
+
+    def __init__(self, services: HostServices | None) -> None:
+        self.services = services
+        self._handle = ffi.new_handle(self)
+        # SAFETY: the struct, the counter and the handle are owned by this object.
+        self.struct: Any = ffi.new("HostApi*")
+        self.revision: Any = ffi.new("uint64_t*", 0)
+        self._errors = threading.local()
+        s = self.struct
+        s.runtime = self._handle if services is not None else ffi.NULL
+        s.register_guest_contract = _cb_register
+        s.alloc = _cb_alloc
+        s.free = _cb_free
+        s.find_guest_contract = _cb_find
+        s.find_all_guest_contracts = _cb_find_all
+        s.resolve_guest_contract = _cb_resolve
+        s.get_host_contract = _cb_get_host_contract
+        s.resolve_host_contract_interface = _cb_resolve_host_contract
+        s.list_bundles = _cb_empty_array
+        s.get_dependencies = _cb_empty_array
+        s.load_bundle = _cb_bytes_unsupported
+        s.reload_bundle = _cb_bytes_unsupported
+        s.register_host_contract = _cb_register_host_contract
+        s.register_loader = _cb_register_loader
+        s.get_last_error = _cb_get_last_error
+        s.get_error_len = _cb_get_error_len
+        s.unload_bundle = _cb_unload_bundle
+        s.log = _cb_log
+        s.create_guest_instance = _cb_create_instance
+        s.destroy_guest_instance = _cb_destroy_instance
+        s.revision_counter = _cb_revision
+        s.reserved = ffi.NULL
+        self.address: int = int(ffi.cast("uintptr_t", s))
+
+    def bump_revision(self) -> None:
+        """Mark a registry change (load, reload, unload)."""
+        self.revision[0] = (self.revision[0] + 1) & 0xFFFFFFFFFFFFFFFF
+
+    def set_last_error(self, text: str) -> None:
+        """Record the calling thread's last error (``get_last_error``)."""
+        self._errors.text = text.encode("utf-8", "replace")
+
+    def last_error(self) -> bytes:
+        """The calling thread's last error text."""
+        return getattr(self._errors, "text", b"")
+
+    def detach(self) -> None:
+        """Cut the link to the runtime: lookups fail cleanly from now on."""
+        self.services = None
+
+
+_default: HostApi | None = None
+_default_lock: Final = threading.Lock()
+
+
+def default_host() -> HostApi:
+    """The allocator-only ``HostApi`` used by standalone arenas."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = HostApi(None)
+    return _default
+
+
+def default_host_address() -> int:
+    """Address of :func:`default_host`'s struct."""
+    return default_host().address

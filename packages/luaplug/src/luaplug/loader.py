@@ -1,0 +1,89 @@
+"""The loader protocol and the per-contract object a loader registers."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .ids import guest_contract_id
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+    from .runtime import Runtime
+    from .sources import BundleSource
+
+__all__ = ["BundleLoader", "ContractProvider", "FastCall"]
+
+#: A backend's Python-side dispatch: ``(fn_id, instance_id, args, out, arena)``
+#: (all integers; pointers as addresses) -> ``0``, an error code, or
+#: ``(code, lua_error_text)``.
+FastCall = Callable[[int, int, int, int, int], Any]
+
+
+class ContractProvider(ABC):
+    """One contract as a loader registers it: dispatch, create, destroy, and a
+    C interface (``GuestContractInterface``) whose pointers work from any caller.
+    """
+
+    contract_name: str
+    major: int
+    plugin_name: str
+    function_count: int
+
+    @property
+    def contract_id(self) -> int:
+        """``guest_contract_id(contract_name, major)``."""
+        return guest_contract_id(self.contract_name, self.major)
+
+    @property
+    def display_name(self) -> str:
+        """``"name@major"``."""
+        return f"{self.contract_name}@{self.major}"
+
+    @property
+    @abstractmethod
+    def fast_call(self) -> FastCall:
+        """The backend's own dispatch for Python hosts (no C pointer on the way)."""
+
+    @abstractmethod
+    def create_instance(self) -> int:
+        """Build a fresh instance; its id (from 1, per contract), or 0 on failure."""
+
+    @abstractmethod
+    def destroy_instance(self, instance_id: int) -> None:
+        """Drop an instance (0 is a no-op)."""
+
+    @abstractmethod
+    def interface(self) -> Any:
+        """A ``GuestContractInterface*`` with working create/destroy/vm.call pointers."""
+
+    def live_instances(self) -> int:
+        """How many created instances are alive (for reload/unload warnings)."""
+        return 0
+
+
+@runtime_checkable
+class BundleLoader(Protocol):
+    """What a runtime needs from a loader (one per runtime)."""
+
+    #: the loader name a manifest's ``loader`` key selects
+    name: str
+    #: whether :meth:`reload` is supported
+    supports_hot_reload: bool
+
+    def load(self, manifest: Manifest, source: BundleSource, runtime: Runtime) -> None:
+        """Load a bundle and register its contracts with ``runtime`` (all or nothing).
+
+        :raises LoadError: with the spec's text; nothing stays registered
+        """
+
+    def reload(self, manifest: Manifest, runtime: Runtime) -> None:
+        """Load the bundle's entry file into a new VM and swap its contracts in.
+
+        The old VM keeps serving if this fails, and is reclaimed through the
+        epoch once calls in flight on it returned.
+        """
+
+    def unload(self, bundle_id: int, runtime: Runtime) -> None:
+        """Reclaim a bundle's VM (its contracts are already withdrawn)."""

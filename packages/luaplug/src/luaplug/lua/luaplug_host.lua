@@ -1,0 +1,280 @@
+-- luaplug's host side inside a bundle VM (shared by every backend).
+--
+-- Runs as the first chunk of every fresh state, before the bundle, and returns
+-- a table of entry points the engine keeps a reference to. It creates no
+-- globals and captures the builtins it uses, so a bundle that rewrites its
+-- globals cannot change how it is called.
+--
+-- Invariants:
+-- * `cell` is a double[4] owned by the engine outside Lua:
+--   [0] id of the thread running Lua code in this state (0 when idle),
+--   [1] nesting depth, [2] non-zero once the VM is retired.
+--   The engine reads [0]/[1] to refuse a same-thread re-entry it cannot
+--   handle and writes [2] without entering Lua.
+-- * A contract's `busy` flag is set only while one of its handlers runs, so a
+--   set flag on entry means the same contract is re-entered on this thread
+--   (other threads are kept out by the engine's per-state lock).
+-- * Init results are validated here but reported as (kind, details...): the
+--   error texts live in the Python core.
+
+local ffi = require("ffi")
+local G = _G
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local xpcall, pcall, rawget, unpack, maxn = xpcall, pcall, rawget, unpack, table.maxn
+local traceback = debug.traceback
+local floor, max = math.floor, math.max
+
+local uptr = ffi.typeof("uintptr_t")
+local dblp = ffi.typeof("double*")
+-- Anonymous layouts: a bundle's own ffi.cdef of the named ABI types must not clash.
+local arena_t = ffi.typeof("struct { uint8_t* cur; uint8_t* lim; uint8_t* base; void* host; void* first; } *")
+local block_t = ffi.typeof("struct { void* next; size_t cap; size_t used; } *")
+local host_t = ffi.typeof(
+  "struct { void* rt; void* reg; uint8_t* (*alloc)(void*, size_t, size_t); void (*free)(void*, void*, size_t, size_t); } *")
+local thread_fn_t = ffi.typeof("uint64_t (*)(void)")
+
+local BLOCK_HEADER = 24
+local MIN_BLOCK = 4096
+-- Stands in for a nil impl object inside instance tables.
+local NILV = {}
+
+local P = {}
+local cell = ffi.new("double[4]")
+local current_thread = function() return 1 end
+local host_num = 0
+local contracts = {}
+local dispatchers = {}
+P.dispatchers = dispatchers
+
+local function addr(p)
+  return tonumber(ffi.cast(uptr, p))
+end
+
+-- spec §8: bump the arena whose address the call passed, else host->alloc.
+local function arena_alloc(size, arena_addr)
+  size = tonumber(size) or 0
+  if size <= 0 then return 0 end
+  if arena_addr == nil or arena_addr == 0 then
+    if host_num == 0 then return 0 end
+    local h = ffi.cast(host_t, host_num)
+    return addr(h.alloc(h, size, 1))
+  end
+  local a = ffi.cast(arena_t, arena_addr)
+  local cur = addr(a.cur)
+  if a.cur ~= nil and cur + size <= addr(a.lim) then
+    a.cur = a.cur + size
+    return cur
+  end
+  local b = a.first
+  while b ~= nil do
+    local blk = ffi.cast(block_t, b)
+    local used, cap = tonumber(blk.used), tonumber(blk.cap)
+    if used + size <= cap then
+      blk.used = used + size
+      return addr(b) + used
+    end
+    b = blk.next
+  end
+  if a.host == nil then return 0 end
+  local cap = max(BLOCK_HEADER + 1 + size, MIN_BLOCK)
+  local h = ffi.cast(host_t, a.host)
+  local raw = h.alloc(a.host, cap, 8)
+  if raw == nil then return 0 end
+  local blk = ffi.cast(block_t, raw)
+  blk.next = a.first
+  blk.cap = cap
+  blk.used = BLOCK_HEADER + size
+  a.first = raw
+  return addr(raw) + BLOCK_HEADER
+end
+P.arena_alloc = arena_alloc
+local guest_arena_alloc = arena_alloc
+
+local function enter()
+  local depth = cell[1]
+  if depth == 0 then cell[0] = current_thread() end
+  cell[1] = depth + 1
+  return depth
+end
+
+local function leave(depth)
+  cell[1] = depth
+  if depth == 0 then cell[0] = 0 end
+end
+
+--- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses
+--- (0: use an internal cell / no thread ids); `alloc_fn` replaces the Lua arena_alloc.
+function P.setup(host, cell_addr, thread_fn_addr, alloc_fn)
+  host_num = host or 0
+  if cell_addr and cell_addr ~= 0 then cell = ffi.cast(dblp, cell_addr) end
+  if thread_fn_addr and thread_fn_addr ~= 0 then
+    local f = ffi.cast(thread_fn_t, thread_fn_addr)
+    current_thread = function() return tonumber(f()) end
+  end
+  if alloc_fn ~= nil then guest_arena_alloc = alloc_fn end
+end
+
+local function describe(v)
+  local t = type(v)
+  if t == "string" then return ("string %q"):format(v) end
+  if t == "number" or t == "boolean" then return t .. " " .. tostring(v) end
+  return t
+end
+
+local function make_dispatcher(c)
+  local fns, insts, n = c.fns, c.insts, c.n
+  return function(fn_id, iid, args, out, arena)
+    if cell[2] ~= 0 then return 5 end
+    -- -1: an argument is not an address number; the caller converts and retries
+    if type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then return -1 end
+    if fn_id < 0 or fn_id >= n then return 6 end
+    local inst = insts[iid]
+    if inst == nil then return 6 end
+    if inst == NILV then inst = nil end
+    if c.busy then return 9 end
+    local depth = enter()
+    c.busy = true
+    local ok, err = xpcall(fns[fn_id], traceback, inst, args, out, arena, guest_arena_alloc)
+    c.busy = false
+    leave(depth)
+    if ok then return 0 end
+    return 1, tostring(err)
+  end
+end
+
+-- Reads one registration entry; returns a contract record or (nil, kind, ...).
+local function read_entry(cname, entry, chunk)
+  if type(cname) == "number" then cname = tostring(cname) end
+  if type(cname) ~= "string" then
+    return nil, "iter", "registration key is " .. describe(cname) .. ", expected a contract name string"
+  end
+  if type(entry) ~= "table" then
+    return nil, "iter", "registration for '" .. cname .. "' is " .. describe(entry) .. ", expected a table"
+  end
+  local version = tonumber(entry.contract_version)
+  if version == nil or version < 0 or version > 4294967295 or version ~= floor(version) then version = 1 end
+  local plugin = entry.plugin_name
+  if type(plugin) == "number" then plugin = tostring(plugin) end
+  if type(plugin) ~= "string" then plugin = chunk end
+  local functions = entry.functions
+  if type(functions) ~= "table" then
+    return nil, "no_functions", cname, "expected a table, found " .. describe(functions)
+  end
+  local fns, n = {}, 0
+  while true do
+    local f = functions[n]
+    if f == nil then break end
+    if type(f) ~= "function" then
+      return nil, "slot", n, cname, "expected a function, found " .. describe(f)
+    end
+    fns[n] = f
+    n = n + 1
+  end
+  local factory = entry.factory
+  if type(factory) ~= "function" then
+    return nil, "no_factory", cname, "expected a function, found " .. describe(factory)
+  end
+  return { name = cname, version = version, plugin = plugin, fns = fns, n = n, factory = factory }
+end
+
+local function run_init(host, ctx, chunk)
+  local init = rawget(G, "polyplug_init")
+  if type(init) ~= "function" then return "err", "missing_init" end
+  local depth = enter()
+  local res = { xpcall(init, traceback, host, ctx) }
+  leave(depth)
+  if not res[1] then return "err", "init_error", tostring(res[2]) end
+  local regs, status = res[2], res[3]
+  if type(regs) ~= "table" or type(status) ~= "table" then
+    return "err", "init_error", "expected (registrations, status) tables, got (" ..
+      describe(regs) .. ", " .. describe(status) .. ")"
+  end
+  local code = tonumber(status.code)
+  if code == nil or code < 0 or code ~= floor(code) or code > 4294967295 then code = 0 end
+  if code ~= 0 then
+    local msg = status.message
+    if type(msg) ~= "string" then msg = "" end
+    return "err", "init_code", code, msg
+  end
+  local found = {}
+  for cname, entry in pairs(regs) do
+    local rec, kind, a, b, c = read_entry(cname, entry, chunk)
+    if rec == nil then return "err", kind, a, b, c end
+    found[#found + 1] = rec
+  end
+  if #found == 0 then return "err", "empty" end
+  local out = { "ok", #found }
+  for i, rec in ipairs(found) do
+    local depth2 = enter()
+    local ok, impl = xpcall(rec.factory, traceback, host)
+    leave(depth2)
+    if not ok then return "err", "factory_failed", rec.name, tostring(impl) end
+    if impl == nil then impl = NILV end
+    rec.insts = { [0] = impl }
+    rec.next_id = 1
+    rec.busy = false
+    contracts[i] = rec
+    dispatchers[i] = make_dispatcher(rec)
+    out[#out + 1] = rec.name
+    out[#out + 1] = rec.version
+    out[#out + 1] = rec.plugin
+    out[#out + 1] = rec.n
+  end
+  return unpack(out)
+end
+
+--- Run the bundle's polyplug_init and read what it returned (spec §3-§4).
+--- Returns "ok", n, then (name, major, plugin_name, function_count) per contract,
+--- indexed 1..n in that order; or "err", kind, details...
+function P.init(host, ctx, chunk)
+  local res = { pcall(run_init, host, ctx, chunk) }
+  if not res[1] then return "err", "init_error", tostring(res[2]) end
+  return unpack(res, 2, maxn(res))
+end
+
+function P.dispatcher(cidx)
+  return dispatchers[cidx]
+end
+
+--- A fresh instance of contract `cidx` (spec §7): its id, or 0 and a reason.
+function P.create(cidx)
+  local c = contracts[cidx]
+  if c == nil or cell[2] ~= 0 then return 0, "the bundle VM was retired" end
+  if c.busy then return 0, "reentrant create_instance from inside a call of the same contract" end
+  local depth = enter()
+  local ok, impl = xpcall(c.factory, traceback, host_num)
+  leave(depth)
+  if not ok then return 0, tostring(impl) end
+  local id = c.next_id
+  c.next_id = id + 1
+  if impl == nil then impl = NILV end
+  c.insts[id] = impl
+  return id
+end
+
+function P.destroy(cidx, iid)
+  local c = contracts[cidx]
+  if c ~= nil and iid ~= 0 then c.insts[iid] = nil end
+end
+
+--- Live (non-default) instances of contract `cidx`.
+function P.live(cidx)
+  local c = contracts[cidx]
+  if c == nil then return 0 end
+  local n = 0
+  for k in pairs(c.insts) do
+    if k ~= 0 then n = n + 1 end
+  end
+  return n
+end
+
+--- Drop everything the bundle built, so the state's memory goes with it.
+function P.shutdown()
+  cell[2] = 1
+  for i in pairs(contracts) do
+    contracts[i] = nil
+    dispatchers[i] = nil
+  end
+end
+
+return P

@@ -1,0 +1,275 @@
+"""The Lua loader protocol (spec §2-§10) over any :class:`~luaplug.engine.Engine`.
+
+Everything engine-independent lives here: source resolution, package paths,
+init and its error texts, registration (all or nothing), instance calls,
+reload and unload through the epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from . import _texts
+from .abi import AbiErrorCode, ffi
+from .engine import CAP_NESTED_SAME_BUNDLE, Engine, EngineState
+from .errors import DuplicateProvider, InitFailed, InvalidSourceEncoding, LuaError, LuaplugError, ManifestMissingFile
+from .loader import FastCall
+from .pyinterface import PythonBackedContract
+from .registry import Registration
+from .sdk import sdk_path
+from .sources import BundleSource, BytesSource, CodeSource, PathSource
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+    from .runtime import Runtime
+
+__all__ = ["EngineContract", "LuaLoader", "log_call_failure"]
+
+_log: Final = logging.getLogger("luaplug.loader")
+
+
+def error_text(value: object) -> str:
+    """A Lua error value as text (engines may hand over bytes)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def log_call_failure(text: str) -> None:
+    """Spec §6: a handler's Lua error is logged at Error level."""
+    _log.error("Lua function call failed: %s", text)
+
+
+class EngineContract(PythonBackedContract):
+    """A contract served by the prelude of one engine state."""
+
+    def __init__(
+        self, state: EngineState, cidx: int, name: str, major: int, plugin_name: str, nfuncs: int, nested: bool
+    ) -> None:
+        self.state = state
+        self.cidx = cidx
+        self.contract_name = name
+        self.major = major
+        self.plugin_name = plugin_name
+        self.function_count = nfuncs
+        self._fast: FastCall = state.dispatcher(cidx)
+        # Engines that cannot re-enter a running state refuse such calls here.
+        self._guard_reentry = not nested
+        self._pending_destroy: list[int] = []
+        self._iface: Any = None
+
+    @property
+    def fast_call(self) -> FastCall:
+        return self._fast
+
+    def _blocked(self) -> bool:
+        return self._guard_reentry and self.state.active_on_this_thread()
+
+    def create_instance(self) -> int:
+        if self.state.retired or self._blocked():
+            return 0
+        self._drain()
+        try:
+            res = self.state.call_prelude("create", self.cidx)
+        except LuaplugError as exc:
+            _log.error("Lua create_instance: factory call failed: %s", exc)
+            return 0
+        iid = int(res[0]) if res and res[0] else 0
+        if not iid:
+            _log.error("Lua create_instance: factory call failed: %s", res[1] if len(res) > 1 else "unknown error")
+        return iid
+
+    def destroy_instance(self, instance_id: int) -> None:
+        if not instance_id or self.state.retired:
+            return
+        if self._blocked():
+            # The VM is running on this thread and cannot be re-entered: drop
+            # the instance at the next safe entry instead.
+            self._pending_destroy.append(instance_id)
+            return
+        self._drain()
+        try:
+            self.state.call_prelude("destroy", self.cidx, instance_id)
+        except LuaplugError as exc:
+            _log.error("Lua destroy_instance failed: %s", exc)
+
+    def _drain(self) -> None:
+        while self._pending_destroy:
+            self.state.call_prelude("destroy", self.cidx, self._pending_destroy.pop())
+
+    def call_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
+        if self._blocked():
+            return AbiErrorCode.ReentrantCall
+        result = self._fast(fn_id, instance_id, args, out, arena)
+        if result == 0:
+            return 0
+        if isinstance(result, tuple):
+            log_call_failure(error_text(result[1]))
+            return int(result[0])
+        return int(result)
+
+    def interface(self) -> Any:
+        if self._iface is None:
+            self._iface = self.state.interface(self, self.cidx)
+        return self._iface
+
+    def live_instances(self) -> int:
+        if self.state.retired or self._blocked():
+            return 0
+        return int(self.state.call_prelude("live", self.cidx)[0])
+
+
+class LuaLoader:
+    """The ``lua`` loader of one runtime, on one engine.
+
+    Locking: ``_lock`` guards ``_live`` only; Lua never runs under it.
+    """
+
+    name = "lua"
+    supports_hot_reload = True
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._nested = CAP_NESTED_SAME_BUNDLE in engine.capabilities
+        self._lock = threading.Lock()
+        self._live: dict[int, EngineState] = {}
+
+    # -- the protocol -------------------------------------------------------------
+
+    def load(self, manifest: Manifest, source: BundleSource, runtime: Runtime) -> None:
+        self._load(manifest, source, runtime, replacing=False)
+
+    def reload(self, manifest: Manifest, runtime: Runtime) -> None:
+        self._load(manifest, PathSource(manifest.path), runtime, replacing=True)
+
+    def unload(self, bundle_id: int, runtime: Runtime) -> None:
+        with self._lock:
+            state = self._live.pop(bundle_id, None)
+        if state is not None:
+            self._reclaim(state, runtime)
+
+    def close(self, runtime: Runtime) -> None:
+        """Unload every VM this loader still owns."""
+        with self._lock:
+            states = list(self._live.values())
+            self._live.clear()
+        for state in states:
+            self._reclaim(state, runtime)
+
+    @property
+    def live_states(self) -> int:
+        """How many VMs are serving (superseded ones awaiting reclaim excluded)."""
+        return len(self._live)
+
+    # -- internals ----------------------------------------------------------------
+
+    @staticmethod
+    def _reclaim(state: EngineState, runtime: Runtime) -> None:
+        state.retire()
+        # SAFETY: retired first, deferred second: a call that starts after the
+        # retire returns StaleHandle without running Lua; one already in flight
+        # (Python pin or the VM's in-flight count) holds the close back.
+        runtime.collector.defer(state.close, busy=state.in_flight)
+
+    @staticmethod
+    def resolve_source(manifest: Manifest, source: BundleSource) -> tuple[str, str, str | None]:
+        """``(source_text, chunk_name, bundle_dir)`` for a load."""
+        if isinstance(source, PathSource):
+            if not manifest.file:
+                raise ManifestMissingFile(manifest.name)
+            entry = Path(manifest.path) / manifest.file
+            if not entry.is_file():
+                raise InitFailed(manifest.name, _texts.missing_entry_file(str(entry)))
+            try:
+                text = entry.read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InitFailed(manifest.name, f"Lua script load failed at {entry}: {exc}") from exc
+            return text, entry.name, str(manifest.path)
+        if isinstance(source, CodeSource):
+            return source.code, manifest.name, None
+        if isinstance(source, BytesSource):
+            try:
+                return bytes(source.data).decode("utf-8"), manifest.name, None
+            except UnicodeDecodeError as exc:
+                raise InvalidSourceEncoding(manifest.name) from exc
+        raise TypeError(f"unknown bundle source {source!r}")
+
+    def _load(self, manifest: Manifest, source: BundleSource, runtime: Runtime, *, replacing: bool) -> None:
+        text, chunk, bundle_dir = self.resolve_source(manifest, source)
+        host = runtime.host_api.address
+        try:
+            state = self.engine.new_state(host_address=host, bundle=manifest.name)
+        except LuaplugError as exc:
+            raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
+        try:
+            regs = self._init(state, manifest, text, chunk, bundle_dir, runtime)
+            try:
+                runtime._commit(manifest, regs, replacing=replacing)
+            except DuplicateProvider as exc:
+                raise InitFailed(
+                    chunk, _texts.registration_refused(regs[0].contract_name, "DuplicateProvider", exc.error)
+                ) from exc
+        except BaseException:
+            state.retire()
+            state.close()
+            raise
+        with self._lock:
+            old = self._live.get(manifest.id)
+            self._live[manifest.id] = state
+        if old is not None:
+            self._reclaim(old, runtime)
+
+    def _init(
+        self, state: EngineState, manifest: Manifest, text: str, chunk: str, bundle_dir: str | None, runtime: Runtime
+    ) -> list[Registration]:
+        sdk = str(sdk_path()).replace("\\", "/")
+        if bundle_dir is not None:
+            d = bundle_dir.replace("\\", "/")
+            state.prepend_package_field("path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
+            state.prepend_package_field("cpath", f"{d}/?.so")
+        else:
+            state.prepend_package_field("path", f"{sdk}/?.lua;{sdk}/?.lua")
+        if text.startswith("\x1b"):
+            # LuaJIT marks bytecode with an ESC first byte; only source text is accepted.
+            raise InitFailed(manifest.name, _texts.script_load_failed(chunk, "precompiled bytecode is refused"))
+        try:
+            state.run_chunk(text, chunk)
+        except LuaError as exc:
+            raise InitFailed(manifest.name, _texts.script_load_failed(chunk, str(exc))) from exc
+        # SAFETY: ctx and the path bytes stay alive until init returns (locals).
+        path_text = (bundle_dir if bundle_dir is not None else str(manifest.manifest_path)).encode("utf-8")
+        path_buf = ffi.new("char[]", path_text)
+        ctx = ffi.new("BundleInitContext*")
+        ctx.bundle_id = manifest.id
+        ctx.bundle_path.ptr = ffi.cast("const uint8_t*", path_buf)
+        ctx.bundle_path.len = len(path_text)
+        try:
+            res = state.call_prelude("init", runtime.host_api.address, int(ffi.cast("uintptr_t", ctx)), chunk)
+        except LuaError as exc:
+            raise InitFailed(chunk, _texts.init_error_text("init_error", [str(exc)], chunk)) from exc
+        if not res or res[0] != "ok":
+            kind = str(res[1]) if len(res) > 1 else "?"
+            raise InitFailed(chunk, _texts.init_error_text(kind, list(res[2:]), chunk))
+        count = int(res[1])
+        regs = []
+        for i in range(count):
+            name, major, plugin, nfuncs = res[2 + 4 * i : 6 + 4 * i]
+            provider = EngineContract(state, i + 1, str(name), int(major), str(plugin), int(nfuncs), self._nested)
+            iface = provider.interface()
+            regs.append(
+                Registration(
+                    contract_id=provider.contract_id,
+                    contract_name=provider.contract_name,
+                    major=provider.major,
+                    plugin_name=provider.plugin_name,
+                    bundle_id=manifest.id,
+                    bundle_name=manifest.name,
+                    iface=iface,
+                    provider=provider,
+                    keepalive=[provider, iface],
+                )
+            )
+        return regs

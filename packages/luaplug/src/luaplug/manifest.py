@@ -1,0 +1,299 @@
+"""``manifest.toml`` parsing and validation (spec §1, runtime-semantics "Manifest").
+
+Everything is validated here, before any Lua runs; each problem raises
+:class:`~luaplug.ManifestError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+from .ids import bundle_id, guest_contract_id
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["Dependency", "Manifest", "ProvidedContract", "load", "parse", "platform_key"]
+
+MANIFEST_NAME = "manifest.toml"
+_U64_MAX = (1 << 64) - 1
+_VERSION_RE = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
+
+
+@dataclass(frozen=True)
+class ProvidedContract:
+    """One ``provides`` entry: ``name``, ``name@major`` or ``name@M.m.p``."""
+
+    name: str
+    major: int
+
+    @property
+    def contract_id(self) -> int:
+        return guest_contract_id(self.name, self.major)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One ``[[dependency]]`` table."""
+
+    kind: str
+    contract: str = ""
+    min_version: tuple[int, int, int] = (0, 0, 0)
+    contract_id: int | None = None
+    bundle: str = ""
+    bundle_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated bundle manifest.
+
+    :ivar path: the bundle directory
+    :ivar manifest_path: the ``manifest.toml`` file (or a pseudo path for in-memory bundles)
+    :ivar file: the entry file for this platform, relative to :attr:`path` ("" when absent)
+    """
+
+    name: str
+    id: int
+    loader: str
+    file: str
+    path: Path
+    manifest_path: Path
+    version: tuple[int, int, int] = (0, 0, 0)
+    provides: tuple[ProvidedContract, ...] = ()
+    function_count: Mapping[str, int] = field(default_factory=dict)
+    needs_reinit_on_dep_reload: bool = False
+    dependencies: tuple[Dependency, ...] = ()
+    bundle_dependencies: tuple[str, ...] = ()
+
+    @classmethod
+    def in_memory(cls, name: str, *, loader: str = "lua") -> Manifest:
+        """The manifest of an in-memory (code / bytes) bundle called ``name``."""
+        return cls(
+            name=name,
+            id=bundle_id(name),
+            loader=loader,
+            file="",
+            path=Path("."),
+            manifest_path=Path(f"<memory:{name}>"),
+        )
+
+
+def platform_key() -> str:
+    """This machine's ``<os>.<arch>`` key for platform ``file`` tables."""
+    osname = {"darwin": "macos", "win32": "windows"}.get(sys.platform, sys.platform)
+    if osname.startswith("linux"):
+        osname = "linux"
+    arch = platform.machine().lower()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+    return f"{osname}.{arch}"
+
+
+def load(path: str | Path) -> Manifest:
+    """Read and validate the manifest of the bundle at ``path``.
+
+    :param path: the bundle directory, its ``manifest.toml``, or any file inside it
+    :raises ManifestError: when the file is missing, unparsable or invalid
+    """
+    p = Path(path)
+    if p.name == MANIFEST_NAME or (p.suffix == ".toml" and p.is_file()):
+        mpath = p
+    elif p.is_file():
+        mpath = p.parent / MANIFEST_NAME
+    else:
+        mpath = p / MANIFEST_NAME
+    try:
+        text = mpath.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"manifest parse error for {mpath}: file not found", path=str(mpath)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
+    return parse(text, mpath)
+
+
+def parse(text: str, manifest_path: str | Path) -> Manifest:
+    """Validate manifest ``text`` read from ``manifest_path`` (in the reference order)."""
+    mpath = Path(manifest_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
+    return _Validator(data, mpath).run()
+
+
+class _Validator:
+    def __init__(self, data: dict[str, Any], mpath: Path) -> None:
+        self.data = data
+        self.mpath = mpath
+
+    def fail(self, key: str, reason: str) -> ManifestError:
+        return ManifestError(
+            f"manifest parse error for {self.mpath}: key `{key}`: {reason}", path=str(self.mpath), key=key
+        )
+
+    def run(self) -> Manifest:
+        name = self.data.get("name")
+        if not isinstance(name, str) or not name:
+            raise self.fail("name", "required non-empty string")
+        bid = self.parse_u64("id", self.data.get("id"), required=True)
+        if bid == 0:
+            raise self.fail("id", "must be non-zero")
+        expected = bundle_id(name)
+        if bid != expected:
+            raise ManifestError(
+                f'bundle "{name}" tampered with bundle_id: expected={expected:#018x}, found={bid:#018x}',
+                path=str(self.mpath),
+                key="id",
+            )
+        provides = tuple(self.parse_provides())
+        bundle_deps = self.parse_bundle_dependencies()
+        deps = tuple(self.parse_dependencies())
+        loader = self.data.get("loader")
+        if loader is None and "runtime" in self.data:
+            raise self.fail("loader", "missing (the older `runtime` key is not accepted)")
+        if not isinstance(loader, str) or not loader:
+            raise self.fail("loader", "required non-empty string")
+        file = self.parse_file()
+        version = self.parse_version("version", self.data.get("version", ""))
+        if provides and "version" not in self.data:
+            raise self.fail("version", "required when `provides` is present")
+        fcount = self.data.get("function_count", {})
+        if not isinstance(fcount, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in fcount.items()
+        ):
+            raise self.fail("function_count", 'expected a table of "contract@major" = count')
+        reinit = self.data.get("needs_reinit_on_dep_reload", False)
+        if not isinstance(reinit, bool):
+            raise self.fail("needs_reinit_on_dep_reload", "expected a boolean")
+        return Manifest(
+            name=name,
+            id=bid,
+            loader=loader,
+            file=file,
+            path=self.mpath.parent,
+            manifest_path=self.mpath,
+            version=version,
+            provides=provides,
+            function_count=dict(fcount),
+            needs_reinit_on_dep_reload=reinit,
+            dependencies=deps,
+            bundle_dependencies=bundle_deps,
+        )
+
+    def parse_u64(self, key: str, value: object, *, required: bool = False) -> int:
+        if value is None:
+            if required:
+                raise self.fail(key, "required")
+            return 0
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+            except ValueError:
+                raise self.fail(key, f"not an unsigned 64-bit integer: {text!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, "expected an unsigned 64-bit integer")
+        if value < 0:
+            value &= _U64_MAX  # TOML stores ids above i64::MAX as their two's complement
+        if value > _U64_MAX:
+            raise self.fail(key, "out of the unsigned 64-bit range")
+        return value
+
+    def parse_version(self, key: str, value: object) -> tuple[int, int, int]:
+        if not isinstance(value, str):
+            raise self.fail(key, 'expected a "x.y.z" string')
+        if value == "":
+            return (0, 0, 0)
+        m = _VERSION_RE.match(value.strip())
+        if m is None:
+            raise self.fail(key, f'expected a "x.y.z" string, found {value!r}')
+        return (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0))
+
+    def parse_provides(self) -> list[ProvidedContract]:
+        raw = self.data.get("provides", [])
+        if not isinstance(raw, list):
+            raise self.fail("provides", "expected a list of strings")
+        out = []
+        for spec in raw:
+            if not isinstance(spec, str) or not spec:
+                raise self.fail("provides", f"invalid contract spec {spec!r}")
+            name, _, ver = spec.partition("@")
+            if not name:
+                raise self.fail("provides", f"invalid contract spec {spec!r}")
+            major = self.parse_version("provides", ver)[0] if ver else 1
+            out.append(ProvidedContract(name, major))
+        return out
+
+    def parse_bundle_dependencies(self) -> tuple[str, ...]:
+        raw = self.data.get("bundle_dependencies", [])
+        if not isinstance(raw, list) or not all(isinstance(s, str) and s and not s.startswith("@") for s in raw):
+            raise self.fail("bundle_dependencies", 'expected a list of "name" or "name@version" strings')
+        for spec in raw:
+            _, _, ver = spec.partition("@")
+            if ver:
+                self.parse_version("bundle_dependencies", ver)
+        return tuple(raw)
+
+    def parse_dependencies(self) -> list[Dependency]:
+        raw = self.data.get("dependency", [])
+        if not isinstance(raw, list) or not all(isinstance(d, dict) for d in raw):
+            raise self.fail("dependency", "expected [[dependency]] tables")
+        out = []
+        for d in raw:
+            kind = d.get("kind", "contract")
+            if kind not in ("contract", "bundle"):
+                raise self.fail("dependency.kind", f'expected "contract" or "bundle", found {kind!r}')
+            contract = d.get("contract", "")
+            if not isinstance(contract, str) or (kind == "contract" and not contract):
+                raise self.fail("dependency.contract", "required contract name")
+            minv = self.parse_version("dependency.min_version", d.get("min_version", ""))
+            cid = None
+            if "contract_id" in d:
+                cid = self.parse_u64("dependency.contract_id", d["contract_id"])
+                want = guest_contract_id(contract, minv[0])
+                if cid != want:
+                    raise self.fail(
+                        "dependency.contract_id",
+                        f"{cid:#018x} does not match guest_contract_id({contract}@{minv[0]}) = {want:#018x}",
+                    )
+            bundle = d.get("bundle", "")
+            if not isinstance(bundle, str):
+                raise self.fail("dependency.bundle", "expected a string")
+            bid = self.parse_u64("dependency.bundle_id", d["bundle_id"]) if "bundle_id" in d else None
+            out.append(Dependency(kind, contract, minv, cid, bundle, bid))
+        return out
+
+    def parse_file(self) -> str:
+        raw = self.data.get("file", "")
+        if isinstance(raw, str):
+            return raw
+        if isinstance(raw, dict):
+            flat = dict(_flatten(raw))
+            key = platform_key()
+            if key not in flat:
+                raise self.fail("file", f"no file entry for platform {key}, available: {sorted(flat)}")
+            value = flat[key]
+            if not isinstance(value, str):
+                raise self.fail("file", f"entry for {key} must be a string")
+            return value
+        raise self.fail("file", "expected a string or a table keyed by platform")
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for k, v in table.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.extend(_flatten(v, key))
+        else:
+            out.append((key, v))
+    return out

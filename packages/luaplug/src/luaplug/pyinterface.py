@@ -1,0 +1,98 @@
+"""A C ``GuestContractInterface`` whose pointers call back into Python.
+
+For engines whose dispatch lives in Python (lupa), this gives every contract
+real ``vm.call``/``create_instance``/``destroy_instance`` pointers, so guests
+of any backend can call it through ``HostApi`` (spec §13). ``loader_data``
+holds a cffi handle to the provider; the handle lives as long as the
+registration's keepalive list (released through the epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from .abi import AbiErrorCode, DispatchType, ffi
+from .loader import ContractProvider
+
+__all__ = ["PythonBackedContract", "python_interface"]
+
+_log: Final = logging.getLogger("luaplug.hostapi")
+
+
+class PythonBackedContract(ContractProvider):
+    """A provider the C callbacks can drive: one extra method."""
+
+    _c_handle: Any = None
+
+    def call_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
+        """Dispatch for a foreign caller; returns the code (errors already logged)."""
+        raise NotImplementedError
+
+    def create_from_c(self) -> int:
+        """Create an instance for a foreign caller (0 on failure)."""
+        return self.create_instance()
+
+
+def _on_error(exc_type: Any, exc: Any, tb: Any) -> None:
+    _log.error("contract callback raised", exc_info=(exc_type, exc, tb))
+
+
+def _u(ptr: Any) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+@ffi.callback(
+    "void(*)(VmLoaderData, GuestContractInstance, uint32_t, const void*, void*, CallArena*, AbiError*)",
+    onerror=_on_error,
+)
+def _vm_call(loader_data: Any, inst: Any, fn_id: int, args: Any, out: Any, arena: Any, err: Any) -> None:
+    code: int = AbiErrorCode.InvalidPointer
+    if loader_data.data != ffi.NULL:
+        provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+        code = provider.call_from_c(fn_id, _u(inst.data), _u(args), _u(out), _u(arena))
+    if err != ffi.NULL:
+        err.code = code
+        err.message.ptr = ffi.NULL
+        err.message.len = 0
+
+
+@ffi.callback("void(*)(VmLoaderData, const HostApi*, const void*, GuestContractInstance*)", onerror=_on_error)
+def _create(loader_data: Any, host: Any, args: Any, out: Any) -> None:
+    if out == ffi.NULL:
+        return
+    out.data = ffi.NULL
+    out.contract_id = 0
+    if loader_data.data == ffi.NULL:
+        return
+    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+    iid = provider.create_from_c()
+    if iid:
+        out.data = ffi.cast("void*", iid)
+        out.contract_id = provider.contract_id
+
+
+@ffi.callback("void(*)(VmLoaderData, const HostApi*, GuestContractInstance)", onerror=_on_error)
+def _destroy(loader_data: Any, host: Any, inst: Any) -> None:
+    if loader_data.data == ffi.NULL:
+        return
+    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+    provider.destroy_instance(_u(inst.data))
+
+
+def python_interface(provider: PythonBackedContract) -> Any:
+    """A ``GuestContractInterface*`` calling ``provider``.
+
+    The provider keeps the handle (``loader_data``) alive as ``_c_handle``.
+    """
+    handle = ffi.new_handle(provider)
+    provider._c_handle = handle
+    iface = ffi.new("GuestContractInterface*")
+    iface.contract_id = provider.contract_id
+    iface.contract_version.major = provider.major
+    iface.dispatch_type = DispatchType.VirtualMachine
+    iface.create_instance = _create
+    iface.destroy_instance = _destroy
+    iface.dispatch.vm.call = _vm_call
+    iface.dispatch.vm.loader_data.data = handle
+    return iface

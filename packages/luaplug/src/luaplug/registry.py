@@ -1,0 +1,206 @@
+"""The contract registry: providers, generation-counted handles, revisions.
+
+A *slot* holds one provider of one contract (a contract id from one bundle).
+Handles are ``(index, generation)``: unloading a provider bumps its slot's
+generation (old handles go stale); a reload swaps the provider in place and
+keeps the generation, so old handles reach the new version.
+
+Locking: one lock guards the tables; it is never held while Lua or a
+callback runs. Interface memory of withdrawn providers is released through
+the epoch, since a guest may still hold the pointer it resolved.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .abi import AbiErrorCode, ffi
+from .epoch import Collector
+from .errors import DuplicateProvider
+
+if TYPE_CHECKING:
+    from .loader import ContractProvider
+
+__all__ = ["Registration", "Registry"]
+
+
+@dataclass(eq=False)
+class Registration:
+    """One provider of one contract, as the registry keeps it.
+
+    :ivar iface: the registry's own ``GuestContractInterface*`` copy
+    :ivar provider: the Python-side provider, or ``None`` for a contract a
+        guest registered through ``HostApi.register_guest_contract``
+    """
+
+    contract_id: int
+    contract_name: str
+    major: int
+    plugin_name: str
+    bundle_id: int
+    bundle_name: str
+    iface: Any
+    provider: ContractProvider | None = None
+    keepalive: list[object] = field(default_factory=list)
+
+    @property
+    def display_name(self) -> str:
+        """``"name@major"``."""
+        return f"{self.contract_name}@{self.major}"
+
+    @classmethod
+    def copy_interface(cls, iface: Any) -> Any:
+        """A registry-owned copy of a ``GuestContractInterface``."""
+        own = ffi.new("GuestContractInterface*")
+        ffi.memmove(own, iface, ffi.sizeof("GuestContractInterface"))
+        return own
+
+
+@dataclass(eq=False)
+class _Slot:
+    generation: int = 0
+    reg: Registration | None = None
+
+
+class Registry:
+    """Contract providers of one runtime.
+
+    :param collector: the epoch through which withdrawn interfaces are released
+    :param on_change: called (outside the lock) after every change
+    """
+
+    def __init__(self, collector: Collector) -> None:
+        self._lock = threading.Lock()
+        self._slots: list[_Slot] = []
+        self._free: list[int] = []
+        self._by_cid: dict[int, list[int]] = {}
+        self._collector = collector
+
+    # -- lookups ------------------------------------------------------------------
+
+    def find(self, contract_id: int, min_major: int = 0) -> tuple[int, int] | None:
+        """The first-registered provider of ``contract_id`` with major >= ``min_major``."""
+        with self._lock:
+            for index in self._by_cid.get(contract_id, ()):
+                slot = self._slots[index]
+                if slot.reg is not None and slot.reg.major >= min_major:
+                    return index, slot.generation
+        return None
+
+    def resolve(self, index: int, generation: int) -> Registration | None:
+        """The registration a handle names, or ``None`` when stale."""
+        slots = self._slots
+        if 0 <= index < len(slots):
+            slot = slots[index]
+            if slot.generation == generation:
+                return slot.reg
+        return None
+
+    def providers(self) -> list[Registration]:
+        """Every live registration, in slot order."""
+        with self._lock:
+            return [s.reg for s in self._slots if s.reg is not None]
+
+    def of_bundle(self, bundle_id: int) -> list[Registration]:
+        """Live registrations of one bundle."""
+        return [r for r in self.providers() if r.bundle_id == bundle_id]
+
+    # -- changes ------------------------------------------------------------------
+
+    def check(self, regs: Iterable[Registration], *, replacing: int | None = None) -> tuple[int, str] | None:
+        """Why ``regs`` cannot be registered, as ``(code, text)``, or ``None``.
+
+        :param replacing: a bundle id whose current registrations ``regs`` replace
+        """
+        seen: set[int] = set()
+        with self._lock:
+            for reg in regs:
+                if reg.contract_id in seen:
+                    return AbiErrorCode.DuplicateProvider, f"contract {reg.display_name} registered twice"
+                seen.add(reg.contract_id)
+                for index in self._by_cid.get(reg.contract_id, ()):
+                    other = self._slots[index].reg
+                    if other is None:
+                        continue
+                    if other.display_name != reg.display_name:
+                        return AbiErrorCode.DuplicateProvider, (
+                            f"contract id {reg.contract_id:#018x} collides: {other.display_name} vs {reg.display_name}"
+                        )
+                    if other.bundle_id == reg.bundle_id and reg.bundle_id != replacing:
+                        return AbiErrorCode.DuplicateProvider, (
+                            f"bundle {reg.bundle_name!r} already provides contract {reg.display_name}"
+                        )
+        return None
+
+    def commit(self, regs: list[Registration], *, replacing: int | None = None) -> list[Registration]:
+        """Publish ``regs`` atomically.
+
+        With ``replacing``, that bundle's providers are swapped for ``regs``: a
+        contract it still provides keeps its slot and generation, one it no
+        longer provides is withdrawn, a new one gets a slot.
+
+        :returns: the registrations withdrawn or superseded
+        :raises DuplicateProvider: when :meth:`check` refuses ``regs``
+        """
+        problem = self.check(regs, replacing=replacing)
+        if problem is not None:
+            raise DuplicateProvider(regs[0].bundle_name if regs else "?", problem[1])
+        old: list[Registration] = []
+        with self._lock:
+            kept: dict[int, int] = {}
+            if replacing is not None:
+                for index, slot in enumerate(self._slots):
+                    if slot.reg is not None and slot.reg.bundle_id == replacing:
+                        kept[slot.reg.contract_id] = index
+            for reg in regs:
+                index = kept.pop(reg.contract_id, -1)
+                if index >= 0:
+                    old.append(self._slots[index].reg)  # type: ignore[arg-type]
+                    self._slots[index].reg = reg
+                    continue
+                index = self._free.pop() if self._free else len(self._slots)
+                if index == len(self._slots):
+                    self._slots.append(_Slot())
+                self._slots[index].reg = reg
+                self._by_cid.setdefault(reg.contract_id, []).append(index)
+            for index in kept.values():
+                old.append(self._withdraw_locked(index))
+        self._release(old)
+        return old
+
+    def invalidate_bundle(self, bundle_id: int) -> list[Registration]:
+        """Withdraw every provider of a bundle; their handles go stale."""
+        with self._lock:
+            out = [
+                self._withdraw_locked(i)
+                for i, s in enumerate(self._slots)
+                if s.reg is not None and s.reg.bundle_id == bundle_id
+            ]
+        self._release(out)
+        return out
+
+    def _withdraw_locked(self, index: int) -> Registration:
+        slot = self._slots[index]
+        reg = slot.reg
+        assert reg is not None
+        slot.reg = None
+        slot.generation = (slot.generation + 1) & 0xFFFFFFFF
+        self._by_cid[reg.contract_id].remove(index)
+        if not self._by_cid[reg.contract_id]:
+            del self._by_cid[reg.contract_id]
+        self._free.append(index)
+        return reg
+
+    def _release(self, regs: list[Registration]) -> None:
+        # SAFETY: a guest may still hold an interface pointer it resolved before
+        # the change; the copy is dropped only after every pinned call returned.
+        if regs:
+
+            def drop() -> None:
+                for r in regs:
+                    r.keepalive.clear()
+
+            self._collector.defer(drop)

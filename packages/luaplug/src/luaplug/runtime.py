@@ -1,0 +1,274 @@
+"""The :class:`Runtime`: one registry, one ``HostApi``, one backend."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from . import manifest as _manifest
+from .abi import AbiErrorCode, ffi
+from .backends import select_backend
+from .contract import Contract
+from .epoch import Collector, default_collector
+from .errors import (
+    ContractNotFoundError,
+    DuplicateProvider,
+    HotReloadDisabled,
+    LoadError,
+    LuaplugError,
+    RuntimeClosedError,
+)
+from .hostapi import HostApi
+from .ids import guest_contract_id
+from .lualoader import LuaLoader
+from .manifest import Manifest
+from .registry import Registration, Registry
+from .sources import BundleSource, BytesSource, CodeSource, PathSource
+
+__all__ = ["Bundle", "Runtime"]
+
+_log: Final = logging.getLogger("luaplug.runtime")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle, as :meth:`Runtime.load` returns it."""
+
+    name: str
+    id: int
+    manifest: Manifest
+    source_kind: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Runtime:
+    """Loads bundles into isolated Lua VMs and hands out their contracts.
+
+    :param backend: backend name; ``None`` selects (``LUAPLUG_BACKEND``, then the best available)
+    :param hot_reload: allow :meth:`reload`
+    :param collector: epoch domain for deferred reclamation (default: the process-wide one)
+
+    Thread-safe. Loads, reloads and unloads are serialized per runtime; calls
+    are not (each VM serializes its own).
+    """
+
+    def __init__(
+        self, backend: str | None = None, *, hot_reload: bool = False, collector: Collector | None = None
+    ) -> None:
+        info = select_backend(backend)
+        self.backend_name: str = info.name
+        self.engine = info.engine_class()()
+        self.hot_reload = hot_reload
+        self.collector: Collector = collector if collector is not None else default_collector
+        self.host_api = HostApi(self)
+        self.registry = Registry(self.collector)
+        self.loader = LuaLoader(self.engine)
+        self._bundles: dict[str, Bundle] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- properties ---------------------------------------------------------------
+
+    @property
+    def host_api_address(self) -> int:
+        """Address of this runtime's ``HostApi`` struct."""
+        return self.host_api.address
+
+    @property
+    def revision(self) -> int:
+        """The registry revision counter (bumped on every load/reload/unload)."""
+        return int(self.host_api.revision[0])
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The backend's capability names (``luaplug.engine.CAP_*``)."""
+        return self.engine.capabilities
+
+    @property
+    def bundles(self) -> dict[str, Bundle]:
+        """Loaded bundles by name."""
+        return dict(self._bundles)
+
+    # -- loading ------------------------------------------------------------------
+
+    def load(self, path: str | Path) -> Bundle:
+        """Load the bundle at ``path`` (its directory, or a file in it).
+
+        :raises ManifestError: the manifest is invalid (nothing ran)
+        :raises LoadError: the bundle failed to load (nothing stays registered)
+        """
+        m = _manifest.load(path)
+        return self._load(m, PathSource(m.path))
+
+    def load_code(self, source: str, name: str) -> Bundle:
+        """Load in-memory Lua source as bundle ``name`` (no hot reload)."""
+        return self._load(Manifest.in_memory(name), CodeSource(source))
+
+    def load_bytes(self, data: bytes, name: str) -> Bundle:
+        """Load in-memory UTF-8 Lua source bytes as bundle ``name``.
+
+        :raises InvalidSourceEncoding: ``data`` is not UTF-8
+        """
+        return self._load(Manifest.in_memory(name), BytesSource(bytes(data)))
+
+    def _load(self, m: Manifest, source: BundleSource) -> Bundle:
+        self._check_open()
+        if m.loader != self.loader.name:
+            raise LoadError(m.name, f"no loader named {m.loader!r} (this runtime has {self.loader.name!r})")
+        with self._lock:
+            if m.name in self._bundles:
+                raise LoadError(m.name, f"bundle {m.name!r} is already loaded")
+            self.loader.load(m, source, self)
+            bundle = Bundle(m.name, m.id, m, source.kind)
+            self._bundles[m.name] = bundle
+        _log.info("loaded bundle %s on %s", m.name, self.backend_name)
+        return bundle
+
+    def reload(self, bundle: str | Bundle) -> Bundle:
+        """Reload a path bundle into a new VM (its manifest is read again).
+
+        On failure the previous version keeps serving.
+
+        :raises HotReloadDisabled: the runtime was created without ``hot_reload=True``
+        """
+        self._check_open()
+        if not self.hot_reload:
+            raise HotReloadDisabled()
+        name = str(bundle)
+        with self._lock:
+            old = self._bundles.get(name)
+            if old is None:
+                if isinstance(bundle, Bundle) and bundle.source_kind == "path":
+                    return self.load(bundle.manifest.path)
+                raise LoadError(name, f"bundle {name!r} is not loaded")
+            if old.source_kind != "path":
+                raise LoadError(name, "in-memory bundles cannot be hot-reloaded")
+            m = _manifest.load(old.manifest.path)
+            if m.name != old.name:
+                raise LoadError(name, f"the manifest now names bundle {m.name!r}")
+            live = sum(r.provider.live_instances() for r in self.registry.of_bundle(old.id) if r.provider)
+            if live:
+                _log.warning("reloading bundle %s with %d live instance(s); their state is lost", name, live)
+            self.loader.reload(m, self)
+            new = Bundle(m.name, m.id, m, "path")
+            self._bundles[name] = new
+        _log.info("reloaded bundle %s", name)
+        return new
+
+    def unload(self, bundle: str | Bundle) -> None:
+        """Withdraw a bundle's contracts (handles go stale) and reclaim its VM
+        once calls in flight on it returned. Unknown names are a no-op."""
+        self._check_open()
+        name = str(bundle)
+        with self._lock:
+            b = self._bundles.pop(name, None)
+            if b is None:
+                return
+            self.registry.invalidate_bundle(b.id)
+            self.host_api.bump_revision()
+            self.loader.unload(b.id, self)
+        _log.info("unloaded bundle %s", name)
+
+    def _commit(self, m: Manifest, regs: list[Registration], *, replacing: bool) -> None:
+        """Publish a load's registrations all at once (the loader's last step)."""
+        self.registry.commit(regs, replacing=m.id if replacing else None)
+        self.host_api.bump_revision()
+
+    # -- contracts ----------------------------------------------------------------
+
+    def contract(self, name: str, major: int = 1) -> Contract:
+        """The contract ``name@major`` (``"name@major"`` is accepted as ``name``).
+
+        :raises ContractNotFoundError: no loaded bundle provides it
+        """
+        if "@" in name:
+            name, _, ver = name.partition("@")
+            major = int(ver.split(".")[0])
+        found = self.registry.find(guest_contract_id(name, major), major)
+        if found is None:
+            raise ContractNotFoundError(name, major)
+        return Contract(self, name, major, found)
+
+    def contracts(self) -> list[str]:
+        """``"name@major"`` of every registered contract."""
+        return [r.display_name for r in self.registry.providers()]
+
+    # -- HostApi services ---------------------------------------------------------
+
+    def _host_find(self, contract_id: int, min_major: int) -> tuple[int, int] | None:
+        return self.registry.find(contract_id, min_major)
+
+    def _host_resolve(self, index: int, generation: int) -> Any:
+        reg = self.registry.resolve(index, generation)
+        return ffi.NULL if reg is None else reg.iface
+
+    def _host_register(self, desc: Any, iface: Any) -> tuple[int, str]:
+        if (
+            iface.create_instance == ffi.NULL
+            or iface.destroy_instance == ffi.NULL
+            or iface.dispatch.vm.call == ffi.NULL
+        ):
+            return AbiErrorCode.InvalidPointer, "null function pointer"
+        try:
+            display = ffi.string(ffi.cast("char*", desc.contract_name.ptr), desc.contract_name.len).decode("utf-8")
+            plugin = ffi.string(ffi.cast("char*", desc.name.ptr), desc.name.len).decode("utf-8")
+        except UnicodeDecodeError:
+            return AbiErrorCode.Generic, "descriptor names must be UTF-8"
+        name, _, ver = display.partition("@")
+        major = int(ver) if ver.isdigit() else int(desc.version.major)
+        if not name or guest_contract_id(name, major) != iface.contract_id:
+            return AbiErrorCode.Generic, "contract id does not match the descriptor's name"
+        reg = Registration(
+            contract_id=int(iface.contract_id),
+            contract_name=name,
+            major=major,
+            plugin_name=plugin,
+            bundle_id=0,
+            bundle_name="<host>",
+            iface=Registration.copy_interface(iface),
+        )
+        try:
+            self.registry.commit([reg])
+        except DuplicateProvider as exc:
+            self.host_api.set_last_error(str(exc))
+            return AbiErrorCode.DuplicateProvider, str(exc)
+        self.host_api.bump_revision()
+        return AbiErrorCode.Ok, ""
+
+    # -- lifetime -----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+
+    def close(self) -> None:
+        """Unload every bundle; VMs are reclaimed once calls in flight returned."""
+        with self._lock:
+            if self._closed:
+                return
+            for name in list(self._bundles):
+                try:
+                    self.unload(name)
+                except LuaplugError:
+                    _log.exception("unloading %s at close failed", name)
+            self.loader.close(self)
+            self._closed = True
+        self.host_api.detach()
+        self.collector.collect()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Runtime backend={self.backend_name} bundles={sorted(self._bundles)}>"

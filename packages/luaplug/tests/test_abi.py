@@ -1,0 +1,84 @@
+"""Spec §12: every ABI struct has exactly the reference layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from luaplug.abi import AbiErrorCode, LogLevel, ffi
+
+SIZES = {
+    "StringView": 16,
+    "Version": 12,
+    "AbiError": 24,
+    "VmLoaderData": 8,
+    "GuestContractInstance": 16,
+    "GuestContractHandle": 8,
+    "Array": 24,
+    "BundleInitContext": 24,
+    "PluginDescriptor": 48,
+    "VmDispatch": 16,
+    "GuestContractInterface": 56,
+    "HostApi": 184,
+    "CallArena": 40,
+    "ArenaOverflowBlock": 24,
+    "HostContractInterface": 80,
+}
+
+OFFSETS = [
+    ("StringView", "len", 8),
+    ("Version", "patch", 8),
+    ("AbiError", "message", 8),
+    ("GuestContractInstance", "contract_id", 8),
+    ("GuestContractHandle", "generation", 4),
+    ("Array", "align", 16),
+    ("BundleInitContext", "bundle_path", 8),
+    ("PluginDescriptor", "contract_name", 16),
+    ("PluginDescriptor", "version", 32),
+    ("VmDispatch", "loader_data", 8),
+    ("GuestContractInterface", "contract_version", 8),
+    ("GuestContractInterface", "dispatch_type", 20),
+    ("GuestContractInterface", "create_instance", 24),
+    ("GuestContractInterface", "destroy_instance", 32),
+    ("GuestContractInterface", "dispatch", 40),
+    ("CallArena", "end", 8),
+    ("CallArena", "base", 16),
+    ("CallArena", "host", 24),
+    ("CallArena", "first_overflow", 32),
+    ("ArenaOverflowBlock", "capacity", 8),
+    ("ArenaOverflowBlock", "used", 16),
+    ("HostContractInterface", "singleton", 20),
+    ("HostContractInterface", "dispatch_type", 24),
+    ("HostContractInterface", "runtime", 32),
+    ("HostContractInterface", "user_data", 40),
+    ("HostContractInterface", "create_instance", 48),
+    ("HostContractInterface", "destroy_instance", 56),
+    ("HostContractInterface", "dispatch", 64),
+]
+
+HOSTAPI = [
+    "runtime", "register_guest_contract", "alloc", "free", "find_guest_contract", "find_all_guest_contracts",
+    "resolve_guest_contract", "get_host_contract", "resolve_host_contract_interface", "list_bundles",
+    "get_dependencies", "load_bundle", "reload_bundle", "register_host_contract", "register_loader",
+    "get_last_error", "get_error_len", "unload_bundle", "log", "create_guest_instance", "destroy_guest_instance",
+    "revision_counter", "reserved",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "size"), SIZES.items())
+def test_struct_sizes(name: str, size: int) -> None:
+    assert ffi.sizeof(name) == size
+
+
+@pytest.mark.parametrize(("struct", "field", "offset"), OFFSETS)
+def test_field_offsets(struct: str, field: str, offset: int) -> None:
+    assert ffi.offsetof(struct, field) == offset
+
+
+def test_hostapi_fields_every_eight_bytes() -> None:
+    assert [ffi.offsetof("HostApi", f) for f in HOSTAPI] == list(range(0, 184, 8))
+
+
+def test_codes_and_levels() -> None:
+    assert [int(c) for c in AbiErrorCode] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 101, 102]
+    assert AbiErrorCode.ReentrantCall == 9 and AbiErrorCode.HostContractCallFailed == 102
+    assert [int(level) for level in LogLevel] == [1, 2, 3, 4, 5]

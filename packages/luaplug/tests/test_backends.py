@@ -1,0 +1,116 @@
+"""Backend discovery through pluggy entry points, tested with fake distributions."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from luaplug import BackendNotFoundError, BackendUnavailableError, backends
+from luaplug.engine import Engine, EngineState
+from luaplug.hookspecs import hookimpl
+
+
+class FakeEngine(Engine):
+    name = "fake"
+
+    def new_state(self, *, host_address: int, bundle: str) -> EngineState:
+        raise NotImplementedError
+
+    def lua_version(self) -> str:
+        return "fake 1.0"
+
+
+class BrokenEngine(FakeEngine):
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        return "libfake.so not found"
+
+
+def _plugin(name: str, engine: str, priority: int) -> types.ModuleType:
+    mod = types.ModuleType(f"fake_plugin_{name}")
+
+    @hookimpl
+    def luaplug_register_backends(register: backends.BackendRegistry) -> None:
+        register.add(backends.BackendInfo(name=name, engine=engine, priority=priority, install_hint=f"install {name}"))
+
+    mod.luaplug_register_backends = luaplug_register_backends  # type: ignore[attr-defined]
+    return mod
+
+
+class _EP:
+    def __init__(self, name: str, module: str) -> None:
+        self.name, self.value, self.group = name, module, "luaplug"
+
+    def load(self) -> Any:
+        return sys.modules[self.value]
+
+
+class _Dist:
+    def __init__(self, eps: list[_EP]) -> None:
+        self.entry_points = eps
+        self.metadata = {"name": "fake-dist"}
+
+
+@pytest.fixture
+def fake_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    mods = {
+        "fake_plugin_good": _plugin("good", f"{__name__}:FakeEngine", 5),
+        "fake_plugin_better": _plugin("better", f"{__name__}:FakeEngine", 9),
+        "fake_plugin_broken": _plugin("broken", f"{__name__}:BrokenEngine", 99),
+        "fake_plugin_missing": _plugin("missing", "no_such_module_xyz:Engine", 50),
+    }
+    for k, v in mods.items():
+        monkeypatch.setitem(sys.modules, k, v)
+    dist = _Dist([_EP(m.split("_")[-1], m) for m in mods])
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [dist])
+    monkeypatch.delenv("LUAPLUG_BACKEND", raising=False)
+    monkeypatch.delenv("LUAPLUG_DISABLED_BACKENDS", raising=False)
+    backends.reset()
+    yield
+    backends.reset()
+
+
+def test_discovers_without_importing_engines(fake_world: None) -> None:
+    found = backends.installed_backends()
+    assert set(found) == {"good", "better", "broken", "missing"}
+    assert not any(b._probed for b in found.values())
+
+
+def test_available_best_first(fake_world: None) -> None:
+    assert backends.available_backends() == ["better", "good"]
+    assert backends.installed_backends()["broken"].probe() == "libfake.so not found"
+    assert "no_such_module_xyz" in (backends.installed_backends()["missing"].probe() or "")
+
+
+def test_selection_order(fake_world: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert backends.select_backend().name == "better"
+    assert backends.select_backend(configured="good").name == "good"
+    monkeypatch.setenv("LUAPLUG_BACKEND", "good")
+    assert backends.select_backend().name == "good"
+    assert backends.select_backend("better").name == "better"
+
+
+def test_unknown_name_lists_installed(fake_world: None) -> None:
+    with pytest.raises(BackendNotFoundError) as info:
+        backends.select_backend("nope")
+    assert "better, broken, good, missing" in str(info.value)
+
+
+def test_unavailable_backend_has_reason_and_hint(fake_world: None) -> None:
+    with pytest.raises(BackendUnavailableError) as info:
+        backends.select_backend("broken")
+    assert info.value.reason == "libfake.so not found" and "install broken" in str(info.value)
+
+
+def test_disabled_backends_are_never_loaded(fake_world: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LUAPLUG_DISABLED_BACKENDS", "better, broken")
+    backends.reset()
+    assert set(backends.installed_backends()) == {"good", "missing"}
+    assert backends.select_backend().name == "good"
+    with pytest.raises(BackendNotFoundError):
+        backends.select_backend("better")
