@@ -94,12 +94,17 @@ class Instance:
                 raise TypeError(f"args, out and arena must be addresses: {exc}") from None
             if result == 0:
                 return 0, None
-        if result.__class__ is tuple:
-            from .lualoader import error_text, log_call_failure
+        from .lualoader import error_text, log_call_failure
 
+        if result.__class__ is tuple:
             text = error_text(result[1])
             log_call_failure(text)
             return int(result[0]), text
+        if result == 1 and self._provider is not None:
+            found = self._provider.last_error_text()
+            if found is not None:
+                log_call_failure(found)
+                return 1, found
         return int(result), None
 
     def destroy(self) -> None:

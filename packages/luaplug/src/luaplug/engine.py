@@ -101,6 +101,11 @@ class EngineState(ABC):
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
         """A ``GuestContractInterface*`` for contract ``cidx`` with working pointers."""
 
+    def last_error_text(self) -> str | None:
+        """The calling thread's last Lua error text, when :meth:`dispatcher`
+        returns bare codes (default: the text comes with the result)."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Free the VM. Called once no call can be in flight on it."""

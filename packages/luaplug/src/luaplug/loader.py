@@ -58,6 +58,11 @@ class ContractProvider(ABC):
     def interface(self) -> Any:
         """A ``GuestContractInterface*`` with working create/destroy/vm.call pointers."""
 
+    def last_error_text(self) -> str | None:
+        """The calling thread's last Lua error text, for engines whose fast call
+        returns a bare code 1 (``None`` when the text came with the result)."""
+        return None
+
     def live_instances(self) -> int:
         """How many created instances are alive (for reload/unload warnings)."""
         return 0

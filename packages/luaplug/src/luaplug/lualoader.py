@@ -109,7 +109,12 @@ class EngineContract(PythonBackedContract):
         if isinstance(result, tuple):
             log_call_failure(error_text(result[1]))
             return int(result[0])
+        if result == 1:
+            log_call_failure(self.state.last_error_text() or "")
         return int(result)
+
+    def last_error_text(self) -> str | None:
+        return self.state.last_error_text()
 
     def interface(self) -> Any:
         if self._iface is None:

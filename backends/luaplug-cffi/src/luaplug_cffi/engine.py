@@ -1,0 +1,195 @@
+"""The cffi engine: the system LuaJIT driven through ``luaplug_cffi._native``.
+
+Every Lua call from Python is one C call (see ``lp_core.c`` for the
+invariants: per-state recursive lock, no longjmp across Python, errors in a
+thread-local buffer). The contracts' C interface pointers are C functions of
+that module, so peer calls into a cffi-backed contract never enter Python.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, ClassVar, Final
+
+from luaplug.abi import DispatchType
+from luaplug.abi import ffi as abi_ffi
+from luaplug.engine import (
+    CAP_NESTED_SAME_BUNDLE,
+    CAP_PARALLEL_STATES,
+    CAP_REFUSES_BYTECODE,
+    Engine,
+    EngineState,
+    prelude_source,
+)
+from luaplug.errors import LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
+from luaplug.loader import ContractProvider, FastCall
+
+try:
+    from ._native import ffi, lib
+except ImportError as _exc:  # reported through unavailable_reason()
+    ffi = lib = None
+    _IMPORT_ERROR: str | None = (
+        f"the compiled module luaplug_cffi._native cannot be loaded ({_exc}); "
+        "install libluajit-5.1-dev and reinstall luaplug-cffi"
+    )
+else:
+    _IMPORT_ERROR = None
+
+__all__ = ["CffiEngine", "CffiState"]
+
+_log: Final = logging.getLogger("luaplug.loader")
+_OK, _ERR_RUN, _ERR_SYNTAX, _ERR_MEM, _ERR_CLOSED = 0, 1, 2, 3, 4
+_MAXRES: Final = 256
+
+if lib is not None:
+
+    @ffi.def_extern()  # type: ignore[untyped-decorator]
+    def lp_log_failure(kind: int, text: Any, length: int) -> None:
+        message = ffi.unpack(text, length).decode("utf-8", "replace")
+        if kind == 0:
+            _log.error("Lua function call failed: %s", message)
+        else:
+            _log.error("Lua create_instance: factory call failed: %s", message)
+
+
+def _last_error() -> str:
+    n = ffi.new("size_t*")
+    p = lib.lp_last_error(n)
+    return str(ffi.unpack(p, n[0]).decode("utf-8", "replace"))
+
+
+def _raise(status: int) -> None:
+    text = _last_error()
+    if status == _ERR_SYNTAX:
+        raise LuaSyntaxError(text)
+    if status == _ERR_MEM:
+        raise LuaMemoryError(text)
+    raise LuaError(text)
+
+
+def _addr(fn_name: str) -> int:
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn_name)))
+
+
+class CffiState(EngineState):
+    """One bundle VM: an ``lp_vm`` owned by this object (``ffi.gc``)."""
+
+    def __init__(self, host_address: int) -> None:
+        super().__init__()
+        vm = lib.lp_new()
+        if vm == ffi.NULL:
+            raise LuaMemoryError("cannot create a LuaJIT state")
+        # SAFETY: the lp_vm outlives every pointer to it: contracts hold this
+        # object, and lp_free runs only when the last reference is gone.
+        self._vm: Any = ffi.gc(vm, lib.lp_free)
+        self._contracts: list[Any] = []
+        src = prelude_source().encode("utf-8")
+        status = lib.lp_setup(
+            self._vm, src, len(src), float(host_address), float(self.cell_address), float(self.thread_fn_address)
+        )
+        if status != _OK:
+            _raise(status)
+
+    def prepend_package_field(self, field: str, entries: str) -> None:
+        raw = entries.encode("utf-8")
+        status = lib.lp_prepend_field(self._vm, field.encode("ascii"), raw, len(raw))
+        if status != _OK:
+            _raise(status)
+
+    def run_chunk(self, source: str, chunk_name: str) -> None:
+        raw = source.encode("utf-8")
+        status = lib.lp_run_chunk(self._vm, raw, len(raw), chunk_name.encode("utf-8"))
+        if status != _OK:
+            _raise(status)
+
+    def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
+        values = ffi.new("lp_value[]", max(len(args), 1))
+        keep = []
+        for i, a in enumerate(args):
+            if isinstance(a, str):
+                raw = ffi.new("char[]", a.encode("utf-8"))
+                keep.append(raw)
+                values[i].type = 2
+                values[i].str = raw
+                values[i].len = len(ffi.string(raw))
+            else:
+                values[i].type = 1
+                values[i].num = float(a)
+        res = ffi.new("lp_value[]", _MAXRES)
+        nres = ffi.new("int*")
+        status = lib.lp_call(self._vm, entry.encode("ascii"), len(args), values, res, _MAXRES, nres)
+        if status == _ERR_CLOSED:
+            raise LuaplugError("the bundle VM is closed")
+        if status != _OK:
+            _raise(status)
+        out: list[Any] = []
+        try:
+            for i in range(nres[0]):
+                v = res[i]
+                if v.type == 1:
+                    num = v.num
+                    out.append(int(num) if num == int(num) else num)
+                elif v.type == 2:
+                    out.append(ffi.unpack(v.str, v.len).decode("utf-8", "replace"))
+                elif v.type == 3:
+                    out.append(bool(v.num))
+                else:
+                    out.append(None)
+        finally:
+            lib.lp_free_values(res, nres[0])
+        return tuple(out)
+
+    def dispatcher(self, cidx: int) -> FastCall:
+        return functools.partial(lib.lp_dispatch, self._vm, cidx)
+
+    def last_error_text(self) -> str:
+        return _last_error()
+
+    def interface(self, provider: ContractProvider, cidx: int) -> Any:
+        # SAFETY: the lp_contract lives in self._contracts as long as the state.
+        c = ffi.new("lp_contract*")
+        c.vm = self._vm
+        c.cidx = cidx
+        c.contract_id = provider.contract_id
+        self._contracts.append(c)
+        iface = abi_ffi.new("GuestContractInterface*")
+        iface.contract_id = provider.contract_id
+        iface.contract_version.major = provider.major
+        iface.dispatch_type = DispatchType.VirtualMachine
+        iface.create_instance = abi_ffi.cast("CreateInstanceFn", _addr("lp_create_instance"))
+        iface.destroy_instance = abi_ffi.cast("DestroyInstanceFn", _addr("lp_destroy_instance"))
+        iface.dispatch.vm.call = abi_ffi.cast("VmCallFn", _addr("lp_vm_call"))
+        iface.dispatch.vm.loader_data.data = abi_ffi.cast("void*", int(ffi.cast("uintptr_t", c)))
+        return iface
+
+    def close(self) -> None:
+        if lib.lp_close(self._vm) != _OK:
+            # A call of this thread is still on the state's stack (the epoch's
+            # in-flight check makes this rare); ffi.gc closes it once the last
+            # reference, and so the last call, is gone.
+            _log.debug("bundle VM busy at close; it is freed with its last reference")
+
+
+class CffiEngine(Engine):
+    """Engine on the system LuaJIT through ``luaplug_cffi._native``."""
+
+    name: ClassVar[str] = "cffi"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE}
+    )
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """Why this engine cannot run here, or ``None``."""
+        return _IMPORT_ERROR
+
+    def new_state(self, *, host_address: int, bundle: str) -> EngineState:
+        if lib is None:
+            raise LuaplugError(_IMPORT_ERROR or "luaplug_cffi._native is unavailable")
+        return CffiState(host_address)
+
+    def lua_version(self) -> str:
+        if lib is None:
+            return ""
+        return str(ffi.string(lib.lp_luajit_version()).decode())

@@ -1,0 +1,480 @@
+/* luaplug-cffi: the small C layer between Python (cffi, API mode) and LuaJIT.
+ *
+ * Invariants:
+ * - No lua_error/longjmp ever crosses a Python frame. Every Lua API call that
+ *   can raise (pushes of strings, table/field access, loading) runs inside
+ *   lua_cpcall or lua_pcall; the only Lua->C function here (arena_alloc) never
+ *   raises. Python is reached from Lua only through cffi callbacks (HostApi),
+ *   which return normally.
+ * - Each state has its own recursive mutex, held across a whole call (cffi
+ *   drops the GIL around our functions, so two states run in parallel). A
+ *   nested call on the same thread (a peer call into another contract of the
+ *   same bundle) re-enters the state with lua_pcall; the host prelude refuses
+ *   a re-entry of the same contract with ReentrantCall.
+ * - Error texts are copied into a thread-local buffer before the lock is
+ *   released; lp_last_error() reads it on the same thread.
+ * - lp_close() frees the lua_State but never the lp_vm: the struct belongs to
+ *   Python (ffi.gc) and keeps answering StaleHandle after the close.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <luajit.h>
+
+#define LP_OK 0
+#define LP_ERR_RUN 1
+#define LP_ERR_SYNTAX 2
+#define LP_ERR_MEM 3
+#define LP_ERR_CLOSED 4
+
+#define ABI_GENERIC 1
+#define ABI_STALE 5
+#define ABI_INVALID_POINTER 8
+
+typedef struct lp_vm {
+    lua_State *L;
+    pthread_mutex_t mu;
+    int prelude_ref;
+    int disp_ref;
+    int tb_ref;
+    int closed;
+    double host;
+} lp_vm;
+
+typedef struct lp_value {
+    int type;            /* 0 nil, 1 number, 2 string, 3 boolean */
+    double num;
+    const char *str;     /* results: malloc'd copy, freed by lp_free_values */
+    size_t len;
+} lp_value;
+
+typedef struct lp_contract {
+    lp_vm *vm;
+    int cidx;
+    uint64_t contract_id;
+} lp_contract;
+
+/* Python side (extern "Python"): logs a failure of a C-path call; kind 0 is a
+ * handler's Lua error, kind 1 a failed create_instance. Never called with a
+ * state lock held. */
+static void lp_log_failure(int kind, const char *text, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* thread-local last error                                                    */
+
+static __thread char *tl_err = NULL;
+static __thread size_t tl_err_len = 0;
+
+static void set_error(const char *s, size_t n) {
+    char *copy = (char *)malloc(n + 1);
+    if (copy == NULL) { n = 0; copy = NULL; }
+    else { memcpy(copy, s, n); copy[n] = 0; }
+    free(tl_err);
+    tl_err = copy;
+    tl_err_len = copy ? n : 0;
+}
+
+/* The error value on top of the stack becomes the thread's last error; pops it.
+ * lua_tolstring on a non-string may allocate (and raise), so only strings
+ * and numbers are converted. */
+static void take_error(lua_State *L) {
+    size_t n = 0;
+    const char *s = NULL;
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING) s = lua_tolstring(L, -1, &n);
+    if (s == NULL) { s = "(error object is not a string)"; n = strlen(s); }
+    set_error(s, n);
+    lua_pop(L, 1);
+}
+
+const char *lp_last_error(size_t *len) {
+    *len = tl_err_len;
+    return tl_err ? tl_err : "";
+}
+
+/* ------------------------------------------------------------------------ */
+/* arena_alloc(size, arena_addr) -> address: spec section 8, never raises.    */
+
+typedef struct ArenaBlock { struct ArenaBlock *next; size_t capacity; size_t used; } ArenaBlock;
+typedef struct HostApiHead {
+    void *runtime;
+    void *register_guest_contract;
+    uint8_t *(*alloc)(const void *, size_t, size_t);
+    void (*free)(const void *, uint8_t *, size_t, size_t);
+} HostApiHead;
+typedef struct CArena {
+    uint8_t *cur; uint8_t *end; uint8_t *base; const HostApiHead *host; ArenaBlock *first;
+} CArena;
+
+static uintptr_t arena_bump(CArena *a, size_t size) {
+    if (a->cur != NULL && (size_t)(a->end - a->cur) >= size) {
+        uint8_t *p = a->cur;
+        a->cur += size;
+        return (uintptr_t)p;
+    }
+    for (ArenaBlock *b = a->first; b != NULL; b = b->next) {
+        if (b->capacity - b->used >= size) {
+            uintptr_t p = (uintptr_t)b + b->used;
+            b->used += size;
+            return p;
+        }
+    }
+    if (a->host == NULL || a->host->alloc == NULL) return 0;
+    size_t cap = sizeof(ArenaBlock) + 1 + size;
+    if (cap < 4096) cap = 4096;
+    ArenaBlock *b = (ArenaBlock *)a->host->alloc(a->host, cap, 8);
+    if (b == NULL) return 0;
+    b->next = a->first;
+    b->capacity = cap;
+    b->used = sizeof(ArenaBlock) + size;
+    a->first = b;
+    return (uintptr_t)b + sizeof(ArenaBlock);
+}
+
+static int lp_arena_alloc(lua_State *L) {
+    lp_vm *vm = (lp_vm *)lua_touserdata(L, lua_upvalueindex(1));
+    lua_Number size = lua_tonumber(L, 1);
+    uintptr_t arena = (uintptr_t)lua_tonumber(L, 2);
+    uintptr_t p = 0;
+    if (size > 0) {
+        if (arena != 0) {
+            p = arena_bump((CArena *)arena, (size_t)size);
+        } else if (vm->host != 0) {
+            const HostApiHead *h = (const HostApiHead *)(uintptr_t)vm->host;
+            p = (uintptr_t)h->alloc(h, (size_t)size, 1);
+        }
+    }
+    lua_pushnumber(L, (lua_Number)p);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* state lifetime                                                             */
+
+static int open_libs(lua_State *L) {
+    luaL_openlibs(L);
+    return 0;
+}
+
+lp_vm *lp_new(void) {
+    lp_vm *vm = (lp_vm *)calloc(1, sizeof(lp_vm));
+    if (vm == NULL) return NULL;
+    vm->L = luaL_newstate();
+    if (vm->L == NULL) { free(vm); return NULL; }
+    if (lua_cpcall(vm->L, open_libs, NULL) != 0) {
+        lua_close(vm->L);
+        free(vm);
+        return NULL;
+    }
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&vm->mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    vm->prelude_ref = vm->disp_ref = vm->tb_ref = LUA_NOREF;
+    return vm;
+}
+
+/* Returns LP_OK, or LP_ERR_CLOSED when a call is running on this thread. */
+int lp_close(lp_vm *vm) {
+    pthread_mutex_lock(&vm->mu);
+    if (vm->L != NULL) {
+        /* A call of this thread is on the stack: closing now would pull the
+         * state from under it. The caller retries later. */
+        if (lua_gettop(vm->L) != 0) {
+            pthread_mutex_unlock(&vm->mu);
+            return LP_ERR_CLOSED;
+        }
+        lua_close(vm->L);
+        vm->L = NULL;
+    }
+    vm->closed = 1;
+    pthread_mutex_unlock(&vm->mu);
+    return LP_OK;
+}
+
+void lp_free(lp_vm *vm) {
+    if (vm == NULL) return;
+    if (vm->L != NULL) lua_close(vm->L);
+    pthread_mutex_destroy(&vm->mu);
+    free(vm);
+}
+
+/* ------------------------------------------------------------------------ */
+/* protected helpers                                                          */
+
+static int status_of(int rc) {
+    if (rc == 0) return LP_OK;
+    if (rc == LUA_ERRSYNTAX) return LP_ERR_SYNTAX;
+    if (rc == LUA_ERRMEM) return LP_ERR_MEM;
+    return LP_ERR_RUN;
+}
+
+typedef struct setup_args {
+    lp_vm *vm;
+    const char *src; size_t len;
+    double host, cell, thread_fn;
+    int rc;
+} setup_args;
+
+static int setup_body(lua_State *L) {
+    setup_args *a = (setup_args *)lua_touserdata(L, 1);
+    lp_vm *vm = a->vm;
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    vm->tb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    a->rc = luaL_loadbuffer(L, a->src, a->len, "=luaplug_host");
+    if (a->rc != 0) return lua_error(L);
+    lua_call(L, 0, 1);
+    lua_getfield(L, -1, "setup");
+    lua_pushnumber(L, a->host);
+    lua_pushnumber(L, a->cell);
+    lua_pushnumber(L, a->thread_fn);
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, lp_arena_alloc, 1);
+    lua_call(L, 4, 0);
+    lua_getfield(L, -1, "dispatchers");
+    vm->disp_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    vm->prelude_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+int lp_setup(lp_vm *vm, const char *src, size_t len, double host, double cell, double thread_fn) {
+    setup_args a = {vm, src, len, host, cell, thread_fn, 0};
+    vm->host = host;
+    pthread_mutex_lock(&vm->mu);
+    int rc = lua_cpcall(vm->L, setup_body, &a);
+    if (rc != 0) take_error(vm->L);
+    lua_settop(vm->L, 0);
+    pthread_mutex_unlock(&vm->mu);
+    return status_of(a.rc ? a.rc : rc);
+}
+
+typedef struct field_args { const char *field; const char *entries; size_t len; } field_args;
+
+static int prepend_body(lua_State *L) {
+    field_args *a = (field_args *)lua_touserdata(L, 1);
+    lua_getglobal(L, "package");
+    lua_pushlstring(L, a->entries, a->len);
+    lua_getfield(L, -2, a->field);
+    if (lua_isstring(L, -1) && lua_objlen(L, -1) > 0) {
+        lua_pushliteral(L, ";");
+        lua_insert(L, -2);
+        lua_concat(L, 3);
+    } else {
+        lua_pop(L, 1);
+    }
+    lua_setfield(L, -2, a->field);
+    return 0;
+}
+
+int lp_prepend_field(lp_vm *vm, const char *field, const char *entries, size_t len) {
+    field_args a = {field, entries, len};
+    pthread_mutex_lock(&vm->mu);
+    int rc = lua_cpcall(vm->L, prepend_body, &a);
+    if (rc != 0) take_error(vm->L);
+    lua_settop(vm->L, 0);
+    pthread_mutex_unlock(&vm->mu);
+    return status_of(rc);
+}
+
+/* Chunks load in text mode only: precompiled bytecode is refused. */
+int lp_run_chunk(lp_vm *vm, const char *src, size_t len, const char *name) {
+    pthread_mutex_lock(&vm->mu);
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->tb_ref);
+    int rc = luaL_loadbufferx(L, src, len, name, "t");
+    if (rc == 0) rc = lua_pcall(L, 0, 0, top + 1);
+    if (rc != 0) take_error(L);
+    lua_settop(L, top);
+    pthread_mutex_unlock(&vm->mu);
+    return status_of(rc);
+}
+
+/* Generic prelude call: P[entry](args...) -> up to maxres results (copied). */
+typedef struct call_args {
+    lp_vm *vm; const char *entry; int nargs; const lp_value *args;
+    lp_value *res; int maxres; int nres;
+} call_args;
+
+static int call_body(lua_State *L) {
+    call_args *a = (call_args *)lua_touserdata(L, 1);
+    int base = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->vm->prelude_ref);
+    lua_getfield(L, -1, a->entry);
+    for (int i = 0; i < a->nargs; i++) {
+        const lp_value *v = &a->args[i];
+        if (v->type == 1) lua_pushnumber(L, v->num);
+        else if (v->type == 2) lua_pushlstring(L, v->str, v->len);
+        else if (v->type == 3) lua_pushboolean(L, v->num != 0);
+        else lua_pushnil(L);
+    }
+    lua_call(L, a->nargs, LUA_MULTRET);
+    int first = base + 2;
+    int n = lua_gettop(L) - first + 1;
+    if (n > a->maxres) n = a->maxres;
+    for (int i = 0; i < n; i++) {
+        int idx = first + i;
+        lp_value *r = &a->res[i];
+        int t = lua_type(L, idx);
+        r->str = NULL; r->len = 0; r->num = 0;
+        if (t == LUA_TNUMBER) { r->type = 1; r->num = lua_tonumber(L, idx); }
+        else if (t == LUA_TSTRING) {
+            size_t len; const char *s = lua_tolstring(L, idx, &len);
+            char *copy = (char *)malloc(len + 1);
+            if (copy == NULL) return luaL_error(L, "out of memory copying a result");
+            memcpy(copy, s, len); copy[len] = 0;
+            r->type = 2; r->str = copy; r->len = len;
+        }
+        else if (t == LUA_TBOOLEAN) { r->type = 3; r->num = lua_toboolean(L, idx); }
+        else r->type = 0;
+        a->nres = i + 1;
+    }
+    return 0;
+}
+
+int lp_call(lp_vm *vm, const char *entry, int nargs, const lp_value *args, lp_value *res, int maxres, int *nres) {
+    call_args a = {vm, entry, nargs, args, res, maxres, 0};
+    *nres = 0;
+    pthread_mutex_lock(&vm->mu);
+    if (vm->L == NULL) {
+        pthread_mutex_unlock(&vm->mu);
+        set_error("the bundle VM is closed", 23);
+        return LP_ERR_CLOSED;
+    }
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    int rc = lua_cpcall(L, call_body, &a);
+    if (rc != 0) take_error(L);
+    lua_settop(L, top);
+    pthread_mutex_unlock(&vm->mu);
+    *nres = a.nres;
+    return status_of(rc);
+}
+
+void lp_free_values(lp_value *vals, int n) {
+    for (int i = 0; i < n; i++) {
+        if (vals[i].type == 2) free((void *)vals[i].str);
+        vals[i].str = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the hot path: one call from Python                                         */
+
+/* dispatchers[cidx](fn_id, iid, args, out, arena) -> code[, message].
+ * rawgeti and pushnumber never raise; the call itself is protected. */
+static int dispatch_locked(lp_vm *vm, int cidx, uint32_t fn_id, double iid,
+                           uintptr_t args, uintptr_t out, uintptr_t arena, int *logged) {
+    lua_State *L = vm->L;
+    if (L == NULL) return ABI_STALE;
+    int top = lua_gettop(L);
+    if (!lua_checkstack(L, 8)) return ABI_GENERIC;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->disp_ref);
+    lua_rawgeti(L, -1, cidx);
+    if (!lua_isfunction(L, -1)) { lua_settop(L, top); return ABI_STALE; }
+    lua_pushnumber(L, (lua_Number)fn_id);
+    lua_pushnumber(L, iid);
+    lua_pushnumber(L, (lua_Number)args);
+    lua_pushnumber(L, (lua_Number)out);
+    lua_pushnumber(L, (lua_Number)arena);
+    int rc = lua_pcall(L, 5, 2, 0);
+    int code;
+    if (rc != 0) {
+        take_error(L);
+        code = ABI_GENERIC;
+        *logged = 1;
+    } else {
+        code = (int)lua_tonumber(L, -2);
+        if (code == ABI_GENERIC) {
+            lua_settop(L, top + 3);
+            take_error(L);
+            *logged = 1;
+        }
+    }
+    lua_settop(L, top);
+    return code;
+}
+
+int lp_dispatch(lp_vm *vm, int cidx, uint32_t fn_id, uint64_t iid, uintptr_t args, uintptr_t out, uintptr_t arena) {
+    int logged = 0;
+    pthread_mutex_lock(&vm->mu);
+    int code = dispatch_locked(vm, cidx, fn_id, (double)iid, args, out, arena, &logged);
+    pthread_mutex_unlock(&vm->mu);
+    return code;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the C GuestContractInterface pointers (peer calls never enter Python,      */
+/* except to log a failure, after the lock is released)                       */
+
+typedef struct { void *data; } VmLoaderDataC;
+typedef struct { void *data; uint64_t contract_id; } InstanceC;
+typedef struct { const uint8_t *ptr; size_t len; } StringViewC;
+typedef struct { uint32_t code; StringViewC message; } AbiErrorC;
+
+void lp_vm_call(VmLoaderDataC ld, InstanceC inst, uint32_t fn_id, const void *args, void *out,
+                void *arena, AbiErrorC *err) {
+    int code = ABI_INVALID_POINTER;
+    int logged = 0;
+    lp_contract *c = (lp_contract *)ld.data;
+    if (c != NULL && c->vm != NULL) {
+        pthread_mutex_lock(&c->vm->mu);
+        code = dispatch_locked(c->vm, c->cidx, fn_id, (double)(uintptr_t)inst.data, (uintptr_t)args,
+                               (uintptr_t)out, (uintptr_t)arena, &logged);
+        pthread_mutex_unlock(&c->vm->mu);
+        if (logged) lp_log_failure(0, tl_err ? tl_err : "", tl_err_len);
+    }
+    if (err != NULL) {
+        err->code = (uint32_t)code;
+        err->message.ptr = NULL;
+        err->message.len = 0;
+    }
+}
+
+static double simple_call(lp_contract *c, const char *entry, double arg) {
+    lp_value args[2];
+    lp_value res[2];
+    int nres = 0;
+    args[0].type = 1; args[0].num = c->cidx; args[0].str = NULL; args[0].len = 0;
+    args[1].type = 1; args[1].num = arg; args[1].str = NULL; args[1].len = 0;
+    int rc = lp_call(c->vm, entry, 2, args, res, 2, &nres);
+    double out = (rc == LP_OK && nres > 0 && res[0].type == 1) ? res[0].num : 0;
+    if (rc == LP_OK && out <= 0 && nres < 2) set_error("create_instance failed", 22);
+    if (rc == LP_OK && nres > 1 && res[1].type == 2) set_error(res[1].str, res[1].len);
+    lp_free_values(res, nres);
+    return out;
+}
+
+void lp_create_instance(VmLoaderDataC ld, const void *host, const void *args, InstanceC *out) {
+    (void)host; (void)args;
+    if (out == NULL) return;
+    out->data = NULL;
+    out->contract_id = 0;
+    lp_contract *c = (lp_contract *)ld.data;
+    if (c == NULL || c->vm == NULL) return;
+    double id = simple_call(c, "create", 0);
+    if (id <= 0) lp_log_failure(1, tl_err ? tl_err : "", tl_err_len);
+    if (id > 0) {
+        out->data = (void *)(uintptr_t)id;
+        out->contract_id = c->contract_id;
+    }
+}
+
+void lp_destroy_instance(VmLoaderDataC ld, const void *host, InstanceC inst) {
+    (void)host;
+    lp_contract *c = (lp_contract *)ld.data;
+    if (c == NULL || c->vm == NULL || inst.data == NULL) return;
+    simple_call(c, "destroy", (double)(uintptr_t)inst.data);
+}
+
+const char *lp_luajit_version(void) {
+    return LUAJIT_VERSION;
+}

@@ -1,0 +1,20 @@
+"""Entry point of the ``cffi`` backend (group ``luaplug``). Imports nothing heavy."""
+
+from __future__ import annotations
+
+from luaplug.backends import BackendInfo, BackendRegistry
+from luaplug.hookspecs import hookimpl
+
+
+@hookimpl
+def luaplug_register_backends(register: BackendRegistry) -> None:
+    """Describe the cffi backend."""
+    register.add(
+        BackendInfo(
+            name="cffi",
+            engine="luaplug_cffi.engine:CffiEngine",
+            priority=20,
+            description="the system LuaJIT (libluajit-5.1) through a compiled cffi module",
+            install_hint="install libluajit-5.1-dev, then reinstall luaplug-cffi",
+        )
+    )

@@ -1,0 +1,96 @@
+"""Registry: first provider wins, generations on unload, kept on reload, all-or-nothing commits."""
+
+from __future__ import annotations
+
+import pytest
+
+from luaplug import DuplicateProvider, epoch
+from luaplug.abi import ffi
+from luaplug.ids import guest_contract_id
+from luaplug.registry import Registration, Registry
+
+
+def reg(name: str, bundle: int, major: int = 1) -> Registration:
+    iface = ffi.new("GuestContractInterface*")
+    iface.contract_id = guest_contract_id(name, major)
+    return Registration(
+        contract_id=guest_contract_id(name, major),
+        contract_name=name,
+        major=major,
+        plugin_name=f"p{bundle}",
+        bundle_id=bundle,
+        bundle_name=f"b{bundle}",
+        iface=iface,
+    )
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry(epoch.Collector())
+
+
+def test_first_registered_provider_wins_and_next_takes_over(registry: Registry) -> None:
+    a, b = reg("x.Y", 1), reg("x.Y", 2)
+    registry.commit([a])
+    registry.commit([b])
+    h = registry.find(a.contract_id, 1)
+    assert h is not None and registry.resolve(*h) is a
+    registry.invalidate_bundle(1)
+    assert registry.resolve(*h) is None  # stale
+    h2 = registry.find(a.contract_id, 0)
+    assert h2 is not None and registry.resolve(*h2) is b
+
+
+def test_min_major(registry: Registry) -> None:
+    r = reg("x.Y", 1, major=2)
+    registry.commit([r])
+    assert registry.find(r.contract_id, 3) is None
+    assert registry.find(r.contract_id, 2) is not None
+    assert registry.find(r.contract_id, 0) is not None
+
+
+def test_same_bundle_twice_is_duplicate_and_nothing_is_published(registry: Registry) -> None:
+    registry.commit([reg("x.A", 1)])
+    with pytest.raises(DuplicateProvider):
+        registry.commit([reg("x.B", 1), reg("x.A", 1)])
+    assert [r.display_name for r in registry.providers()] == ["x.A@1"]
+    with pytest.raises(DuplicateProvider):
+        registry.commit([reg("x.C", 2), reg("x.C", 2)])
+    assert [r.display_name for r in registry.providers()] == ["x.A@1"]
+
+
+def test_reload_keeps_generation_retires_dropped_and_publishes_new(registry: Registry) -> None:
+    registry.commit([reg("x.A", 1), reg("x.B", 1)])
+    ha = registry.find(guest_contract_id("x.A", 1))
+    hb = registry.find(guest_contract_id("x.B", 1))
+    assert ha and hb
+    new_a = reg("x.A", 1)
+    old = registry.commit([new_a, reg("x.C", 1)], replacing=1)
+    assert registry.resolve(*ha) is new_a  # same handle, new version
+    assert registry.resolve(*hb) is None  # no longer provided: stale
+    assert registry.find(guest_contract_id("x.C", 1)) is not None
+    assert {r.contract_name for r in old} == {"x.A", "x.B"}
+
+
+def test_slots_are_reused_with_a_new_generation(registry: Registry) -> None:
+    registry.commit([reg("x.A", 1)])
+    h1 = registry.find(guest_contract_id("x.A", 1))
+    registry.invalidate_bundle(1)
+    registry.commit([reg("x.A", 2)])
+    h2 = registry.find(guest_contract_id("x.A", 1))
+    assert h1 and h2 and h1[0] == h2[0] and h1[1] != h2[1]
+    assert registry.resolve(*h1) is None
+
+
+def test_withdrawn_interfaces_are_released_through_the_epoch(registry: Registry) -> None:
+    c = epoch.Collector()
+    r = Registry(c)
+    a = reg("x.A", 1)
+    a.keepalive.append(object())
+    r.commit([a])
+    guard = c.pin()
+    r.invalidate_bundle(1)
+    assert a.keepalive  # a pinned reader may still use the interface
+    guard.release()
+    c.collect()
+    assert a.keepalive == []
