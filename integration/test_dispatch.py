@@ -1,0 +1,141 @@
+"""Calling contract functions: arguments, results and error codes (spec §6); strings: test_arena.py."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import luaplug
+from luaplug import AbiErrorCode
+from luaplug.abi import ffi
+
+
+def address(ptr: Any) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+@pytest.fixture
+def rt(runtime: luaplug.Runtime, bundles: Path) -> luaplug.Runtime:
+    for name in ("adder", "greeter", "faulty", "counter"):
+        runtime.load(bundles / name)
+    return runtime
+
+
+def test_noop(rt: luaplug.Runtime) -> None:
+    assert rt.contract("iso.Adder@1").default.dispatch(1) == 0
+    rt.contract("iso.Counter@1").default.call(2)
+
+
+@pytest.mark.parametrize(("a", "b"), [(2, 3), (-7, 4), (0, 0), (2**31 - 2, 1)])
+def test_add_through_an_arg_pack(rt: luaplug.Runtime, a: int, b: int) -> None:
+    args = ffi.new("struct { int32_t a; int32_t b; } *", {"a": a, "b": b})
+    out = ffi.new("int32_t*", -1)
+    inst = rt.contract("iso.Adder@1").default
+    assert inst.dispatch(0, args, out) == 0  # cffi pointers
+    assert out[0] == a + b
+    out[0] = -1
+    assert inst.dispatch(0, address(args), address(out)) == 0  # plain addresses
+    assert out[0] == a + b
+
+
+def test_handler_arguments_are_numbers(rt: luaplug.Runtime) -> None:
+    out = ffi.new("int32_t*")
+    inst = rt.contract("iso.Adder@1").default
+    inst.call(2, 0, out)
+    assert out[0] == 1 | 2 | 4 | 8 | 16 | 32  # numbers; null args and null arena arrive as 0
+    with luaplug.CallArena(256, host=rt) as arena:
+        inst.call(2, 0, out, arena)
+    assert out[0] == 1 | 2 | 4 | 8 | 16
+
+
+def test_function_id_out_of_range(rt: luaplug.Runtime) -> None:
+    adder = rt.contract("iso.Adder@1")
+    assert adder.function_count == 3
+    for inst in (adder.default, adder.create_instance()):
+        assert inst.dispatch(3) == AbiErrorCode.FunctionNotAvailable
+        assert inst.dispatch(1000) == 6
+        with pytest.raises(luaplug.DispatchError) as info:
+            inst.call(3)
+        assert info.value.code == AbiErrorCode.FunctionNotAvailable
+        assert info.value.lua_error is None
+
+
+def test_unknown_instance_id(rt: luaplug.Runtime) -> None:
+    adder = rt.contract("iso.Adder@1")
+    assert adder.provider.fast_call(1, 99, 0, 0, 0) == AbiErrorCode.FunctionNotAvailable
+    inst = adder.create_instance()
+    old_id = inst.id
+    inst.destroy()
+    assert adder.provider.fast_call(1, old_id, 0, 0, 0) == 6
+    assert adder.provider.fast_call(1, 0, 0, 0, 0) == 0  # the default impl
+
+
+def test_lua_error_returns_generic_and_is_logged(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    faulty = rt.contract("iso.Faulty@1").default
+    caplog.set_level(logging.ERROR, logger="luaplug.loader")
+    assert faulty.dispatch(0) == AbiErrorCode.Generic
+    with pytest.raises(luaplug.DispatchError) as info:
+        faulty.call(0)
+    err = info.value
+    assert err.code == AbiErrorCode.Generic
+    assert err.lua_error is not None
+    assert "boom from faulty" in err.lua_error
+    assert "stack traceback" in err.lua_error
+    assert "explode" in err.lua_error
+    failures = [r for r in caplog.records if r.name == "luaplug.loader" and r.levelno == logging.ERROR]
+    assert len(failures) == 2
+    for record in failures:
+        text = record.getMessage()
+        assert text.startswith("Lua function call failed: ")
+        assert "boom from faulty" in text
+        assert "stack traceback" in text
+    # the VM keeps working
+    out = ffi.new("int32_t*")
+    faulty.call(1, 0, out)
+    assert out[0] == 1
+
+
+def test_lua_error_with_pointer_arguments(rt: luaplug.Runtime) -> None:
+    slot = ffi.new("int32_t*")
+    with pytest.raises(luaplug.DispatchError) as info:
+        rt.contract("iso.Faulty@1").default.call(0, slot, slot)
+    assert info.value.code == AbiErrorCode.Generic
+    assert "boom from faulty" in (info.value.lua_error or "")
+    assert rt.contract("iso.Faulty@1").default.dispatch(0, slot, slot) == 1
+
+
+def test_non_string_error_value(rt: luaplug.Runtime) -> None:
+    with pytest.raises(luaplug.DispatchError) as info:
+        rt.contract("iso.Faulty@1").default.call(2)
+    assert info.value.code == AbiErrorCode.Generic
+    assert rt.contract("iso.Faulty@1").default.dispatch(1, 0, ffi.new("int32_t*")) == 0
+
+
+def test_foreign_caller_through_the_c_interface(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    """A C caller (here cffi) uses dispatch.vm.call with an AbiError out parameter."""
+    iface = rt.registry.resolve(*rt.contract("iso.Adder@1").handle).iface
+    vm = iface.dispatch.vm
+    inst = ffi.new("GuestContractInstance*")
+    err = ffi.new("AbiError*")
+    args = ffi.new("struct { int32_t a; int32_t b; } *", {"a": 40, "b": 2})
+    out = ffi.new("int32_t*")
+    vm.call(vm.loader_data, inst[0], 0, args, out, ffi.NULL, err)
+    assert (err.code, out[0]) == (0, 42)
+    vm.call(vm.loader_data, inst[0], 7, ffi.NULL, ffi.NULL, ffi.NULL, err)
+    assert err.code == AbiErrorCode.FunctionNotAvailable
+    inst.data = ffi.cast("void*", 12345)
+    vm.call(vm.loader_data, inst[0], 1, ffi.NULL, ffi.NULL, ffi.NULL, err)
+    assert err.code == AbiErrorCode.FunctionNotAvailable
+
+    faulty = rt.registry.resolve(*rt.contract("iso.Faulty@1").handle).iface.dispatch.vm
+    caplog.set_level(logging.ERROR, logger="luaplug.loader")
+    inst.data = ffi.NULL
+    faulty.call(faulty.loader_data, inst[0], 0, ffi.NULL, ffi.NULL, ffi.NULL, err)
+    assert err.code == AbiErrorCode.Generic
+    lines = [r.getMessage() for r in caplog.records if r.name == "luaplug.loader"]
+    assert len(lines) == 1
+    assert lines[0].startswith("Lua function call failed: ")
+    assert "boom from faulty" in lines[0]

@@ -1,0 +1,268 @@
+-- abi: the polyplug C ABI (spec §12) for LuaJIT's FFI, plus string and id helpers.
+local ffi = require("ffi")
+local bit = require("bit")
+
+local M = { POLYPLUG_ABI_VERSION = 1 }
+
+-- Names, fields and layouts mirror luaplug/abi.py (ABI_CDEF) exactly. Each entry is
+-- {type it declares, declaration}; the declarations are concatenated into one cdef.
+local DECLS = {
+  { "StringView", [[
+typedef struct StringView { const uint8_t* ptr; size_t len; } StringView;]] },
+  { "Version", [[
+typedef struct Version { uint32_t major; uint32_t minor; uint32_t patch; } Version;]] },
+  { "AbiError", [[
+typedef struct AbiError { uint32_t code; StringView message; } AbiError;]] },
+  { "VmLoaderData", [[
+typedef struct VmLoaderData { void* data; } VmLoaderData;]] },
+  { "GuestContractInstance", [[
+typedef struct GuestContractInstance { void* data; uint64_t contract_id; } GuestContractInstance;]] },
+  { "GuestContractHandle", [[
+typedef struct GuestContractHandle { uint32_t index; uint32_t generation; } GuestContractHandle;]] },
+  { "Array", [[
+typedef struct Array { void* items; size_t len; size_t align; } Array;]] },
+  { "BundleInitContext", [[
+typedef struct BundleInitContext { uint64_t bundle_id; StringView bundle_path; } BundleInitContext;]] },
+  { "PluginDescriptor", [[
+typedef struct PluginDescriptor { StringView name; StringView contract_name; Version version; } PluginDescriptor;]] },
+  { "ArenaOverflowBlock", [[
+typedef struct ArenaOverflowBlock {
+    struct ArenaOverflowBlock* next; size_t capacity; size_t used;
+} ArenaOverflowBlock;]] },
+  { "struct HostApi", [[
+struct HostApi;]] },
+  { "CallArena", [[
+typedef struct CallArena {
+    uint8_t* cur; uint8_t* end; uint8_t* base;
+    const struct HostApi* host; ArenaOverflowBlock* first_overflow;
+} CallArena;]] },
+  { "VmCallFn", [[
+typedef void (*VmCallFn)(VmLoaderData, GuestContractInstance, uint32_t, const void*,
+                         void*, CallArena*, AbiError*);]] },
+  { "CreateInstanceFn", [[
+typedef void (*CreateInstanceFn)(VmLoaderData, const struct HostApi*, const void*,
+                                 GuestContractInstance*);]] },
+  { "DestroyInstanceFn", [[
+typedef void (*DestroyInstanceFn)(VmLoaderData, const struct HostApi*, GuestContractInstance);]] },
+  { "VmDispatch", [[
+typedef struct VmDispatch { VmCallFn call; VmLoaderData loader_data; } VmDispatch;]] },
+  { "DispatchMechanisms", [[
+typedef union DispatchMechanisms { VmDispatch vm; void* native[2]; } DispatchMechanisms;]] },
+  { "GuestContractInterface", [[
+typedef struct GuestContractInterface {
+    uint64_t contract_id;
+    Version contract_version;
+    uint32_t dispatch_type;
+    CreateInstanceFn create_instance;
+    DestroyInstanceFn destroy_instance;
+    DispatchMechanisms dispatch;
+} GuestContractInterface;]] },
+  { "HostContractInstance", [[
+typedef struct HostContractInstance { void* data; } HostContractInstance;]] },
+  { "HostContractInterface", [[
+typedef struct HostContractInterface {
+    uint64_t contract_id;
+    Version contract_version;
+    bool singleton;
+    uint32_t dispatch_type;
+    void* runtime;
+    void* user_data;
+    void (*create_instance)(const struct HostContractInterface*, const void*, HostContractInstance*);
+    void (*destroy_instance)(const struct HostContractInterface*, HostContractInstance);
+    void* dispatch;
+    void* reserved;
+} HostContractInterface;]] },
+  { "HostApi", [[
+typedef struct HostApi {
+    void* runtime;
+    void (*register_guest_contract)(const struct HostApi*, const PluginDescriptor*,
+                                    const GuestContractInterface*, AbiError*);
+    uint8_t* (*alloc)(const struct HostApi*, size_t, size_t);
+    void (*free)(const struct HostApi*, uint8_t*, size_t, size_t);
+    GuestContractHandle (*find_guest_contract)(const struct HostApi*, uint64_t, uint32_t);
+    Array (*find_all_guest_contracts)(const struct HostApi*, uint64_t, uint32_t);
+    const GuestContractInterface* (*resolve_guest_contract)(const struct HostApi*, GuestContractHandle);
+    void (*get_host_contract)(const struct HostApi*, uint64_t, uint32_t, HostContractInstance*, AbiError*);
+    const HostContractInterface* (*resolve_host_contract_interface)(const struct HostApi*, uint64_t, uint32_t);
+    Array (*list_bundles)(const struct HostApi*);
+    Array (*get_dependencies)(const struct HostApi*);
+    void (*load_bundle)(const struct HostApi*, const uint8_t*, size_t, AbiError*);
+    void (*reload_bundle)(const struct HostApi*, const uint8_t*, size_t, AbiError*);
+    void (*register_host_contract)(const struct HostApi*, const HostContractInterface*, AbiError*);
+    void (*register_loader)(const struct HostApi*, void*, AbiError*);
+    size_t (*get_last_error)(const struct HostApi*, uint8_t*, size_t);
+    size_t (*get_error_len)(const struct HostApi*);
+    void (*unload_bundle)(const struct HostApi*, uint64_t, AbiError*);
+    void (*log)(const struct HostApi*, uint32_t, StringView, StringView);
+    void (*create_guest_instance)(const struct HostApi*, const GuestContractInterface*,
+                                  const void*, GuestContractInstance*);
+    void (*destroy_guest_instance)(const struct HostApi*, const GuestContractInterface*,
+                                   GuestContractInstance);
+    const uint64_t* (*revision_counter)(const struct HostApi*);
+    void* reserved;
+} HostApi;]] },
+}
+
+local SIZES = {
+  StringView = 16, Version = 12, AbiError = 24, VmLoaderData = 8,
+  GuestContractInstance = 16, GuestContractHandle = 8, Array = 24,
+  BundleInitContext = 24, PluginDescriptor = 48, ArenaOverflowBlock = 24,
+  CallArena = 40, VmCallFn = 8, CreateInstanceFn = 8, DestroyInstanceFn = 8,
+  VmDispatch = 16, DispatchMechanisms = 16, GuestContractInterface = 56,
+  HostContractInstance = 8, HostContractInterface = 80, HostApi = 184,
+}
+-- Fields SDK users rely on by name; an earlier declaration must agree on them too.
+local OFFSETS = {
+  { "CallArena", "end", 8 }, { "GuestContractInterface", "dispatch", 40 },
+  { "HostApi", "alloc", 16 }, { "HostApi", "log", 144 },
+  { "HostApi", "revision_counter", 168 },
+}
+
+local function declared(name)
+  return (pcall(ffi.typeof, name))
+end
+
+-- The types live in the state's global C namespace: another copy of this module
+-- (a vendored one, a second load) or the bundle itself may have declared some or all
+-- of them. Only the missing ones are declared; the checks below reject a clash.
+if not declared("HostApi") then
+  local all = {}
+  for i, d in ipairs(DECLS) do all[i] = d[2] end
+  local ok = pcall(ffi.cdef, table.concat(all, "\n"))
+  if not ok then
+    for _, d in ipairs(DECLS) do
+      if not declared(d[1]) then
+        local fine, e = pcall(ffi.cdef, d[2])
+        if not fine then error("abi: cannot declare " .. d[1] .. ": " .. tostring(e), 0) end
+      end
+    end
+  end
+end
+for name, size in pairs(SIZES) do
+  if not declared(name) then error("abi: type " .. name .. " is not declared", 0) end
+  if ffi.sizeof(name) ~= size then
+    error("abi: " .. name .. " is already declared with another layout (need " .. size .. " bytes)", 0)
+  end
+end
+for _, f in ipairs(OFFSETS) do
+  if ffi.offsetof(f[1], f[2]) ~= f[3] then
+    error("abi: " .. f[1] .. "." .. f[2] .. " is not at offset " .. f[3], 0)
+  end
+end
+
+local byte, sub, find = string.byte, string.sub, string.find
+
+-- Returns nil when s is well-formed UTF-8 (the Unicode definition: no overlongs,
+-- no surrogates, nothing above U+10FFFF), else the 1-based index of the bad sequence.
+local function utf8_error(s)
+  local i = find(s, "[\128-\255]")
+  if not i then return nil end
+  local n = #s
+  while i <= n do
+    local c = byte(s, i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local need, lo, hi
+      if c >= 0xC2 and c <= 0xDF then need, lo, hi = 1, 0x80, 0xBF
+      elseif c == 0xE0 then need, lo, hi = 2, 0xA0, 0xBF
+      elseif c == 0xED then need, lo, hi = 2, 0x80, 0x9F
+      elseif c >= 0xE1 and c <= 0xEF then need, lo, hi = 2, 0x80, 0xBF
+      elseif c == 0xF0 then need, lo, hi = 3, 0x90, 0xBF
+      elseif c >= 0xF1 and c <= 0xF3 then need, lo, hi = 3, 0x80, 0xBF
+      elseif c == 0xF4 then need, lo, hi = 3, 0x80, 0x8F
+      else return i end
+      if i + need > n then return i end
+      local c1 = byte(s, i + 1)
+      if c1 < lo or c1 > hi then return i end
+      for k = 2, need do
+        local ck = byte(s, i + k)
+        if ck < 0x80 or ck > 0xBF then return i end
+      end
+      i = i + need + 1
+    end
+  end
+  return nil
+end
+
+-- Copies a StringView (or StringView*) into a Lua string; the bytes must be UTF-8.
+function M.to_str(sv)
+  if type(sv) == "nil" then return "" end
+  if type(sv) ~= "cdata" then
+    error("to_str: expected a StringView cdata, got " .. type(sv), 2)
+  end
+  if sv == nil then return "" end -- a NULL StringView*
+  local ptr, len = sv.ptr, tonumber(sv.len)
+  if len == 0 or ptr == nil then return "" end
+  local s = ffi.string(ptr, len)
+  local bad = utf8_error(s)
+  if bad then
+    error(string.format("to_str: invalid utf-8 at byte %d of %d", bad, len), 2)
+  end
+  return s
+end
+
+function M.starts_with(s, prefix)
+  return sub(s, 1, #prefix) == prefix
+end
+
+function M.ends_with(s, suffix)
+  return #suffix == 0 or sub(s, -#suffix) == suffix
+end
+
+function M.strip_prefix(s, prefix)
+  if sub(s, 1, #prefix) == prefix then return sub(s, #prefix + 1) end
+  return nil
+end
+
+-- Splits on every plain occurrence of delim; empty segments are kept ("a,,b," -> a, "", b, "").
+function M.split(s, delim)
+  if type(s) == "cdata" then s = M.to_str(s) end
+  if type(delim) ~= "string" or delim == "" then
+    error("split: delimiter must be a non-empty string", 2)
+  end
+  local out, start = {}, 1
+  while true do
+    local a, b = find(s, delim, start, true)
+    if not a then break end
+    out[#out + 1] = sub(s, start, a - 1)
+    start = b + 1
+  end
+  out[#out + 1] = sub(s, start)
+  return out
+end
+
+local FNV_OFFSET = 0xcbf29ce484222325ULL
+local FNV_PRIME = 0x100000001b3ULL
+
+-- FNV-1a 64 over the bytes of s; uint64_t arithmetic wraps modulo 2^64.
+function M.fnv1a_64(s)
+  if type(s) ~= "string" then error("fnv1a_64: expected a string, got " .. type(s), 2) end
+  local h = FNV_OFFSET
+  for i = 1, #s do
+    h = bit.bxor(h, byte(s, i)) * FNV_PRIME
+  end
+  return h
+end
+
+function M.bundle_id(name)
+  return M.fnv1a_64(name)
+end
+
+local function major_text(major)
+  local m = tonumber(major)
+  if not m or m < 0 or m % 1 ~= 0 then
+    error("contract major must be a non-negative integer, got " .. tostring(major), 3)
+  end
+  return string.format("%d", m)
+end
+
+function M.guest_contract_id(name, major)
+  return M.fnv1a_64("guest_contract:" .. name .. "@" .. major_text(major))
+end
+
+function M.host_contract_id(name, major)
+  return M.fnv1a_64("host_contract:" .. name .. "@" .. major_text(major))
+end
+
+return M
