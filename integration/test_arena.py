@@ -204,3 +204,14 @@ def test_arena_without_a_host_refuses_what_does_not_fit(rt: luaplug.Runtime) -> 
     assert err.code == 0
     assert text_of(out) == b"hello, x"
     assert address(buf) <= address(out.ptr) < address(buf) + 16
+
+
+def test_a_closed_arena_is_refused(runtime: luaplug.Runtime, bundles: Path) -> None:
+    runtime.load(bundles / "greeter")
+    inst = runtime.contract("iso.Greeter@1").default
+    arena = luaplug.CallArena(64, host=runtime)
+    arena.close()
+    with pytest.raises(ValueError, match="closed"):
+        inst.dispatch(0, 0, 0, arena)
+    with pytest.raises(ValueError, match="closed"):
+        inst.call(0, 0, 0, arena)

@@ -61,6 +61,17 @@ def test_function_id_out_of_range(rt: luaplug.Runtime) -> None:
             inst.call(3)
         assert info.value.code == AbiErrorCode.FunctionNotAvailable
         assert info.value.lua_error is None
+        assert inst.dispatch(2**32 - 1) == AbiErrorCode.FunctionNotAvailable
+
+
+@pytest.mark.parametrize("fn_id", [-1, 2**32, 2**70])
+def test_function_id_outside_uint32_is_refused_before_the_call(rt: luaplug.Runtime, fn_id: int) -> None:
+    inst = rt.contract("iso.Adder@1").default
+    with pytest.raises(OverflowError):
+        inst.dispatch(fn_id)
+    with pytest.raises(OverflowError):
+        inst.call(fn_id)
+    assert inst.dispatch(1) == 0  # the VM is untouched
 
 
 def test_unknown_instance_id(rt: luaplug.Runtime) -> None:

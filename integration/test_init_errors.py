@@ -165,13 +165,6 @@ def test_duplicate_registration_in_one_load_is_refused(loaded: luaplug.Runtime) 
     assert snapshot(loaded) == before
 
 
-WRONG_CONTRACT_NAMED = (
-    "luaplug bug: LuaLoader._load reports a refused registration with regs[0].contract_name "
-    "(the first contract of the load) instead of the contract the registry refused"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=WRONG_CONTRACT_NAMED)
 def test_refused_registration_error_names_the_refused_contract(loaded: luaplug.Runtime) -> None:
     # regs[1] sits in the table's array part, so pairs() yields contract "1" first; the
     # duplicate is contract "7" (keys 7 and "7").

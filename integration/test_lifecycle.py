@@ -146,15 +146,7 @@ def test_unload_makes_contracts_and_instances_stale(runtime: luaplug.Runtime, bu
     assert inc(runtime.contract(COUNTER).default) == 1
 
 
-UNLOAD_NO_WARNING = (
-    "luaplug gap: Runtime.unload does not warn about live instances (runtime-semantics, "
-    "Reload and unload lifecycle: unload -> warn about live instances -> withdraw)"
-)
-
-
-@pytest.mark.parametrize(
-    "action", ["reload", pytest.param("unload", marks=pytest.mark.xfail(strict=True, reason=UNLOAD_NO_WARNING))]
-)
+@pytest.mark.parametrize("action", ["reload", "unload"])
 def test_live_instances_are_warned_about(
     runtime: luaplug.Runtime, bundles: Path, caplog: pytest.LogCaptureFixture, action: str
 ) -> None:
@@ -164,6 +156,26 @@ def test_live_instances_are_warned_about(
     getattr(runtime, action)("counter")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("luaplug")]
     assert any("live instance" in r.getMessage() and "counter" in r.getMessage() for r in warnings)
+
+
+@pytest.mark.parametrize("action", ["reload", "unload"])
+def test_destroyed_instances_are_not_counted_as_live(
+    runtime: luaplug.Runtime, bundles: Path, caplog: pytest.LogCaptureFixture, action: str
+) -> None:
+    runtime.load(bundles / "counter")
+    c = runtime.contract(COUNTER)
+    kept = [c.create_instance() for _ in range(3)]
+    for inst in kept[:2]:
+        inst.destroy()
+    caplog.set_level(logging.WARNING)
+    getattr(runtime, action)("counter")
+    texts = [r.getMessage() for r in caplog.records if "live instance" in r.getMessage()]
+    assert len(texts) == 1 and "with 1 live instance" in texts[0]
+    caplog.clear()
+    kept[2].destroy()
+    if action == "reload":
+        runtime.reload("counter")  # the new VM has no instances
+        assert not [r for r in caplog.records if "live instance" in r.getMessage()]
 
 
 def test_reload_needs_hot_reload(backend: str, bundles: Path) -> None:
@@ -184,16 +196,7 @@ def test_in_memory_bundles_cannot_be_reloaded(runtime: luaplug.Runtime, bundles:
     assert inc(runtime.contract(COUNTER).default) == 1
 
 
-RELOAD_BLOCKS = (
-    "luaplug bug: Runtime.reload counts the old VM's live instances (EngineContract.live_instances "
-    "enters the old VM) before swapping, so it blocks, holding the runtime lock, until every call "
-    "in flight on the old VM returned, instead of deferring the old VM's reclamation"
-)
-
-
-@pytest.mark.parametrize(
-    "action", ["unload", pytest.param("reload", marks=pytest.mark.xfail(strict=True, reason=RELOAD_BLOCKS))]
-)
+@pytest.mark.parametrize("action", ["unload", "reload"])
 def test_call_in_flight_survives_unload_and_reload(runtime: luaplug.Runtime, bundles: Path, action: str) -> None:
     runtime.collector.collect()
     baseline = runtime.collector.pending

@@ -92,14 +92,6 @@ def test_handler_error_log_line(runtime: luaplug.Runtime, bundles: Path, caplog:
     assert "main.lua" in text and "boom from faulty" in text and "stack traceback" in text
 
 
-LOG_UNDER_LOCK = (
-    "luaplug bug: Runtime.load holds the runtime lock while polyplug_init runs, and HostApi.log "
-    "calls the Python logging handlers synchronously, so guest log callbacks run under that lock "
-    "(a handler that waits for another thread using the runtime deadlocks)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LOG_UNDER_LOCK)
 def test_log_callbacks_run_without_runtime_locks(runtime: luaplug.Runtime, bundles: Path) -> None:
     """A handler may wait for another thread that uses the runtime (spec §9: log callbacks never
     run while a loader lock is held)."""

@@ -15,6 +15,14 @@ if TYPE_CHECKING:
 __all__ = ["Contract", "Instance"]
 
 _STALE: Final = int(AbiErrorCode.StaleHandle)
+_NO_FUNCTION: Final = int(AbiErrorCode.FunctionNotAvailable)
+_U32: Final = 1 << 32
+
+
+def _check_fn_id(fn_id: int) -> None:
+    # The C ABI's fn_id is a uint32_t: every backend refuses the same values.
+    if not 0 <= fn_id < _U32:
+        raise OverflowError(f"fn_id {fn_id} is out of the uint32 range")
 
 
 def _address(ptr: Any) -> int:
@@ -55,13 +63,15 @@ class Instance:
         :param args: address (int or cffi pointer) of the argument struct, or 0
         :param out: address of the out slot, or 0
         :param arena: the arena string results are bumped from (``None``: host alloc)
+        :raises OverflowError: ``fn_id`` is not a ``uint32``
+        :raises ValueError: ``arena`` is closed
 
         A Lua error in the handler returns 1 and is logged (logger ``luaplug.loader``).
         The call is pinned by the engine (the VM's in-flight count), so an
         unload or reload on another thread waits for it to return.
         """
         try:
-            result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address)
+            result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address or _closed())
         except TypeError:
             result = -1
         if result == 0:
@@ -74,7 +84,7 @@ class Instance:
         :raises DispatchError: carrying the code and, for a Lua error, its text
         """
         try:
-            result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address)
+            result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address or _closed())
         except TypeError:
             result = -1
         if result == 0:
@@ -85,6 +95,8 @@ class Instance:
 
     def _finish(self, result: Any, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
         # The slow path: pointers that were not plain integers, and failures.
+        if result == _NO_FUNCTION:
+            _check_fn_id(fn_id)
         if result == -1:
             try:
                 result = self._call(
@@ -116,6 +128,10 @@ class Instance:
 
     def __repr__(self) -> str:
         return f"<Instance {self._contract.name} #{self._id}>"
+
+
+def _closed() -> int:
+    raise ValueError("the arena is closed")
 
 
 def _stale(*_args: object) -> int:

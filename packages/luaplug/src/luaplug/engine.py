@@ -47,7 +47,8 @@ class EngineState(ABC):
     """One Lua VM.
 
     The base class owns the state's ``cell`` (``double[4]``, see the prelude):
-    ``[0]`` thread running Lua in it, ``[1]`` depth, ``[2]`` retired flag.
+    ``[0]`` thread running Lua in it, ``[1]`` depth, ``[2]`` retired flag,
+    ``[3]`` live instance count (kept by the prelude's create/destroy).
     Subclasses create the VM, run :func:`prelude_source` in it and call the
     prelude's ``setup(host, cell_address, thread_fn_address, arena_alloc)``.
     """
@@ -67,6 +68,13 @@ class EngineState(ABC):
     def in_flight(self) -> bool:
         """Whether a call is running in this VM (on any thread)."""
         return bool(self.cell[1] != 0)
+
+    def live_instances(self) -> int:
+        """Live (non-default) instances over all contracts of this VM.
+
+        Read from the cell, never by entering the VM: a call may be running.
+        """
+        return int(self.cell[3])
 
     def retire(self) -> None:
         """Refuse every further call with ``StaleHandle`` (no Lua runs)."""

@@ -84,7 +84,14 @@ class InvalidSourceEncoding(LoadError):
 
 
 class DuplicateProvider(LoadError):
-    """A bundle tried to register a contract it already provides."""
+    """A bundle tried to register a contract it already provides.
+
+    :ivar contract: name of the contract that was refused
+    """
+
+    def __init__(self, bundle: str, error: str, *, contract: str = "") -> None:
+        super().__init__(bundle, error)
+        self.contract = contract
 
 
 class BackendNotFoundError(LuaplugError):

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Final, Protocol
 
 from . import _libc
+from ._logdefer import emit
 from .abi import NULL_HANDLE_INDEX, AbiErrorCode, LogLevel, ffi
 
 __all__ = ["HostApi", "HostServices", "default_host", "default_host_address", "guest_logger"]
@@ -95,7 +96,8 @@ def _cb_log(host: Any, level: int, scope: Any, message: Any) -> None:
     if not guest_logger.isEnabledFor(pylevel):
         return
     scope_text = _string(scope)
-    guest_logger.log(pylevel, "[%s] %s", scope_text, _string(message), extra={"scope": scope_text})
+    # Deferred when this thread holds a runtime lock (a guest logging during init).
+    emit(guest_logger, pylevel, "[%s] %s", scope_text, _string(message), extra={"scope": scope_text})
 
 
 @ffi.callback("GuestContractHandle(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)

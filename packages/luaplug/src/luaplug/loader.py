@@ -63,10 +63,6 @@ class ContractProvider(ABC):
         returns a bare code 1 (``None`` when the text came with the result)."""
         return None
 
-    def live_instances(self) -> int:
-        """How many created instances are alive (for reload/unload warnings)."""
-        return 0
-
 
 @runtime_checkable
 class BundleLoader(Protocol):
@@ -92,3 +88,9 @@ class BundleLoader(Protocol):
 
     def unload(self, bundle_id: int, runtime: Runtime) -> None:
         """Reclaim a bundle's VM (its contracts are already withdrawn)."""
+
+    def live_instances(self, bundle_id: int) -> int:
+        """Instances created and not destroyed in the bundle's serving VM.
+
+        Must not wait for calls in flight (the runtime lock is held).
+        """

@@ -121,11 +121,6 @@ class EngineContract(PythonBackedContract):
             self._iface = self.state.interface(self, self.cidx)
         return self._iface
 
-    def live_instances(self) -> int:
-        if self.state.retired or self._blocked():
-            return 0
-        return int(self.state.call_prelude("live", self.cidx)[0])
-
 
 class LuaLoader:
     """The ``lua`` loader of one runtime, on one engine.
@@ -163,6 +158,12 @@ class LuaLoader:
             self._live.clear()
         for state in states:
             self._reclaim(state, runtime)
+
+    def live_instances(self, bundle_id: int) -> int:
+        """Live instances in the bundle's serving VM (counted without entering it)."""
+        with self._lock:
+            state = self._live.get(bundle_id)
+        return 0 if state is None else state.live_instances()
 
     @property
     def live_states(self) -> int:
@@ -215,7 +216,7 @@ class LuaLoader:
                 runtime._commit(manifest, regs, replacing=replacing)
             except DuplicateProvider as exc:
                 raise InitFailed(
-                    chunk, _texts.registration_refused(regs[0].contract_name, "DuplicateProvider", exc.error)
+                    chunk, _texts.registration_refused(exc.contract, "DuplicateProvider", exc.error)
                 ) from exc
         except BaseException:
             state.retire()

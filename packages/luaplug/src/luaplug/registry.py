@@ -110,8 +110,10 @@ class Registry:
 
     # -- changes ------------------------------------------------------------------
 
-    def check(self, regs: Iterable[Registration], *, replacing: int | None = None) -> tuple[int, str] | None:
-        """Why ``regs`` cannot be registered, as ``(code, text)``, or ``None``.
+    def check(
+        self, regs: Iterable[Registration], *, replacing: int | None = None
+    ) -> tuple[int, str, Registration] | None:
+        """Why ``regs`` cannot be registered, as ``(code, text, refused registration)``, or ``None``.
 
         :param replacing: a bundle id whose current registrations ``regs`` replace
         """
@@ -119,19 +121,25 @@ class Registry:
         with self._lock:
             for reg in regs:
                 if reg.contract_id in seen:
-                    return AbiErrorCode.DuplicateProvider, f"contract {reg.display_name} registered twice"
+                    return AbiErrorCode.DuplicateProvider, f"contract {reg.display_name} registered twice", reg
                 seen.add(reg.contract_id)
                 for index in self._by_cid.get(reg.contract_id, ()):
                     other = self._slots[index].reg
                     if other is None:
                         continue
                     if other.display_name != reg.display_name:
-                        return AbiErrorCode.DuplicateProvider, (
-                            f"contract id {reg.contract_id:#018x} collides: {other.display_name} vs {reg.display_name}"
+                        return (
+                            AbiErrorCode.DuplicateProvider,
+                            (
+                                f"contract id {reg.contract_id:#018x} collides: {other.display_name} vs {reg.display_name}"
+                            ),
+                            reg,
                         )
                     if other.bundle_id == reg.bundle_id and reg.bundle_id != replacing:
-                        return AbiErrorCode.DuplicateProvider, (
-                            f"bundle {reg.bundle_name!r} already provides contract {reg.display_name}"
+                        return (
+                            AbiErrorCode.DuplicateProvider,
+                            (f"bundle {reg.bundle_name!r} already provides contract {reg.display_name}"),
+                            reg,
                         )
         return None
 
@@ -147,7 +155,8 @@ class Registry:
         """
         problem = self.check(regs, replacing=replacing)
         if problem is not None:
-            raise DuplicateProvider(regs[0].bundle_name if regs else "?", problem[1])
+            _code, text, refused = problem
+            raise DuplicateProvider(refused.bundle_name, text, contract=refused.contract_name)
         old: list[Registration] = []
         with self._lock:
             kept: dict[int, int] = {}

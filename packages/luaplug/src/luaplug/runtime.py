@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
 from . import manifest as _manifest
+from ._logdefer import deferring, emit
 from .abi import AbiErrorCode, ffi
 from .backends import select_backend
 from .contract import Contract
@@ -73,6 +76,13 @@ class Runtime:
         self._lock = threading.RLock()
         self._closed = False
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # The log sink never runs under the runtime lock: records made while it
+        # is held (guest logs during init included) are emitted after release.
+        with deferring(), self._lock:
+            yield
+
     # -- properties ---------------------------------------------------------------
 
     @property
@@ -121,7 +131,7 @@ class Runtime:
         self._check_open()
         if m.loader != self.loader.name:
             raise LoadError(m.name, f"no loader named {m.loader!r} (this runtime has {self.loader.name!r})")
-        with self._lock:
+        with self._locked():
             if m.name in self._bundles:
                 raise LoadError(m.name, f"bundle {m.name!r} is already loaded")
             self.loader.load(m, source, self)
@@ -141,7 +151,7 @@ class Runtime:
         if not self.hot_reload:
             raise HotReloadDisabled()
         name = str(bundle)
-        with self._lock:
+        with self._locked():
             old = self._bundles.get(name)
             if old is None:
                 if isinstance(bundle, Bundle) and bundle.source_kind == "path":
@@ -152,9 +162,7 @@ class Runtime:
             m = _manifest.load(old.manifest.path)
             if m.name != old.name:
                 raise LoadError(name, f"the manifest now names bundle {m.name!r}")
-            live = sum(r.provider.live_instances() for r in self.registry.of_bundle(old.id) if r.provider)
-            if live:
-                _log.warning("reloading bundle %s with %d live instance(s); their state is lost", name, live)
+            self._warn_live(old, "reloading")
             self.loader.reload(m, self)
             new = Bundle(m.name, m.id, m, "path")
             self._bundles[name] = new
@@ -166,14 +174,27 @@ class Runtime:
         once calls in flight on it returned. Unknown names are a no-op."""
         self._check_open()
         name = str(bundle)
-        with self._lock:
+        with self._locked():
             b = self._bundles.pop(name, None)
             if b is None:
                 return
+            self._warn_live(b, "unloading")
             self.registry.invalidate_bundle(b.id)
             self.host_api.bump_revision()
             self.loader.unload(b.id, self)
         _log.info("unloaded bundle %s", name)
+
+    def _warn_live(self, bundle: Bundle, doing: str) -> None:
+        live = self.loader.live_instances(bundle.id)
+        if live:
+            emit(
+                _log,
+                logging.WARNING,
+                "%s bundle %s with %d live instance(s); their state is lost",
+                doing,
+                bundle.name,
+                live,
+            )
 
     def _commit(self, m: Manifest, regs: list[Registration], *, replacing: bool) -> None:
         """Publish a load's registrations all at once (the loader's last step)."""
@@ -249,14 +270,14 @@ class Runtime:
 
     def close(self) -> None:
         """Unload every bundle; VMs are reclaimed once calls in flight returned."""
-        with self._lock:
+        with self._locked():
             if self._closed:
                 return
             for name in list(self._bundles):
                 try:
                     self.unload(name)
                 except LuaplugError:
-                    _log.exception("unloading %s at close failed", name)
+                    emit(_log, logging.ERROR, "unloading %s at close failed", name, exc_info=True)
             self.loader.close(self)
             self._closed = True
         self.host_api.detach()

@@ -8,9 +8,11 @@
 -- Invariants:
 -- * `cell` is a double[4] owned by the engine outside Lua:
 --   [0] id of the thread running Lua code in this state (0 when idle),
---   [1] nesting depth, [2] non-zero once the VM is retired.
+--   [1] nesting depth, [2] non-zero once the VM is retired,
+--   [3] live (non-default) instances over all contracts of the state.
 --   The engine reads [0]/[1] to refuse a same-thread re-entry it cannot
---   handle and writes [2] without entering Lua.
+--   handle, reads [3] and writes [2] without entering Lua (so a reload can
+--   count instances while a call is still running in the old VM).
 -- * A contract's `busy` flag is set only while one of its handlers runs, so a
 --   set flag on entry means the same contract is re-entered on this thread
 --   (other threads are kept out by the engine's per-state lock).
@@ -249,23 +251,16 @@ function P.create(cidx)
   c.next_id = id + 1
   if impl == nil then impl = NILV end
   c.insts[id] = impl
+  cell[3] = cell[3] + 1
   return id
 end
 
 function P.destroy(cidx, iid)
   local c = contracts[cidx]
-  if c ~= nil and iid ~= 0 then c.insts[iid] = nil end
-end
-
---- Live (non-default) instances of contract `cidx`.
-function P.live(cidx)
-  local c = contracts[cidx]
-  if c == nil then return 0 end
-  local n = 0
-  for k in pairs(c.insts) do
-    if k ~= 0 then n = n + 1 end
+  if c ~= nil and iid ~= 0 and c.insts[iid] ~= nil then
+    c.insts[iid] = nil
+    cell[3] = cell[3] - 1
   end
-  return n
 end
 
 --- Drop everything the bundle built, so the state's memory goes with it.
