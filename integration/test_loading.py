@@ -267,3 +267,10 @@ def test_runtime_reports_its_backend(runtime: luaplug.Runtime, backend: str) -> 
     assert runtime.backend_name == backend
     assert backend in luaplug.available_backends()
     assert isinstance(runtime.capabilities, frozenset)
+
+
+def test_load_on_an_unknown_backend_is_refused(runtime: luaplug.Runtime, bundles: Path) -> None:
+    with pytest.raises(luaplug.BackendNotFoundError, match="nope"):
+        runtime.load(bundles / "counter", backend="nope")
+    assert runtime.contracts() == [] and runtime.bundles == {}
+    assert runtime.load(bundles / "counter").backend == runtime.backend_name

@@ -133,3 +133,32 @@ def test_peer_calls_from_two_threads(rt: luaplug.Runtime) -> None:
         t.join(120)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
+
+
+def _backend_pairs() -> list[tuple[str, str]]:
+    names = luaplug.available_backends()
+    return [(a, b) for a in names for b in names if a != b]
+
+
+@pytest.mark.parametrize(
+    ("consumer_on", "echo_on"),
+    _backend_pairs() or [pytest.param("-", "-", marks=pytest.mark.skip(reason="needs two available backends"))],
+)
+def test_peer_calls_across_backends(bundles: Path, consumer_on: str, echo_on: str) -> None:
+    """A bundle on one engine calls a bundle on the other through the C interface, both ways."""
+    with luaplug.Runtime(consumer_on, hot_reload=True) as rt:
+        echo = rt.load(bundles / "echo", backend=echo_on)
+        consumer = rt.load(bundles / "consumer")
+        assert (echo.backend, consumer.backend) == (echo_on, consumer_on)
+        with luaplug.CallArena(64, host=rt) as arena:
+            for i in range(300):
+                arena.reset()
+                assert relay(rt, f"x{i} ✓" * (i % 40), arena) == "echo: " + f"x{i} ✓" * (i % 40)
+        assert relay(rt, "no arena", None) == "echo: no arena"
+        rt.reload("echo")  # the echo bundle stays on its own backend
+        assert rt.bundles["echo"].backend == echo_on
+        assert relay(rt, "after reload", None) == "echo: after reload"
+        rt.unload("echo")
+        arg, _keep = string_arg("gone")
+        out = ffi.new("StringView*")
+        assert rt.contract("iso.Consumer@1").default.dispatch(0, arg, out) != 0

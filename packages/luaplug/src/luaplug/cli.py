@@ -45,6 +45,7 @@ def _demo_one(backend: str) -> None:
         out = ffi.new("int64_t*")
         for _ in range(3):
             counter.call(0, out=out)
+        counter.destroy()
         print(f"   demo.Counter inc x3 -> {out[0]}")
         name = b"world"
         buf = ffi.new("char[]", name)

@@ -128,19 +128,12 @@ class Registry:
                     if other is None:
                         continue
                     if other.display_name != reg.display_name:
-                        return (
-                            AbiErrorCode.DuplicateProvider,
-                            (
-                                f"contract id {reg.contract_id:#018x} collides: {other.display_name} vs {reg.display_name}"
-                            ),
-                            reg,
-                        )
+                        cid = f"{reg.contract_id:#018x}"
+                        text = f"contract id {cid} collides: {other.display_name} vs {reg.display_name}"
+                        return AbiErrorCode.DuplicateProvider, text, reg
                     if other.bundle_id == reg.bundle_id and reg.bundle_id != replacing:
-                        return (
-                            AbiErrorCode.DuplicateProvider,
-                            (f"bundle {reg.bundle_name!r} already provides contract {reg.display_name}"),
-                            reg,
-                        )
+                        text = f"bundle {reg.bundle_name!r} already provides contract {reg.display_name}"
+                        return AbiErrorCode.DuplicateProvider, text, reg
         return None
 
     def commit(self, regs: list[Registration], *, replacing: int | None = None) -> list[Registration]:

@@ -45,6 +45,8 @@ class Bundle:
     id: int
     manifest: Manifest
     source_kind: str
+    #: the backend whose engine runs this bundle's VM
+    backend: str
 
     def __str__(self) -> str:
         return self.name
@@ -56,6 +58,10 @@ class Runtime:
     :param backend: backend name; ``None`` selects (``LUAPLUG_BACKEND``, then the best available)
     :param hot_reload: allow :meth:`reload`
     :param collector: epoch domain for deferred reclamation (default: the process-wide one)
+
+    Bundles run on the runtime's backend unless a load names another one;
+    bundles on different backends share the registry and the ``HostApi``, so
+    they call each other's contracts through the C interfaces (peer calls).
 
     Thread-safe. Loads, reloads and unloads are serialized per runtime; calls
     are not (each VM serializes its own).
@@ -72,6 +78,8 @@ class Runtime:
         self.host_api = HostApi(self)
         self.registry = Registry(self.collector)
         self.loader = LuaLoader(self.engine)
+        # One loader per backend in use; the runtime's own is created eagerly.
+        self._loaders: dict[str, LuaLoader] = {info.name: self.loader}
         self._bundles: dict[str, Bundle] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -107,37 +115,51 @@ class Runtime:
 
     # -- loading ------------------------------------------------------------------
 
-    def load(self, path: str | Path) -> Bundle:
+    def load(self, path: str | Path, *, backend: str | None = None) -> Bundle:
         """Load the bundle at ``path`` (its directory, or a file in it).
 
+        :param backend: run this bundle on another installed backend
+            (default: the runtime's)
         :raises ManifestError: the manifest is invalid (nothing ran)
         :raises LoadError: the bundle failed to load (nothing stays registered)
+        :raises BackendNotFoundError: ``backend`` is not installed
+        :raises BackendUnavailableError: ``backend`` cannot run here
         """
         m = _manifest.load(path)
-        return self._load(m, PathSource(m.path))
+        return self._load(m, PathSource(m.path), backend)
 
-    def load_code(self, source: str, name: str) -> Bundle:
+    def load_code(self, source: str, name: str, *, backend: str | None = None) -> Bundle:
         """Load in-memory Lua source as bundle ``name`` (no hot reload)."""
-        return self._load(Manifest.in_memory(name), CodeSource(source))
+        return self._load(Manifest.in_memory(name), CodeSource(source), backend)
 
-    def load_bytes(self, data: bytes, name: str) -> Bundle:
+    def load_bytes(self, data: bytes, name: str, *, backend: str | None = None) -> Bundle:
         """Load in-memory UTF-8 Lua source bytes as bundle ``name``.
 
         :raises InvalidSourceEncoding: ``data`` is not UTF-8
         """
-        return self._load(Manifest.in_memory(name), BytesSource(bytes(data)))
+        return self._load(Manifest.in_memory(name), BytesSource(bytes(data)), backend)
 
-    def _load(self, m: Manifest, source: BundleSource) -> Bundle:
+    def _loader_for(self, backend: str | None) -> tuple[str, LuaLoader]:
+        """The loader of ``backend`` (created on first use). Call under the lock."""
+        name = self.backend_name if backend is None else backend
+        loader = self._loaders.get(name)
+        if loader is None:
+            info = select_backend(name)
+            loader = self._loaders[name] = LuaLoader(info.engine_class()())
+        return name, loader
+
+    def _load(self, m: Manifest, source: BundleSource, backend: str | None) -> Bundle:
         self._check_open()
         if m.loader != self.loader.name:
             raise LoadError(m.name, f"no loader named {m.loader!r} (this runtime has {self.loader.name!r})")
         with self._locked():
             if m.name in self._bundles:
                 raise LoadError(m.name, f"bundle {m.name!r} is already loaded")
-            self.loader.load(m, source, self)
-            bundle = Bundle(m.name, m.id, m, source.kind)
+            backend_name, loader = self._loader_for(backend)
+            loader.load(m, source, self)
+            bundle = Bundle(m.name, m.id, m, source.kind, backend_name)
             self._bundles[m.name] = bundle
-        _log.info("loaded bundle %s on %s", m.name, self.backend_name)
+        _log.info("loaded bundle %s on %s", m.name, backend_name)
         return bundle
 
     def reload(self, bundle: str | Bundle) -> Bundle:
@@ -155,7 +177,7 @@ class Runtime:
             old = self._bundles.get(name)
             if old is None:
                 if isinstance(bundle, Bundle) and bundle.source_kind == "path":
-                    return self.load(bundle.manifest.path)
+                    return self.load(bundle.manifest.path, backend=bundle.backend)
                 raise LoadError(name, f"bundle {name!r} is not loaded")
             if old.source_kind != "path":
                 raise LoadError(name, "in-memory bundles cannot be hot-reloaded")
@@ -163,8 +185,8 @@ class Runtime:
             if m.name != old.name:
                 raise LoadError(name, f"the manifest now names bundle {m.name!r}")
             self._warn_live(old, "reloading")
-            self.loader.reload(m, self)
-            new = Bundle(m.name, m.id, m, "path")
+            self._loaders[old.backend].reload(m, self)
+            new = Bundle(m.name, m.id, m, "path", old.backend)
             self._bundles[name] = new
         _log.info("reloaded bundle %s", name)
         return new
@@ -181,11 +203,11 @@ class Runtime:
             self._warn_live(b, "unloading")
             self.registry.invalidate_bundle(b.id)
             self.host_api.bump_revision()
-            self.loader.unload(b.id, self)
+            self._loaders[b.backend].unload(b.id, self)
         _log.info("unloaded bundle %s", name)
 
     def _warn_live(self, bundle: Bundle, doing: str) -> None:
-        live = self.loader.live_instances(bundle.id)
+        live = self._loaders[bundle.backend].live_instances(bundle.id)
         if live:
             emit(
                 _log,
@@ -278,7 +300,8 @@ class Runtime:
                     self.unload(name)
                 except LuaplugError:
                     emit(_log, logging.ERROR, "unloading %s at close failed", name, exc_info=True)
-            self.loader.close(self)
+            for loader in self._loaders.values():
+                loader.close(self)
             self._closed = True
         self.host_api.detach()
         self.collector.collect()
