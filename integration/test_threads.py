@@ -3,6 +3,7 @@ same-thread re-entry of a contract returns ReentrantCall, arenas never mix."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -200,3 +201,42 @@ def test_threads_with_their_own_arenas_never_mix(runtime: luaplug.Runtime, bundl
         t.join(120)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
+
+
+@pytest.mark.parametrize("target", ["iso.Chatty@1", "iso.Quiet@1", "iso.Counter@1"])
+def test_host_code_called_from_inside_a_call_may_call_back(
+    runtime: luaplug.Runtime, bundles: Path, backend: str, target: str
+) -> None:
+    """A log handler (host code running inside the bundle's call) calls back into the
+    bundle: the same contract gets ReentrantCall, another contract of the same bundle
+    works where the backend can nest and gets ReentrantCall where it cannot, another
+    bundle always works; nothing crashes and the VM stays usable."""
+    runtime.load(bundles / "chatty")
+    runtime.load(bundles / "counter")
+    chatty = runtime.contract("iso.Chatty@1").default
+    codes: list[int] = []
+
+    class CallsBack(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, "scope", None) == "iso.chatty":
+                codes.append(runtime.contract(target).default.dispatch(0, 0, ffi.new("int64_t*")))
+
+    handler = CallsBack(level=logging.INFO)
+    guest = logging.getLogger("luaplug.guest")
+    old = guest.level
+    guest.addHandler(handler)
+    guest.setLevel(logging.INFO)
+    try:
+        assert chatty.dispatch(0) == 0
+    finally:
+        guest.removeHandler(handler)
+        guest.setLevel(old)
+    nested = "nested_same_bundle_calls" in runtime.capabilities
+    expected = {
+        "iso.Chatty@1": AbiErrorCode.ReentrantCall,
+        "iso.Quiet@1": 0 if nested else AbiErrorCode.ReentrantCall,
+        "iso.Counter@1": 0,
+    }[target]
+    assert codes == [expected]
+    assert chatty.dispatch(0) == 0  # the VM recovered
+    assert runtime.contract("iso.Quiet@1").default.dispatch(0) == 0

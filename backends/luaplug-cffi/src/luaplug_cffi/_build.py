@@ -47,6 +47,7 @@ void lp_create_instance(VmLoaderDataC ld, const void *host, const void *args, In
 void lp_destroy_instance(VmLoaderDataC ld, const void *host, InstanceC inst);
 
 extern "Python" void lp_log_failure(int kind, const char *text, size_t len);
+int lp_install(const char *module_name);
 """
 
 
@@ -81,7 +82,9 @@ ffibuilder.cdef(CDEF)
 _flags = luajit_flags()
 ffibuilder.set_source(
     "luaplug_cffi._native",
-    (HERE / "lp_core.c").read_text(encoding="utf-8"),
+    # lp_pyfast.c uses the full C API (METH_FASTCALL), hence no py_limited_api.
+    "\n".join((HERE / name).read_text(encoding="utf-8") for name in ("lp_core.c", "lp_pyfast.c")),
+    py_limited_api=False,
     extra_compile_args=["-O2", "-pthread"],
     extra_link_args=["-pthread"],
     **_flags,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from luaplug.abi import DispatchType
@@ -26,6 +27,7 @@ from luaplug.errors import LuaError, LuaMemoryError, LuaplugError, LuaSyntaxErro
 from luaplug.loader import ContractProvider, FastCall
 
 try:
+    from . import _native
     from ._native import ffi, lib
 except ImportError as _exc:  # reported through unavailable_reason()
     ffi = lib = None
@@ -35,6 +37,12 @@ except ImportError as _exc:  # reported through unavailable_reason()
     )
 else:
     _IMPORT_ERROR = None
+
+# The per-instance C entry (lp_pyfast.c); None when it could not be installed,
+# in which case instances use the generic Python path over lp_dispatch.
+_bind: Callable[..., Any] | None = None
+if lib is not None and lib.lp_install(b"luaplug_cffi._native") == 0:
+    _bind = _native._bind
 
 __all__ = ["CffiEngine", "CffiState"]
 
@@ -83,7 +91,7 @@ class CffiState(EngineState):
         # SAFETY: the lp_vm outlives every pointer to it: contracts hold this
         # object, and lp_free runs only when the last reference is gone.
         self._vm: Any = ffi.gc(vm, lib.lp_free)
-        self._contracts: list[Any] = []
+        self._contracts: dict[int, Any] = {}
         src = prelude_source().encode("utf-8")
         status = lib.lp_setup(
             self._vm, src, len(src), float(host_address), float(self.cell_address), float(self.thread_fn_address)
@@ -152,7 +160,7 @@ class CffiState(EngineState):
         c.vm = self._vm
         c.cidx = cidx
         c.contract_id = provider.contract_id
-        self._contracts.append(c)
+        self._contracts[cidx] = c
         iface = abi_ffi.new("GuestContractInterface*")
         iface.contract_id = provider.contract_id
         iface.contract_version.major = provider.major
@@ -162,6 +170,13 @@ class CffiState(EngineState):
         iface.dispatch.vm.call = abi_ffi.cast("VmCallFn", _addr("lp_vm_call"))
         iface.dispatch.vm.loader_data.data = abi_ffi.cast("void*", int(ffi.cast("uintptr_t", c)))
         return iface
+
+    def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
+        c = self._contracts.get(cidx)
+        if _bind is None or c is None:
+            return None
+        # The bound function keeps this state (and so the lp_contract) alive.
+        return _bind(self, int(ffi.cast("uintptr_t", c)), instance_id, instance, mode)
 
     def close(self) -> None:
         if lib.lp_close(self._vm) != _OK:

@@ -95,6 +95,12 @@ class LupaState(EngineState):
             raise LuaplugError(f"no contract #{cidx} in this VM")
         return fn  # type: ignore[no-any-return]
 
+    def bound_dispatcher(self, cidx: int, instance_id: int) -> Any:
+        fn = self._prelude.bind(cidx, instance_id)
+        if fn is None:
+            raise LuaplugError(f"no contract #{cidx} in this VM")
+        return fn
+
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
         assert isinstance(provider, PythonBackedContract)
         return python_interface(provider)

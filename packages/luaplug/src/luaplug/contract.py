@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from . import reentry
 from .abi import AbiErrorCode, ffi
 from .errors import ContractNotFoundError, DispatchError, LuaplugError
 
@@ -16,6 +18,7 @@ __all__ = ["Contract", "Instance"]
 
 _STALE: Final = int(AbiErrorCode.StaleHandle)
 _NO_FUNCTION: Final = int(AbiErrorCode.FunctionNotAvailable)
+_REENTRANT: Final = int(AbiErrorCode.ReentrantCall)
 _U32: Final = 1 << 32
 
 
@@ -38,15 +41,29 @@ class Instance:
 
     An instance stays bound to the VM that created it: after a reload or an
     unload its calls return ``StaleHandle``.
-    """
 
-    __slots__ = ("__weakref__", "_call", "_contract", "_id", "_provider")
+    :meth:`dispatch` and :meth:`call` are served per instance, by the
+    backend's own C entry when it has one, else by closures over the
+    backend's dispatch function (both stored as instance attributes, which
+    shadow the methods). Those handle plain-int arguments themselves and hand
+    every other case (cffi pointers, failures) to the methods, so the
+    behaviour is the same either way.
+    """
 
     def __init__(self, contract: Contract, provider: ContractProvider, instance_id: int) -> None:
         self._contract = contract
         self._provider: ContractProvider | None = provider
         self._id = instance_id
         self._call = provider.fast_call
+        self._bind(provider)
+
+    def _bind(self, provider: ContractProvider) -> None:
+        d = provider.native_entry(self._id, self, 0)
+        c = provider.native_entry(self._id, self, 1)
+        if d is None or c is None:
+            d, c = _python_entries(self, provider)
+        self.__dict__["dispatch"] = d
+        self.__dict__["call"] = c
 
     @property
     def id(self) -> int:
@@ -70,28 +87,36 @@ class Instance:
         The call is pinned by the engine (the VM's in-flight count), so an
         unload or reload on another thread waits for it to return.
         """
-        try:
-            result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address or _closed())
-        except TypeError:
-            result = -1
-        if result == 0:
-            return 0
-        return self._finish(result, fn_id, args, out, arena)[0]
+        return self._invoke(fn_id, args, out, arena)[0]
 
     def call(self, fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> None:
         """Like :meth:`dispatch`, but a non-zero code raises.
 
         :raises DispatchError: carrying the code and, for a Lua error, its text
         """
+        code, text = self._invoke(fn_id, args, out, arena)
+        if code:
+            raise DispatchError(code, contract=self._contract.name, fn_id=fn_id, lua_error=text)
+
+    # The names the per-instance entries fall back to.
+    _py_dispatch = dispatch
+    _py_call = call
+
+    def _failed(self, code: int, fn_id: int, raising: bool) -> int:
+        """A per-instance entry got a non-zero code: log the Lua error; return the code or raise."""
+        code, text = self._finish(code, fn_id, 0, 0, None)
+        if raising and code:
+            raise DispatchError(code, contract=self._contract.name, fn_id=fn_id, lua_error=text)
+        return code
+
+    def _invoke(self, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
         try:
             result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address or _closed())
         except TypeError:
             result = -1
         if result == 0:
-            return
-        code, text = self._finish(result, fn_id, args, out, arena)
-        if code:
-            raise DispatchError(code, contract=self._contract.name, fn_id=fn_id, lua_error=text)
+            return 0, None
+        return self._finish(result, fn_id, args, out, arena)
 
     def _finish(self, result: Any, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
         # The slow path: pointers that were not plain integers, and failures.
@@ -122,12 +147,66 @@ class Instance:
     def destroy(self) -> None:
         """Drop the instance's state in its VM (the default impl is never dropped)."""
         provider, self._provider = self._provider, None
+        self._call = _stale
+        # Back to the methods, which now answer StaleHandle without entering the VM.
+        self.__dict__.pop("dispatch", None)
+        self.__dict__.pop("call", None)
         if provider is not None and self._id:
             provider.destroy_instance(self._id)
-        self._call = _stale
 
     def __repr__(self) -> str:
         return f"<Instance {self._contract.name} #{self._id}>"
+
+
+def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callable[..., int], Callable[..., None]]:
+    """``dispatch``/``call`` closures for ``inst`` over the provider's bound dispatch.
+
+    Closures rather than methods: the call path reads only closure cells.
+    Engines that cannot re-enter a running VM get the re-entry check: it
+    costs one dict truth test unless Python code runs inside a Lua call.
+    """
+    fast = provider.bound_call(inst._id)
+    blocked = provider.reentry_blocked
+    inside = reentry.INSIDE
+    slow = inst._finish
+
+    def dispatch(fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> int:
+        if inside and blocked is not None and blocked():
+            return _REENTRANT
+        try:
+            # Fewer arguments are cheaper to convert: omitted pointers are null.
+            if arena is not None:
+                result = fast(fn_id, args, out, arena._address or _closed())
+            elif args == 0 and out == 0:
+                result = fast(fn_id)
+            else:
+                result = fast(fn_id, args, out)
+        except TypeError:
+            result = -1
+        if result == 0:
+            return 0
+        return slow(result, fn_id, args, out, arena)[0]
+
+    def call(fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> None:
+        if inside and blocked is not None and blocked():
+            result: Any = _REENTRANT
+        else:
+            try:
+                if arena is not None:
+                    result = fast(fn_id, args, out, arena._address or _closed())
+                elif args == 0 and out == 0:
+                    result = fast(fn_id)
+                else:
+                    result = fast(fn_id, args, out)
+            except TypeError:
+                result = -1
+            if result == 0:
+                return
+        code, text = slow(result, fn_id, args, out, arena)
+        if code:
+            raise DispatchError(code, contract=inst._contract.name, fn_id=fn_id, lua_error=text)
+
+    return dispatch, call
 
 
 def _closed() -> int:

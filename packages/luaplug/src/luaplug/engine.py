@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from typing import Any, ClassVar, Final
@@ -104,6 +105,15 @@ class EngineState(ABC):
     @abstractmethod
     def dispatcher(self, cidx: int) -> FastCall:
         """The fast dispatch of the prelude's contract ``cidx`` (1-based)."""
+
+    def bound_dispatcher(self, cidx: int, instance_id: int) -> Callable[..., Any]:
+        """:meth:`dispatcher` with the instance id bound (engines may do better)."""
+        fast = self.dispatcher(cidx)
+        return lambda fn_id, args=0, out=0, arena=0: fast(fn_id, instance_id, args, out, arena)
+
+    def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
+        """See :meth:`ContractProvider.native_entry`; default: none."""
+        return None
 
     @abstractmethod
     def interface(self, provider: ContractProvider, cidx: int) -> Any:

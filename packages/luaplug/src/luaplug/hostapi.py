@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import Any, Final, Protocol
 
-from . import _libc
+from . import _libc, reentry
 from ._logdefer import emit
 from .abi import NULL_HANDLE_INDEX, AbiErrorCode, LogLevel, ffi
 
@@ -97,7 +97,8 @@ def _cb_log(host: Any, level: int, scope: Any, message: Any) -> None:
         return
     scope_text = _string(scope)
     # Deferred when this thread holds a runtime lock (a guest logging during init).
-    emit(guest_logger, pylevel, "[%s] %s", scope_text, _string(message), extra={"scope": scope_text})
+    with reentry.user_code():  # handlers are host code running inside a Lua call
+        emit(guest_logger, pylevel, "[%s] %s", scope_text, _string(message), extra={"scope": scope_text})
 
 
 @ffi.callback("GuestContractHandle(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)

@@ -46,6 +46,26 @@ class ContractProvider(ABC):
     def fast_call(self) -> FastCall:
         """The backend's own dispatch for Python hosts (no C pointer on the way)."""
 
+    def bound_call(self, instance_id: int) -> Callable[..., Any]:
+        """:attr:`fast_call` with the instance id bound: ``(fn_id, args=0, out=0, arena=0)``."""
+        fast = self.fast_call
+        return lambda fn_id, args=0, out=0, arena=0: fast(fn_id, instance_id, args, out, arena)
+
+    @property
+    def reentry_blocked(self) -> Callable[[], bool] | None:
+        """For engines that cannot re-enter a running VM: whether a call from
+        the calling thread now would re-enter it (``None``: they can)."""
+        return None
+
+    def native_entry(self, instance_id: int, instance: Any, mode: int) -> Any:
+        """A backend's C-level callable serving :meth:`Instance.dispatch <luaplug.Instance.dispatch>`
+        (``mode`` 0) or ``call`` (``mode`` 1) for one instance, or ``None``.
+
+        It handles the plain-int fast case itself and delegates everything else
+        to the instance's ``_py_dispatch``/``_py_call``/``_failed``.
+        """
+        return None
+
     @abstractmethod
     def create_instance(self) -> int:
         """Build a fresh instance; its id (from 1, per contract), or 0 on failure."""

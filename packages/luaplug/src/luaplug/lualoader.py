@@ -116,6 +116,21 @@ class EngineContract(PythonBackedContract):
     def last_error_text(self) -> str | None:
         return self.state.last_error_text()
 
+    def bound_call(self, instance_id: int) -> Any:
+        if self._blocked():
+            # Binding may enter the VM, which is running on this thread.
+            return super().bound_call(instance_id)
+        return self.state.bound_dispatcher(self.cidx, instance_id)
+
+    @property
+    def reentry_blocked(self) -> Any:
+        return self._blocked if self._guard_reentry else None
+
+    def native_entry(self, instance_id: int, instance: Any, mode: int) -> Any:
+        if self._guard_reentry:
+            return None  # the re-entry guard lives in call_from_c's Python path
+        return self.state.native_entry(self.cidx, instance_id, instance, mode)
+
     def interface(self) -> Any:
         if self._iface is None:
             self._iface = self.state.interface(self, self.cidx)

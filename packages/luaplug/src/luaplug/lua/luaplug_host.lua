@@ -238,6 +238,14 @@ function P.dispatcher(cidx)
   return dispatchers[cidx]
 end
 
+--- dispatchers[cidx] with instance `iid` bound: (fn_id[, args[, out[, arena]]]);
+--- omitted pointers are null (each argument a caller does not pass is one less to convert).
+function P.bind(cidx, iid)
+  local d = dispatchers[cidx]
+  if d == nil then return nil end
+  return function(fn_id, args, out, arena) return d(fn_id, iid, args or 0, out or 0, arena or 0) end
+end
+
 --- A fresh instance of contract `cidx` (spec §7): its id, or 0 and a reason.
 function P.create(cidx)
   local c = contracts[cidx]
