@@ -203,3 +203,56 @@ def test_all_noop_bundles_load(rt: luaplug.Runtime) -> None:
     for i in range(20):
         rt.load_code(NOOP % f"t.N{i}", f"b{i}")
     assert len(rt.contracts()) == 20
+
+
+ADDER = """
+function polyplug_init(h, c)
+  return { ["t.Add"] = { factory = function() return {} end, functions = {
+    [0] = function(_, args, out)
+      local a = ffi.cast("const int32_t*", args)
+      ffi.cast("int32_t*", out)[0] = a[0] + a[1]
+    end,
+    [1] = function() error("nope") end,
+  } } }, { code = 0 }
+end
+ffi = require("ffi")
+"""
+
+
+def test_instances_are_served_by_the_c_entry(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    rt.load_code(ADDER, "adder")
+    inst = rt.contract("t.Add@1").create_instance()
+    assert type(inst.dispatch).__name__ == "builtin_function_or_method"
+    args = ffi.new("int32_t[2]", [20, 22])
+    out = ffi.new("int32_t*")
+    address = int(ffi.cast("uintptr_t", args)), int(ffi.cast("uintptr_t", out))
+    assert inst.dispatch(0, *address) == 0 and out[0] == 42  # the C fast case
+    out[0] = 0
+    assert inst.dispatch(0, args, out) == 0 and out[0] == 42  # cffi pointers: the Python path
+    out[0] = 0
+    assert inst.dispatch(0, args=address[0], out=address[1]) == 0 and out[0] == 42  # keywords
+    assert inst.dispatch(1) == 1  # a Lua error: code, logged by the Python side
+    assert "Lua function call failed" in caplog.text and "nope" in caplog.text
+    with pytest.raises(luaplug.DispatchError) as info:
+        inst.call(1)
+    assert "nope" in (info.value.lua_error or "")
+    with pytest.raises(OverflowError):
+        inst.dispatch(-1)
+    inst.destroy()
+    assert inst.dispatch(0, *address) == luaplug.AbiErrorCode.StaleHandle
+
+
+def test_a_temporary_instance_survives_its_own_call_and_is_collected(rt: luaplug.Runtime) -> None:
+    import gc
+    import weakref
+
+    rt.load_code(ADDER, "adder")
+    args = ffi.new("int32_t[2]", [1, 2])
+    out = ffi.new("int32_t*")
+    rt.contract("t.Add@1").create_instance().call(0, args, out)  # the Instance is only held by its entry
+    assert out[0] == 3
+    inst = rt.contract("t.Add@1").create_instance()
+    ref = weakref.ref(inst)
+    del inst
+    gc.collect()
+    assert ref() is None  # the Instance <-> C entry cycle is collectable
