@@ -222,3 +222,32 @@ def test_factory_may_return_nil(runtime: luaplug.Runtime) -> None:
     out[0] = 0
     inst.call(0, 0, out)
     assert out[0] == 1
+
+
+def _failure_texts(backend: str, bundles: Path) -> list[str]:
+    texts = []
+    with luaplug.Runtime(backend) as rt:
+        for name in ("broken_syntax", "broken_chunk_error"):
+            with pytest.raises(luaplug.LoadError) as info:
+                rt.load(bundles / name)
+            texts.append(info.value.error)
+        rt.load(bundles / "faulty")
+        with pytest.raises(luaplug.DispatchError) as dinfo:
+            rt.contract("iso.Faulty@1").default.call(0)
+        texts.append(dinfo.value.lua_error or "")
+    return texts
+
+
+def test_error_texts_end_at_the_bundle_frames(backend: str, bundles: Path) -> None:
+    for text in _failure_texts(backend, bundles):
+        assert "luaplug_host" not in text and "xpcall" not in text, text
+        assert "main.lua" in text
+
+
+def test_every_backend_reports_the_same_error_texts(bundles: Path) -> None:
+    names = luaplug.available_backends()
+    if len(names) < 2:
+        pytest.skip("needs two available backends")
+    first = _failure_texts(names[0], bundles)
+    for other in names[1:]:
+        assert _failure_texts(other, bundles) == first

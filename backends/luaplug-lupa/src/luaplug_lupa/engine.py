@@ -73,8 +73,18 @@ class LupaState(EngineState):
             pkg[key] = new + b";" + current if current else new
 
     def run_chunk(self, source: str, chunk_name: str) -> None:
+        # Through the prelude, so messages and tracebacks read as on every engine.
         with _mapped():
-            self._rt.execute(source.encode("utf-8"), name=chunk_name.encode("utf-8"), mode="t")
+            res = self._prelude.run_chunk(source.encode("utf-8"), chunk_name.encode("utf-8"))
+        kind, message = (res, b"") if not isinstance(res, tuple) else res
+        if kind == b"ok":
+            return
+        text = _py(message)
+        if kind == b"syntax":
+            raise LuaSyntaxError(text)
+        if kind == b"memory":
+            raise LuaMemoryError(text)
+        raise LuaError(text)
 
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
         prelude = self._prelude

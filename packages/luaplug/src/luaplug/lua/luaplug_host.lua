@@ -23,7 +23,17 @@ local ffi = require("ffi")
 local G = _G
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local xpcall, pcall, rawget, unpack, maxn = xpcall, pcall, rawget, unpack, table.maxn
-local traceback = debug.traceback
+local debug_traceback, find, sub = debug.traceback, string.find, string.sub
+-- The error handler of every protected call here: the traceback ends at the
+-- bundle's frames (the prelude's own xpcall and what called it are cut), so the
+-- text is the same whichever engine entered the VM.
+local function traceback(e)
+  local t = debug_traceback(e, 2)
+  if type(t) ~= "string" then return t end
+  local cut = find(t, "\n\t%[C%]: in function 'xpcall'")
+  if cut then t = sub(t, 1, cut - 1) end
+  return t
+end
 local floor, max = math.floor, math.max
 
 local uptr = ffi.typeof("uintptr_t")
@@ -102,6 +112,22 @@ end
 local function leave(depth)
   cell[1] = depth
   if depth == 0 then cell[0] = 0 end
+end
+
+--- Compile `src` as text (never bytecode) under `name` and run it with a traceback
+--- handler. Returns "ok", or ("syntax" | "memory" | "error", message). For engines
+--- that run chunks through the prelude (the cffi engine does the same in C).
+local load_chunk = load
+function P.run_chunk(src, name)
+  local f, err = load_chunk(src, name, "t")
+  if f == nil then
+    if err == "not enough memory" then return "memory", err end
+    return "syntax", tostring(err)
+  end
+  local ok, e = xpcall(f, traceback)
+  if ok then return "ok" end
+  if e == "not enough memory" then return "memory", e end
+  return "error", tostring(e)
 end
 
 --- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses

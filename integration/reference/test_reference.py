@@ -1,0 +1,949 @@
+"""The protocol cases run on the reference runtime (polyplug 0.1.3), and side by side with luaplug.
+
+Not parametrized over luaplug backends: every test here runs once, on the reference (the
+side-by-side tests pick a luaplug backend themselves). Where the reference agrees with the
+spec the test asserts the spec's value; where it deviates, the test asserts the spec anyway
+and is marked ``xfail(strict=True)`` with the deviation (also listed in docs/differences.md).
+
+The reference refuses any manifest whose ``provides`` entries lack a ``[function_count]``
+entry, so every bundle in ``integration/bundles`` has one (spec §15);
+``test_bundle_without_function_count_loads`` records the deviation on copies without it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import luaplug
+from luaplug import AbiErrorCode
+from luaplug._texts import init_error_text, missing_entry_file, script_load_failed
+from luaplug.abi import ffi
+from luaplug.ids import bundle_id, guest_contract_id
+
+from .adapter import ReferenceContract, ReferenceRuntime, ReferenceRuntimeError, reference_available, vendored_copy
+
+BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+
+_REASON = reference_available()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+
+LoadCopy = Callable[..., Path]
+
+UNLOAD_UNKNOWN = (
+    "the reference refuses to unload a bundle it does not know "
+    "('bundle not found for contract: bundle=0x<id> contract='); spec §10 says it is a no-op"
+)
+NO_FUNCTION_COUNT = (
+    "the reference refuses a manifest whose `provides` entries have no `[function_count]` entry "
+    "('function count mismatch for contract `<c>`: expected=0, found=0'), before the loader runs; "
+    "spec §1 calls [function_count] informational for Lua"
+)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def address(ptr: Any) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+def string_arg(data: bytes) -> tuple[Any, Any]:
+    """A ``StringView*`` over ``data`` and the buffer it borrows (keep both alive)."""
+    buf = ffi.new("uint8_t[]", data or b"\0")
+    sv = ffi.new("StringView*")
+    sv.ptr = buf
+    sv.len = len(data)
+    return sv, buf
+
+
+def rep_arg(piece: bytes, n: int) -> tuple[Any, Any]:
+    buf = ffi.new("uint8_t[]", piece)
+    arg = ffi.new("struct { StringView s; uint32_t n; } *")
+    arg.s.ptr, arg.s.len, arg.n = buf, len(piece), n
+    return arg, buf
+
+
+def text_of(sv: Any) -> bytes:
+    return bytes(ffi.buffer(sv.ptr, sv.len))
+
+
+def free_host(ref: ReferenceRuntime, sv: Any) -> None:
+    host = ref.host
+    host.free(host, ffi.cast("uint8_t*", sv.ptr), sv.len, 1)
+
+
+def write_bundle(root: Path, name: str, source: str, provides: dict[str, int] | None = None) -> Path:
+    """A bundle directory ``root/name`` with ``source`` as its entry (no ``provides`` unless given)."""
+    d = root / name
+    d.mkdir(parents=True)
+    lines = [f'name = "{name}"', f"id = {bundle_id(name)}", 'loader = "lua"', 'file = "main.lua"', 'version = "1.0.0"']
+    if provides:
+        lines.append("provides = [" + ", ".join(f'"{c}"' for c in provides) + "]")
+        lines.append("[function_count]")
+        lines += [f'"{c}" = {n}' for c, n in provides.items()]
+    (d / "manifest.toml").write_text("\n".join(lines) + "\n", "utf-8")
+    (d / "main.lua").write_text(source, "utf-8")
+    return d
+
+
+def init_returning(body: str) -> str:
+    return f"function polyplug_init(host, ctx)\n  {body}\nend\n"
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ref() -> Iterator[ReferenceRuntime]:
+    """A hot-reloading reference runtime, closed after the test."""
+    with ReferenceRuntime(hot_reload=True) as rt:
+        yield rt
+
+
+@pytest.fixture
+def copy_dir(tmp_path: Path) -> Callable[[str], Path]:
+    """``copy_dir(name)``: a vendored copy of bundle ``name`` (with its ``[function_count]``)."""
+    made: dict[str, int] = {}
+
+    def copy(name: str) -> Path:
+        made[name] = made.get(name, 0) + 1
+        root = tmp_path / f"copies{made[name]}"
+        root.mkdir(exist_ok=True)
+        return vendored_copy(BUNDLES / name, root)
+
+    return copy
+
+
+@pytest.fixture
+def load(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> Callable[[str], str]:
+    """``load(name)``: load a vendored copy of bundle ``name`` into ``ref``; the bundle name."""
+
+    def do(name: str) -> str:
+        return ref.load(copy_dir(name))
+
+    return do
+
+
+def counter_serves(ref: ReferenceRuntime) -> None:
+    c = ref.contract("iso.Counter@1")
+    inst = c.create_instance()
+    out = ffi.new("int64_t*")
+    assert c.dispatch(0, 0, out, 0, inst) == 0
+    assert c.dispatch(0, 0, out, 0, inst) == 0
+    assert out[0] == 2
+    c.destroy_instance(inst)
+
+
+# -- the adapter --------------------------------------------------------------------------------
+
+
+def test_vendored_copy_keeps_the_original_and_adds_the_sdk(tmp_path: Path) -> None:
+    d = vendored_copy(BUNDLES / "echo", tmp_path)
+    assert d == tmp_path / "echo"
+    for module in ("abi.lua", "polyplug_abi.lua", "polyplug_guest.lua"):
+        assert (d / module).read_bytes() == (luaplug.sdk_path() / module).read_bytes()
+    assert (d / "manifest.toml").read_bytes() == (BUNDLES / "echo" / "manifest.toml").read_bytes()
+    assert not (BUNDLES / "echo" / "abi.lua").exists()
+
+
+def test_closed_runtime_refuses(copy_dir: Callable[[str], Path]) -> None:
+    rt = ReferenceRuntime()
+    rt.load(copy_dir("counter"))
+    c = rt.contract("iso.Counter@1")
+    rt.close()
+    rt.close()
+    assert rt.closed
+    with pytest.raises(ReferenceRuntimeError, match="closed"):
+        c.dispatch(2)
+    with pytest.raises(ReferenceRuntimeError, match="closed"):
+        rt.load(copy_dir("adder"))
+
+
+# -- loading (spec §1-§4) -----------------------------------------------------------------------
+
+
+def test_load_path_directory(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
+    before = ref.revision
+    assert load("counter") == "counter"
+    assert ref.revision != before
+    counter_serves(ref)
+
+
+@pytest.mark.xfail(strict=True, reason=NO_FUNCTION_COUNT)
+@pytest.mark.parametrize("name", ["counter", "multi"])
+def test_bundle_without_function_count_loads(ref: ReferenceRuntime, tmp_path: Path, name: str) -> None:
+    d = vendored_copy(BUNDLES / name, tmp_path)
+    manifest = d / "manifest.toml"
+    text = manifest.read_text("utf-8")
+    manifest.write_text(text[: text.index("[function_count]")], "utf-8")
+    ref.load(d)
+
+
+def test_function_count_needs_the_version_major(ref: ReferenceRuntime, tmp_path: Path) -> None:
+    """What the reference needs besides the table: the manifest `version` major equal to the provided major."""
+    d = vendored_copy(BUNDLES / "counter", tmp_path)
+    manifest = d / "manifest.toml"
+    manifest.write_text(manifest.read_text("utf-8").replace('version = "1.0.0"', 'version = "2.0.0"'), "utf-8")
+    with pytest.raises(ReferenceRuntimeError) as info:
+        ref.load(d)
+    assert info.value.message == "function count mismatch for contract `iso.Counter@1`: expected=0, found=0"
+
+
+BROKEN = [
+    # (bundle, bundle name on the error, exact text or None, prefix, substring)
+    ("broken_noinit", "main.lua", init_error_text("missing_init", [], "main.lua"), "", ""),
+    ("broken_syntax", "broken_syntax", None, script_load_failed("main.lua", ""), "unexpected symbol near ','"),
+    ("broken_chunk_error", "broken_chunk_error", None, script_load_failed("main.lua", ""), "chunk exploded"),
+]
+
+
+@pytest.mark.parametrize(("name", "bundle", "text", "prefix", "contains"), BROKEN, ids=[c[0] for c in BROKEN])
+def test_broken_bundle_on_disk(
+    ref: ReferenceRuntime,
+    load: Callable[[str], str],
+    name: str,
+    bundle: str,
+    text: str | None,
+    prefix: str,
+    contains: str,
+) -> None:
+    load("counter")
+    with pytest.raises(ReferenceRuntimeError) as info:
+        load(name)
+    err = info.value
+    assert err.bundle == bundle
+    if text is not None:
+        assert err.error == text
+    assert err.error.startswith(prefix)
+    assert contains in err.error
+    assert '[string "main.lua"]:3: ' in err.error or text is not None
+    counter_serves(ref)
+
+
+def test_missing_entry_file(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
+    d = copy_dir("broken_missing_entry")
+    with pytest.raises(ReferenceRuntimeError) as info:
+        ref.load(d)
+    assert info.value.bundle == "broken_missing_entry"
+    assert info.value.error == missing_entry_file(str(d / "main.lua"))
+
+
+def test_manifest_without_file(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
+    load("counter")
+    with pytest.raises(ReferenceRuntimeError) as info:
+        load("broken_nofile")
+    assert info.value.message == 'bundle "broken_nofile" manifest.toml has an empty or missing `file` field'
+    counter_serves(ref)
+
+
+def test_tampered_id(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
+    d = copy_dir("adder")
+    manifest = d / "manifest.toml"
+    good = bundle_id("adder")
+    manifest.write_text(manifest.read_text("utf-8").replace(f"id = {good}", f"id = {good ^ 1}"), "utf-8")
+    with pytest.raises(ReferenceRuntimeError) as info:
+        ref.load(d)
+    assert info.value.message.startswith('bundle "adder" tampered with bundle_id: expected=')
+    assert f"{good:x}" in info.value.message and f"{good ^ 1:x}" in info.value.message
+
+
+GOOD_ENTRY = """{
+      factory = function(host) return {} end,
+      functions = { [0] = function(_self, _args, out) require("ffi").cast("int32_t*", out)[0] = 5 end },
+    }"""
+
+# (id, source, exact text or None (``{b}``: the chunk name), prefix, substring)
+INIT_CASES: list[tuple[str, str, str | None, str, str]] = [
+    ("no_init", "local x = 1\n", init_error_text("missing_init", [], "main.lua"), "", ""),
+    ("init_not_a_function", "polyplug_init = 42\n", init_error_text("missing_init", [], "main.lua"), "", ""),
+    ("returns_nothing", init_returning(""), None, "Lua polyplug_init failed: ", ""),
+    ("returns_one_table", init_returning("return {}"), None, "Lua polyplug_init failed: ", ""),
+    ("status_not_a_table", init_returning('return { ["x.Good"] = {} }, 0'), None, "Lua polyplug_init failed: ", ""),
+    ("raises", init_returning('error("init exploded")'), None, "Lua polyplug_init failed: ", "init exploded"),
+    (
+        "code_with_message",
+        init_returning('return {}, { code = 7, message = "the guest says no" }'),
+        "the guest says no",
+        "",
+        "",
+    ),
+    (
+        "code_without_message",
+        init_returning("return {}, { code = 7 }"),
+        init_error_text("init_code", [7, None], ""),
+        "",
+        "",
+    ),
+    (
+        "code_with_empty_message",
+        init_returning('return {}, { code = 3, message = "" }'),
+        init_error_text("init_code", [3, ""], ""),
+        "",
+        "",
+    ),
+    ("zero_contracts", init_returning("return {}, { code = 0 }"), init_error_text("empty", [], ""), "", ""),
+    (
+        "missing_functions",
+        init_returning('return { ["x.C"] = { factory = function() return {} end } }, { code = 0 }'),
+        None,
+        init_error_text("no_functions", ["x.C", ""], ""),
+        "",
+    ),
+    (
+        "non_function_slot",
+        init_returning(
+            'return { ["x.C"] = { factory = function() return {} end,'
+            " functions = { [0] = function() end, [1] = 42 } } }, { code = 0 }"
+        ),
+        None,
+        init_error_text("slot", [1, "x.C", ""], ""),
+        "",
+    ),
+    (
+        "missing_factory",
+        init_returning('return { ["x.C"] = { functions = { [0] = function() end } } }, { code = 0 }'),
+        None,
+        init_error_text("no_factory", ["x.C", ""], ""),
+        "",
+    ),
+    (
+        "factory_raises",
+        init_returning(
+            'return { ["x.C"] = { factory = function() error("factory exploded") end,'
+            " functions = { [0] = function() end } } }, { code = 0 }"
+        ),
+        None,
+        init_error_text("factory_failed", ["x.C", ""], ""),
+        "factory exploded",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "src", "text", "prefix", "contains"), INIT_CASES, ids=[c[0] for c in INIT_CASES])
+def test_init_error(
+    ref: ReferenceRuntime,
+    load: Callable[[str], str],
+    tmp_path: Path,
+    case: str,
+    src: str,
+    text: str | None,
+    prefix: str,
+    contains: str,
+) -> None:
+    load("counter")
+    name = f"bad_{case}"
+    with pytest.raises(ReferenceRuntimeError) as info:
+        ref.load(write_bundle(tmp_path, name, src))
+    err = info.value
+    assert err.bundle == "main.lua"  # the chunk name, once the chunk ran (spec §4)
+    if text is not None:
+        assert err.error == text
+    assert err.error.startswith(prefix)
+    assert contains in err.error
+    counter_serves(ref)
+
+
+@pytest.mark.parametrize("status", ["{}", '{ code = "7" .. "x" }', "{ code = false }"])
+def test_status_code_that_is_not_a_number_counts_as_ok(ref: ReferenceRuntime, tmp_path: Path, status: str) -> None:
+    ref.load(write_bundle(tmp_path, "lenient", init_returning(f'return {{ ["x.Good"] = {GOOD_ENTRY} }}, {status}')))
+    out = ffi.new("int32_t*")
+    assert ref.contract("x.Good@1").dispatch(0, 0, out) == 0
+    assert out[0] == 5
+
+
+# -- registration (spec §4, §5) -------------------------------------------------------------------
+
+
+def test_ids_and_interfaces(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
+    for name in ("counter", "greeter", "multi", "adder"):
+        load(name)
+    for display in ("iso.Counter@1", "iso.Greeter@1", "iso.MultiA@1", "iso.MultiB@1", "iso.Adder@1"):
+        name, _, major = display.partition("@")
+        c = ref.contract(display)
+        assert c.contract_id == guest_contract_id(name, int(major))
+        iface = c.iface
+        assert iface.contract_id == c.contract_id
+        v = iface.contract_version
+        assert (v.major, v.minor, v.patch) == (1, 0, 0)
+        assert iface.dispatch_type == luaplug.DispatchType.VirtualMachine
+        assert iface.create_instance != ffi.NULL
+        assert iface.destroy_instance != ffi.NULL
+        assert iface.dispatch.vm.call != ffi.NULL
+        assert ref.find(name, int(major), 0) == c.handle  # min_major 0 = any
+        assert ref.find(name, int(major), 2) is None
+    assert guest_contract_id("iso.Counter", 1) == 0x1CFBA3E335CCE708
+    assert ref.find("iso.Nope", 1) is None
+
+
+def test_explicit_major(ref: ReferenceRuntime, tmp_path: Path) -> None:
+    src = init_returning(
+        'return { ["x.V"] = { contract_version = 2, plugin_name = "vee",'
+        " factory = function() return {} end, functions = { [0] = function() end } } }, { code = 0 }"
+    )
+    ref.load(write_bundle(tmp_path, "v2", src))
+    c = ref.contract("x.V@2")
+    assert c.iface.contract_version.major == 2
+    assert c.dispatch(0) == 0
+    assert ref.find("x.V", 1) is None
+
+
+def test_functions_keyed_from_one_register_zero_functions(ref: ReferenceRuntime, tmp_path: Path) -> None:
+    src = init_returning(
+        'return { ["x.Arr"] = { factory = function() return {} end,'
+        " functions = { function() end, function() end } } }, { code = 0 }"
+    )
+    ref.load(write_bundle(tmp_path, "array_fns", src))
+    c = ref.contract("x.Arr@1")
+    inst = c.create_instance()
+    for fn_id in range(3):
+        assert c.dispatch(fn_id) == AbiErrorCode.FunctionNotAvailable
+        assert c.dispatch(fn_id, instance=inst) == AbiErrorCode.FunctionNotAvailable
+
+
+def test_function_count_stops_at_the_first_nil(ref: ReferenceRuntime, tmp_path: Path) -> None:
+    src = init_returning(
+        'return { ["x.Gap"] = { factory = function() return {} end,'
+        " functions = { [0] = function() end, [1] = function() end, [3] = function() end } } }, { code = 0 }"
+    )
+    ref.load(write_bundle(tmp_path, "gap", src))
+    c = ref.contract("x.Gap@1")
+    assert (c.dispatch(0), c.dispatch(1), c.dispatch(2), c.dispatch(3)) == (0, 0, 6, 6)
+
+
+def test_path_and_init_context(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
+    d = copy_dir("pathprobe")
+    ref.load(d)
+    c = ref.contract("iso.PathProbe@1")
+    out = ffi.new("StringView*")
+    with luaplug.CallArena(4096, host=ref.host_api_address) as arena:
+        assert c.dispatch(0, 0, out, arena) == 0
+        base = str(d).replace("\\", "/")
+        assert text_of(out).decode().startswith(f"{base}/?.lua;{base}/?.init.lua;")
+        assert c.dispatch(5, 0, out, arena) == 0
+        assert text_of(out).decode().startswith(f"{base}/?.so")
+        assert c.dispatch(2, 0, out, arena) == 0
+        init_path = text_of(out).decode()
+    assert Path(init_path).resolve() in (d.resolve(), (d / "manifest.toml").resolve())
+    flags = ffi.new("int32_t*")
+    assert c.dispatch(1, 0, flags) == 0
+    assert flags[0] == 3  # no global leaked, the bundle dir serves modules
+    u64 = ffi.new("uint64_t*")
+    assert c.dispatch(3, 0, u64) == 0
+    assert u64[0] == bundle_id("pathprobe")
+    assert c.dispatch(4, 0, u64) == 0
+    assert u64[0] == ref.host_api_address
+
+
+# -- dispatch (spec §6) ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def calls(ref: ReferenceRuntime, load: Callable[[str], str]) -> ReferenceRuntime:
+    for name in ("adder", "greeter", "faulty", "counter"):
+        load(name)
+    return ref
+
+
+def test_noop(calls: ReferenceRuntime) -> None:
+    assert calls.contract("iso.Adder@1").dispatch(1) == 0
+    assert calls.contract("iso.Counter@1").dispatch(2) == 0
+
+
+@pytest.mark.parametrize(("a", "b"), [(2, 3), (-7, 4), (0, 0), (2**31 - 2, 1)])
+def test_add_through_an_arg_pack(calls: ReferenceRuntime, a: int, b: int) -> None:
+    args = ffi.new("struct { int32_t a; int32_t b; } *", {"a": a, "b": b})
+    out = ffi.new("int32_t*", -1)
+    adder = calls.contract("iso.Adder@1")
+    assert adder.dispatch(0, args, out) == 0
+    assert out[0] == a + b
+    out[0] = -1
+    assert adder.dispatch(0, address(args), address(out)) == 0
+    assert out[0] == a + b
+
+
+def test_handler_arguments_are_numbers(calls: ReferenceRuntime) -> None:
+    out = ffi.new("int32_t*")
+    adder = calls.contract("iso.Adder@1")
+    assert adder.dispatch(2, 0, out) == 0
+    assert out[0] == 1 | 2 | 4 | 8 | 16 | 32
+    with luaplug.CallArena(256, host=calls.host_api_address) as arena:
+        assert adder.dispatch(2, 0, out, arena) == 0
+    assert out[0] == 1 | 2 | 4 | 8 | 16
+
+
+def test_function_id_out_of_range(calls: ReferenceRuntime) -> None:
+    adder = calls.contract("iso.Adder@1")
+    for inst in (0, adder.create_instance()):
+        for fn_id in (3, 1000, 2**32 - 1):
+            assert adder.dispatch(fn_id, instance=inst) == AbiErrorCode.FunctionNotAvailable
+    with pytest.raises(OverflowError):
+        adder.dispatch(2**32)
+
+
+def test_unknown_instance_id(calls: ReferenceRuntime) -> None:
+    adder = calls.contract("iso.Adder@1")
+    assert adder.dispatch(1, instance=99) == AbiErrorCode.FunctionNotAvailable
+    inst = adder.create_instance()
+    adder.destroy_instance(inst)
+    assert adder.dispatch(1, instance=inst) == AbiErrorCode.FunctionNotAvailable
+    assert adder.dispatch(1) == 0
+
+
+def test_lua_error_returns_generic_and_is_logged(calls: ReferenceRuntime, capfd: pytest.CaptureFixture[str]) -> None:
+    faulty = calls.contract("iso.Faulty@1")
+    assert faulty.dispatch(0) == AbiErrorCode.Generic
+    assert faulty.last_error.message.ptr == ffi.NULL  # null message: the text is only logged
+    assert faulty.dispatch(2) == AbiErrorCode.Generic  # a non-string error value
+    out = ffi.new("int32_t*")
+    assert faulty.dispatch(1, 0, out) == 0  # the VM keeps working
+    assert out[0] == 1
+    err = capfd.readouterr().err
+    # no log sink: Error lines go to stderr as "[polyplug] [<scope>] <message>"
+    assert "[polyplug] [loader.lua] Lua function call failed: " in err
+    assert "boom from faulty" in err
+    assert "stack traceback" in err
+    assert "explode" in err
+    assert err.count("Lua function call failed: ") == 2
+
+
+def test_foreign_caller_through_the_raw_vm_call(calls: ReferenceRuntime) -> None:
+    """The benchmark path: ``vm_call`` and ``loader_data`` straight from the adapter."""
+    adder = calls.contract("iso.Adder@1")
+    call, data = adder.vm_call, adder.loader_data
+    inst = ffi.new("GuestContractInstance*")
+    err = ffi.new("AbiError*")
+    args = ffi.new("struct { int32_t a; int32_t b; } *", {"a": 40, "b": 2})
+    out = ffi.new("int32_t*")
+    call(data, inst[0], 0, args, out, ffi.NULL, err)
+    assert (err.code, out[0]) == (0, 42)
+    call(data, inst[0], 7, ffi.NULL, ffi.NULL, ffi.NULL, err)
+    assert err.code == AbiErrorCode.FunctionNotAvailable
+
+
+# -- strings through the call arena (spec §8) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["world", "wörld ✓ 日本語", ""])
+def test_greet_through_the_call_arena(calls: ReferenceRuntime, name: str) -> None:
+    arg, _keep = string_arg(name.encode("utf-8"))
+    out = ffi.new("StringView*")
+    with luaplug.CallArena(4096, host=calls.host_api_address) as arena:
+        assert calls.contract("iso.Greeter@1").dispatch(0, arg, out, arena) == 0
+        assert text_of(out) == f"hello, {name}".encode()
+        a = ffi.cast("CallArena*", arena.address)
+        assert address(a.base) <= address(out.ptr) and address(out.ptr) + out.len <= address(a.end)
+        assert arena.overflow_blocks == 0
+
+
+def test_result_larger_than_the_arena_goes_to_an_overflow_block(calls: ReferenceRuntime) -> None:
+    arg, _keep = rep_arg("é".encode(), 3000)
+    out = ffi.new("StringView*")
+    rep = calls.contract("iso.Greeter@1")
+    with luaplug.CallArena(64, host=calls.host_api_address) as arena:
+        assert rep.dispatch(1, arg, out, arena) == 0
+        assert text_of(out).decode("utf-8") == "é" * 3000
+        assert arena.overflow_blocks == 1
+        block = ffi.cast("CallArena*", arena.address).first_overflow
+        start = address(block)
+        assert int(block.capacity) == 24 + 1 + 6000
+        assert start + 24 <= address(out.ptr) and address(out.ptr) + out.len <= start + block.capacity
+        arena.reset()
+        assert rep.dispatch(1, arg, out, arena) == 0
+        assert arena.overflow_blocks == 1  # reused after a reset
+        assert text_of(out).decode("utf-8") == "é" * 3000
+
+
+def test_null_arena_falls_back_to_host_alloc(calls: ReferenceRuntime) -> None:
+    arg, _keep = string_arg("nö arena".encode())
+    out = ffi.new("StringView*")
+    assert calls.contract("iso.Greeter@1").dispatch(0, arg, out) == 0
+    assert text_of(out) == "hello, nö arena".encode()
+    free_host(calls, out)
+
+
+def test_arena_without_a_host_refuses_what_does_not_fit(calls: ReferenceRuntime) -> None:
+    buf = ffi.new("uint8_t[]", 16)
+    arena = ffi.new("CallArena*")
+    arena.cur = arena.base = buf
+    arena.end = buf + 16
+    arena.host = ffi.NULL
+    arena.first_overflow = ffi.NULL
+    greeter = calls.contract("iso.Greeter@1")
+    out = ffi.new("StringView*")
+    arg, _keep = string_arg(b"somebody with a long name")
+    assert greeter.dispatch(0, arg, out, arena) == AbiErrorCode.Generic  # arena_alloc gave 0
+    assert arena.first_overflow == ffi.NULL
+    arg, _keep = string_arg(b"x")
+    assert greeter.dispatch(0, arg, out, arena) == 0
+    assert text_of(out) == b"hello, x"
+    assert address(buf) <= address(out.ptr) < address(buf) + 16
+
+
+# -- instances (spec §7) -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def counter(ref: ReferenceRuntime, load: Callable[[str], str]) -> ReferenceContract:
+    load("counter")
+    return ref.contract("iso.Counter@1")
+
+
+def count(c: ReferenceContract, fn_id: int, inst: int = 0) -> int:
+    out = ffi.new("int64_t*")
+    assert c.dispatch(fn_id, 0, out, 0, inst) == 0
+    return int(out[0])
+
+
+def test_instances_have_independent_state(counter: ReferenceContract) -> None:
+    a, b = counter.create_instance(), counter.create_instance()
+    assert [count(counter, 0, a) for _ in range(3)] == [1, 2, 3]
+    assert count(counter, 0, b) == 1
+    assert (count(counter, 1, a), count(counter, 1, b), count(counter, 1)) == (3, 1, 0)
+
+
+def test_default_impl(counter: ReferenceContract) -> None:
+    assert [count(counter, 0), count(counter, 0)] == [1, 2]
+    inst = counter.create_instance()
+    assert count(counter, 1, inst) == 0
+    assert count(counter, 1) == 2
+    counter.destroy_instance(0)  # a no-op
+    assert count(counter, 1) == 2
+
+
+def test_ids_count_from_one_per_contract(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
+    load("counter")
+    load("multi")
+    c = ref.contract("iso.Counter@1")
+    assert (c.create_instance(), c.create_instance()) == (1, 2)
+    assert ref.contract("iso.MultiA@1").create_instance() == 1
+    b = ref.contract("iso.MultiB@1")
+    assert (b.create_instance(), b.create_instance()) == (1, 2)
+
+
+def test_destroy(counter: ReferenceContract) -> None:
+    keep, gone = counter.create_instance(), counter.create_instance()
+    count(counter, 0, keep)
+    count(counter, 0, gone)
+    counter.destroy_instance(gone)
+    assert counter.dispatch(1, 0, ffi.new("int64_t*"), 0, gone) == AbiErrorCode.FunctionNotAvailable
+    assert count(counter, 1, keep) == 1
+
+
+FAILING_FACTORY = """
+local made = 0
+function polyplug_init(host, ctx)
+  return { ["x.Once"] = {
+    factory = function(_host)
+      made = made + 1
+      if made > 2 then error("factory refuses instance " .. made) end
+      return { n = made }
+    end,
+    functions = { [0] = function(self, _a, out) require("ffi").cast("int32_t*", out)[0] = self.n end },
+  } }, { code = 0 }
+end
+"""
+
+
+def test_factory_failure_gives_a_null_instance(
+    ref: ReferenceRuntime, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ref.load(write_bundle(tmp_path, "once", FAILING_FACTORY))
+    c = ref.contract("x.Once@1")
+    ok = c.create_instance()
+    assert ok != 0
+    assert c.create_instance() == 0  # the factory raised
+    err = capfd.readouterr().err
+    assert "Lua create_instance: factory call failed: " in err
+    assert "factory refuses instance 3" in err
+    out = ffi.new("int32_t*")
+    assert (c.dispatch(0, 0, out, 0, ok), out[0]) == (0, 2)
+    assert (c.dispatch(0, 0, out), out[0]) == (0, 1)  # a null instance is the default impl
+
+
+# -- peer calls and re-entrancy (spec §9, §13) --------------------------------------------------------
+
+
+def relay(ref: ReferenceRuntime, text: str, arena: luaplug.CallArena | None) -> tuple[int, str]:
+    arg, _keep = string_arg(text.encode("utf-8"))
+    out = ffi.new("StringView*")
+    code = ref.contract("iso.Consumer@1").dispatch(0, arg, out, arena or 0)
+    if code:
+        return code, ""
+    result = text_of(out).decode("utf-8")
+    if arena is None:
+        free_host(ref, out)
+    return code, result
+
+
+@pytest.mark.parametrize("text", ["hi", "wörld ✓", "", "x" * 5000])
+def test_consumer_calls_echo(ref: ReferenceRuntime, load: Callable[[str], str], text: str) -> None:
+    load("echo")
+    load("consumer")
+    with luaplug.CallArena(256, host=ref.host_api_address) as arena:
+        assert relay(ref, text, arena) == (0, "echo: " + text)
+    assert relay(ref, text, None) == (0, "echo: " + text)
+
+
+def test_consumer_when_echo_is_missing(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
+    load("consumer")
+    assert relay(ref, "anyone?", None) == (AbiErrorCode.Generic, "")
+    load("echo")
+    assert relay(ref, "now", None) == (0, "echo: now")
+    ref.unload("echo")
+    assert relay(ref, "gone?", None) == (AbiErrorCode.Generic, "")
+
+
+def test_nested_call_into_another_contract_of_the_same_bundle(
+    ref: ReferenceRuntime, load: Callable[[str], str]
+) -> None:
+    load("multi")
+    res = ffi.new("int32_t[3]")
+    assert ref.contract("iso.MultiA@1").dispatch(0, 0, res) == 0
+    assert list(res) == [0, 42, 1]  # works in the reference (spec §9)
+
+
+def test_reentering_the_same_contract(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
+    load("reenter")
+    c = ref.contract("iso.Reenter@1")
+    res = ffi.new("int32_t[3]")
+    assert c.dispatch(0, 0, res) == 0
+    assert list(res) == [AbiErrorCode.ReentrantCall, -1, 0]
+    assert c.dispatch(2) == AbiErrorCode.Generic  # the mark is cleared on error exits too
+    out = ffi.new("int32_t*")
+    assert (c.dispatch(1, 0, out), out[0]) == (0, 7)
+    assert c.dispatch(0, 0, res) == 0
+    assert res[0] == AbiErrorCode.ReentrantCall
+
+
+def test_calls_from_several_threads_wait(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
+    load("counter")
+    c = ref.contract("iso.Counter@1")
+    barrier = threading.Barrier(4)
+    codes: list[int] = []
+
+    def work() -> None:
+        out = ffi.new("int64_t*")
+        barrier.wait()
+        for _ in range(250):
+            codes.append(c.dispatch(0, 0, out))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert codes == [0] * 1000
+    assert count(c, 1) == 1000
+
+
+# -- reload and unload (spec §10) ---------------------------------------------------------------------
+
+
+def test_reload_replaces_the_code_and_resets_state(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
+    d = copy_dir("counter")
+    ref.load(d)
+    c = ref.contract("iso.Counter@1")
+    inst = c.create_instance()
+    assert count(c, 0) == 1
+    c.destroy_instance(inst)
+    main = d / "main.lua"
+    main.write_text(main.read_text("utf-8").replace("local STEP = 1\n", "local STEP = 10\n"), "utf-8")
+    before = ref.revision
+    ref.reload("counter")
+    assert ref.revision != before
+    assert count(c, 1) == 0  # a new VM: the default impl starts again
+    assert count(c, 0) == 10  # the same handle serves the new code
+    assert ref.contract("iso.Counter@1").handle == c.handle
+
+
+def test_consumer_follows_an_echo_reload(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
+    echo_dir = copy_dir("echo")
+    ref.load(echo_dir)
+    ref.load(copy_dir("consumer"))
+    assert relay(ref, "abc", None) == (0, "echo: abc")
+    main = echo_dir / "main.lua"
+    main.write_text(main.read_text("utf-8").replace("arena_alloc, arena, s)", "arena_alloc, arena, s:upper())"))
+    ref.reload("echo")
+    assert relay(ref, "abc", None) == (0, "echo: ABC")
+
+
+def test_failed_reload_keeps_the_old_version(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
+    d = copy_dir("counter")
+    ref.load(d)
+    c = ref.contract("iso.Counter@1")
+    assert count(c, 0) == 1
+    (d / "main.lua").write_text("function polyplug_init(\n", "utf-8")
+    with pytest.raises(ReferenceRuntimeError) as info:
+        ref.reload("counter")
+    assert script_load_failed("main.lua", "") in info.value.message
+    assert count(c, 0) == 2  # the old VM, with its state
+
+
+def test_reload_needs_hot_reload(copy_dir: Callable[[str], Path]) -> None:
+    with ReferenceRuntime() as rt:
+        rt.load(copy_dir("counter"))
+        with pytest.raises(ReferenceRuntimeError) as info:
+            rt.reload("counter")
+        assert info.value.message == "hot-reload is disabled in runtime config"
+
+
+def test_unload_makes_handles_stale(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
+    load("counter")
+    c = ref.contract("iso.Counter@1")
+    before = ref.revision
+    ref.unload("counter")
+    assert ref.revision != before
+    with pytest.raises(ReferenceRuntimeError, match="stale"):
+        c.dispatch(2)
+    assert ref.find("iso.Counter", 1) is None
+    load("counter")  # the name is free again
+    counter_serves(ref)
+
+
+@pytest.mark.xfail(strict=True, reason=UNLOAD_UNKNOWN)
+def test_unloading_an_unknown_bundle_is_a_no_op(ref: ReferenceRuntime) -> None:
+    ref.unload("no_such_bundle")
+
+
+# -- luaplug and the reference side by side ----------------------------------------------------------
+
+
+def _luaplug_backend() -> str:
+    backends = luaplug.available_backends()
+    if not backends:
+        pytest.skip("no luaplug backend is available")
+    return backends[0]
+
+
+class _Side:
+    """Either runtime seen only through its ``HostApi`` and the C interfaces: the same calls, by address."""
+
+    def __init__(self, host_address: int) -> None:
+        self.host_address = host_address
+        self.host: Any = ffi.cast("const HostApi*", host_address)
+
+    def _iface(self, display: str) -> Any:
+        name, _, major = display.partition("@")
+        h = self.host.find_guest_contract(self.host, guest_contract_id(name, int(major)), int(major))
+        assert h.index != 0xFFFFFFFF, display
+        iface = self.host.resolve_guest_contract(self.host, h)
+        assert iface != ffi.NULL, display
+        return iface
+
+    def contract(self, display: str) -> Callable[..., int]:
+        iface = self._iface(display)
+        vm = iface.dispatch.vm
+        err = ffi.new("AbiError*")
+
+        def call(fn_id: int, args: Any, out: Any, arena: luaplug.CallArena | int | None, instance: int) -> int:
+            inst = ffi.new("GuestContractInstance*", {"data": ffi.cast("void*", instance)})
+            inst.contract_id = iface.contract_id
+            arena_ptr = ffi.cast("CallArena*", arena.address if isinstance(arena, luaplug.CallArena) else 0)
+            vm.call(vm.loader_data, inst[0], fn_id, ffi.cast("void*", args), ffi.cast("void*", out), arena_ptr, err)
+            return int(err.code)
+
+        return call
+
+    def create(self, display: str) -> int:
+        inst = ffi.new("GuestContractInstance*")
+        self.host.create_guest_instance(self.host, self._iface(display), ffi.NULL, inst)
+        return int(ffi.cast("uintptr_t", inst.data))
+
+
+def _scenario(side: _Side) -> list[Any]:
+    """The same calls on either side; codes, outputs and strings, in order."""
+    results: list[Any] = []
+    counter = side.contract("iso.Counter@1")
+    inst = side.create("iso.Counter@1")
+    out64 = ffi.new("int64_t*")
+    for _ in range(3):
+        results.append((counter(0, 0, out64, 0, inst), int(out64[0])))
+    results.append((counter(1, 0, out64, 0, 0), int(out64[0])))
+    results.append(("oor", counter(3, 0, 0, None, 0), counter(2**32 - 1, 0, 0, 0, inst)))
+    results.append(("unknown instance", counter(1, 0, out64, 0, 77)))
+
+    adder = side.contract("iso.Adder@1")
+    out32 = ffi.new("int32_t*")
+    for a, b in ((2, 3), (-7, 4), (2**31 - 2, 1)):
+        args = ffi.new("struct { int32_t a; int32_t b; } *", {"a": a, "b": b})
+        results.append((adder(0, args, out32, 0, 0), int(out32[0])))
+    results.append((adder(2, 0, out32, 0, 0), int(out32[0])))
+
+    greeter = side.contract("iso.Greeter@1")
+    sv = ffi.new("StringView*")
+    with luaplug.CallArena(64, host=side.host_address) as arena:
+        for name in ("world", "wörld ✓ 日本語", ""):
+            arg, _keep = string_arg(name.encode())
+            results.append((greeter(0, arg, sv, arena, 0), text_of(sv), arena.overflow_blocks))
+        rep, _keep = rep_arg("é".encode(), 3000)
+        results.append((greeter(1, rep, sv, arena, 0), text_of(sv), arena.overflow_blocks))
+        results.append((adder(2, 0, out32, arena, 0), int(out32[0])))
+    arg, _keep = string_arg(b"no arena")
+    results.append((greeter(0, arg, sv, 0, 0), text_of(sv)))
+    host = ffi.cast("HostApi*", side.host)
+    host.free(host, ffi.cast("uint8_t*", sv.ptr), sv.len, 1)
+
+    faulty = side.contract("iso.Faulty@1")
+    results.append(("faulty", faulty(0, 0, 0, 0, 0), faulty(2, 0, 0, 0, 0), faulty(1, 0, out32, 0, 0), out32[0]))
+
+    consumer = side.contract("iso.Consumer@1")
+    with luaplug.CallArena(256, host=side.host_address) as arena:
+        for text in ("hi", "wörld ✓", "x" * 5000):
+            arg, _keep = string_arg(text.encode())
+            results.append((consumer(0, arg, sv, arena, 0), text_of(sv)))
+
+    reenter = side.contract("iso.Reenter@1")
+    res = ffi.new("int32_t[3]")
+    results.append(("reenter", reenter(0, 0, res, 0, 0), list(res), reenter(1, 0, out32, 0, 0), out32[0]))
+    return results
+
+
+SIDE_BY_SIDE = ("counter", "adder", "greeter", "faulty", "echo", "consumer", "reenter")
+
+
+def test_luaplug_and_the_reference_give_identical_results(
+    ref: ReferenceRuntime, load: Callable[[str], str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    backend = _luaplug_backend()
+    for name in SIDE_BY_SIDE:
+        load(name)
+    reference = _scenario(_Side(ref.host_api_address))
+    assert reference[:4] == [(0, 1), (0, 2), (0, 3), (0, 0)]  # the calls did run
+    assert (0, "hello, wörld ✓ 日本語".encode(), 0) in reference
+    with luaplug.Runtime(backend) as rt:
+        for name in SIDE_BY_SIDE:
+            rt.load(BUNDLES / name)
+        ours = _scenario(_Side(rt.host_api_address))
+    capfd.readouterr()  # the faulty calls' log lines
+    assert ours == reference
+
+
+def _lua_message(error: str, prefix: str) -> str:
+    """The first line of a load error after ``prefix``, without the engine's category label."""
+    assert error.startswith(prefix), error
+    first = error[len(prefix) :].splitlines()[0]
+    return re.sub(r"^(syntax error|runtime error|error loading code): ", "", first)
+
+
+@pytest.mark.parametrize("name", ["broken_noinit", "broken_syntax", "broken_chunk_error", "broken_missing_entry"])
+def test_luaplug_and_the_reference_fail_loads_alike(
+    ref: ReferenceRuntime, copy_dir: Callable[[str], Path], name: str
+) -> None:
+    """The same bundle name and the same text up to the Lua message (engine labels and tracebacks differ)."""
+    d = copy_dir(name)
+    with pytest.raises(ReferenceRuntimeError) as theirs:
+        ref.load(d)
+    with luaplug.Runtime(_luaplug_backend()) as rt, pytest.raises(luaplug.LoadError) as ours:
+        rt.load(d)
+    assert ours.value.bundle == theirs.value.bundle
+    prefix = script_load_failed("main.lua", "")
+    if name in ("broken_syntax", "broken_chunk_error"):
+        assert _lua_message(ours.value.error, prefix) == _lua_message(theirs.value.error, prefix)
+    else:
+        assert ours.value.error == theirs.value.error
