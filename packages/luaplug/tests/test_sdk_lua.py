@@ -3,6 +3,7 @@ the spec (lua-guest-protocol.md §5, §6, §8, §11, §12) inside a LuaJIT state
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,11 @@ from typing import Any
 import pytest
 from lupa.luajit21 import LuaError, LuaRuntime
 
-# Not through luaplug's package __init__: these tests need only the .lua files.
-SDK_DIR = Path(__file__).resolve().parents[1] / "src" / "luaplug" / "sdk"
+# Not through luaplug's package __init__: these tests need only the .lua files. find_spec locates
+# the imported luaplug (a checkout's src/ or an installed wheel) without running its __init__.
+_SPEC = importlib.util.find_spec("luaplug")
+assert _SPEC is not None and _SPEC.origin is not None, "luaplug is not importable"
+SDK_DIR = Path(_SPEC.origin).resolve().parent / "sdk"
 
 ToStr = Callable[[bytes], tuple[Any, ...]]
 

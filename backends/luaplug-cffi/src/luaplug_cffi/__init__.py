@@ -6,5 +6,6 @@ The compiled module ``luaplug_cffi._native`` is built at install time from
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["__version__"]

@@ -6,5 +6,6 @@ module is the cheap entry point luaplug discovers.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["__version__"]

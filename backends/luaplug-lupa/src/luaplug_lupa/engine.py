@@ -106,7 +106,11 @@ class LupaState(EngineState):
         return fn  # type: ignore[no-any-return]
 
     def bound_dispatcher(self, cidx: int, instance_id: int) -> Any:
-        fn = self._prelude.bind(cidx, instance_id)
+        prelude = self._prelude
+        if prelude is None or self.retired:
+            raise LuaplugError("the bundle VM is closed")
+        with _mapped():
+            fn = prelude.bind(cidx, instance_id)
         if fn is None:
             raise LuaplugError(f"no contract #{cidx} in this VM")
         return fn

@@ -7,6 +7,7 @@ backend plugin (``luaplug-lupa``, ``luaplug-cffi``).
 from __future__ import annotations
 
 from . import abi, epoch, ids, manifest
+from ._version import __version__
 from .abi import AbiErrorCode, DispatchType, LogLevel
 from .arena import CallArena
 from .backends import available_backends, installed_backends
@@ -33,8 +34,6 @@ from .loader import BundleLoader, ContractProvider
 from .manifest import Manifest
 from .runtime import Bundle, Runtime
 from .sdk import sdk_path
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AbiErrorCode",

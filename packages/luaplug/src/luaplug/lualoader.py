@@ -120,7 +120,12 @@ class EngineContract(PythonBackedContract):
         if self._blocked():
             # Binding may enter the VM, which is running on this thread.
             return super().bound_call(instance_id)
-        return self.state.bound_dispatcher(self.cidx, instance_id)
+        try:
+            return self.state.bound_dispatcher(self.cidx, instance_id)
+        except LuaplugError:
+            # Retired or closed meanwhile (a racing unload): the generic path
+            # answers StaleHandle without entering the VM.
+            return super().bound_call(instance_id)
 
     @property
     def reentry_blocked(self) -> Any:
