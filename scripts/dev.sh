@@ -28,6 +28,6 @@ venv=".venv"
 
 case "$what" in
   demo) exec "$venv/bin/tox" -q -e demo -- "$@" ;;
-  test) exec "$venv/bin/tox" -q -e lint,type,unit,integration-lupa,integration-cffi,integration-all,reference -- "$@" ;;
+  test) exec "$venv/bin/tox" -q -e lint,type,unit,integration-lupa,integration-cffi,integration-all,reference,packaging -- "$@" ;;
   *) echo "usage: scripts/dev.sh demo|test" >&2; exit 2 ;;
 esac
