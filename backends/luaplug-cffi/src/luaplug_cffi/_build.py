@@ -30,7 +30,8 @@ typedef struct { void *data; uint64_t contract_id; } InstanceC;
 typedef struct { const uint8_t *ptr; size_t len; } StringViewC;
 typedef struct { uint32_t code; StringViewC message; } AbiErrorC;
 
-lp_vm *lp_new(void);
+lp_vm *lp_new(size_t mem_limit);
+size_t lp_memory_used(lp_vm *vm);
 int lp_close(lp_vm *vm);
 void lp_free(lp_vm *vm);
 int lp_setup(lp_vm *vm, const char *src, size_t len, double host, double cell, double thread_fn);

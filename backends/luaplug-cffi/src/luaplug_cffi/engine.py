@@ -19,8 +19,10 @@ from luaplug.engine import (
     CAP_NESTED_SAME_BUNDLE,
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
+    DEFAULT_OPTIONS,
     Engine,
     EngineState,
+    StateOptions,
     prelude_source,
 )
 from luaplug.errors import LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
@@ -83,9 +85,9 @@ def _addr(fn_name: str) -> int:
 class CffiState(EngineState):
     """One bundle VM: an ``lp_vm`` owned by this object (``ffi.gc``)."""
 
-    def __init__(self, host_address: int) -> None:
+    def __init__(self, host_address: int, options: StateOptions = DEFAULT_OPTIONS) -> None:
         super().__init__()
-        vm = lib.lp_new()
+        vm = lib.lp_new(options.memory_limit or 0)
         if vm == ffi.NULL:
             raise LuaMemoryError("cannot create a LuaJIT state")
         # SAFETY: the lp_vm outlives every pointer to it: contracts hold this
@@ -105,22 +107,21 @@ class CffiState(EngineState):
         if status != _OK:
             _raise(status)
 
-    def run_chunk(self, source: str, chunk_name: str) -> None:
-        raw = source.encode("utf-8")
-        status = lib.lp_run_chunk(self._vm, raw, len(raw), chunk_name.encode("utf-8"))
-        if status != _OK:
-            _raise(status)
+    def memory_used(self) -> int:
+        """Bytes the VM holds (counted only when it has a memory limit)."""
+        return int(lib.lp_memory_used(self._vm))
 
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
         values = ffi.new("lp_value[]", max(len(args), 1))
         keep = []
         for i, a in enumerate(args):
             if isinstance(a, str):
-                raw = ffi.new("char[]", a.encode("utf-8"))
+                data = a.encode("utf-8")
+                raw = ffi.new("char[]", data)
                 keep.append(raw)
                 values[i].type = 2
                 values[i].str = raw
-                values[i].len = len(ffi.string(raw))
+                values[i].len = len(data)  # not strlen: source text may hold NUL bytes
             else:
                 values[i].type = 1
                 values[i].num = float(a)
@@ -199,10 +200,10 @@ class CffiEngine(Engine):
         """Why this engine cannot run here, or ``None``."""
         return _IMPORT_ERROR
 
-    def new_state(self, *, host_address: int, bundle: str) -> EngineState:
+    def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
         if lib is None:
             raise LuaplugError(_IMPORT_ERROR or "luaplug_cffi._native is unavailable")
-        return CffiState(host_address)
+        return CffiState(host_address, options)
 
     def lua_version(self) -> str:
         if lib is None:

@@ -15,6 +15,10 @@
  *   released; lp_last_error() reads it on the same thread.
  * - lp_close() frees the lua_State but never the lp_vm: the struct belongs to
  *   Python (ffi.gc) and keeps answering StaleHandle after the close.
+ * - With a memory limit the state allocates through lp_alloc, which refuses
+ *   growth past the limit (Lua raises "not enough memory", the VM stays
+ *   usable) and never refuses a shrink or a free. It runs under the state's
+ *   lock (only Lua allocates), so mem_used needs no atomics.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -44,6 +48,8 @@ typedef struct lp_vm {
     int tb_ref;
     int closed;
     double host;
+    size_t mem_used;     /* bytes the state holds (only counted with a limit) */
+    size_t mem_limit;    /* 0: no limit (LuaJIT's own allocator) */
 } lp_vm;
 
 typedef struct lp_value {
@@ -161,10 +167,33 @@ static int open_libs(lua_State *L) {
     return 0;
 }
 
-lp_vm *lp_new(void) {
+static void *lp_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    lp_vm *vm = (lp_vm *)ud;
+    size_t old = ptr != NULL ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        vm->mem_used -= old;
+        return NULL;
+    }
+    if (nsize > old && vm->mem_used - old + nsize > vm->mem_limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p == NULL) {
+        /* A failed shrink keeps the old block, which is still big enough. */
+        return nsize <= old ? ptr : NULL;
+    }
+    vm->mem_used = vm->mem_used - old + nsize;
+    return p;
+}
+
+size_t lp_memory_used(lp_vm *vm) {
+    return vm->mem_used;
+}
+
+lp_vm *lp_new(size_t mem_limit) {
     lp_vm *vm = (lp_vm *)calloc(1, sizeof(lp_vm));
     if (vm == NULL) return NULL;
-    vm->L = luaL_newstate();
+    vm->mem_limit = mem_limit;
+    vm->L = mem_limit ? lua_newstate(lp_alloc, vm) : luaL_newstate();
     if (vm->L == NULL) { free(vm); return NULL; }
     if (lua_cpcall(vm->L, open_libs, NULL) != 0) {
         lua_close(vm->L);

@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from luaplug.engine import CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE, Engine, EngineState, prelude_source
+from luaplug.engine import (
+    CAP_PARALLEL_STATES,
+    CAP_REFUSES_BYTECODE,
+    DEFAULT_OPTIONS,
+    Engine,
+    EngineState,
+    StateOptions,
+    prelude_source,
+)
 from luaplug.errors import LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
 from luaplug.loader import ContractProvider, FastCall
 from luaplug.pyinterface import PythonBackedContract, python_interface
@@ -51,11 +59,12 @@ def _py(value: Any) -> Any:
 class LupaState(EngineState):
     """One bundle VM on lupa. Strings cross as bytes (``encoding=None``)."""
 
-    def __init__(self, host_address: int) -> None:
+    def __init__(self, host_address: int, options: StateOptions = DEFAULT_OPTIONS) -> None:
         super().__init__()
         assert _lupa is not None
         with _mapped():
-            rt = _lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
+            limit = {"max_memory": options.memory_limit} if options.memory_limit else {}
+            rt = _lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False, **limit)
             g = rt.globals()
             # No way back into Python from bundle code.
             g[b"python"] = None
@@ -71,20 +80,6 @@ class LupaState(EngineState):
             current = pkg[key]
             new = entries.encode("utf-8")
             pkg[key] = new + b";" + current if current else new
-
-    def run_chunk(self, source: str, chunk_name: str) -> None:
-        # Through the prelude, so messages and tracebacks read as on every engine.
-        with _mapped():
-            res = self._prelude.run_chunk(source.encode("utf-8"), chunk_name.encode("utf-8"))
-        kind, message = (res, b"") if not isinstance(res, tuple) else res
-        if kind == b"ok":
-            return
-        text = _py(message)
-        if kind == b"syntax":
-            raise LuaSyntaxError(text)
-        if kind == b"memory":
-            raise LuaMemoryError(text)
-        raise LuaError(text)
 
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
         prelude = self._prelude
@@ -140,10 +135,10 @@ class LupaEngine(Engine):
         """Why this engine cannot run here, or ``None``."""
         return _IMPORT_ERROR
 
-    def new_state(self, *, host_address: int, bundle: str) -> EngineState:
+    def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
         if _lupa is None:
             raise LuaplugError(_IMPORT_ERROR or "lupa.luajit21 is unavailable")
-        return LupaState(host_address)
+        return LupaState(host_address, options)
 
     def lua_version(self) -> str:
         if _lupa is None:

@@ -11,15 +11,23 @@ from ._version import __version__
 from .abi import AbiErrorCode, DispatchType, LogLevel
 from .arena import CallArena
 from .backends import available_backends, installed_backends
+from .config import Config
 from .contract import Contract, Instance
 from .errors import (
+    ApiSpecError,
     BackendNotFoundError,
     BackendUnavailableError,
+    ConfigError,
     ContractNotFoundError,
     DispatchError,
+    DispatchLimitError,
+    DispatchMemoryError,
     DuplicateProvider,
     HotReloadDisabled,
     InitFailed,
+    InitLimitError,
+    InitMemoryError,
+    InstructionLimitError,
     InvalidSourceEncoding,
     LoadError,
     LuaError,
@@ -36,12 +44,20 @@ from .runtime import Bundle, Runtime
 from .sdk import sdk_path
 
 __all__ = [
+    "DispatchLimitError",
+    "DispatchMemoryError",
+    "InitLimitError",
+    "InitMemoryError",
+    "InstructionLimitError",
     "AbiErrorCode",
+    "ApiSpecError",
     "BackendNotFoundError",
     "BackendUnavailableError",
     "Bundle",
     "BundleLoader",
     "CallArena",
+    "Config",
+    "ConfigError",
     "Contract",
     "ContractNotFoundError",
     "ContractProvider",

@@ -1,23 +1,123 @@
-"""The ``luaplug`` command: ``backends`` and ``demo`` (exit codes 0 ok, 1 failure, 2 usage)."""
+"""The ``luaplug`` command.
+
+Subcommands: ``backends``, ``demo``, ``inspect BUNDLE``, ``call BUNDLE CONTRACT FN [ARGS...]``,
+``check BUNDLE``, ``codegen API --lang lua --plugin NAME --out DIR``. ``--backend`` and
+``--config`` work everywhere (``codegen`` runs no Lua and ignores them). Exit codes: 0 ok,
+1 failure, 2 usage. Errors are one line on stderr; ``-v`` adds the traceback and debug logs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import backends as _backends
 from .abi import ffi
 from .arena import CallArena
-from .errors import LuaplugError
+from .config import Config, resolve_config
+from .errors import BackendNotFoundError, LuaplugError
 from .runtime import Runtime
+from .typed import ApiSpec, TypeSpec, load_api
+from .typed.luagen import write_lua
+from .typed.types import python_name
 
 __all__ = ["main"]
 
 _EXAMPLES = Path(__file__).resolve().parent / "examples"
+_API_FILE = "api.toml"
+
+
+class UsageError(Exception):
+    """A bad command line (exit code 2)."""
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _runtime(args: argparse.Namespace, backend: str | None = None) -> Runtime:
+    return Runtime(backend or args.backend, config=args.config_obj)
+
+
+def _api_for(args: argparse.Namespace, bundle: Path, *, required: bool) -> ApiSpec | None:
+    if args.api:
+        return load_api(args.api)
+    guess = (bundle if bundle.is_dir() else bundle.parent) / _API_FILE
+    if guess.is_file():
+        return load_api(guess)
+    if required:
+        raise UsageError(f"no --api given and no {_API_FILE} next to the bundle")
+    return None
+
+
+def parse_value(t: TypeSpec, text: str) -> Any:
+    """A command-line word as a value of type ``t``.
+
+    :raises ValueError: the word is not such a value
+    """
+    if t.kind == "string":
+        return text
+    if t.kind == "bool":
+        low = text.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{text!r} is not a bool (true/false)")
+    if t.kind == "float":
+        return float(text)
+    if t.kind == "enum":
+        members = t.python.__members__
+        if text in members:
+            return members[text]
+        return int(text, 0)
+    return int(text, 0)
+
+
+def format_value(value: Any) -> str:
+    """A result as the command prints it (``true``/``false``, enum names, raw strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.IntEnum):
+        return f"{value.name} ({int(value)})"
+    return str(value)
+
+
+def describe(rt: Runtime, bundle: Path) -> dict[str, Any]:
+    """What :func:`luaplug inspect <main>` reports: the manifest and the registered contracts."""
+    b = rt.load(bundle)
+    m = b.manifest
+    contracts = []
+    for reg in rt.registry.providers():
+        if reg.bundle_id != b.id:
+            continue
+        count = reg.provider.function_count if reg.provider is not None else -1
+        contracts.append(
+            {
+                "contract": f"{reg.contract_name}@{reg.major}",
+                "plugin": reg.plugin_name,
+                "functions": count,
+                "id": f"{reg.contract_id:#018x}",
+            }
+        )
+    return {
+        "name": m.name,
+        "id": f"{m.id:#018x}",
+        "version": ".".join(map(str, m.version)),
+        "loader": m.loader,
+        "file": m.file,
+        "provides": [f"{p.name}@{p.major}" for p in m.provides],
+        "function_count": dict(m.function_count),
+        "contracts": sorted(contracts, key=lambda c: str(c["contract"])),
+    }
+
+
+# -- commands ---------------------------------------------------------------------
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
@@ -25,7 +125,11 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     if not found:
         print("no luaplug backend is installed (pip install luaplug-lupa or luaplug-cffi)")
         return 1
+    if args.backend and args.backend not in found:
+        raise BackendNotFoundError(args.backend, found)
     for info in sorted(found.values(), key=lambda b: (-b.priority, b.name)):
+        if args.backend and info.name != args.backend:
+            continue
         reason = info.probe()
         if reason is None:
             version = info.engine_class()().lua_version()
@@ -35,9 +139,9 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_one(backend: str) -> None:
+def _demo_one(backend: str, config: Config) -> None:
     print(f"== backend {backend}")
-    with Runtime(backend) as rt, CallArena(256, host=rt) as arena:
+    with Runtime(backend, config=config) as rt, CallArena(256, host=rt) as arena:
         for bundle in sorted(p for p in _EXAMPLES.iterdir() if (p / "manifest.toml").is_file()):
             b = rt.load(bundle)
             print(f"   loaded {b.name}: {', '.join(rt.contracts())}")
@@ -62,20 +166,161 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("no luaplug backend is available; installed:", ", ".join(_backends.installed_backends()) or "none")
         return 1
     for name in names:
-        _demo_one(name)
+        _demo_one(name, args.config_obj)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="luaplug", description="luaplug command line")
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    bundle = Path(args.bundle)
+    api = _api_for(args, bundle, required=False)
+    with _runtime(args) as rt:
+        info = describe(rt, bundle)
+        print(f"bundle    {info['name']}  id {info['id']}  version {info['version']}")
+        print(f"loader    {info['loader']}  file {info['file']}")
+        print(f"backend   {rt.backend_name}  {rt.engine.lua_version()}")
+        if info["provides"]:
+            print(f"provides  {', '.join(info['provides'])}")
+        for key, n in info["function_count"].items():
+            print(f"declares  {key}: {n} functions")
+        for c in info["contracts"]:
+            print(f"contract  {c['contract']}  plugin {c['plugin']}  functions {c['functions']}  id {c['id']}")
+            spec = None
+            if api is not None:
+                try:
+                    spec = api.contract(c["contract"])
+                except LuaplugError:
+                    spec = None
+            if spec is not None:
+                for i, fn in enumerate(spec.functions):
+                    print(f"    {i:3d}  {fn.signature()}")
+    return 0
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    bundle = Path(args.bundle)
+    api = _api_for(args, bundle, required=True)
+    assert api is not None
+    spec = api.contract(args.contract)
+    try:
+        _, fn = spec.function_named(args.function)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    if len(args.args) != len(fn.params):
+        raise UsageError(f"{fn.signature()} takes {len(fn.params)} argument(s), {len(args.args)} given")
+    values = []
+    for p, word in zip(fn.params, args.args, strict=True):
+        try:
+            values.append(parse_value(p.type, word))
+        except ValueError as exc:
+            raise UsageError(f"argument {p.name} ({p.type.name}): {exc}") from None
+    with _runtime(args) as rt:
+        rt.load(bundle)
+        with rt.bind(api, spec.key, instance=not args.default) as proxy:
+            method = getattr(proxy, python_name(fn.name))
+            try:
+                result = method(*values)
+            except (TypeError, OverflowError) as exc:  # raised before the call: a bad argument
+                raise UsageError(str(exc)) from None
+    if fn.returns is not None:
+        print(format_value(result))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    bundle = Path(args.bundle)
+    names = [args.backend] if args.backend else _backends.available_backends()
+    if not names:
+        print("no luaplug backend is available")
+        return 1
+    results: dict[str, dict[str, Any] | str] = {}
+    for name in names:
+        try:
+            with _runtime(args, name) as rt:
+                results[name] = describe(rt, bundle)
+        except LuaplugError as exc:
+            results[name] = f"load failed: {exc}"
+    ok = True
+    for name, res in results.items():
+        if isinstance(res, str):
+            ok = False
+            print(f"{name:8s} {res.splitlines()[0]}")
+        else:
+            summary = ", ".join(f"{c['contract']} ({c['functions']} functions)" for c in res["contracts"])
+            print(f"{name:8s} loaded {res['name']}: {summary}")
+    failures = {r for r in results.values() if isinstance(r, str)}
+    if len(failures) > 1:
+        print("differs  the load errors are not the same text")
+    loaded = {n: r for n, r in results.items() if not isinstance(r, str)}
+    if len(loaded) > 1:
+        first_name, first = next(iter(loaded.items()))
+        for name, res in loaded.items():
+            for key in first:
+                if res[key] != first[key]:
+                    ok = False
+                    print(f"differs  {key}: {first_name} {first[key]!r} vs {name} {res[key]!r}")
+    if ok:
+        print(f"same on {', '.join(names)}" if len(names) > 1 else f"ok on {names[0]} (the only backend checked)")
+    return 0 if ok else 1
+
+
+def _cmd_codegen(args: argparse.Namespace) -> int:
+    if args.lang != "lua":
+        raise UsageError(f"unsupported --lang {args.lang!r} (supported: lua)")
+    path = write_lua(load_api(args.api), args.plugin, args.out, args.contract or None)
+    print(f"wrote {path}")
+    return 0
+
+
+class _SkipCallFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Lua function call failed")
+
+
+# -- the parser -------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="tracebacks, debug")
+    common.add_argument("--backend", default=argparse.SUPPRESS, metavar="NAME", help="use this backend")
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help="luaplug.toml / pyproject.toml")
+    parser = argparse.ArgumentParser(prog="luaplug", description="load and call Lua (LuaJIT) plugin bundles")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("backends", help="list installed backends and their availability")
-    p.set_defaults(func=_cmd_backends)
-    p = sub.add_parser("demo", help="load the example bundles and call them on every available backend")
-    p.add_argument("--backend", help="only this backend")
-    p.set_defaults(func=_cmd_demo)
+    parser.add_argument("--backend", metavar="NAME", help="use this backend (default: configuration, best available)")
+    parser.add_argument("--config", metavar="PATH", help="configuration file (default: found from the current dir up)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    add("backends", "list installed backends: availability, why not, LuaJIT version", _cmd_backends)
+    add("demo", "load the example bundles and call them on every available backend", _cmd_demo)
+    p = add("inspect", "load a bundle and show its manifest and contracts", _cmd_inspect)
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (or a file in it)")
+    p.add_argument("--api", metavar="API_TOML", help="show function signatures (default: BUNDLE/api.toml if any)")
+    p = add("call", "make one typed call and print the result", _cmd_call)
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("contract", metavar="CONTRACT", help="name@major (or the name alone)")
+    p.add_argument("function", metavar="FN")
+    p.add_argument("args", metavar="ARGS", nargs="*", help="the arguments, converted per the declared types")
+    p.add_argument("--api", metavar="API_TOML", help="the contract declaration (default: BUNDLE/api.toml)")
+    p.add_argument("--default", action="store_true", help="call the default impl instead of a fresh instance")
+    p = add("check", "load a bundle on every available backend and report differences", _cmd_check)
+    p.add_argument("bundle", metavar="BUNDLE")
+    p = add("codegen", "generate guest glue from an api.toml", _cmd_codegen)
+    p.add_argument("api", metavar="API_TOML")
+    p.add_argument("--lang", default="lua", help="target language (lua)")
+    p.add_argument("--plugin", required=True, metavar="NAME", help="plugin name (names set_<plugin>_factory)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write contracts.lua into")
+    p.add_argument("--contract", action="append", metavar="NAME@MAJOR", help="only these contracts (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 failure, 2 usage)."""
+    parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -83,10 +328,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # Without -v, a failed call is reported as the command's one-line error; its log would repeat it.
+    quiet = _SkipCallFailures()
+    loader_log = logging.getLogger("luaplug.loader")
+    if not args.verbose:
+        loader_log.addFilter(quiet)
     try:
+        args.config_obj = resolve_config(args.config)
         return int(args.func(args))
-    except LuaplugError as exc:
+    except UsageError as exc:
+        print(f"luaplug {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (LuaplugError, OSError, ValueError) as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"luaplug: {exc}", file=sys.stderr)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = "" if args.verbose else " (-v for details)"
+        print(f"luaplug: {first}{hint}", file=sys.stderr)
         return 1
+    finally:
+        loader_log.removeFilter(quiet)

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import reentry
 from .abi import AbiErrorCode, ffi
-from .errors import ContractNotFoundError, DispatchError, LuaplugError
+from .errors import ContractNotFoundError, LuaplugError
+from .errors import dispatch_error as _dispatch_error
 
 if TYPE_CHECKING:
     from .arena import CallArena
@@ -96,7 +97,7 @@ class Instance:
         """
         code, text = self._invoke(fn_id, args, out, arena)
         if code:
-            raise DispatchError(code, contract=self._contract.name, fn_id=fn_id, lua_error=text)
+            raise _dispatch_error(code, self._contract.name, fn_id, text)
 
     # The names the per-instance entries fall back to.
     _py_dispatch = dispatch
@@ -106,17 +107,27 @@ class Instance:
         """A per-instance entry got a non-zero code: log the Lua error; return the code or raise."""
         code, text = self._finish(code, fn_id, 0, 0, None)
         if raising and code:
-            raise DispatchError(code, contract=self._contract.name, fn_id=fn_id, lua_error=text)
+            raise _dispatch_error(code, self._contract.name, fn_id, text)
         return code
 
     def _invoke(self, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
+        a = 0 if arena is None else arena._address or _closed()
         try:
-            result = self._call(fn_id, self._id, args, out, 0 if arena is None else arena._address or _closed())
+            result = self._call(fn_id, self._id, args, out, a)
         except TypeError:
             result = -1
+        except (OverflowError, ValueError):  # argument conversion: the caller's error
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from exc
         if result == 0:
             return 0, None
         return self._finish(result, fn_id, args, out, arena)
+
+    def _translate(self, exc: Exception) -> LuaplugError:
+        if isinstance(exc, LuaplugError):
+            return exc
+        return self._provider.translate_error(exc) if self._provider is not None else LuaplugError(str(exc))
 
     def _finish(self, result: Any, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
         # The slow path: pointers that were not plain integers, and failures.
@@ -129,6 +140,10 @@ class Instance:
                 )
             except TypeError as exc:
                 raise TypeError(f"args, out and arena must be addresses: {exc}") from None
+            except (OverflowError, ValueError):  # argument conversion: the caller's error
+                raise
+            except Exception as exc:
+                raise self._translate(exc) from exc
             if result == 0:
                 return 0, None
         from .lualoader import error_text, log_call_failure
@@ -167,22 +182,30 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
     """
     fast = provider.bound_call(inst._id)
     blocked = provider.reentry_blocked
+    translate = provider.translate_error
     inside = reentry.INSIDE
     slow = inst._finish
 
+    # dispatch and call share this body on purpose (a shared helper would be
+    # one more Python frame on every call).
     def dispatch(fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> int:
         if inside and blocked is not None and blocked():
             return _REENTRANT
+        a = 0 if arena is None else arena._address or _closed()
         try:
             # Fewer arguments are cheaper to convert: omitted pointers are null.
-            if arena is not None:
-                result = fast(fn_id, args, out, arena._address or _closed())
+            if a:
+                result = fast(fn_id, args, out, a)
             elif args == 0 and out == 0:
                 result = fast(fn_id)
             else:
                 result = fast(fn_id, args, out)
         except TypeError:
             result = -1
+        except (OverflowError, ValueError):  # argument conversion: the caller's error
+            raise
+        except Exception as exc:  # the engine's own exception: never let it escape
+            raise translate(exc) from exc
         if result == 0:
             return 0
         return slow(result, fn_id, args, out, arena)[0]
@@ -191,20 +214,25 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
         if inside and blocked is not None and blocked():
             result: Any = _REENTRANT
         else:
+            a = 0 if arena is None else arena._address or _closed()
             try:
-                if arena is not None:
-                    result = fast(fn_id, args, out, arena._address or _closed())
+                if a:
+                    result = fast(fn_id, args, out, a)
                 elif args == 0 and out == 0:
                     result = fast(fn_id)
                 else:
                     result = fast(fn_id, args, out)
             except TypeError:
                 result = -1
+            except (OverflowError, ValueError):  # argument conversion: the caller's error
+                raise
+            except Exception as exc:
+                raise translate(exc) from exc
             if result == 0:
                 return
         code, text = slow(result, fn_id, args, out, arena)
         if code:
-            raise DispatchError(code, contract=inst._contract.name, fn_id=fn_id, lua_error=text)
+            raise _dispatch_error(code, inst._contract.name, fn_id, text)
 
     return dispatch, call
 

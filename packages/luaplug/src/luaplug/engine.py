@@ -12,12 +12,14 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any, ClassVar, Final
 
 from . import _libc
 from .abi import ffi
+from .errors import LuaError, LuaMemoryError, LuaSyntaxError
 from .loader import ContractProvider, FastCall
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "CAP_REFUSES_BYTECODE",
     "Engine",
     "EngineState",
+    "StateOptions",
     "prelude_source",
 ]
 
@@ -42,6 +45,21 @@ CAP_REFUSES_BYTECODE: Final = "refuses_bytecode"
 def prelude_source() -> str:
     """Text of the host prelude every state runs first."""
     return resources.files("luaplug").joinpath("lua/luaplug_host.lua").read_text("utf-8")
+
+
+@dataclass(frozen=True)
+class StateOptions:
+    """Per-VM limits and restrictions (see ``Runtime.load``)."""
+
+    #: bytes the VM may hold (everything Lua allocates, the prelude included); None: no cap
+    memory_limit: int | None = None
+    #: VM instructions per call into the bundle, with the JIT off; None: no budget
+    instruction_limit: int | None = None
+    #: run the bundle without os, io, debug, bytecode loading, C modules and the raw ffi
+    untrusted: bool = False
+
+
+DEFAULT_OPTIONS: Final = StateOptions()
 
 
 class EngineState(ABC):
@@ -89,14 +107,24 @@ class EngineState(ABC):
     def prepend_package_field(self, field: str, entries: str) -> None:
         """``package[field] = entries .. ";" .. package[field]``, through the API."""
 
-    @abstractmethod
     def run_chunk(self, source: str, chunk_name: str) -> None:
-        """Compile (text mode) and run a chunk.
+        """Compile (text mode) and run a chunk, through the prelude's ``run_chunk``
+        (so messages, tracebacks and the instruction budget are the same on every engine).
 
         :raises LuaSyntaxError: it does not compile
         :raises LuaMemoryError: out of memory
         :raises LuaError: it raised
         """
+        res = self.call_prelude("run_chunk", source, chunk_name)
+        kind = res[0] if res else "error"
+        if kind == "ok":
+            return
+        text = str(res[1]) if len(res) > 1 else ""
+        if kind == "syntax":
+            raise LuaSyntaxError(text)
+        if kind == "memory":
+            raise LuaMemoryError(text)
+        raise LuaError(text)
 
     @abstractmethod
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
@@ -138,9 +166,12 @@ class Engine(ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
-    def new_state(self, *, host_address: int, bundle: str) -> EngineState:
+    def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
         """A fresh LuaJIT state with the standard libraries, ``ffi``, ``bit`` and
         ``jit``, the host prelude set up, and nothing else reachable.
+
+        The engine applies ``options.memory_limit`` (its allocator); the core
+        applies the rest through the prelude.
 
         :raises LuaplugError: when no state could be made
         """

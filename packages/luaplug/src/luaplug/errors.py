@@ -7,12 +7,20 @@ native (lupa, cffi) errors into these with ``raise ... from exc``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from .abi import AbiErrorCode
 
 __all__ = [
+    "InstructionLimitError",
+    "InitMemoryError",
+    "InitLimitError",
+    "DispatchMemoryError",
+    "DispatchLimitError",
+    "ApiSpecError",
     "BackendNotFoundError",
     "BackendUnavailableError",
+    "ConfigError",
     "ContractNotFoundError",
     "DispatchError",
     "DuplicateProvider",
@@ -43,6 +51,35 @@ class ManifestError(LuaplugError):
 
     def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
         super().__init__(message)
+        self.path = path
+        self.key = key
+
+
+class ApiSpecError(LuaplugError):
+    """A contract declaration (an ``api.toml`` or a Python declaration) is invalid.
+
+    :ivar path: the file at fault, or ``None`` for a Python declaration
+    :ivar key: the offending key (``guest_contract[0].functions[1].return``), or ``None``
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        where = ", ".join(part for part in (path, f"key {key}" if key else None) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.key = key
+
+
+class ConfigError(LuaplugError):
+    """The host's luaplug configuration (``[tool.luaplug]``, ``luaplug.toml``, an
+    environment variable) is invalid.
+
+    :ivar path: the file at fault (or the variable's name)
+    :ivar key: the offending key, or ``None``
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        where = ", ".join(part for part in (path, f"key {key}" if key else None) if part)
+        super().__init__(f"{where}: {message}" if where else message)
         self.path = path
         self.key = key
 
@@ -181,3 +218,48 @@ class LuaSyntaxError(LuaError):
 
 class LuaMemoryError(LuaError, MemoryError):
     """A Lua state ran out of memory (or hit its cap)."""
+
+
+class InstructionLimitError(LuaError):
+    """Bundle code ran past its instruction budget (``instruction_limit``)."""
+
+
+#: The Lua error texts the two resource limits produce (LuaJIT's and the prelude's).
+MEMORY_TEXT: Final = "not enough memory"
+LIMIT_TEXT: Final = "instruction limit exceeded"
+
+
+class DispatchMemoryError(DispatchError, LuaMemoryError):
+    """A contract call failed because the bundle hit its memory limit."""
+
+
+class DispatchLimitError(DispatchError, InstructionLimitError):
+    """A contract call was stopped by the bundle's instruction budget."""
+
+
+class InitMemoryError(InitFailed, LuaMemoryError):
+    """A load failed because the bundle hit its memory limit."""
+
+
+class InitLimitError(InitFailed, InstructionLimitError):
+    """A load was stopped by the bundle's instruction budget."""
+
+
+def dispatch_error(code: int, contract: str, fn_id: int, lua_error: str | None) -> DispatchError:
+    """The :class:`DispatchError` (subclass) for a failed call's code and Lua error text."""
+    cls: type[DispatchError] = DispatchError
+    if lua_error is not None:
+        if lua_error.startswith(MEMORY_TEXT):
+            cls = DispatchMemoryError
+        elif lua_error.startswith(LIMIT_TEXT):
+            cls = DispatchLimitError
+    return cls(code, contract=contract, fn_id=fn_id, lua_error=lua_error)
+
+
+def init_failed(bundle: str, error: str, cause: str) -> InitFailed:
+    """The :class:`InitFailed` (subclass) for a load whose Lua error text is ``cause``."""
+    if cause.startswith(MEMORY_TEXT):
+        return InitMemoryError(bundle, error)
+    if cause.startswith(LIMIT_TEXT):
+        return InitLimitError(bundle, error)
+    return InitFailed(bundle, error)

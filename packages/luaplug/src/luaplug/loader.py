@@ -6,9 +6,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError
 from .ids import guest_contract_id
 
 if TYPE_CHECKING:
+    from .engine import StateOptions
     from .manifest import Manifest
     from .runtime import Runtime
     from .sources import BundleSource
@@ -57,6 +59,12 @@ class ContractProvider(ABC):
         the calling thread now would re-enter it (``None``: they can)."""
         return None
 
+    def translate_error(self, exc: Exception) -> LuaplugError:
+        """luaplug's exception for an engine's own exception that escaped a call."""
+        if isinstance(exc, MemoryError):
+            return LuaMemoryError(str(exc) or MEMORY_TEXT)
+        return LuaError(str(exc))
+
     def native_entry(self, instance_id: int, instance: Any, mode: int) -> Any:
         """A backend's C-level callable serving :meth:`Instance.dispatch <luaplug.Instance.dispatch>`
         (``mode`` 0) or ``call`` (``mode`` 1) for one instance, or ``None``.
@@ -93,8 +101,9 @@ class BundleLoader(Protocol):
     #: whether :meth:`reload` is supported
     supports_hot_reload: bool
 
-    def load(self, manifest: Manifest, source: BundleSource, runtime: Runtime) -> None:
-        """Load a bundle and register its contracts with ``runtime`` (all or nothing).
+    def load(self, manifest: Manifest, source: BundleSource, runtime: Runtime, options: StateOptions) -> None:
+        """Load a bundle into a VM with ``options`` and register its contracts with
+        ``runtime`` (all or nothing).
 
         :raises LoadError: with the spec's text; nothing stays registered
         """

@@ -14,8 +14,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import _texts
 from .abi import AbiErrorCode, ffi
-from .engine import CAP_NESTED_SAME_BUNDLE, Engine, EngineState
-from .errors import DuplicateProvider, InitFailed, InvalidSourceEncoding, LuaError, LuaplugError, ManifestMissingFile
+from .engine import CAP_NESTED_SAME_BUNDLE, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
+from .errors import (
+    MEMORY_TEXT,
+    DuplicateProvider,
+    InitFailed,
+    InvalidSourceEncoding,
+    LuaError,
+    LuaMemoryError,
+    LuaplugError,
+    ManifestMissingFile,
+    init_failed,
+)
 from .loader import FastCall
 from .pyinterface import PythonBackedContract
 from .registry import Registration
@@ -156,18 +166,24 @@ class LuaLoader:
         self._nested = CAP_NESTED_SAME_BUNDLE in engine.capabilities
         self._lock = threading.Lock()
         self._live: dict[int, EngineState] = {}
+        self._options: dict[int, StateOptions] = {}
 
     # -- the protocol -------------------------------------------------------------
 
-    def load(self, manifest: Manifest, source: BundleSource, runtime: Runtime) -> None:
-        self._load(manifest, source, runtime, replacing=False)
+    def load(
+        self, manifest: Manifest, source: BundleSource, runtime: Runtime, options: StateOptions = DEFAULT_OPTIONS
+    ) -> None:
+        self._load(manifest, source, runtime, options, replacing=False)
 
     def reload(self, manifest: Manifest, runtime: Runtime) -> None:
-        self._load(manifest, PathSource(manifest.path), runtime, replacing=True)
+        """Reload with the options the bundle was loaded with."""
+        options = self._options.get(manifest.id, DEFAULT_OPTIONS)
+        self._load(manifest, PathSource(manifest.path), runtime, options, replacing=True)
 
     def unload(self, bundle_id: int, runtime: Runtime) -> None:
         with self._lock:
             state = self._live.pop(bundle_id, None)
+            self._options.pop(bundle_id, None)
         if state is not None:
             self._reclaim(state, runtime)
 
@@ -223,15 +239,17 @@ class LuaLoader:
                 raise InvalidSourceEncoding(manifest.name) from exc
         raise TypeError(f"unknown bundle source {source!r}")
 
-    def _load(self, manifest: Manifest, source: BundleSource, runtime: Runtime, *, replacing: bool) -> None:
+    def _load(
+        self, manifest: Manifest, source: BundleSource, runtime: Runtime, options: StateOptions, *, replacing: bool
+    ) -> None:
         text, chunk, bundle_dir = self.resolve_source(manifest, source)
         host = runtime.host_api.address
         try:
-            state = self.engine.new_state(host_address=host, bundle=manifest.name)
+            state = self.engine.new_state(host_address=host, bundle=manifest.name, options=options)
         except LuaplugError as exc:
             raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         try:
-            regs = self._init(state, manifest, text, chunk, bundle_dir, runtime)
+            regs = self._init(state, manifest, text, chunk, bundle_dir, runtime, options)
             try:
                 runtime._commit(manifest, regs, replacing=replacing)
             except DuplicateProvider as exc:
@@ -245,11 +263,19 @@ class LuaLoader:
         with self._lock:
             old = self._live.get(manifest.id)
             self._live[manifest.id] = state
+            self._options[manifest.id] = options
         if old is not None:
             self._reclaim(old, runtime)
 
     def _init(
-        self, state: EngineState, manifest: Manifest, text: str, chunk: str, bundle_dir: str | None, runtime: Runtime
+        self,
+        state: EngineState,
+        manifest: Manifest,
+        text: str,
+        chunk: str,
+        bundle_dir: str | None,
+        runtime: Runtime,
+        options: StateOptions,
     ) -> list[Registration]:
         sdk = str(sdk_path()).replace("\\", "/")
         if bundle_dir is not None:
@@ -258,13 +284,19 @@ class LuaLoader:
             state.prepend_package_field("cpath", f"{d}/?.so")
         else:
             state.prepend_package_field("path", f"{sdk}/?.lua;{sdk}/?.lua")
+        if options.instruction_limit or options.untrusted:
+            try:
+                state.call_prelude("harden", options.instruction_limit or 0, 1 if options.untrusted else 0)
+            except LuaError as exc:
+                raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         if text.startswith("\x1b"):
             # LuaJIT marks bytecode with an ESC first byte; only source text is accepted.
             raise InitFailed(manifest.name, _texts.script_load_failed(chunk, "precompiled bytecode is refused"))
         try:
             state.run_chunk(text, chunk)
         except LuaError as exc:
-            raise InitFailed(manifest.name, _texts.script_load_failed(chunk, str(exc))) from exc
+            cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
+            raise init_failed(manifest.name, _texts.script_load_failed(chunk, cause), cause) from exc
         # SAFETY: ctx and the path bytes stay alive until init returns (locals).
         path_text = (bundle_dir if bundle_dir is not None else str(manifest.manifest_path)).encode("utf-8")
         path_buf = ffi.new("char[]", path_text)
@@ -275,10 +307,13 @@ class LuaLoader:
         try:
             res = state.call_prelude("init", runtime.host_api.address, int(ffi.cast("uintptr_t", ctx)), chunk)
         except LuaError as exc:
-            raise InitFailed(chunk, _texts.init_error_text("init_error", [str(exc)], chunk)) from exc
+            cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
+            raise init_failed(chunk, _texts.init_error_text("init_error", [cause], chunk), cause) from exc
         if not res or res[0] != "ok":
             kind = str(res[1]) if len(res) > 1 else "?"
-            raise InitFailed(chunk, _texts.init_error_text(kind, list(res[2:]), chunk))
+            # The Lua error text, for the errors that carry one (memory, budget).
+            cause = str(res[2]) if kind == "init_error" else str(res[3]) if kind == "factory_failed" else ""
+            raise init_failed(chunk, _texts.init_error_text(kind, list(res[2:]), chunk), cause)
         count = int(res[1])
         regs = []
         for i in range(count):

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import manifest as _manifest
 from ._logdefer import deferring, emit
 from .abi import AbiErrorCode, ffi
 from .backends import select_backend
+from .config import Config, resolve_config
 from .contract import Contract
+from .engine import DEFAULT_OPTIONS, StateOptions
 from .epoch import Collector, default_collector
 from .errors import (
     ContractNotFoundError,
@@ -32,6 +35,9 @@ from .manifest import Manifest
 from .registry import Registration, Registry
 from .sources import BundleSource, BytesSource, CodeSource, PathSource
 
+if TYPE_CHECKING:
+    from .typed import ApiSpec, ContractSpec, TypedProxy
+
 __all__ = ["Bundle", "Runtime"]
 
 _log: Final = logging.getLogger("luaplug.runtime")
@@ -47,17 +53,43 @@ class Bundle:
     source_kind: str
     #: the backend whose engine runs this bundle's VM
     backend: str
+    #: the VM's limits and restrictions (kept across reloads)
+    options: StateOptions = DEFAULT_OPTIONS
 
     def __str__(self) -> str:
         return self.name
 
 
+def _options(base: StateOptions, memory: int | None, instructions: int | None, untrusted: bool) -> StateOptions:
+    """``base`` with a load's overrides (``None``: keep; 0: none)."""
+    for name, value in (("memory_limit", memory), ("instruction_limit", instructions)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return StateOptions(
+        memory_limit=base.memory_limit if memory is None else memory or None,
+        instruction_limit=base.instruction_limit if instructions is None else instructions or None,
+        untrusted=untrusted or base.untrusted,
+    )
+
+
 class Runtime:
     """Loads bundles into isolated Lua VMs and hands out their contracts.
 
-    :param backend: backend name; ``None`` selects (``LUAPLUG_BACKEND``, then the best available)
-    :param hot_reload: allow :meth:`reload`
+    :param backend: backend name; ``None`` selects (``LUAPLUG_BACKEND``, then the configuration,
+        then the best available)
+    :param hot_reload: allow :meth:`reload`; ``None``: ``LUAPLUG_HOT_RELOAD``, then the
+        configuration, then ``False``
     :param collector: epoch domain for deferred reclamation (default: the process-wide one)
+    :param config: a :class:`~luaplug.config.Config`, or the path of a ``luaplug.toml`` /
+        ``pyproject.toml``; ``None`` finds one from the current directory upward
+        (:mod:`luaplug.config`)
+    :param memory_limit: bytes each bundle VM may hold (default for every load; ``None``: no cap).
+        A bundle over it gets ``LuaMemoryError`` subclasses (:class:`~luaplug.InitMemoryError`
+        from a load, :class:`~luaplug.DispatchMemoryError` from a call) and stays usable.
+    :param instruction_limit: VM instructions per call into a bundle (default for every load;
+        ``None``: no budget). Such bundles run with the JIT off, because LuaJIT runs no
+        hooks in compiled code; a call past it fails with
+        :class:`~luaplug.DispatchLimitError` (a load with :class:`~luaplug.InitLimitError`).
 
     Bundles run on the runtime's backend unless a load names another one;
     bundles on different backends share the registry and the ``HostApi``, so
@@ -68,12 +100,21 @@ class Runtime:
     """
 
     def __init__(
-        self, backend: str | None = None, *, hot_reload: bool = False, collector: Collector | None = None
+        self,
+        backend: str | None = None,
+        *,
+        hot_reload: bool | None = None,
+        collector: Collector | None = None,
+        config: Config | str | os.PathLike[str] | None = None,
+        memory_limit: int | None = None,
+        instruction_limit: int | None = None,
     ) -> None:
-        info = select_backend(backend)
+        self.default_options = _options(DEFAULT_OPTIONS, memory_limit, instruction_limit, False)
+        self.config: Config = resolve_config(config)
+        info = select_backend(backend, configured=self.config.backend)
         self.backend_name: str = info.name
         self.engine = info.engine_class()()
-        self.hot_reload = hot_reload
+        self.hot_reload: bool = self.config.hot_reload_setting(hot_reload)
         self.collector: Collector = collector if collector is not None else default_collector
         self.host_api = HostApi(self)
         self.registry = Registry(self.collector)
@@ -115,29 +156,63 @@ class Runtime:
 
     # -- loading ------------------------------------------------------------------
 
-    def load(self, path: str | Path, *, backend: str | None = None) -> Bundle:
+    def load(
+        self,
+        path: str | Path,
+        *,
+        backend: str | None = None,
+        memory_limit: int | None = None,
+        instruction_limit: int | None = None,
+        untrusted: bool = False,
+    ) -> Bundle:
         """Load the bundle at ``path`` (its directory, or a file in it).
 
         :param backend: run this bundle on another installed backend
             (default: the runtime's)
+        :param memory_limit: this bundle's memory cap (``None``: the runtime's; 0: none)
+        :param instruction_limit: this bundle's instruction budget per call
+            (``None``: the runtime's; 0: none)
+        :param untrusted: run the bundle without ``os``, ``io``, ``debug``, bytecode
+            loading, C modules and the raw ``ffi`` (docs: untrusted mode)
         :raises ManifestError: the manifest is invalid (nothing ran)
         :raises LoadError: the bundle failed to load (nothing stays registered)
         :raises BackendNotFoundError: ``backend`` is not installed
         :raises BackendUnavailableError: ``backend`` cannot run here
         """
         m = _manifest.load(path)
-        return self._load(m, PathSource(m.path), backend)
+        options = _options(self.default_options, memory_limit, instruction_limit, untrusted)
+        return self._load(m, PathSource(m.path), backend, options)
 
-    def load_code(self, source: str, name: str, *, backend: str | None = None) -> Bundle:
-        """Load in-memory Lua source as bundle ``name`` (no hot reload)."""
-        return self._load(Manifest.in_memory(name), CodeSource(source), backend)
+    def load_code(
+        self,
+        source: str,
+        name: str,
+        *,
+        backend: str | None = None,
+        memory_limit: int | None = None,
+        instruction_limit: int | None = None,
+        untrusted: bool = False,
+    ) -> Bundle:
+        """Load in-memory Lua source as bundle ``name`` (no hot reload); options as :meth:`load`."""
+        options = _options(self.default_options, memory_limit, instruction_limit, untrusted)
+        return self._load(Manifest.in_memory(name), CodeSource(source), backend, options)
 
-    def load_bytes(self, data: bytes, name: str, *, backend: str | None = None) -> Bundle:
-        """Load in-memory UTF-8 Lua source bytes as bundle ``name``.
+    def load_bytes(
+        self,
+        data: bytes,
+        name: str,
+        *,
+        backend: str | None = None,
+        memory_limit: int | None = None,
+        instruction_limit: int | None = None,
+        untrusted: bool = False,
+    ) -> Bundle:
+        """Load in-memory UTF-8 Lua source bytes as bundle ``name``; options as :meth:`load`.
 
         :raises InvalidSourceEncoding: ``data`` is not UTF-8
         """
-        return self._load(Manifest.in_memory(name), BytesSource(bytes(data)), backend)
+        options = _options(self.default_options, memory_limit, instruction_limit, untrusted)
+        return self._load(Manifest.in_memory(name), BytesSource(bytes(data)), backend, options)
 
     def _loader_for(self, backend: str | None) -> tuple[str, LuaLoader]:
         """The loader of ``backend`` (created on first use). Call under the lock."""
@@ -148,7 +223,7 @@ class Runtime:
             loader = self._loaders[name] = LuaLoader(info.engine_class()())
         return name, loader
 
-    def _load(self, m: Manifest, source: BundleSource, backend: str | None) -> Bundle:
+    def _load(self, m: Manifest, source: BundleSource, backend: str | None, options: StateOptions) -> Bundle:
         self._check_open()
         if m.loader != self.loader.name:
             raise LoadError(m.name, f"no loader named {m.loader!r} (this runtime has {self.loader.name!r})")
@@ -156,8 +231,8 @@ class Runtime:
             if m.name in self._bundles:
                 raise LoadError(m.name, f"bundle {m.name!r} is already loaded")
             backend_name, loader = self._loader_for(backend)
-            loader.load(m, source, self)
-            bundle = Bundle(m.name, m.id, m, source.kind, backend_name)
+            loader.load(m, source, self, options)
+            bundle = Bundle(m.name, m.id, m, source.kind, backend_name, options)
             self._bundles[m.name] = bundle
         _log.info("loaded bundle %s on %s", m.name, backend_name)
         return bundle
@@ -177,7 +252,8 @@ class Runtime:
             old = self._bundles.get(name)
             if old is None:
                 if isinstance(bundle, Bundle) and bundle.source_kind == "path":
-                    return self.load(bundle.manifest.path, backend=bundle.backend)
+                    m = _manifest.load(bundle.manifest.path)
+                    return self._load(m, PathSource(m.path), bundle.backend, bundle.options)
                 raise LoadError(name, f"bundle {name!r} is not loaded")
             if old.source_kind != "path":
                 raise LoadError(name, "in-memory bundles cannot be hot-reloaded")
@@ -186,7 +262,7 @@ class Runtime:
                 raise LoadError(name, f"the manifest now names bundle {m.name!r}")
             self._warn_live(old, "reloading")
             self._loaders[old.backend].reload(m, self)
-            new = Bundle(m.name, m.id, m, "path", old.backend)
+            new = Bundle(m.name, m.id, m, "path", old.backend, old.options)
             self._bundles[name] = new
         _log.info("reloaded bundle %s", name)
         return new
@@ -241,6 +317,21 @@ class Runtime:
     def contracts(self) -> list[str]:
         """``"name@major"`` of every registered contract."""
         return [r.display_name for r in self.registry.providers()]
+
+    def bind(
+        self,
+        api: ApiSpec | ContractSpec | str | os.PathLike[str],
+        contract: str | None = None,
+        *,
+        instance: bool = True,
+    ) -> TypedProxy:
+        """A typed proxy of ``contract`` as ``api`` (an ``api.toml`` path or a declaration) declares it.
+
+        See :func:`luaplug.typed.bind`.
+        """
+        from .typed import bind
+
+        return bind(self, api, contract, instance=instance)
 
     # -- HostApi services ---------------------------------------------------------
 

@@ -18,6 +18,10 @@
 --   (other threads are kept out by the engine's per-state lock).
 -- * Init results are validated here but reported as (kind, details...): the
 --   error texts live in the Python core.
+-- * With an instruction budget (P.harden) every entry into bundle code runs
+--   with a count hook armed and the JIT off (LuaJIT runs no hooks in compiled
+--   code); the hook never fails inside this file's own functions, so the
+--   bookkeeping around a guest call always completes.
 
 local ffi = require("ffi")
 local G = _G
@@ -30,11 +34,22 @@ local debug_traceback, find, sub = debug.traceback, string.find, string.sub
 local function traceback(e)
   local t = debug_traceback(e, 2)
   if type(t) ~= "string" then return t end
-  local cut = find(t, "\n\t%[C%]: in function 'xpcall'")
+  local cut = find(t, "\n\t%[C%]: in function 'xpcall'") or find(t, "\n\t[^\n]*luaplug_host")
   if cut then t = sub(t, 1, cut - 1) end
   return t
 end
 local floor, max = math.floor, math.max
+local sethook, gethook, getinfo = debug.sethook, debug.gethook, debug.getinfo
+local G_load, G_require, collectgarbage = load, require, collectgarbage
+local MEMORY_TEXT = "not enough memory"
+
+-- LuaJIT runs no emergency collection when an allocation fails: after a guest
+-- call failed for memory, collect now, so what it built is given back and the
+-- bundle stays usable under its cap.
+local function after_failure(err)
+  if err == MEMORY_TEXT then collectgarbage("collect") end
+  return err
+end
 
 local uptr = ffi.typeof("uintptr_t")
 local dblp = ffi.typeof("double*")
@@ -102,6 +117,42 @@ end
 P.arena_alloc = arena_alloc
 local guest_arena_alloc = arena_alloc
 
+-- Instruction budget per entry (nil: none), set by P.harden.
+local budget = nil
+local LIMIT_TEXT = "instruction limit exceeded"
+
+local function on_budget()
+  -- Past the budget every further bundle instruction fails: a bundle that
+  -- catches the error (pcall in a loop) is stopped at its next instruction.
+  sethook(on_budget, "", 1)
+  local info = getinfo(2, "S")
+  if info ~= nil and info.source == "=luaplug_host" then return end
+  error(LIMIT_TEXT, 0)
+end
+
+-- xpcall(f, traceback, ...) with the budget armed; the previous hook (an outer
+-- entry's) is put back afterwards.
+local function budgeted(f, ...)
+  local h, m, c = gethook()
+  sethook(on_budget, "", budget)
+  local r = { xpcall(f, traceback, ...) }
+  sethook(h, m, c)
+  if not r[1] then after_failure(r[2]) end
+  return unpack(r, 1, maxn(r))
+end
+
+-- (ok, value) of a protected guest call. Not a tail call: the traceback must
+-- show xpcall, where it is cut.
+local function guest_pcall(f, ...)
+  if budget ~= nil then
+    local ok, v = budgeted(f, ...)
+    return ok, v
+  end
+  local ok, v = xpcall(f, traceback, ...)
+  if not ok then after_failure(v) end
+  return ok, v
+end
+
 local function enter()
   local depth = cell[1]
   if depth == 0 then cell[0] = current_thread() end
@@ -124,7 +175,7 @@ function P.run_chunk(src, name)
     if err == "not enough memory" then return "memory", err end
     return "syntax", tostring(err)
   end
-  local ok, e = xpcall(f, traceback)
+  local ok, e = guest_pcall(f)
   if ok then return "ok" end
   if e == "not enough memory" then return "memory", e end
   return "error", tostring(e)
@@ -162,11 +213,16 @@ local function make_dispatcher(c)
     if c.busy then return 9 end
     local depth = enter()
     c.busy = true
-    local ok, err = xpcall(fns[fn_id], traceback, inst, args, out, arena, guest_arena_alloc)
+    local ok, err
+    if budget == nil then
+      ok, err = xpcall(fns[fn_id], traceback, inst, args, out, arena, guest_arena_alloc)
+    else
+      ok, err = budgeted(fns[fn_id], inst, args, out, arena, guest_arena_alloc)
+    end
     c.busy = false
     leave(depth)
     if ok then return 0 end
-    return 1, tostring(err)
+    return 1, tostring(after_failure(err))
   end
 end
 
@@ -255,7 +311,12 @@ end
 --- Returns "ok", n, then (name, major, plugin_name, function_count) per contract,
 --- indexed 1..n in that order; or "err", kind, details...
 function P.init(host, ctx, chunk)
-  local res = { pcall(run_init, host, ctx, chunk) }
+  local res
+  if budget == nil then
+    res = { pcall(run_init, host, ctx, chunk) }
+  else
+    res = { budgeted(run_init, host, ctx, chunk) }
+  end
   if not res[1] then return "err", "init_error", tostring(res[2]) end
   return unpack(res, 2, maxn(res))
 end
@@ -278,7 +339,7 @@ function P.create(cidx)
   if c == nil or cell[2] ~= 0 then return 0, "the bundle VM was retired" end
   if c.busy then return 0, "reentrant create_instance from inside a call of the same contract" end
   local depth = enter()
-  local ok, impl = xpcall(c.factory, traceback, host_num)
+  local ok, impl = guest_pcall(c.factory, host_num)
   leave(depth)
   if not ok then return 0, tostring(impl) end
   local id = c.next_id
@@ -295,6 +356,48 @@ function P.destroy(cidx, iid)
     c.insts[iid] = nil
     cell[3] = cell[3] - 1
   end
+end
+
+local SAFE_FFI = { "cast", "new", "typeof", "sizeof", "alignof", "offsetof", "istype", "string", "copy",
+  "fill", "cdef", "metatype", "gc", "abi", "os", "arch", "errno" }
+
+--- Limits and restrictions, applied before any bundle code runs.
+--- `limit` > 0: an instruction budget per call (the JIT goes off for good);
+--- `untrusted` ~= 0: the bundle's globals lose os, io, debug, dofile/loadfile,
+--- bytecode loading, C modules and the raw ffi (see docs: untrusted mode).
+function P.harden(limit, untrusted)
+  local jit = G_require("jit")
+  if limit ~= nil and limit > 0 then
+    budget = limit
+    jit.off()
+    jit.flush()
+    -- The budget relies on the interpreter and on owning the hook.
+    jit.on = function() end
+    debug.sethook = function() error("debug.sethook is reserved by luaplug's instruction limit", 2) end
+  end
+  if untrusted == nil or untrusted == 0 then return end
+  local package = G.package
+  local loaded, preload = package.loaded, package.preload
+  for _, name in ipairs({ "os", "io", "debug" }) do
+    G[name] = nil
+    loaded[name] = nil
+  end
+  for _, name in ipairs({ "jit.util", "jit.profile" }) do
+    loaded[name] = nil
+    preload[name] = nil
+  end
+  jit.util = nil
+  G.dofile, G.loadfile = nil, nil
+  -- Source text only: a chunk given as bytecode fails to load.
+  G.load = function(chunk, name, _mode, env) return G_load(chunk, name, "t", env) end
+  G.loadstring = function(s, name) return G_load(s, name, "t") end
+  package.loadlib = nil
+  package.cpath = ""
+  local loaders = package.loaders
+  for i = #loaders, 3, -1 do loaders[i] = nil end  -- keep preload and Lua files; no C modules
+  local safe = {}
+  for _, k in ipairs(SAFE_FFI) do safe[k] = ffi[k] end
+  loaded.ffi = safe
 end
 
 --- Drop everything the bundle built, so the state's memory goes with it.

@@ -1,0 +1,199 @@
+"""Results: per-metric samples, the table, the targets and the JSON document."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+REFERENCE: Final = "reference"
+FLOOR: Final = "floor"
+
+#: Floor bounds of the call cases, per backend (issue 6).
+FLOOR_BOUNDS: Final[dict[str, float]] = {"cffi": 1.2, "lupa": 1.5}
+
+
+@dataclass
+class Metric:
+    """One row group of the table: a measured quantity with samples per contender.
+
+    :ivar key: short name (``noop``, ``threads-2t`` ...)
+    :ivar unit: printed unit
+    :ivar higher_better: rates (calls/s, scaling) are better higher
+    :ivar ratios: whether cost ratios to the reference and the floor make sense
+    :ivar floor_ratio: whether the cost ratio to the floor makes sense (the floor may do other work)
+    :ivar note: one line printed under the table
+    """
+
+    key: str
+    unit: str
+    higher_better: bool = False
+    ratios: bool = True
+    floor_ratio: bool = True
+    note: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, contender: str, value: float) -> None:
+        """Record one repeat's value."""
+        self.samples.setdefault(contender, []).append(value)
+
+    def median(self, contender: str) -> float | None:
+        """The median over repeats, or ``None`` when the contender has no samples."""
+        values = self.samples.get(contender)
+        return statistics.median(values) if values else None
+
+    def best(self, contender: str) -> float | None:
+        """The best repeat: the minimum, or the maximum for rates."""
+        values = self.samples.get(contender)
+        if not values:
+            return None
+        return max(values) if self.higher_better else min(values)
+
+    def cost_ratio(self, contender: str, other: str) -> float | None:
+        """Cost of ``contender`` over cost of ``other`` on the medians (< 1: cheaper)."""
+        if not self.ratios or (other == FLOOR and not self.floor_ratio):
+            return None
+        mine, theirs = self.median(contender), self.median(other)
+        if mine is None or theirs is None or mine <= 0 or theirs <= 0:
+            return None
+        return theirs / mine if self.higher_better else mine / theirs
+
+
+@dataclass
+class Target:
+    """One target of issue 6 for one contender; ``ok`` is ``None`` when it cannot be judged."""
+
+    metric: str
+    contender: str
+    text: str
+    measured: str
+    ok: bool | None
+
+    @property
+    def verdict(self) -> str:
+        """``pass``, ``MISS`` or ``n/a``."""
+        return "n/a" if self.ok is None else ("pass" if self.ok else "MISS")
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def judge(value: float | None, high: float | None, low: float | None) -> bool | None:
+    """``high >= low``, or ``None`` when ``value`` (what is judged) is missing."""
+    if value is None or high is None or low is None:
+        return None
+    return high >= low
+
+
+def evaluate_targets(metrics: dict[str, Metric], backends: list[str]) -> list[Target]:
+    """The targets of issue 6 for every luaplug backend, judged on medians."""
+    out: list[Target] = []
+
+    def faster(metric: str, backend: str, factor: float) -> None:
+        m = metrics[metric]
+        r = m.cost_ratio(backend, REFERENCE)
+        speed = None if r is None else 1 / r
+        shown = "-" if speed is None else f"{speed:.2f}x"
+        out.append(Target(metric, backend, f">={factor:g}x faster than reference", shown, judge(speed, speed, factor)))
+
+    def at_most(metric: str, backend: str, other: str, factor: float, text: str) -> None:
+        r = metrics[metric].cost_ratio(backend, other)
+        out.append(Target(metric, backend, text, "-" if r is None else f"{r:.2f}x", judge(r, factor, r)))
+
+    for b in backends:
+        for case in ("noop", "add", "greet"):
+            faster(case, b, 3.0)
+            bound = FLOOR_BOUNDS.get(b)
+            if bound is not None:
+                at_most(case, b, FLOOR, bound, f"<={bound:g}x the floor")
+        at_most("load", b, REFERENCE, 1.0, "no slower than reference")
+        at_most("memory", b, REFERENCE, 1.0, "no more than reference")
+        at_most("reload", b, REFERENCE, 1.0, "no slower than reference")
+        at_most("start", b, REFERENCE, 0.5, "<=0.5x reference")
+        scaling = metrics["threads"].median(b)
+        shown = "-" if scaling is None else f"{scaling:.2f}"
+        out.append(Target("threads", b, "2T/1T >= 1.7", shown, judge(scaling, scaling, 1.7)))
+    return out
+
+
+def table(metrics: list[Metric], contenders: list[str], targets: list[Target]) -> str:
+    """The printed table: one row per metric and contender, targets beside their row."""
+    by_row: dict[tuple[str, str], list[str]] = {}
+    for t in targets:
+        by_row.setdefault((t.metric, t.contender), []).append(f"{t.text}: {t.verdict} ({t.measured})")
+    header = ("case", "unit", "contender", "median", "best", "x ref", "x floor", "targets")
+    rows: list[tuple[str, ...]] = []
+    for m in metrics:
+        first = True
+        for c in contenders:
+            if c not in m.samples:
+                continue
+            rows.append(
+                (
+                    m.key if first else "",
+                    m.unit if first else "",
+                    c,
+                    _fmt(m.median(c)),
+                    _fmt(m.best(c)),
+                    _ratio(m.cost_ratio(c, REFERENCE)),
+                    _ratio(m.cost_ratio(c, FLOOR)),
+                    "; ".join(by_row.get((m.key, c), [])),
+                )
+            )
+            first = False
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    right = {3, 4, 5, 6}
+
+    def line(r: tuple[str, ...]) -> str:
+        cells = [r[i].rjust(w) if i in right else r[i].ljust(w) for i, w in enumerate(widths)]
+        return ("  ".join(cells) + "  " + r[-1]).rstrip()
+
+    out = [line(header), "-" * (sum(widths) + 2 * len(widths) + 7)]
+    previous = ""
+    for r in rows:
+        if r[0] and previous:
+            out.append("")
+        out.append(line(r))
+        previous = r[0] or previous
+    return "\n".join(out)
+
+
+def document(metrics: list[Metric], targets: list[Target], meta: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document: metadata, every sample with its summary, every target."""
+    return {
+        "meta": meta,
+        "metrics": [
+            {
+                "case": m.key,
+                "unit": m.unit,
+                "higher_is_better": m.higher_better,
+                "note": m.note,
+                "contenders": {
+                    c: {
+                        "samples": values,
+                        "median": m.median(c),
+                        "best": m.best(c),
+                        "cost_vs_reference": m.cost_ratio(c, REFERENCE),
+                        "cost_vs_floor": m.cost_ratio(c, FLOOR),
+                    }
+                    for c, values in m.samples.items()
+                },
+            }
+            for m in metrics
+        ],
+        "targets": [
+            {"case": t.metric, "contender": t.contender, "target": t.text, "measured": t.measured, "verdict": t.verdict}
+            for t in targets
+        ],
+    }

@@ -1,0 +1,355 @@
+"""Benchmarks: luaplug on each backend, side by side with the reference runtime and the floor.
+
+Run ``python integration/benchmarks/run.py [--quick] [--json out.json] [--backend NAME]``
+(or ``tox -e bench -- --quick``). Contenders, in one process run:
+
+- every available luaplug backend (or the ``--backend`` ones);
+- ``reference``: polyplug 0.1.3 through its own host API and ``dispatch.vm.call``
+  (``integration/reference/adapter.py``), when installed; else its column is skipped;
+- ``floor``: a direct lupa call of a cached Lua function with the same 5 arguments.
+
+Each repeat measures every case on every contender, the contenders interleaved (their order
+rotates per repeat); the table gives the median and the best repeat, and cost ratios to the
+reference and to the floor (contender's cost / other's cost: below 1 is cheaper). Call
+loops subtract an empty-loop baseline. Missed targets are reported, never an exit status:
+the runner exits 0 unless it crashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any
+
+from _common import (
+    BENCH_BUNDLES,
+    PEER_CACHED,
+    PEER_UNCACHED,
+    SUITE_BUNDLES,
+    add_integration_to_path,
+    bundle_copy,
+    empty_loop,
+)
+from _contenders import (
+    SPIN_ROUNDS,
+    BenchBundles,
+    Contender,
+    FloorContender,
+    LuaplugContender,
+    ReferenceContender,
+    Worker,
+)
+from _procs import child_env, load_sample, start_sample
+from _report import FLOOR, REFERENCE, Metric, document, evaluate_targets, table
+
+import luaplug
+
+
+class Plan:
+    """Sizes of one run (``--quick`` shrinks the repeats and the thread loops).
+
+    :ivar repeats: repeats of every in-process case
+    :ivar proc_repeats: repeats of the subprocess cases (start, load)
+    """
+
+    def __init__(self, quick: bool, repeats: int | None) -> None:
+        self.quick = quick
+        self.repeats = repeats or (3 if quick else 9)
+        self.proc_repeats = min(self.repeats, 2 if quick else 5)
+        self.calls = 10_000 if quick else 30_000  # per sample of noop/add/greet
+        self.peer_calls = 10_000 if quick else 50_000
+        self.peer_uncached_calls = 2_000 if quick else 10_000
+        self.reloads = 3 if quick else 7  # per repeat; the sample is their median
+        self.load_count = 100
+        self.thread_calls = {"spin": 1_500 if quick else 12_000, "add": 20_000 if quick else 80_000}
+
+
+def make_metrics() -> dict[str, Metric]:
+    """Every row group of the table, in print order."""
+    ms = [
+        Metric("noop", "ns/call", note="noop: Instance.dispatch(1) of iso.Adder@1 (a no-op handler)"),
+        Metric("add", "ns/call", note="add: typed add(40, 2) through an arg-pack struct and an out slot"),
+        Metric("greet", "ns/call", note="greet: arena.reset() + greet('world') -> StringView in the arena"),
+        Metric(
+            "peer",
+            "ns/call",
+            floor_ratio=False,
+            note="peer: Lua guest -> iso.Adder@1 add via dispatch.vm.call (iface cached)",
+        ),
+        Metric(
+            "peer-resolve",
+            "ns/call",
+            floor_ratio=False,
+            note="peer-resolve: find + resolve + create + call + destroy per call",
+        ),
+        Metric("load", "ms/bundle", note="load: one bundle load in a fresh runtime (median of 100)"),
+        Metric("memory", "KiB/bundle", note="memory: RSS growth per loaded bundle over 100 bundles"),
+        Metric("reload", "ms", note="reload: hot reload of an edited bundle"),
+        Metric("start", "ms", note="start: fresh process, import + create a runtime"),
+        Metric("start+load", "ms", note="start+load: start, then load one bundle (lazy costs show here)"),
+        Metric("threads-1t", "kcalls/s", higher_better=True),
+        Metric("threads-2t", "kcalls/s", higher_better=True),
+        Metric(
+            "threads",
+            "2T/1T",
+            higher_better=True,
+            ratios=False,
+            note=f"threads: spin ({SPIN_ROUNDS} rounds of Lua arithmetic per call), two bundles, one per thread",
+        ),
+        Metric("threads-add-1t", "kcalls/s", higher_better=True),
+        Metric("threads-add-2t", "kcalls/s", higher_better=True),
+        Metric("threads-add", "2T/1T", higher_better=True, ratios=False, note="threads-add: the same with add calls"),
+    ]
+    return {m.key: m for m in ms}
+
+
+def prepare_bundles(work: Path) -> tuple[BenchBundles, Path, dict[str, Path]]:
+    """Copies of the bundles (vendored SDK, ``[function_count]``), shared by every contender.
+
+    :returns: the call-case bundles, the root of the 101 load copies, one reload copy per contender name
+    """
+    sdk = luaplug.sdk_path()
+    root = work / "bundles"
+    root.mkdir()
+    bundles = BenchBundles(
+        sdk=sdk,
+        adder=bundle_copy(SUITE_BUNDLES / "adder", root, sdk=sdk),
+        adder2=bundle_copy(SUITE_BUNDLES / "adder", root, "adder2", {"iso.Adder": "bench.Adder2"}, sdk),
+        greeter=bundle_copy(SUITE_BUNDLES / "greeter", root, sdk=sdk),
+        peerloop=bundle_copy(BENCH_BUNDLES / "peerloop", root, sdk=sdk),
+        spin=bundle_copy(BENCH_BUNDLES / "spin", root, sdk=sdk),
+        spin2=bundle_copy(BENCH_BUNDLES / "spin", root, "spin2", {"bench.Spin": "bench.Spin2"}, sdk),
+    )
+    loads = work / "load"
+    loads.mkdir()
+    for i in range(101):
+        bundle_copy(SUITE_BUNDLES / "adder", loads, f"adder{i:03d}", {"iso.Adder": f"bench.Adder{i:03d}"}, sdk)
+    reload_dirs: dict[str, Path] = {}
+    for name in [*luaplug.available_backends(), REFERENCE, FLOOR]:
+        (work / f"reload-{name}").mkdir()
+        reload_dirs[name] = bundle_copy(
+            SUITE_BUNDLES / "adder", work / f"reload-{name}", "reloadme", {"iso.Adder": "bench.Reload"}, sdk
+        )
+    return bundles, loads, reload_dirs
+
+
+def reference_reason() -> str | None:
+    """``None`` when the reference can run here, else why its column is skipped."""
+    add_integration_to_path()
+    try:
+        from reference.adapter import reference_available
+    except ImportError as exc:  # the adapter itself needs only luaplug; be safe anyway
+        return f"the reference adapter does not import: {exc}"
+    return reference_available()
+
+
+def timed(fn: Callable[[], int]) -> int:
+    """Run a timing loop with the cyclic GC collected beforehand and off during it."""
+    gc.collect()
+    gc.disable()
+    try:
+        return fn()
+    finally:
+        gc.enable()
+
+
+def thread_rates(workers: tuple[Worker, Worker], calls: int) -> tuple[float, float]:
+    """calls/s of ``workers[0]`` alone, and of both at once in two threads."""
+    one = calls * 1e9 / timed(partial(workers[0], calls))
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def run(w: Worker) -> None:
+        try:
+            barrier.wait()
+            w(calls)
+        except BaseException as exc:  # re-raised by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    gc.collect()
+    gc.disable()
+    try:
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = perf_counter_ns()
+        for t in threads:
+            t.join()
+        elapsed = perf_counter_ns() - t0
+    finally:
+        gc.enable()
+    if errors:
+        raise errors[0]
+    return one, 2 * calls * 1e9 / elapsed
+
+
+def measure(
+    contenders: list[Contender], plan: Plan, loads: Path, bundles: BenchBundles, work: Path
+) -> dict[str, Metric]:
+    """Every repeat of every case, contenders interleaved (the order rotates per repeat)."""
+    metrics = make_metrics()
+    env = child_env(work / "pycache")
+    workers = {(c.name, w): (c.worker(w, 0), c.worker(w, 1)) for c in contenders for w in ("spin", "add")}
+    for c in contenders:  # warm-up: JIT traces, caches, byte code for the children
+        c.check()
+        for warm in (c.noop, c.add, c.greet):
+            warm(2000)
+        c.peer(1000, PEER_CACHED)
+        for w in ("spin", "add"):
+            workers[(c.name, w)][0](100)
+        start_sample(c.name, bundles.adder, env)
+    for rep in range(plan.repeats):
+        k = rep % len(contenders)
+        order = contenders[k:] + contenders[:k]
+        print(f"  repeat {rep + 1}/{plan.repeats}", file=sys.stderr, flush=True)
+        n = plan.calls
+        base = min(empty_loop(n) for _ in range(3))
+        for case in ("noop", "add", "greet"):
+            for c in order:
+                elapsed = timed(partial(getattr(c, case), n))
+                metrics[case].add(c.name, max(elapsed - base, 0) / n)
+        for c in order:
+            metrics["peer"].add(c.name, c.peer(plan.peer_calls, PEER_CACHED))
+            metrics["peer-resolve"].add(c.name, c.peer(plan.peer_uncached_calls, PEER_UNCACHED))
+        for c in order:
+            metrics["reload"].add(c.name, statistics.median(c.reload() for _ in range(plan.reloads)))
+        for workload, prefix in (("spin", "threads"), ("add", "threads-add")):
+            for c in order:
+                one, two = thread_rates(workers[(c.name, workload)], plan.thread_calls[workload])
+                metrics[f"{prefix}-1t"].add(c.name, one / 1e3)
+                metrics[f"{prefix}-2t"].add(c.name, two / 1e3)
+                metrics[prefix].add(c.name, two / one)
+        if rep < plan.proc_repeats:
+            for c in order:
+                start, with_load = start_sample(c.name, bundles.adder, env)
+                metrics["start"].add(c.name, start)
+                metrics["start+load"].add(c.name, with_load)
+            for c in order:
+                result = load_sample(c.name, loads, plan.load_count, bundles.sdk, env)
+                metrics["load"].add(c.name, statistics.median(result["load_ms"]))
+                before, after = result["rss_before_kib"], result["rss_after_kib"]
+                if before is not None and after is not None:
+                    metrics["memory"].add(c.name, (after - before) / plan.load_count)
+    return metrics
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="few repeats (CI: keeps the runner from rotting)")
+    p.add_argument("--json", metavar="PATH", type=Path, help="also write the results as JSON to PATH")
+    p.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="measure luaplug backend NAME only (repeatable or comma separated; default: every available one)",
+    )
+    p.add_argument("--repeats", type=int, metavar="N", help="repeats of every case (default: 9, --quick: 3)")
+    p.add_argument("--no-reference", action="store_true", help="leave the reference runtime out")
+    return p.parse_args(argv)
+
+
+def chosen_backends(requested: list[str]) -> list[str]:
+    """The luaplug backends to measure.
+
+    :raises SystemExit: an unknown or unusable backend name (usage error, status 2)
+    """
+    available = luaplug.available_backends()
+    names = [n.strip() for raw in requested for n in raw.split(",") if n.strip()]
+    if not names:
+        return available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        print(
+            f"usage error: no usable luaplug backend named {', '.join(unknown)} (available: {available})",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return list(dict.fromkeys(names))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks, print the table and the targets; 0 unless something crashed."""
+    args = parse_args(argv)
+    plan = Plan(args.quick, args.repeats)
+    backends = chosen_backends(args.backend)
+    started = time.time()
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    ref_reason = "left out (--no-reference)" if args.no_reference else reference_reason()
+    with tempfile.TemporaryDirectory(prefix="luaplug-bench-") as tmp:
+        work = Path(tmp)
+        bundles, loads, reload_dirs = prepare_bundles(work)
+        contenders: list[Contender] = [LuaplugContender(b, bundles, reload_dirs[b]) for b in backends]
+        if ref_reason is None:
+            try:
+                contenders.append(ReferenceContender(bundles, reload_dirs[REFERENCE]))
+            except (RuntimeError, OSError) as exc:  # the reference is optional; say why it is missing
+                ref_reason = f"the reference runtime failed to start: {exc}"
+        if ref_reason is not None:
+            notes.append(f"reference column skipped: {ref_reason}")
+        contenders.append(FloorContender(bundles, reload_dirs[FLOOR]))
+        print(
+            f"luaplug benchmarks: {', '.join(c.name for c in contenders)}; {plan.repeats} repeats"
+            f"{' (quick)' if plan.quick else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            metrics = measure(contenders, plan, loads, bundles, work)
+        finally:
+            for c in contenders:
+                c.close()
+    names = [c.name for c in contenders]
+    targets = evaluate_targets(metrics, backends)
+    print(table(list(metrics.values()), names, targets))
+    print()
+    for m in metrics.values():
+        if m.note:
+            print(f"  {m.note}")
+    print(f"  {os.cpu_count()} CPUs; the threads rows need 2 idle ones to mean much")
+    print("  best = min over repeats (max for rates); x ref / x floor = cost ratio of medians (<1: cheaper)")
+    for note in notes:
+        print(f"  note: {note}")
+    judged = [t for t in targets if t.ok is not None]
+    missed = [t for t in judged if not t.ok]
+    print(f"\ntargets: {len(judged) - len(missed)} pass, {len(missed)} miss, {len(targets) - len(judged)} n/a")
+    for t in missed:
+        print(f"  MISS {t.contender} {t.metric}: {t.text} (measured {t.measured})")
+    duration = time.perf_counter() - t0
+    print(f"\n({duration:.1f} s)")
+    if args.json is not None:
+        meta: dict[str, Any] = {
+            "started": started,
+            "duration_s": duration,
+            "quick": plan.quick,
+            "repeats": plan.repeats,
+            "python": sys.version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "backends": backends,
+            "contenders": names,
+            "reference": "polyplug 0.1.3" if ref_reason is None else None,
+            "notes": notes,
+        }
+        args.json.write_text(json.dumps(document(list(metrics.values()), targets, meta), indent=2) + "\n", "utf-8")
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

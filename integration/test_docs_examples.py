@@ -1,0 +1,48 @@
+"""The documentation's examples (docs/examples/) run on every backend, so the tutorial cannot rot."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from luaplug import typed
+from luaplug.typed.luagen import generate_lua
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+EXAMPLES = DOCS / "examples"
+
+
+def _module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docs_example_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_first_host(backend: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LUAPLUG_BACKEND", raising=False)
+    _module(EXAMPLES / "first_host.py").main(backend)
+    assert capsys.readouterr().out.splitlines() == [
+        f"loaded hello on {backend}: hello.Greeter@1",
+        "hello, world!",
+        "hello, Lua!",
+        "greeted 2 times",
+        "TypeError: greet() argument 'name' (StringView): expected str or bytes, not int",
+    ]
+
+
+def test_the_example_glue_is_current() -> None:
+    api = typed.load_api(EXAMPLES / "hello" / "api.toml")
+    assert (EXAMPLES / "hello" / "contracts.lua").read_text("utf-8") == generate_lua(api, "hello")
+
+
+def test_the_docs_include_only_existing_examples() -> None:
+    # pymdownx.snippets lines: --8<-- "path" (relative to docs/examples)
+    for page in DOCS.rglob("*.md"):
+        for ref in re.findall(r'--8<-- "([^"]+)"', page.read_text("utf-8")):
+            assert (EXAMPLES / ref.split(":")[0]).is_file(), f"{page}: {ref}"

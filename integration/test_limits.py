@@ -1,0 +1,243 @@
+"""Resource limits and untrusted mode (issue 8): a memory cap per bundle, an instruction budget
+per call, and bundles run without os/io/debug/bytecode/C modules/raw ffi."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import luaplug
+from luaplug.abi import ffi
+
+MiB = 1024 * 1024
+
+# A contract whose fn 0 allocates `n` KiB of strings it keeps only for the call,
+# fn 1 does nothing, fn 2 spins forever, fn 3 spins inside pcall in a loop (trying to
+# swallow the budget's error), fn 4 counts to `n` (a call under the budget).
+HUNGRY = """
+local ffi = require("ffi")
+local function grab(_, args)
+  local n = ffi.cast("const int32_t*", args)[0]
+  local keep = {}
+  for i = 1, n do keep[i] = string.rep("x", 1024) .. i end
+  return #keep
+end
+local function spin() while true do end end
+local function stubborn()
+  while true do pcall(function() while true do end end) end
+end
+local function count(_, args, out)
+  local n, s = ffi.cast("const int32_t*", args)[0], 0
+  for i = 1, n do s = s + i end
+  ffi.cast("int64_t*", out)[0] = s
+end
+function polyplug_init()
+  return { ["iso.Hungry"] = { factory = function() return {} end,
+    functions = { [0] = grab, [1] = function() end, [2] = spin, [3] = stubborn, [4] = count } } }, { code = 0 }
+end
+"""
+
+
+def int_arg(n: int) -> object:
+    return ffi.new("int32_t*", n)
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def test_a_call_over_the_memory_limit_fails_and_the_bundle_stays_usable(backend: str, bundles: Path) -> None:
+    with luaplug.Runtime(backend, memory_limit=8 * MiB) as rt:
+        rt.load_code(HUNGRY, "hungry")
+        rt.load(bundles / "counter")  # same cap, well within it
+        inst = rt.contract("iso.Hungry@1").default
+        inst.call(0, int_arg(256))  # 256 KiB: fine
+        with pytest.raises(luaplug.DispatchMemoryError) as info:
+            inst.call(0, int_arg(64 * 1024))  # 64 MiB: over the cap
+        assert isinstance(info.value, luaplug.LuaMemoryError)
+        assert isinstance(info.value, luaplug.DispatchError)
+        assert info.value.code == luaplug.AbiErrorCode.Generic
+        assert "not enough memory" in (info.value.lua_error or "")
+        assert inst.dispatch(0, int_arg(64 * 1024)) == luaplug.AbiErrorCode.Generic
+        for _ in range(3):  # what failed was freed: the bundle keeps working
+            inst.call(0, int_arg(256))
+        out = ffi.new("int64_t*")
+        rt.contract("iso.Counter@1").default.call(0, 0, out)
+        assert out[0] == 1
+
+
+def test_a_load_over_the_memory_limit_fails_cleanly(backend: str, bundles: Path) -> None:
+    greedy = "local t = {} for i = 1, 1e7 do t[i] = string.rep('y', 64) .. i end\n" + HUNGRY
+    with luaplug.Runtime(backend) as rt:
+        rt.load(bundles / "counter")
+        with pytest.raises(luaplug.InitMemoryError) as info:
+            rt.load_code(greedy, "greedy", memory_limit=4 * MiB)
+        assert isinstance(info.value, luaplug.LuaMemoryError) and isinstance(info.value, luaplug.LoadError)
+        assert "not enough memory" in info.value.error
+        assert rt.contracts() == ["iso.Counter@1"]
+        rt.load_code(HUNGRY, "hungry", memory_limit=4 * MiB)  # the same runtime loads within a cap
+        rt.contract("iso.Hungry@1").default.call(0, int_arg(64))
+
+
+def test_a_load_may_lift_the_runtime_default(backend: str) -> None:
+    with luaplug.Runtime(backend, memory_limit=4 * MiB) as rt:
+        capped = rt.load_code(HUNGRY, "capped")
+        assert capped.options.memory_limit == 4 * MiB
+        with pytest.raises(luaplug.DispatchMemoryError):
+            rt.contract("iso.Hungry@1").default.call(0, int_arg(16 * 1024))
+        rt.unload("capped")
+        free = rt.load_code(HUNGRY, "free", memory_limit=0)
+        assert free.options.memory_limit is None
+        rt.contract("iso.Hungry@1").default.call(0, int_arg(16 * 1024))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "8M"])
+def test_limits_must_be_non_negative_ints(backend: str, bad: object) -> None:
+    with pytest.raises(ValueError):
+        luaplug.Runtime(backend, memory_limit=bad)  # type: ignore[arg-type]
+
+
+# -- instruction budget -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def budgeted(backend: str) -> luaplug.Runtime:
+    rt = luaplug.Runtime(backend, instruction_limit=200_000)
+    rt.load_code(HUNGRY, "hungry")
+    yield rt  # type: ignore[misc]
+    rt.close()
+
+
+@pytest.mark.parametrize("fn", [2, 3], ids=["spin", "pcall-loop"])
+def test_a_runaway_call_is_stopped(budgeted: luaplug.Runtime, fn: int) -> None:
+    inst = budgeted.contract("iso.Hungry@1").default
+    with pytest.raises(luaplug.DispatchLimitError) as info:
+        inst.call(fn)
+    assert isinstance(info.value, luaplug.InstructionLimitError)
+    assert (info.value.lua_error or "").startswith("instruction limit exceeded")
+    out = ffi.new("int64_t*")
+    for _ in range(5):  # each call gets a fresh budget; the VM is fine
+        inst.call(4, int_arg(1000), out)
+        assert out[0] == 500500
+
+
+def test_the_budget_is_per_call_and_the_jit_stays_off(budgeted: luaplug.Runtime) -> None:
+    inst = budgeted.contract("iso.Hungry@1").default
+    out = ffi.new("int64_t*")
+    inst.call(4, int_arg(20_000), out)  # well under 200k instructions
+    assert out[0] == 20_000 * 20_001 // 2
+    with pytest.raises(luaplug.DispatchLimitError):
+        inst.call(4, int_arg(10_000_000), out)
+    probe = """
+    local jit = require("jit")
+    function polyplug_init()
+      jit.on()  -- a no-op under a budget
+      local ok = pcall(debug.sethook)
+      return { ["iso.JitProbe"] = { factory = function() return {} end, functions = { [0] = function(_, _, out)
+        require("ffi").cast("int32_t*", out)[0] = (jit.status() and 1 or 0) + (ok and 2 or 0)
+      end } } }, { code = 0 }
+    end
+    """
+    budgeted.load_code(probe, "probe")
+    flags = ffi.new("int32_t*", -1)
+    budgeted.contract("iso.JitProbe@1").default.call(0, 0, flags)
+    assert flags[0] == 0  # JIT off, and debug.sethook refused
+
+
+def test_a_runaway_load_is_stopped(backend: str, bundles: Path) -> None:
+    with luaplug.Runtime(backend) as rt:
+        with pytest.raises(luaplug.InitLimitError) as info:
+            rt.load_code("while true do end", "forever", instruction_limit=100_000)
+        assert isinstance(info.value, luaplug.InstructionLimitError)
+        assert "instruction limit exceeded" in info.value.error
+        with pytest.raises(luaplug.InitLimitError):
+            rt.load_code("function polyplug_init() while true do end end", "init_forever", instruction_limit=100_000)
+        assert rt.contracts() == []
+        rt.load(bundles / "counter", instruction_limit=100_000)
+        out = ffi.new("int64_t*")
+        rt.contract("iso.Counter@1").default.call(0, 0, out)
+        assert out[0] == 1
+
+
+def test_a_reload_keeps_the_limits(backend: str, copy_bundle: object) -> None:
+    src = copy_bundle("counter")  # type: ignore[operator]
+    with luaplug.Runtime(backend, hot_reload=True) as rt:
+        rt.load(src, instruction_limit=50_000, memory_limit=8 * MiB, untrusted=True)
+        new = rt.reload("counter")
+        assert new.options == luaplug.engine.StateOptions(8 * MiB, 50_000, True)
+
+
+# -- untrusted mode -----------------------------------------------------------------------------------
+
+PROBE = r"""
+local ffi = require("ffi")
+local guest = require("polyplug_guest")
+local results = {}
+local function check(name, ok) results[#results + 1] = name .. "=" .. (ok and "1" or "0") end
+check("os", os ~= nil)
+check("io", io ~= nil)
+check("debug", debug ~= nil)
+check("dofile", dofile ~= nil)
+check("loadfile", loadfile ~= nil)
+check("loadlib", package.loadlib ~= nil)
+check("bytecode", (loadstring(string.dump(function() return 1 end)) ~= nil))
+check("load_bytecode", (load(string.dump(function() return 1 end), "x", "b") ~= nil))
+check("source", loadstring("return 40 + 2")() == 42)
+check("ffi.C", ffi.C ~= nil)
+check("ffi.load", ffi.load ~= nil)
+check("ffi.cast", ffi.cast("uint8_t*", 0) == nil)
+check("jit.util", pcall(require, "jit.util"))
+check("c_module", pcall(require, "some_c_module"))
+local report = table.concat(results, ",")
+function polyplug_init(host)
+  guest.log(host, guest.LogLevel.Info, "iso.probe", report)  -- the SDK works untrusted
+  return { ["iso.Probe"] = { factory = function() return {} end, functions = { [0] = function(_, _, out, arena, alloc)
+    local p = alloc(#report, arena)
+    ffi.copy(ffi.cast("uint8_t*", p), report, #report)
+    local sv = ffi.cast("struct { const uint8_t* ptr; size_t len; } *", out)
+    sv.ptr, sv.len = ffi.cast("const uint8_t*", p), #report
+  end } } }, { code = 0 }
+end
+"""
+
+
+def probe(rt: luaplug.Runtime, **load: object) -> dict[str, str]:
+    rt.load_code(PROBE, "probe", **load)  # type: ignore[arg-type]
+    out = ffi.new("StringView*")
+    with luaplug.CallArena(1024, host=rt) as arena:
+        rt.contract("iso.Probe@1").default.call(0, 0, out, arena)
+        text = bytes(ffi.buffer(out.ptr, out.len)).decode()
+    rt.unload("probe")
+    return dict(item.split("=") for item in text.split(","))
+
+
+def test_untrusted_bundles_lose_the_dangerous_parts(runtime: luaplug.Runtime) -> None:
+    seen = probe(runtime, untrusted=True)
+    for gone in ("os", "io", "debug", "dofile", "loadfile", "loadlib", "bytecode", "load_bytecode"):
+        assert seen[gone] == "0", gone
+    for gone in ("ffi.C", "ffi.load", "jit.util", "c_module"):
+        assert seen[gone] == "0", gone
+    assert seen["source"] == "1" and seen["ffi.cast"] == "1"
+
+
+def test_trusted_bundles_keep_everything(runtime: luaplug.Runtime) -> None:
+    seen = probe(runtime)
+    for kept in ("os", "io", "debug", "dofile", "loadfile", "loadlib", "ffi.C", "ffi.load", "source", "ffi.cast"):
+        assert seen[kept] == "1", kept
+    assert seen["bytecode"] == "1"  # a trusted bundle may load bytecode chunks itself
+
+
+def test_untrusted_bundle_runs_the_protocol(backend: str, bundles: Path) -> None:
+    with luaplug.Runtime(backend) as rt:
+        for name in ("counter", "greeter", "echo", "consumer"):
+            rt.load(bundles / name, untrusted=True)
+        out = ffi.new("int64_t*")
+        rt.contract("iso.Counter@1").default.call(0, 0, out)
+        assert out[0] == 1
+        data = b"peer"
+        buf = ffi.new("uint8_t[]", data)
+        arg = ffi.new("StringView*", {"ptr": buf, "len": len(data)})
+        res = ffi.new("StringView*")
+        with luaplug.CallArena(256, host=rt) as arena:
+            rt.contract("iso.Consumer@1").default.call(0, arg, res, arena)
+            assert bytes(ffi.buffer(res.ptr, res.len)) == b"echo: peer"

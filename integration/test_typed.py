@@ -1,0 +1,202 @@
+"""Typed contracts (spec §14): generated Lua glue + plain Lua methods, called through ``Runtime.bind``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import luaplug
+from luaplug import AbiErrorCode, typed
+from luaplug.cli import main as cli_main
+from luaplug.typed.luagen import generate_lua
+
+BUNDLE = "typed_calc"
+CopyBundle = Callable[..., Path]
+
+
+@pytest.fixture
+def api_path(bundles: Path) -> Path:
+    return bundles / BUNDLE / "api.toml"
+
+
+@pytest.fixture
+def rt(runtime: luaplug.Runtime, bundles: Path) -> luaplug.Runtime:
+    runtime.load(bundles / BUNDLE)
+    return runtime
+
+
+@pytest.fixture
+def calc(rt: luaplug.Runtime, api_path: Path) -> Iterator[typed.TypedProxy]:
+    with rt.bind(api_path, "typed.Calc@1") as proxy:
+        yield proxy
+
+
+def test_the_committed_glue_is_what_codegen_writes(api_path: Path) -> None:
+    committed = (api_path.parent / "contracts.lua").read_text("utf-8")
+    assert committed == generate_lua(typed.load_api(api_path), BUNDLE)
+
+
+def test_freshly_generated_glue_loads_and_serves(runtime: luaplug.Runtime, copy_bundle: CopyBundle) -> None:
+    path = copy_bundle(BUNDLE)
+    (path / "contracts.lua").unlink()
+    code = cli_main(["codegen", str(path / "api.toml"), "--lang", "lua", "--plugin", BUNDLE, "--out", str(path)])
+    assert code == 0
+    runtime.load(path)
+    with runtime.bind(path / "api.toml") as calc:
+        assert calc.add(2, 3) == 5
+        assert calc.greet("world") == "hello, world"
+    assert runtime.contract("typed.Calc@1").plugin_name == BUNDLE
+
+
+def test_every_type_round_trips(calc: typed.TypedProxy, api_path: Path) -> None:
+    Color = typed.load_api(api_path).enum("Color").python
+    assert calc.add(2, 3) == 5
+    assert calc.add(-(2**31), 2**31 - 1) == -1
+    assert calc.noop() is None
+    assert calc.negate(2**62) == -(2**62)
+    assert calc.greet("wörld") == "hello, wörld"
+    assert calc.greet(b"bytes") == "hello, bytes"
+    assert calc.greet("") == "hello, "
+    assert calc.widen(255, 65535, 2**32 - 1) == 255 + 65535 + 2**32 - 1
+    assert calc.mix(-128, -32768, -(2**62), 2**62) == -128 - 32768
+    assert calc.scale(1.5, 2.0) == 3.0
+    assert calc.half(3.0) == 1.5
+    assert calc.both(True, True) is True
+    assert calc.both(True, False) is False
+    nxt = calc.next_color(Color.Green)
+    assert nxt is Color.Blue
+    assert calc.next_color(4) is Color.Red  # plain ints that are variants are accepted
+    assert calc.describe("tag", 7, True, Color.Blue) == "tag:7:true:4"
+    assert calc.add(a=1, b=2) == 3  # keywords by the declared names
+
+
+def test_bad_arguments_raise_before_the_call(calc: typed.TypedProxy) -> None:
+    assert calc.count() == 1
+    with pytest.raises(TypeError, match="argument 'a'"):
+        calc.add("2", 3)
+    with pytest.raises(TypeError):
+        calc.add(2.5, 3)
+    with pytest.raises(OverflowError, match="'b'"):
+        calc.add(1, 2**31)
+    with pytest.raises(OverflowError):
+        calc.widen(256, 0, 0)
+    with pytest.raises(OverflowError):
+        calc.widen(-1, 0, 0)
+    with pytest.raises(OverflowError):
+        calc.mix(0, 0, 0, 2**64)
+    with pytest.raises(OverflowError):
+        calc.half(1e39)
+    with pytest.raises(TypeError, match="StringView"):
+        calc.greet(42)
+    with pytest.raises(ValueError, match="Color"):
+        calc.next_color(3)
+    with pytest.raises(TypeError):
+        calc.add(1)
+    assert calc.count() == 2  # nothing above reached the VM
+    assert math.isinf(calc.half(math.inf))
+
+
+def test_a_lua_error_raises_dispatch_error(calc: typed.TypedProxy, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="luaplug.loader")
+    with pytest.raises(luaplug.DispatchError) as info:
+        calc.fail("kaboom")
+    assert info.value.code == AbiErrorCode.Generic
+    assert info.value.contract == "typed.Calc@1"
+    assert info.value.fn_id == 12
+    assert "kaboom" in (info.value.lua_error or "")
+    assert any("kaboom" in r.getMessage() for r in caplog.records)
+    assert calc.add(1, 1) == 2  # still usable
+
+
+def test_each_proxy_owns_an_instance(rt: luaplug.Runtime, api_path: Path) -> None:
+    with rt.bind(api_path) as one, rt.bind(api_path) as two, rt.bind(api_path, instance=False) as default:
+        assert [one.count(), one.count(), two.count()] == [1, 2, 1]
+        assert default.instance.id == 0
+        assert one.instance.id != two.instance.id
+        assert default.count() == 1
+    assert one.closed
+    with pytest.raises(ValueError, match="closed"):
+        one.count()
+    with pytest.raises(ValueError):
+        _ = one.instance
+    with rt.bind(api_path, instance=False) as again:
+        assert again.count() == 2  # the default impl lives on
+
+
+def test_close_destroys_the_instance(rt: luaplug.Runtime, api_path: Path) -> None:
+    proxy = rt.bind(api_path)
+    inst = proxy.instance
+    proxy.close()
+    assert inst.dispatch(11) == AbiErrorCode.StaleHandle
+    proxy.close()  # idempotent
+
+
+def test_strings_longer_than_the_arena(rt: luaplug.Runtime, api_path: Path) -> None:
+    proxy = typed.bind(rt, api_path, arena_capacity=64)
+    try:
+        big = "x" * 10_000
+        for _ in range(50):
+            assert proxy.greet(big) == "hello, " + big
+            assert proxy.greet("small") == "hello, small"
+        assert proxy._arena.overflow_blocks <= 2  # reset per call: no growth
+    finally:
+        proxy.close()
+
+
+def test_the_default_impl_follows_a_reload(runtime: luaplug.Runtime, copy_bundle: CopyBundle) -> None:
+    path = copy_bundle(BUNDLE)
+    runtime.load(path)
+    with runtime.bind(path / "api.toml", instance=False) as default, runtime.bind(path / "api.toml") as own:
+        assert default.count() == 1
+        assert own.count() == 1
+        main = path / "main.lua"
+        main.write_text(main.read_text("utf-8").replace('"hello, "', '"hi, "'), "utf-8")
+        runtime.reload(BUNDLE)
+        assert default.greet("you") == "hi, you"
+        assert default.count() == 1  # a new VM: fresh state
+        with pytest.raises(luaplug.DispatchError) as info:
+            own.count()
+        assert info.value.code == AbiErrorCode.StaleHandle
+
+
+def test_a_python_declaration(rt: luaplug.Runtime) -> None:
+    color = typed.enum("Color", "u8", {"Red": 1, "Green": 2, "Blue": 4})
+    spec = typed.contract(
+        "typed.Calc@1",
+        typed.function("add", [("a", "i32"), ("b", "i32")], returns="i32"),
+        typed.function("noop"),
+        typed.function("negate", {"x": "i64"}, returns="i64"),
+        typed.function("greet", [("name", "StringView")], returns="StringView"),
+        *[typed.function(f"unused{i}") for i in range(5)],
+        typed.function("next_color", [("c", color)], returns=color),
+    )
+    with rt.bind(spec) as calc:
+        assert calc.add(20, 22) == 42
+        assert calc.negate(-5) == 5
+        assert calc.greet("py") == "hello, py"
+        assert calc.next_color(color.python.Blue) == color.python.Red
+
+
+def test_binding_errors(rt: luaplug.Runtime, api_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(luaplug.ApiSpecError, match="no contract"):
+        rt.bind(api_path, "typed.Other@1")
+    with pytest.raises(luaplug.ApiSpecError, match="no contract"):
+        rt.bind(api_path, "typed.Calc@2")
+    other = tmp_path / "api.toml"
+    other.write_text('[[guest_contract]]\nname = "not.Loaded"\nversion = "1.0.0"\n', "utf-8")
+    with pytest.raises(luaplug.ContractNotFoundError):
+        rt.bind(other)
+    with pytest.raises(luaplug.ApiSpecError, match="cannot read"):
+        rt.bind(tmp_path / "missing.toml")
+
+
+def test_the_bundle_dir_is_self_contained(bundles: Path, tmp_path: Path) -> None:
+    # What a reference-runtime run needs besides the SDK: the glue sits next to main.lua.
+    target = tmp_path / BUNDLE
+    shutil.copytree(bundles / BUNDLE, target)
+    assert {p.name for p in target.iterdir()} >= {"manifest.toml", "main.lua", "contracts.lua", "api.toml"}

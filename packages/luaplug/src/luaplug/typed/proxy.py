@@ -1,0 +1,341 @@
+"""Typed proxies: call a contract's functions with Python values.
+
+:func:`bind` turns a :class:`~luaplug.typed.spec.ContractSpec` and a loaded contract into a
+:class:`TypedProxy` with one method per function. Each method packs its arguments exactly
+like generated glue reads them (spec §14): no param -> a null ``args``; one param -> a
+pointer to that value; two or more -> the arg-pack struct, fields in declaration order, C
+layout. It reads the out slot and copies a returned ``StringView`` out of the proxy's own
+:class:`~luaplug.CallArena`, which is reset before every call.
+
+The per-call path is compiled once per function at bind time (Python source built from the
+signature, like :mod:`dataclasses` does): the argument struct, the out slot and their
+addresses are preallocated, and a call does the field stores, one backend dispatch and
+the result read, nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+from ..abi import AbiErrorCode, ffi
+from ..arena import CallArena
+from ..errors import ContractNotFoundError, DispatchError, LuaplugError
+from .apitoml import load_api
+from .spec import ApiSpec, ContractSpec, FunctionSpec
+from .types import EnumType, ScalarType, TypeSpec, python_name
+
+if TYPE_CHECKING:
+    from ..contract import Contract, Instance
+    from ..runtime import Runtime
+
+__all__ = ["TypedProxy", "bind"]
+
+_log: Final = logging.getLogger("luaplug.typed")
+_STALE: Final = int(AbiErrorCode.StaleHandle)
+_FLT_MAX: Final = 3.4028234663852886e38
+_INFS: Final = (math.inf, -math.inf)
+#: a StringView whose ``ptr`` reads as ``char*``: ``ffi.unpack`` then yields bytes
+_SV_OUT: Final = "struct { const char* ptr; size_t len; }"
+
+
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def _arg_error(exc: Exception, fn: str, param: str, tname: str) -> Exception:
+    """The same exception type, naming the function and the parameter."""
+    return type(exc)(f"{fn}() argument {param!r} ({tname}): {exc}")
+
+
+def _string_arg(value: object, fn: str, param: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{fn}() argument {param!r} (StringView): expected str or bytes, not {type(value).__name__}")
+
+
+class _Compiled:
+    """One function's preallocated memory and the source of its call path."""
+
+    def __init__(self, spec: ContractSpec, fn_id: int, fn: FunctionSpec) -> None:
+        self.fn_id = fn_id
+        self.fn = fn
+        self.names: dict[str, Any] = {}
+        n = len(fn.params)
+        if n == 0:
+            self.args_address = 0
+        elif n == 1:
+            self.args = ffi.new(f"{fn.params[0].type.ctype}*")
+            self.args_address = _address(self.args)
+        else:
+            fields = " ".join(f"{p.type.ctype} {p.name};" for p in fn.params)
+            # An anonymous struct with the exact layout of <ContractStruct><FnPascal>Args.
+            self.args = ffi.new(f"struct {{ {fields} }} *")
+            self.args_address = _address(self.args)
+        if fn.returns is None:
+            self.out_address = 0
+        elif fn.returns.kind == "string":
+            self.out = ffi.new(f"{_SV_OUT} *")
+            self.out_address = _address(self.out)
+        else:
+            self.out = ffi.new(f"{fn.returns.ctype}*")
+            self.out_address = _address(self.out)
+
+        # Built now: building it fills self.names with the helpers it refers to.
+        self.code: Any = compile(self.source(), f"<luaplug typed {fn.name}>", "exec")
+
+    def source(self) -> str:
+        """Python source of ``def _make(<closure values>): def <fn>(...): ...; return <fn>``."""
+        fn = self.fn
+        pnames = [python_name(p.name) for p in fn.params]
+        pnames = [f"{n}_" if n.startswith("_lp") else n for n in pnames]
+        body: list[str] = []
+        single = len(fn.params) == 1
+        for i, (p, local) in enumerate(zip(fn.params, pnames, strict=True)):
+            body += self._pack(i, p.name, p.type, local, single)
+        if fn.returns is not None and fn.returns.kind == "string":
+            body.append("_lp_out.len = 0")
+        body += [
+            # Reset the arena: a full reset once overflow blocks exist, else rewind cur if it moved.
+            "if _lp_arena_words[4]: _lp_arena.reset()",
+            "elif _lp_arena_words[0] != _lp_base: _lp_arena_words[0] = _lp_base",
+            "try:",
+            f"    _lp_call({self.fn_id}, {self.args_address}, {self.out_address}, _lp_arena)",
+            "except _lp_DispatchError as _lp_e:",
+            f"    if not _lp_retry(_lp_e, {self.fn_id}): raise",
+        ]
+        body += self._unpack(fn.returns)
+        lines = [f"def {fn.name}({', '.join(pnames)}):"] + [f"    {line}" for line in body]
+        closure = "_lp_call, _lp_retry, _lp_arena, _lp_arena_words, _lp_base"
+        inner = "\n".join(f"    {line}" for line in lines)
+        return f"def _make({closure}):\n{inner}\n    return {fn.name}\n"
+
+    def _pack(self, i: int, name: str, t: TypeSpec, local: str, single: bool) -> list[str]:
+        fname = self.fn.name
+        self.names[f"_lp_err_{i}"] = lambda exc, _p=name, _t=t.name: _arg_error(exc, fname, _p, _t)
+        target = "_lp_args[0]" if single else f"_lp_args.{name}"
+        if t.kind == "string":
+            self.names[f"_lp_str_{i}"] = lambda v, _p=name: _string_arg(v, fname, _p)
+            sv = "_lp_args" if single else f"_lp_sv_{i}"
+            if not single:
+                self.names[sv] = getattr(self.args, name)
+            return [
+                f"_lp_b{i} = {local}.encode() if {local}.__class__ is str else _lp_str_{i}({local})",
+                f"_lp_k{i} = _lp_from_buffer('uint8_t[]', _lp_b{i})",
+                f"{sv}.ptr = _lp_k{i}",
+                f"{sv}.len = len(_lp_b{i})",
+            ]
+        lines = [
+            "try:",
+            f"    {target} = {local}",
+            "except (TypeError, OverflowError) as _lp_e:",
+            f"    raise _lp_err_{i}(_lp_e) from None",
+        ]
+        if t.kind == "float" and isinstance(t, ScalarType) and t.name == "f32":
+            lines.append(
+                f"if {target} in _lp_infs and {local} not in _lp_infs: "
+                f"raise _lp_err_{i}(OverflowError('{local} does not fit float'))"
+            )
+        if isinstance(t, EnumType):
+            self.names[f"_lp_valid_{i}"] = frozenset(v for _, v in t.variants)
+            lines.append(
+                f"if {local} not in _lp_valid_{i}: "
+                f"raise _lp_err_{i}(ValueError(f'{{{local}!r}} is not a {t.name} value'))"
+            )
+        return lines
+
+    def _unpack(self, t: TypeSpec | None) -> list[str]:
+        if t is None:
+            return ["return None"]
+        if t.kind == "string":
+            return [
+                "_lp_n = _lp_out.len",
+                "if not _lp_n: return ''",
+                "_lp_p = _lp_out.ptr",
+                "if not _lp_p: _lp_null_string()",
+                "return _lp_unpack(_lp_p, _lp_n).decode('utf-8')",
+            ]
+        if isinstance(t, EnumType):
+            self.names["_lp_members"] = {int(m.value): m for m in t.python}
+            return ["_lp_v = _lp_out[0]", "return _lp_members.get(_lp_v, _lp_v)"]
+        return ["return _lp_out[0]"]
+
+    def build(self, proxy: TypedProxy) -> Callable[..., Any]:
+        """The method, closed over the proxy's current dispatch."""
+        ns: dict[str, Any] = {
+            "_lp_args": getattr(self, "args", None),
+            "_lp_out": getattr(self, "out", None),
+            "_lp_from_buffer": ffi.from_buffer,
+            "_lp_unpack": ffi.unpack,
+            "_lp_infs": _INFS,
+            "_lp_null_string": _null_string,
+            "_lp_DispatchError": DispatchError,
+            **self.names,
+        }
+        exec(self.code, ns)  # our own source, built from validated identifiers
+        method: Callable[..., Any] = ns["_make"](
+            proxy.instance.call, proxy._retry, proxy._arena, proxy._arena_words, proxy._arena_base
+        )
+        method.__qualname__ = f"TypedProxy.{self.fn.name}"
+        method.__doc__ = f"{self.fn.signature()}\n\n{self.fn.docs}".rstrip()
+        return method
+
+
+def _null_string() -> None:
+    raise DispatchError(AbiErrorCode.InvalidPointer, lua_error="the guest returned a null StringView with a length")
+
+
+class TypedProxy:
+    """A contract with one Python method per function (``proxy.add(2, 3) -> 5``).
+
+    Made by :meth:`luaplug.Runtime.bind`. The proxy owns a fresh instance (or uses the
+    default impl, which follows hot reloads) and a call arena. Methods raise
+    :class:`TypeError`/:class:`OverflowError`/:class:`ValueError` for bad arguments before
+    anything is called, and :class:`~luaplug.DispatchError` when the call fails.
+
+    Not thread-safe: use one proxy per thread (they are cheap).
+    """
+
+    def __init__(
+        self, runtime: Runtime, spec: ContractSpec, *, instance: bool = True, arena_capacity: int = 4096
+    ) -> None:
+        self._spec = spec
+        self._contract: Contract = runtime.contract(spec.name, spec.major)
+        self._owns_instance = instance
+        self._instance: Instance | None = self._contract.create_instance() if instance else self._contract.default
+        self._closed = False
+        self._arena = CallArena(arena_capacity, host=runtime)
+        # SAFETY: the words alias the arena's C struct, which the arena owns until close().
+        self._arena_words: Any = ffi.cast("uintptr_t*", self._arena.address)
+        self._arena_base: int = int(self._arena_words[2])
+        self._compiled = [_Compiled(spec, i, fn) for i, fn in enumerate(spec.functions)]
+        self._install()
+
+    def _install(self) -> None:
+        for c in self._compiled:
+            setattr(self, python_name(c.fn.name), c.build(self))
+
+    # -- failures -----------------------------------------------------------------
+
+    def _retry(self, exc: DispatchError, fn_id: int) -> bool:
+        """A call failed with ``exc``. A proxy of the default impl follows a reload: it
+        rebinds and calls again (``True``); every other failure re-raises (``False``)."""
+        if exc.code != _STALE or self._owns_instance or self._closed:
+            return False
+        try:
+            fresh = self._contract.default
+        except ContractNotFoundError:
+            return False
+        if fresh is self._instance:
+            return False
+        self._instance = fresh
+        self._install()
+        c = self._compiled[fn_id]
+        fresh.call(fn_id, c.args_address, c.out_address, self._arena)
+        return True
+
+    # -- introspection and lifetime -----------------------------------------------
+
+    @property
+    def spec(self) -> ContractSpec:
+        """The contract declaration the proxy was built from."""
+        return self._spec
+
+    @property
+    def instance(self) -> Instance:
+        """The instance the proxy calls (id 0 for the default impl).
+
+        :raises ValueError: the proxy is closed
+        """
+        if self._instance is None:
+            raise ValueError("the proxy is closed")
+        return self._instance
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Destroy the proxy's instance (not the default impl) and free its arena."""
+        if self._closed:
+            return
+        self._closed = True
+        inst, self._instance = self._instance, None
+        for c in self._compiled:
+            setattr(self, python_name(c.fn.name), _closed_method(c.fn.name))
+        if inst is not None and self._owns_instance:
+            try:
+                inst.destroy()
+            except LuaplugError:
+                _log.warning("destroying the instance of %s failed", self._spec.key, exc_info=True)
+        self._arena.close()
+
+    def __enter__(self) -> TypedProxy:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        TypedProxy.close(self)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not functions of the contract.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        names = ", ".join(self._spec.function_names)
+        raise AttributeError(f"contract {self._spec.key} has no function {name!r} (has: {names})")
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *(python_name(n) for n in self._spec.function_names)})
+
+    def __repr__(self) -> str:
+        state = "closed" if self._instance is None else f"instance #{self._instance.id}"
+        return f"<TypedProxy {self._spec.key} {state}>"
+
+
+def _closed_method(name: str) -> Callable[..., Any]:
+    def closed(*_args: object, **_kwargs: object) -> Any:
+        raise ValueError(f"{name}(): the proxy is closed")
+
+    return closed
+
+
+def _resolve_spec(api: ApiSpec | ContractSpec | str | os.PathLike[str], contract: str | None) -> ContractSpec:
+    if isinstance(api, ContractSpec):
+        if contract is not None and contract not in (api.name, api.key):
+            raise LuaplugError(f"the declaration is {api.key}, not {contract}")
+        return api
+    spec = api if isinstance(api, ApiSpec) else load_api(api)
+    if contract is None:
+        if len(spec.guest_contracts) != 1:
+            declared = ", ".join(c.key for c in spec.guest_contracts) or "none"
+            raise LuaplugError(f"name the contract to bind (declared: {declared})")
+        return spec.guest_contracts[0]
+    return spec.contract(contract)
+
+
+def bind(
+    runtime: Runtime,
+    api: ApiSpec | ContractSpec | str | os.PathLike[str],
+    contract: str | None = None,
+    *,
+    instance: bool = True,
+    arena_capacity: int = 4096,
+) -> TypedProxy:
+    """A :class:`TypedProxy` for ``contract`` as ``api`` declares it.
+
+    :param api: an ``api.toml`` path, a parsed :class:`ApiSpec`, or one :class:`ContractSpec`
+    :param contract: ``"name@major"`` (may be omitted when ``api`` declares one guest contract)
+    :param instance: ``True``: a fresh instance owned by the proxy; ``False``: the default impl
+    :param arena_capacity: bytes of the proxy's call arena (more is served by overflow blocks)
+    :raises ApiSpecError: the declaration is invalid or does not declare ``contract``
+    :raises ContractNotFoundError: no loaded bundle provides it
+    """
+    spec = _resolve_spec(api, contract)
+    return TypedProxy(runtime, spec, instance=instance, arena_capacity=arena_capacity)
