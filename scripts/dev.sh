@@ -28,6 +28,9 @@ venv=".venv"
 
 case "$what" in
   demo) exec "$venv/bin/tox" -q -e demo -- "$@" ;;
-  test) exec "$venv/bin/tox" -q -e lint,type,unit,integration-lupa,integration-cffi,integration-all,reference,packaging -- "$@" ;;
+  test)
+    "$venv/bin/tox" -q -e lint,type,unit,integration-lupa,integration-cffi,integration-all,reference,packaging,docs -- "$@"
+    # Benchmarks never fail the tests; a quick run keeps the runner from rotting.
+    exec "$venv/bin/tox" -q -e bench -- --quick ;;
   *) echo "usage: scripts/dev.sh demo|test" >&2; exit 2 ;;
 esac
