@@ -191,7 +191,7 @@ def test_arena_without_a_host_refuses_what_does_not_fit(rt: luaplug.Runtime) -> 
     arena.end = buf + 16
     arena.host = ffi.NULL
     arena.first_overflow = ffi.NULL
-    vm = rt.registry.resolve(*rt.contract("iso.Greeter@1").handle).iface.dispatch.vm
+    vm = ffi.cast("GuestContractInterface*", rt.contract("iso.Greeter@1").interface_address).dispatch.vm
     inst = ffi.new("GuestContractInstance*")
     err = ffi.new("AbiError*")
     out = ffi.new("StringView*")

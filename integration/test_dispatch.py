@@ -127,7 +127,7 @@ def test_non_string_error_value(rt: luaplug.Runtime) -> None:
 
 def test_foreign_caller_through_the_c_interface(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:
     """A C caller (here cffi) uses dispatch.vm.call with an AbiError out parameter."""
-    iface = rt.registry.resolve(*rt.contract("iso.Adder@1").handle).iface
+    iface = ffi.cast("GuestContractInterface*", rt.contract("iso.Adder@1").interface_address)
     vm = iface.dispatch.vm
     inst = ffi.new("GuestContractInstance*")
     err = ffi.new("AbiError*")
@@ -141,7 +141,7 @@ def test_foreign_caller_through_the_c_interface(rt: luaplug.Runtime, caplog: pyt
     vm.call(vm.loader_data, inst[0], 1, ffi.NULL, ffi.NULL, ffi.NULL, err)
     assert err.code == AbiErrorCode.FunctionNotAvailable
 
-    faulty = rt.registry.resolve(*rt.contract("iso.Faulty@1").handle).iface.dispatch.vm
+    faulty = ffi.cast("GuestContractInterface*", rt.contract("iso.Faulty@1").interface_address).dispatch.vm
     caplog.set_level(logging.ERROR, logger="luaplug.loader")
     inst.data = ffi.NULL
     faulty.call(faulty.loader_data, inst[0], 0, ffi.NULL, ffi.NULL, ffi.NULL, err)

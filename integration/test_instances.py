@@ -100,7 +100,7 @@ def test_destroying_the_default_is_a_no_op(counter: luaplug.Contract) -> None:
 
 
 def test_c_interface_instances(runtime: luaplug.Runtime, counter: luaplug.Contract) -> None:
-    iface = runtime.registry.resolve(*counter.handle).iface
+    iface = ffi.cast("GuestContractInterface*", counter.interface_address)
     vm = iface.dispatch.vm
     host = ffi.cast("const HostApi*", runtime.host_api_address)
     inst = ffi.new("GuestContractInstance*")
@@ -165,7 +165,7 @@ def test_factory_failure_at_create(runtime: luaplug.Runtime, caplog: pytest.LogC
 def test_factory_failure_through_the_c_interface_gives_a_null_instance(runtime: luaplug.Runtime) -> None:
     runtime.load_code(FAILING_FACTORY, "once")
     c = runtime.contract("x.Once@1")
-    iface: Any = runtime.registry.resolve(*c.handle).iface
+    iface: Any = ffi.cast("GuestContractInterface*", c.interface_address)
     host = ffi.cast("const HostApi*", runtime.host_api_address)
     inst = ffi.new("GuestContractInstance*")
     host.create_guest_instance(host, iface, ffi.NULL, inst)

@@ -102,7 +102,7 @@ def test_second_thread_waits_for_the_vm(runtime: luaplug.Runtime, bundles: Path,
         if path == "python":
             waiter = in_thread(lambda: c.default.dispatch(1, 0, out2), results, "mark")
         else:
-            iface = runtime.registry.resolve(*c.handle).iface
+            iface = ffi.cast("GuestContractInterface*", c.interface_address)
             inst = ffi.new("GuestContractInstance*")
             err = ffi.new("AbiError*", {"code": 999})
 

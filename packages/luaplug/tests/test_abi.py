@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from luaplug.abi import AbiErrorCode, LogLevel, ffi
@@ -82,3 +84,39 @@ def test_codes_and_levels() -> None:
     assert [int(c) for c in AbiErrorCode] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 101, 102]
     assert AbiErrorCode.ReentrantCall == 9 and AbiErrorCode.HostContractCallFailed == 102
     assert [int(level) for level in LogLevel] == [1, 2, 3, 4, 5]
+
+
+def test_the_precompiled_ffi_matches_the_declarations() -> None:
+    """luaplug._abi_ffi is generated (python -m luaplug._abi_build); it must declare exactly
+    what abi.ABI_CDEF/LIBC_CDEF say, whichever cffi version generated it."""
+    import cffi
+
+    from luaplug import abi
+
+    inline = cffi.FFI()
+    inline.cdef(abi.ABI_CDEF + abi.LIBC_CDEF)
+    names = sorted(set(re.findall(r"typedef struct (\w+)", abi.ABI_CDEF)))
+    assert names, "no struct found in ABI_CDEF"
+    for name in names:
+        assert abi.core_ffi.sizeof(name) == inline.sizeof(name), name
+        assert abi.core_ffi.alignof(name) == inline.alignof(name), name
+
+        def layout(f: object, n: str = name) -> list[tuple[str, str, int]]:
+            return [
+                (field, t.type.cname.replace("struct ", "").replace("union ", ""), t.offset)
+                for field, t in f.typeof(n).fields
+            ]  # type: ignore[attr-defined]
+
+        assert layout(abi.core_ffi) == layout(inline), name
+    for fn in ("malloc", "free", "posix_memalign", "pthread_self"):
+        assert fn in dir(abi.core_ffi.dlopen(None)), fn
+
+
+def test_importing_luaplug_parses_no_c() -> None:
+    """The import path stays free of pycparser (the precompiled FFI is what makes startup fast)."""
+    import subprocess
+    import sys
+
+    code = "import sys, luaplug; r = luaplug.Runtime; print('pycparser' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

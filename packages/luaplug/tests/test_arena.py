@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from luaplug import CallArena
-from luaplug.abi import ffi
+from luaplug.abi import core_ffi as ffi
 from luaplug.hostapi import HostApi
 
 

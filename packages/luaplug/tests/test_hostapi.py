@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from luaplug.abi import NULL_HANDLE_INDEX, AbiErrorCode, ffi
+from luaplug.abi import NULL_HANDLE_INDEX, AbiErrorCode
+from luaplug.abi import core_ffi as ffi
 from luaplug.hostapi import HostApi, default_host
 
 

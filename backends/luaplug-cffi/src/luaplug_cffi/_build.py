@@ -32,6 +32,8 @@ typedef struct { uint32_t code; StringViewC message; } AbiErrorC;
 
 lp_vm *lp_new(size_t mem_limit);
 size_t lp_memory_used(lp_vm *vm);
+int lp_dump(const char *src, size_t len, const char *name, char **out, size_t *out_len);
+void lp_free_buf(char *p);
 int lp_close(lp_vm *vm);
 void lp_free(lp_vm *vm);
 int lp_setup(lp_vm *vm, const char *src, size_t len, double host, double cell, double thread_fn);

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from luaplug.abi import DispatchType
-from luaplug.abi import ffi as abi_ffi
+from luaplug.abi import core_ffi as abi_ffi
 from luaplug.engine import (
     CAP_NESTED_SAME_BUNDLE,
     CAP_PARALLEL_STATES,
@@ -78,6 +78,22 @@ def _raise(status: int) -> None:
     raise LuaError(text)
 
 
+@functools.lru_cache(maxsize=1)
+def _prelude_code() -> bytes:
+    """The host prelude as bytecode of the system LuaJIT (compiled once per
+    process: loading it is several times faster than compiling the source).
+    Falls back to the source if it cannot be dumped."""
+    src = prelude_source().encode("utf-8")
+    out = ffi.new("char**")
+    n = ffi.new("size_t*")
+    if lib.lp_dump(src, len(src), b"=luaplug_host", out, n) != _OK:
+        return src
+    try:
+        return bytes(ffi.buffer(out[0], n[0]))
+    finally:
+        lib.lp_free_buf(out[0])
+
+
 def _addr(fn_name: str) -> int:
     return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn_name)))
 
@@ -94,7 +110,7 @@ class CffiState(EngineState):
         # object, and lp_free runs only when the last reference is gone.
         self._vm: Any = ffi.gc(vm, lib.lp_free)
         self._contracts: dict[int, Any] = {}
-        src = prelude_source().encode("utf-8")
+        src = _prelude_code()
         status = lib.lp_setup(
             self._vm, src, len(src), float(host_address), float(self.cell_address), float(self.thread_fn_address)
         )

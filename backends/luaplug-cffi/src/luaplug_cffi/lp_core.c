@@ -209,6 +209,49 @@ lp_vm *lp_new(size_t mem_limit) {
     return vm;
 }
 
+/* ------------------------------------------------------------------------ */
+/* the prelude as bytecode: compiled once per process, loaded by every state  */
+
+typedef struct dump_buf { char *data; size_t len, cap; } dump_buf;
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+    (void)L;
+    dump_buf *b = (dump_buf *)ud;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16384;
+        while (cap < b->len + n) cap *= 2;
+        char *grown = (char *)realloc(b->data, cap);
+        if (grown == NULL) return 1;
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* Compile `src` (text) in a scratch state and dump it with its debug info
+ * (chunk name and lines stay). *out is malloc'd: free it with lp_free_buf. */
+int lp_dump(const char *src, size_t len, const char *name, char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    lua_State *L = luaL_newstate();
+    if (L == NULL) return LP_ERR_MEM;
+    dump_buf b = {NULL, 0, 0};
+    int rc = luaL_loadbufferx(L, src, len, name, "t");
+    if (rc == 0) rc = lua_dump(L, dump_writer, &b) == 0 ? 0 : LUA_ERRMEM;
+    else take_error(L);
+    lua_close(L);
+    if (rc != 0) { free(b.data); return rc == LUA_ERRSYNTAX ? LP_ERR_SYNTAX : LP_ERR_MEM; }
+    *out = b.data;
+    *out_len = b.len;
+    return LP_OK;
+}
+
+void lp_free_buf(char *p) {
+    free(p);
+}
+
 /* Returns LP_OK, or LP_ERR_CLOSED when a call is running on this thread. */
 int lp_close(lp_vm *vm) {
     pthread_mutex_lock(&vm->mu);

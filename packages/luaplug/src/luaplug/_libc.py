@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import cffi
+from .abi import core_ffi as _ffi
 
-_ffi: Final = cffi.FFI()
-_ffi.cdef(
-    """
-    void* malloc(size_t);
-    void free(void*);
-    int posix_memalign(void**, size_t, size_t);
-    unsigned long pthread_self(void);
-    """
-)
+# The functions are declared in the core's precompiled FFI (abi.LIBC_CDEF).
 # SAFETY: dlopen(None) gives the C library already linked into the process.
 _C: Final[Any] = _ffi.dlopen(None)
 

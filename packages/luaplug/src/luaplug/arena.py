@@ -12,7 +12,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from .abi import ffi
+from .abi import core_ffi as ffi
 
 if TYPE_CHECKING:
     from .runtime import Runtime

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import backends as _backends
-from .abi import ffi
+from .abi import core_ffi as ffi
 from .arena import CallArena
 from .config import Config, resolve_config
 from .errors import BackendNotFoundError, LuaplugError

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import reentry
-from .abi import AbiErrorCode, ffi
+from .abi import AbiErrorCode
+from .abi import core_ffi as ffi
 from .errors import ContractNotFoundError, LuaplugError
 from .errors import dispatch_error as _dispatch_error
 
@@ -275,6 +276,20 @@ class Contract:
         if reg is None or reg.provider is None:
             raise ContractNotFoundError(self.contract_name, self.major)
         return reg.provider
+
+    @property
+    def interface_address(self) -> int:
+        """Address of the contract's C ``GuestContractInterface`` (the registry's
+        copy; its ``vm.call``/create/destroy pointers work from any caller).
+        Cast it with your own FFI, e.g. ``luaplug.abi.ffi``. Valid while the
+        current version stays registered.
+
+        :raises ContractNotFoundError: the contract was unloaded
+        """
+        reg = self._runtime.registry.resolve(*self._handle)
+        if reg is None:
+            raise ContractNotFoundError(self.contract_name, self.major)
+        return int(ffi.cast("uintptr_t", reg.iface))
 
     @property
     def provider(self) -> ContractProvider:

@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any, ClassVar, Final
 
 from . import _libc
-from .abi import ffi
+from .abi import core_ffi as ffi
 from .errors import LuaError, LuaMemoryError, LuaSyntaxError
 from .loader import ContractProvider, FastCall
 

@@ -19,7 +19,8 @@ from typing import Any, Final, Protocol
 
 from . import _libc, reentry
 from ._logdefer import emit
-from .abi import NULL_HANDLE_INDEX, AbiErrorCode, LogLevel, ffi
+from .abi import NULL_HANDLE_INDEX, AbiErrorCode, LogLevel
+from .abi import core_ffi as ffi
 
 __all__ = ["HostApi", "HostServices", "default_host", "default_host_address", "guest_logger"]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _texts
-from .abi import AbiErrorCode, ffi
+from .abi import AbiErrorCode
+from .abi import core_ffi as ffi
 from .engine import CAP_NESTED_SAME_BUNDLE, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
 from .errors import (
     MEMORY_TEXT,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from .abi import AbiErrorCode, DispatchType, ffi
+from .abi import AbiErrorCode, DispatchType
+from .abi import core_ffi as ffi
 from .loader import ContractProvider
 
 __all__ = ["PythonBackedContract", "python_interface"]

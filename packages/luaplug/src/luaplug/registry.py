@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .abi import AbiErrorCode, ffi
+from .abi import AbiErrorCode
+from .abi import core_ffi as ffi
 from .epoch import Collector
 from .errors import DuplicateProvider
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import manifest as _manifest
 from ._logdefer import deferring, emit
-from .abi import AbiErrorCode, ffi
+from .abi import AbiErrorCode
+from .abi import core_ffi as ffi
 from .backends import select_backend
 from .config import Config, resolve_config
 from .contract import Contract
