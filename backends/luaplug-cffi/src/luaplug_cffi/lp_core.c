@@ -3,8 +3,8 @@
  * Invariants:
  * - No lua_error/longjmp ever crosses a Python frame. Every Lua API call that
  *   can raise (pushes of strings, table/field access, loading) runs inside
- *   lua_cpcall or lua_pcall; the only Lua->C function here (arena_alloc) never
- *   raises. Python is reached from Lua only through cffi callbacks (HostApi),
+ *   lua_cpcall or lua_pcall; the only C function Lua calls here (lp_arena_alloc,
+ *   through the FFI) never raises. Python is reached from Lua only through cffi callbacks (HostApi),
  *   which return normally.
  * - Each state has its own recursive mutex, held across a whole call (cffi
  *   drops the GIL around our functions, so two states run in parallel). A
@@ -142,21 +142,14 @@ static uintptr_t arena_bump(CArena *a, size_t size) {
     return (uintptr_t)b + sizeof(ArenaBlock);
 }
 
-static int lp_arena_alloc(lua_State *L) {
-    lp_vm *vm = (lp_vm *)lua_touserdata(L, lua_upvalueindex(1));
-    lua_Number size = lua_tonumber(L, 1);
-    uintptr_t arena = (uintptr_t)lua_tonumber(L, 2);
-    uintptr_t p = 0;
-    if (size > 0) {
-        if (arena != 0) {
-            p = arena_bump((CArena *)arena, (size_t)size);
-        } else if (vm->host != 0) {
-            const HostApiHead *h = (const HostApiHead *)(uintptr_t)vm->host;
-            p = (uintptr_t)h->alloc(h, (size_t)size, 1);
-        }
-    }
-    lua_pushnumber(L, (lua_Number)p);
-    return 1;
+/* Called from Lua through the FFI (the prelude casts its address), so the
+ * JIT compiles the call into a guest's trace; a lua_CFunction would stop it. */
+uint64_t lp_arena_alloc(double size, double arena, double host) {
+    if (size <= 0) return 0;
+    if (arena != 0) return (uint64_t)arena_bump((CArena *)(uintptr_t)arena, (size_t)size);
+    if (host == 0) return 0;
+    const HostApiHead *h = (const HostApiHead *)(uintptr_t)host;
+    return (uint64_t)(uintptr_t)h->alloc(h, (size_t)size, 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -308,8 +301,7 @@ static int setup_body(lua_State *L) {
     lua_pushnumber(L, a->host);
     lua_pushnumber(L, a->cell);
     lua_pushnumber(L, a->thread_fn);
-    lua_pushlightuserdata(L, vm);
-    lua_pushcclosure(L, lp_arena_alloc, 1);
+    lua_pushnumber(L, (lua_Number)(uintptr_t)&lp_arena_alloc);
     lua_call(L, 4, 0);
     lua_getfield(L, -1, "dispatchers");
     vm->disp_ref = luaL_ref(L, LUA_REGISTRYINDEX);

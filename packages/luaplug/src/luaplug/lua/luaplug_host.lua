@@ -182,7 +182,8 @@ function P.run_chunk(src, name)
 end
 
 --- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses
---- (0: use an internal cell / no thread ids); `alloc_fn` replaces the Lua arena_alloc.
+--- (0: use an internal cell / no thread ids); `alloc_fn` (the address of a C
+--- `uint64_t (double size, double arena, double host)`) replaces the Lua arena_alloc.
 function P.setup(host, cell_addr, thread_fn_addr, alloc_fn)
   host_num = host or 0
   if cell_addr and cell_addr ~= 0 then cell = ffi.cast(dblp, cell_addr) end
@@ -190,7 +191,13 @@ function P.setup(host, cell_addr, thread_fn_addr, alloc_fn)
     local f = ffi.cast(thread_fn_t, thread_fn_addr)
     current_thread = function() return tonumber(f()) end
   end
-  if alloc_fn ~= nil then guest_arena_alloc = alloc_fn end
+  if alloc_fn ~= nil and alloc_fn ~= 0 then
+    local c_alloc = ffi.cast("uint64_t (*)(double, double, double)", alloc_fn)
+    local host_n = host_num
+    guest_arena_alloc = function(size, arena_addr)
+      return tonumber(c_alloc(tonumber(size) or 0, arena_addr or 0, host_n))
+    end
+  end
 end
 
 local function describe(v)
