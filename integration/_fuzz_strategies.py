@@ -1,0 +1,252 @@
+"""Hypothesis strategies for ``test_fuzz.py``: TOML value texts, manifest mutations and Lua
+source for random ``polyplug_init`` results.
+
+Every generated Lua function leaves ``args``/``out``/``arena`` alone, so a bundle built from
+these strategies can be called with any address without touching memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import strategies as st
+
+__all__ = [
+    "MANIFEST_KEYS",
+    "init_source",
+    "lua_function",
+    "lua_string",
+    "lua_value",
+    "mutated_bytes",
+    "toml_value",
+]
+
+#: Every key the manifest validator knows (spec §1, runtime-semantics "Manifest").
+MANIFEST_KEYS = (
+    "name",
+    "id",
+    "loader",
+    "runtime",
+    "file",
+    "version",
+    "provides",
+    "needs_reinit_on_dep_reload",
+    "bundle_dependencies",
+    "dependencies",
+)
+
+_HUGE_INTS = st.sampled_from([0, -1, 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), 10**30, -(10**30)])
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (JSON escapes; lone surrogates make it unparsable, on purpose)."""
+    return json.dumps(text)
+
+
+def toml_value(depth: int = 2) -> st.SearchStrategy[str]:
+    """TOML value texts of every type: integers (huge, negative, hex), floats, booleans,
+    strings, dates, arrays and inline tables."""
+    scalars = st.one_of(
+        st.integers(-(2**70), 2**70).map(str),
+        _HUGE_INTS.map(str),
+        st.integers(0, 2**64 - 1).map(lambda n: f"0x{n:x}"),
+        st.integers(0, 2**64 + 5).map(lambda n: _toml_string(f"0x{n:x}")),
+        st.floats(allow_nan=True, allow_infinity=True).map(_toml_float),
+        st.booleans().map(lambda b: "true" if b else "false"),
+        st.text(max_size=20).map(_toml_string),
+        st.sampled_from(['""', '"lua"', '"main.lua"', '"1.0.0"', '"x.y.z"', '"a@1"', "1979-05-27T07:32:00Z"]),
+    )
+    if depth <= 0:
+        return scalars
+    inner = toml_value(depth - 1)
+    return st.one_of(
+        scalars,
+        st.lists(inner, max_size=4).map(lambda xs: "[" + ", ".join(xs) + "]"),
+        st.dictionaries(st.sampled_from(["a", "b", "x86_64", "linux"]), inner, max_size=3).map(
+            lambda d: "{ " + ", ".join(f"{k} = {v}" for k, v in d.items()) + " }"
+        ),
+    )
+
+
+def _toml_float(x: float) -> str:
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return repr(x) if "." in repr(x) or "e" in repr(x) else repr(x) + ".0"
+
+
+@st.composite
+def mutated_bytes(draw: st.DrawFn, base: bytes, max_ops: int = 4) -> bytes:
+    """``base`` after 1..``max_ops`` random edits: deleted, duplicated or replaced lines,
+    inserted TOML lines, random text or bytes, flipped bits, truncation."""
+    data = bytearray(base)
+    for _ in range(draw(st.integers(1, max_ops))):
+        lines = bytes(data).split(b"\n")
+        op = draw(st.sampled_from(["del", "dup", "value", "line", "text", "bytes", "flip", "truncate"]))
+        i = draw(st.integers(0, max(len(lines) - 1, 0)))
+        if op == "del" and lines:
+            del lines[i]
+        elif op == "dup" and lines:
+            lines.insert(i, lines[i])
+        elif op == "value" and lines and b"=" in lines[i]:
+            key = lines[i].split(b"=", 1)[0]
+            lines[i] = key + b"= " + draw(toml_value()).encode("utf-8", "surrogatepass")
+        elif op == "line":
+            key = draw(st.sampled_from([*MANIFEST_KEYS, "function_count", "x"]))
+            lines.insert(i, f"{key} = {draw(toml_value())}".encode("utf-8", "surrogatepass"))
+        if op in ("del", "dup", "value", "line"):
+            data = bytearray(b"\n".join(lines))
+            continue
+        pos = draw(st.integers(0, len(data)))
+        if op == "text":
+            data[pos:pos] = draw(st.text(max_size=12)).encode("utf-8")
+        elif op == "bytes":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "flip" and data:
+            j = min(pos, len(data) - 1)
+            data[j] ^= 1 << draw(st.integers(0, 7))
+        elif op == "truncate":
+            del data[pos:]
+    return bytes(data)
+
+
+def lua_string(text: bytes) -> str:
+    """A Lua string literal of any bytes (decimal escapes, so non-UTF-8 bytes survive)."""
+    return '"' + "".join(f"\\{b:d}" for b in text) + '"'
+
+
+_NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["0", "-0", "1", "1.5", "-1", "4294967295", "4294967296", "1/0", "-1/0", "0/0", "2^53", "1e308"]),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+)
+
+_FUNCTIONS = st.sampled_from(
+    [
+        "function() end",
+        "function() return 1 end",
+        "function(s) return s end",
+        "function() error('fuzz handler error') end",
+        "function() error({ 'a table' }) end",
+        "function() error() end",
+        "function() error(setmetatable({}, { __tostring = function() return 'meta text' end })) end",
+        "function(...) return ... end",
+        "function() local t = {} for i = 1, 100 do t[i] = i end return t end",
+        "function() return coroutine.yield() end",
+    ]
+)
+
+
+def lua_function() -> st.SearchStrategy[str]:
+    """Lua function expressions that never dereference their arguments."""
+    return _FUNCTIONS
+
+
+def lua_value(depth: int = 2) -> st.SearchStrategy[str]:
+    """Lua expressions of every type: nil, booleans, numbers (NaN, inf, huge), strings
+    (any bytes), functions, userdata, threads, cdata, tables (nested, odd keys, metatables)."""
+    leaves = st.one_of(
+        st.sampled_from(["nil", "true", "false", "newproxy(true)", "coroutine.create(function() end)"]),
+        st.sampled_from(["require('ffi').new('int[4]')", "require('ffi').cast('void*', 0)", "_G", "string"]),
+        _NUMBERS,
+        st.binary(max_size=12).map(lua_string),
+        lua_function(),
+    )
+    if depth <= 0:
+        return leaves
+    inner = lua_value(depth - 1)
+    keys = st.one_of(
+        st.binary(max_size=8).map(lua_string),
+        st.integers(-3, 5).map(str),
+        st.sampled_from(["1.5", "true", "{}", "print"]),
+    )
+    table = st.lists(st.tuples(keys, inner), max_size=4).map(
+        lambda kv: "{ " + ", ".join(f"[{k}] = {v}" for k, v in kv) + " }"
+    )
+    array = st.lists(inner, max_size=4).map(lambda xs: "{ " + ", ".join(xs) + " }")
+    meta = inner.map(lambda v: f"setmetatable({{}}, {{ __index = function() error('index trap') end, __call = {v} }})")
+    return st.one_of(leaves, table, array, meta)
+
+
+def _mostly(usual: st.SearchStrategy[str], odd: st.SearchStrategy[str], one_in: int = 10) -> st.SearchStrategy[str]:
+    """``usual``, but ``odd`` once in ``one_in`` draws (``usual`` is what hypothesis shrinks towards)."""
+    return st.integers(0, one_in - 1).flatmap(lambda n: odd if n == one_in - 1 else usual)
+
+
+_FACTORIES = st.sampled_from(
+    [
+        "function(h) return {} end",
+        "function() return nil end",
+        "function() return 42 end",
+        "function(h) return { host = h } end",
+        "function() error('factory trap') end",
+    ]
+)
+
+
+@st.composite
+def _functions_table(draw: st.DrawFn) -> str:
+    """A ``functions`` value: usually ``{[0] = f0, ...}`` (rarely with a bad slot or from 1), else anything."""
+    if draw(st.integers(0, 9)) == 9:
+        return draw(lua_value(1))
+    slots = draw(st.lists(_mostly(lua_function(), lua_value(0), 12), max_size=5))
+    start = draw(_mostly(st.just(0), st.just(1), 8).map(int))
+    return "{ " + ", ".join(f"[{start + i}] = {f}" for i, f in enumerate(slots)) + " }"
+
+
+@st.composite
+def _entry(draw: st.DrawFn) -> str:
+    """A registration entry: the four fields, each valid, odd or missing."""
+    fields = []
+    if draw(st.integers(0, 2)) == 2:
+        fields.append("contract_version = " + draw(st.one_of(_NUMBERS, lua_value(0))))
+    if draw(st.integers(0, 2)) == 2:
+        fields.append("plugin_name = " + draw(st.one_of(st.binary(max_size=10).map(lua_string), lua_value(0))))
+    if draw(st.integers(0, 11)) < 11:
+        fields.append("factory = " + draw(_mostly(_FACTORIES, lua_value(0))))
+    if draw(st.integers(0, 11)) < 11:
+        fields.append("functions = " + draw(_functions_table()))
+    return "{ " + ", ".join(fields) + " }"
+
+
+_NAMES = _mostly(
+    st.sampled_from(["fuzz.A", "fuzz.B", "fuzz.C", "fuzz.D"]).map(lambda s: lua_string(s.encode())),
+    st.one_of(st.binary(max_size=10).map(lua_string), st.sampled_from(["1", "2", "1.5", "true", "{}"])),
+    4,
+)
+
+
+@st.composite
+def _registrations(draw: st.DrawFn) -> str:
+    if draw(st.integers(0, 11)) == 11:
+        return draw(lua_value(2))
+    entries = draw(st.lists(st.tuples(_NAMES, _mostly(_entry(), lua_value(1))), min_size=1, max_size=4))
+    return "{ " + ", ".join(f"[{k}] = {v}" for k, v in entries) + " }"
+
+
+@st.composite
+def _status(draw: st.DrawFn) -> str:
+    if draw(st.integers(0, 11)) == 11:
+        return draw(lua_value(1))
+    code = draw(_mostly(st.just("0"), st.one_of(_NUMBERS, lua_value(0)), 4))
+    message = draw(st.one_of(st.binary(max_size=10).map(lua_string), lua_value(0)))
+    return f"{{ code = {code}, message = {message} }}"
+
+
+@st.composite
+def init_source(draw: st.DrawFn) -> str:
+    """A bundle whose ``polyplug_init`` returns random registrations and status (or is odd itself)."""
+    shape = draw(st.sampled_from(["two"] * 8 + ["one", "none", "three", "raise", "not_a_function"]))
+    regs, status = draw(_registrations()), draw(_status())
+    body = {
+        "two": f"return {regs}, {status}",
+        "one": f"return {regs}",
+        "none": "return",
+        "three": f"return {regs}, {status}, {draw(lua_value(1))}",
+        "raise": f"error({draw(lua_value(1))})",
+    }.get(shape)
+    if body is None:
+        return f"polyplug_init = {draw(lua_value(1))}\n"
+    return f"function polyplug_init(host, ctx)\n  {body}\nend\n"
