@@ -1,7 +1,6 @@
 """Minimal reproductions of what ``test_fuzz.py`` found (issue 8).
 
-Each bug is marked ``xfail(strict=True)`` on the backends that have it, with the cause in the
-reason; the rest of each test is the behaviour the spec asks for.
+Each was a bug (fixed); the tests keep the behaviour the spec asks for.
 """
 
 from __future__ import annotations
@@ -20,11 +19,6 @@ from luaplug.abi import ffi
 # -- what the fuzzers found (minimal reproductions) --------------------------------------------
 
 
-def known_bug(request: pytest.FixtureRequest, backend: str, on: set[str], reason: str) -> None:
-    """Mark the running test ``xfail(strict=True)`` on the backends in ``on`` (a bug, not a capability)."""
-    request.applymarker(pytest.mark.xfail(backend in on, reason=reason, strict=True))
-
-
 MANY_CONTRACTS = """
 function polyplug_init()
   local regs = {}
@@ -36,15 +30,8 @@ end
 """
 
 
-def test_a_bundle_may_register_many_contracts(harness: Harness, backend: str, request: pytest.FixtureRequest) -> None:
+def test_a_bundle_may_register_many_contracts(harness: Harness) -> None:
     """Spec §4 sets no limit on the contracts of one bundle."""
-    known_bug(
-        request,
-        backend,
-        {"cffi"},
-        "cffi: CffiState.call_prelude reads at most 256 results, so init's 2 + 4n values are cut for n >= 64 "
-        "contracts and lualoader._init fails with a bare ValueError (not enough values to unpack)",
-    )
     rt = harness.runtime
     rt.load_code(MANY_CONTRACTS, "many")
     assert len([c for c in rt.contracts() if c.startswith("many.C")]) == 70
@@ -53,18 +40,8 @@ def test_a_bundle_may_register_many_contracts(harness: Harness, backend: str, re
 
 
 @pytest.mark.parametrize("iid", [2**63, 2**64 - 1])
-def test_c_dispatch_with_an_instance_id_past_2_63(
-    harness: Harness, probe: luaplug.Contract, backend: str, request: pytest.FixtureRequest, iid: int
-) -> None:
+def test_c_dispatch_with_an_instance_id_past_2_63(harness: Harness, probe: luaplug.Contract, iid: int) -> None:
     """Spec §6: a non-zero instance id that is not live is FunctionNotAvailable, for every u64."""
-    known_bug(
-        request,
-        backend,
-        {"lupa"},
-        "lupa: pyinterface._vm_call hands the u64 instance id to lupa, which raises OverflowError inside the "
-        "cffi callback: the error is only logged and the caller's AbiError is never written "
-        "(destroy_instance raises the same way)",
-    )
     host, iface = c_interface(harness.runtime, "fuzz.Probe")
     vm = iface.dispatch.vm
     inst = ffi.new("GuestContractInstance*", {"data": ffi.cast("void*", iid)})
@@ -85,16 +62,8 @@ end
 """
 
 
-def test_error_value_whose_tostring_raises(harness: Harness, backend: str, request: pytest.FixtureRequest) -> None:
+def test_error_value_whose_tostring_raises(harness: Harness) -> None:
     """Spec §6: whatever a handler raises, the call returns Generic (1), from Python and from C."""
-    known_bug(
-        request,
-        backend,
-        {"lupa"},
-        "lupa: the prelude's dispatcher calls tostring(err) outside its xpcall, so an error value whose "
-        "__tostring raises escapes: Instance.dispatch raises LuaError instead of returning 1, and the C "
-        "vm.call leaves the caller's AbiError unwritten (the exception dies in the cffi callback)",
-    )
     rt = harness.runtime
     rt.load_code(BAD_TOSTRING, "badtostring")
     code: object
@@ -115,11 +84,6 @@ def test_error_value_whose_tostring_raises(harness: Harness, backend: str, reque
 
 
 @pytest.mark.parametrize(("source", "name"), [("\ud800", "surrogate_source"), ("return 1", "name\udcff")])
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_code with a str that has lone surrogates (not encodable as UTF-8) raises a bare "
-    "UnicodeEncodeError from the engine instead of a LuaplugError (InvalidSourceEncoding, source kind 'code')",
-)
 def test_unencodable_source_text_is_a_luaplug_error(harness: Harness, source: str, name: str) -> None:
     before = harness.state()
     with pytest.raises(luaplug.LuaplugError):
@@ -128,12 +92,6 @@ def test_unencodable_source_text_is_a_luaplug_error(harness: Harness, source: st
 
 
 @pytest.mark.parametrize("key", ['""', '"\\255x"'], ids=["empty", "not_utf8"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Lua loader registers contracts with an empty name, and non-UTF-8 names silently turned "
-    "into U+FFFD (so the registered id is not guest_contract_id of the bytes the bundle used); "
-    "runtime-semantics: the registry takes non-empty UTF-8 names only",
-)
 def test_contract_names_must_be_non_empty_utf8(harness: Harness, key: str) -> None:
     source = (
         f"function polyplug_init() return {{ [{key}] = {{ factory = function() return {{}} end, "

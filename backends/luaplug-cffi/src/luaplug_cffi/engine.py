@@ -50,7 +50,6 @@ __all__ = ["CffiEngine", "CffiState"]
 
 _log: Final = logging.getLogger("luaplug.loader")
 _OK, _ERR_RUN, _ERR_SYNTAX, _ERR_MEM, _ERR_CLOSED = 0, 1, 2, 3, 4
-_MAXRES: Final = 256
 
 if lib is not None:
 
@@ -141,20 +140,21 @@ class CffiState(EngineState):
             else:
                 values[i].type = 1
                 values[i].num = float(a)
-        res = ffi.new("lp_value[]", _MAXRES)
+        resp = ffi.new("lp_value**")
         nres = ffi.new("int*")
-        status = lib.lp_call(self._vm, entry.encode("ascii"), len(args), values, res, _MAXRES, nres)
-        if status == _ERR_CLOSED:
-            raise LuaplugError("the bundle VM is closed")
-        if status != _OK:
-            _raise(status)
+        status = lib.lp_call(self._vm, entry.encode("ascii"), len(args), values, resp, nres)
+        res = resp[0]
         out: list[Any] = []
         try:
+            if status == _ERR_CLOSED:
+                raise LuaplugError("the bundle VM is closed")
+            if status != _OK:
+                _raise(status)
             for i in range(nres[0]):
                 v = res[i]
                 if v.type == 1:
                     num = v.num
-                    out.append(int(num) if num == int(num) else num)
+                    out.append(int(num) if num.is_integer() else num)
                 elif v.type == 2:
                     out.append(ffi.unpack(v.str, v.len).decode("utf-8", "replace"))
                 elif v.type == 3:
@@ -162,7 +162,7 @@ class CffiState(EngineState):
                 else:
                     out.append(None)
         finally:
-            lib.lp_free_values(res, nres[0])
+            lib.lp_free_results(res, nres[0])
         return tuple(out)
 
     def dispatcher(self, cidx: int) -> FastCall:

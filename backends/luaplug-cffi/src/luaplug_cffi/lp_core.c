@@ -362,10 +362,11 @@ int lp_run_chunk(lp_vm *vm, const char *src, size_t len, const char *name) {
     return status_of(rc);
 }
 
-/* Generic prelude call: P[entry](args...) -> up to maxres results (copied). */
+/* Generic prelude call: P[entry](args...) -> every result, copied into a
+ * malloc'd array (init returns 2 + 4 per contract: no fixed cap). */
 typedef struct call_args {
     lp_vm *vm; const char *entry; int nargs; const lp_value *args;
-    lp_value *res; int maxres; int nres;
+    lp_value *res; int nres;
 } call_args;
 
 static int call_body(lua_State *L) {
@@ -383,7 +384,8 @@ static int call_body(lua_State *L) {
     lua_call(L, a->nargs, LUA_MULTRET);
     int first = base + 2;
     int n = lua_gettop(L) - first + 1;
-    if (n > a->maxres) n = a->maxres;
+    a->res = (lp_value *)calloc(n > 0 ? (size_t)n : 1, sizeof(lp_value));
+    if (a->res == NULL) return luaL_error(L, "out of memory copying results");
     for (int i = 0; i < n; i++) {
         int idx = first + i;
         lp_value *r = &a->res[i];
@@ -404,9 +406,10 @@ static int call_body(lua_State *L) {
     return 0;
 }
 
-int lp_call(lp_vm *vm, const char *entry, int nargs, const lp_value *args, lp_value *res, int maxres, int *nres) {
-    call_args a = {vm, entry, nargs, args, res, maxres, 0};
+int lp_call(lp_vm *vm, const char *entry, int nargs, const lp_value *args, lp_value **res, int *nres) {
+    call_args a = {vm, entry, nargs, args, NULL, 0};
     *nres = 0;
+    *res = NULL;
     pthread_mutex_lock(&vm->mu);
     if (vm->L == NULL) {
         pthread_mutex_unlock(&vm->mu);
@@ -420,6 +423,7 @@ int lp_call(lp_vm *vm, const char *entry, int nargs, const lp_value *args, lp_va
     lua_settop(L, top);
     pthread_mutex_unlock(&vm->mu);
     *nres = a.nres;
+    *res = a.res;   /* the caller frees it with lp_free_results, also after an error */
     return status_of(rc);
 }
 
@@ -428,6 +432,12 @@ void lp_free_values(lp_value *vals, int n) {
         if (vals[i].type == 2) free((void *)vals[i].str);
         vals[i].str = NULL;
     }
+}
+
+void lp_free_results(lp_value *vals, int n) {
+    if (vals == NULL) return;
+    lp_free_values(vals, n);
+    free(vals);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -505,15 +515,15 @@ void lp_vm_call(VmLoaderDataC ld, InstanceC inst, uint32_t fn_id, const void *ar
 
 static double simple_call(lp_contract *c, const char *entry, double arg) {
     lp_value args[2];
-    lp_value res[2];
+    lp_value *res = NULL;
     int nres = 0;
     args[0].type = 1; args[0].num = c->cidx; args[0].str = NULL; args[0].len = 0;
     args[1].type = 1; args[1].num = arg; args[1].str = NULL; args[1].len = 0;
-    int rc = lp_call(c->vm, entry, 2, args, res, 2, &nres);
+    int rc = lp_call(c->vm, entry, 2, args, &res, &nres);
     double out = (rc == LP_OK && nres > 0 && res[0].type == 1) ? res[0].num : 0;
     if (rc == LP_OK && out <= 0 && nres < 2) set_error("create_instance failed", 22);
     if (rc == LP_OK && nres > 1 && res[1].type == 2) set_error(res[1].str, res[1].len);
-    lp_free_values(res, nres);
+    lp_free_results(res, nres);
     return out;
 }
 

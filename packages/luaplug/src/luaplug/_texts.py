@@ -27,6 +27,8 @@ def init_error_text(kind: str, details: Sequence[object], bundle: str) -> str:
         return f"Lua handlers error: contract '{d[0]}' needs a `factory` function: {d[1]}"
     if kind == "factory_failed":
         return f"factory for contract '{d[0]}' failed building the default instance: {d[1]}"
+    if kind == "bad_name":
+        return f"Lua handlers iteration error: contract names must be non-empty UTF-8, got {d[0]}"
     if kind == "empty":
         return "Lua plugin registered no contracts: polyplug_init returned an empty registrations table"
     return f"Lua polyplug_init failed: unexpected loader result {kind!r}"

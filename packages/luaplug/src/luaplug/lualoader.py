@@ -232,6 +232,10 @@ class LuaLoader:
                 raise InitFailed(manifest.name, f"Lua script load failed at {entry}: {exc}") from exc
             return text, entry.name, str(manifest.path)
         if isinstance(source, CodeSource):
+            try:
+                source.code.encode("utf-8")  # a str with lone surrogates has no UTF-8 form
+            except UnicodeEncodeError as exc:
+                raise InvalidSourceEncoding(manifest.name, source_kind="code") from exc
             return source.code, manifest.name, None
         if isinstance(source, BytesSource):
             try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ManifestError
+from .errors import LoadError, ManifestError
 from .ids import bundle_id, guest_contract_id
 
 if sys.version_info >= (3, 11):
@@ -77,7 +77,16 @@ class Manifest:
 
     @classmethod
     def in_memory(cls, name: str, *, loader: str = "lua") -> Manifest:
-        """The manifest of an in-memory (code / bytes) bundle called ``name``."""
+        """The manifest of an in-memory (code / bytes) bundle called ``name``.
+
+        :raises LoadError: ``name`` is empty or not encodable as UTF-8
+        """
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise LoadError(ascii(name), "bundle names must be UTF-8 text") from exc
+        if not name:
+            raise LoadError(name, "bundle names must not be empty")
         return cls(
             name=name,
             id=bundle_id(name),

@@ -19,6 +19,8 @@ from .loader import ContractProvider
 __all__ = ["PythonBackedContract", "python_interface"]
 
 _log: Final = logging.getLogger("luaplug.hostapi")
+# Instance ids are Lua numbers (doubles): past 2**53 no id can name a live instance.
+_MAX_INSTANCE_ID: Final = 2**53
 
 
 class PythonBackedContract(ContractProvider):
@@ -51,7 +53,15 @@ def _vm_call(loader_data: Any, inst: Any, fn_id: int, args: Any, out: Any, arena
     code: int = AbiErrorCode.InvalidPointer
     if loader_data.data != ffi.NULL:
         provider: PythonBackedContract = ffi.from_handle(loader_data.data)
-        code = provider.call_from_c(fn_id, _u(inst.data), _u(args), _u(out), _u(arena))
+        iid = _u(inst.data)
+        if iid > _MAX_INSTANCE_ID:
+            code = AbiErrorCode.FunctionNotAvailable  # never a live instance
+        else:
+            try:
+                code = provider.call_from_c(fn_id, iid, _u(args), _u(out), _u(arena))
+            except Exception:  # the caller's AbiError is written whatever happens
+                _log.exception("contract call from C failed")
+                code = AbiErrorCode.Generic
     if err != ffi.NULL:
         err.code = code
         err.message.ptr = ffi.NULL
@@ -78,7 +88,9 @@ def _destroy(loader_data: Any, host: Any, inst: Any) -> None:
     if loader_data.data == ffi.NULL:
         return
     provider: PythonBackedContract = ffi.from_handle(loader_data.data)
-    provider.destroy_instance(_u(inst.data))
+    iid = _u(inst.data)
+    if iid <= _MAX_INSTANCE_ID:
+        provider.destroy_instance(iid)
 
 
 def python_interface(provider: PythonBackedContract) -> Any:

@@ -31,8 +31,16 @@ local debug_traceback, find, sub = debug.traceback, string.find, string.sub
 -- The error handler of every protected call here: the traceback ends at the
 -- bundle's frames (the prelude's own xpcall and what called it are cut), so the
 -- text is the same whichever engine entered the VM.
+-- An error value as text, whatever it is (a __tostring that fails included).
+local function error_text(e)
+  if type(e) == "string" then return e end
+  local ok, s = pcall(tostring, e)
+  if ok and type(s) == "string" then return s end
+  return "(error object is a " .. type(e) .. " value)"
+end
+
 local function traceback(e)
-  local t = debug_traceback(e, 2)
+  local t = debug_traceback(error_text(e), 2)
   if type(t) ~= "string" then return t end
   local cut = find(t, "\n\t%[C%]: in function 'xpcall'") or find(t, "\n\t[^\n]*luaplug_host")
   if cut then t = sub(t, 1, cut - 1) end
@@ -178,7 +186,7 @@ function P.run_chunk(src, name)
   local ok, e = guest_pcall(f)
   if ok then return "ok" end
   if e == "not enough memory" then return "memory", e end
-  return "error", tostring(e)
+  return "error", error_text(e)
 end
 
 --- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses
@@ -229,8 +237,37 @@ local function make_dispatcher(c)
     c.busy = false
     leave(depth)
     if ok then return 0 end
-    return 1, tostring(after_failure(err))
+    return 1, error_text(after_failure(err))
   end
+end
+
+local byte = string.byte
+
+-- Whether `s` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
+local function is_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = byte(s, i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else return false end
+    for k = 1, len - 1 do
+      local d = byte(s, i + k)
+      if d == nil then return false end
+      if k == 1 then
+        if d < lo or d > hi then return false end
+      elseif d < 0x80 or d > 0xBF then return false end
+    end
+    i = i + len
+  end
+  return true
 end
 
 -- Reads one registration entry; returns a contract record or (nil, kind, ...).
@@ -238,6 +275,10 @@ local function read_entry(cname, entry, chunk)
   if type(cname) == "number" then cname = tostring(cname) end
   if type(cname) ~= "string" then
     return nil, "iter", "registration key is " .. describe(cname) .. ", expected a contract name string"
+  end
+  if cname == "" or not is_utf8(cname) then
+    -- the registry takes non-empty UTF-8 names only (runtime-semantics)
+    return nil, "bad_name", describe(cname)
   end
   if type(entry) ~= "table" then
     return nil, "iter", "registration for '" .. cname .. "' is " .. describe(entry) .. ", expected a table"
@@ -274,7 +315,7 @@ local function run_init(host, ctx, chunk)
   local depth = enter()
   local res = { xpcall(init, traceback, host, ctx) }
   leave(depth)
-  if not res[1] then return "err", "init_error", tostring(res[2]) end
+  if not res[1] then return "err", "init_error", error_text(res[2]) end
   local regs, status = res[2], res[3]
   if type(regs) ~= "table" or type(status) ~= "table" then
     return "err", "init_error", "expected (registrations, status) tables, got (" ..
@@ -299,7 +340,7 @@ local function run_init(host, ctx, chunk)
     local depth2 = enter()
     local ok, impl = xpcall(rec.factory, traceback, host)
     leave(depth2)
-    if not ok then return "err", "factory_failed", rec.name, tostring(impl) end
+    if not ok then return "err", "factory_failed", rec.name, error_text(impl) end
     if impl == nil then impl = NILV end
     rec.insts = { [0] = impl }
     rec.next_id = 1
@@ -324,7 +365,7 @@ function P.init(host, ctx, chunk)
   else
     res = { budgeted(run_init, host, ctx, chunk) }
   end
-  if not res[1] then return "err", "init_error", tostring(res[2]) end
+  if not res[1] then return "err", "init_error", error_text(res[2]) end
   return unpack(res, 2, maxn(res))
 end
 
@@ -348,7 +389,7 @@ function P.create(cidx)
   local depth = enter()
   local ok, impl = guest_pcall(c.factory, host_num)
   leave(depth)
-  if not ok then return 0, tostring(impl) end
+  if not ok then return 0, error_text(impl) end
   local id = c.next_id
   c.next_id = id + 1
   if impl == nil then impl = NILV end
