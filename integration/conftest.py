@@ -9,6 +9,7 @@ backend name.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,11 @@ import pytest
 import luaplug
 
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
+
+# Test modules import their helpers (_fuzz_strategies, soak, test_fuzz) as top-level
+# modules; make that work under --import-mode=importlib too (the offline build uses it).
+if str(BUNDLES_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(BUNDLES_DIR.parent))
 
 CopyBundle = Callable[..., Path]
 
