@@ -21,7 +21,7 @@ import re
 import shutil
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -165,6 +165,8 @@ class ReferenceRuntime:
     """One polyplug 0.1.3 runtime with its Lua loader registered.
 
     :param hot_reload: create the runtime with ``hot_reload_enabled`` (needed by :meth:`reload`)
+    :param on_event: called with a :class:`luaplug.Event` for every reload phase the reference
+        reports (its ``on_reload`` callback)
     :raises ReferenceRuntimeError: polyplug is not usable here (see :func:`reference_available`)
 
     Bundles are named by their manifest ``name``. Close it (or use it as a context
@@ -172,7 +174,7 @@ class ReferenceRuntime:
     :class:`ReferenceContract` of it refuses calls afterwards.
     """
 
-    def __init__(self, hot_reload: bool = False) -> None:
+    def __init__(self, hot_reload: bool = False, on_event: Callable[[luaplug.Event], object] | None = None) -> None:
         polyplug, loaders_lua = _import_reference()
         config = None
         if hot_reload:
@@ -180,8 +182,16 @@ class ReferenceRuntime:
 
             config = RuntimeConfig()
             config.hot_reload_enabled = True
+        on_reload = None
+        if on_event is not None:
+
+            def on_reload(phase: Any) -> None:
+                on_event(
+                    luaplug.Event(luaplug.Phase(int(phase.type)), int(phase.bundle_id), phase.bundle_name, phase.reason)
+                )
+
         with _mapped_errors():
-            self._rt: Any = polyplug.Runtime(config=config)
+            self._rt: Any = polyplug.Runtime(config=config, on_reload=on_reload)
             loaders_lua.register_lua_loader(self._rt)
         self.hot_reload: bool = hot_reload
         self._host_address: int = int(self._rt.host)
@@ -278,6 +288,16 @@ class ReferenceRuntime:
         with _mapped_errors():
             self._rt.unload_bundle(bundle_id(name))
         self._paths.pop(name, None)
+
+    def register_host_contract(self, iface: Any) -> int:
+        """``HostApi.register_host_contract`` with a ``HostContractInterface*``; the ``AbiError`` code.
+
+        The caller keeps the interface alive for the runtime's life (a :class:`luaplug.HostContract`).
+        """
+        self._check_open()
+        err = ffi.new("AbiError*")
+        self._host.register_host_contract(self._host, ffi.cast("const HostContractInterface*", iface), err)
+        return int(err.code)
 
     # -- contracts ----------------------------------------------------------------
 

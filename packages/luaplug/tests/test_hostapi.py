@@ -25,6 +25,15 @@ class _Services:
     def _host_register(self, desc: Any, iface: Any) -> tuple[int, str]:
         return AbiErrorCode.DuplicateProvider, "dup"
 
+    def _host_get_host_contract(self, contract_id: int, min_version: int) -> tuple[int, int]:
+        return AbiErrorCode.HostContractNotFound, 0
+
+    def _host_resolve_host_contract(self, contract_id: int, min_version: int) -> Any:
+        return ffi.NULL
+
+    def _host_register_host_contract(self, iface: Any) -> tuple[int, str]:
+        return AbiErrorCode.DuplicateProvider, "dup"
+
 
 @pytest.fixture
 def host() -> HostApi:

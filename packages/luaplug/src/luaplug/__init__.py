@@ -6,7 +6,7 @@ backend plugin (``luaplug-lupa``, ``luaplug-cffi``).
 
 from __future__ import annotations
 
-from . import abi, epoch, ids, manifest
+from . import abi, epoch, events, ids, manifest
 from ._version import __version__
 from .abi import AbiErrorCode, DispatchType, LogLevel
 from .arena import CallArena
@@ -19,6 +19,7 @@ from .errors import (
     BackendUnavailableError,
     ConfigError,
     ContractNotFoundError,
+    DependencyError,
     DispatchError,
     DispatchLimitError,
     DispatchMemoryError,
@@ -38,6 +39,8 @@ from .errors import (
     ManifestMissingFile,
     RuntimeClosedError,
 )
+from .events import Event, Phase
+from .hostcontract import HostContract
 from .loader import BundleLoader, ContractProvider
 from .manifest import Manifest
 from .runtime import Bundle, Runtime
@@ -61,9 +64,12 @@ __all__ = [
     "Contract",
     "ContractNotFoundError",
     "ContractProvider",
+    "DependencyError",
     "DispatchError",
     "DispatchType",
     "DuplicateProvider",
+    "Event",
+    "HostContract",
     "HotReloadDisabled",
     "InitFailed",
     "Instance",
@@ -77,12 +83,14 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ManifestMissingFile",
+    "Phase",
     "Runtime",
     "RuntimeClosedError",
     "__version__",
     "abi",
     "available_backends",
     "epoch",
+    "events",
     "ids",
     "installed_backends",
     "manifest",

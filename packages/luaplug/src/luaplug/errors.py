@@ -22,6 +22,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigError",
     "ContractNotFoundError",
+    "DependencyError",
     "DispatchError",
     "DuplicateProvider",
     "HotReloadDisabled",
@@ -170,6 +171,22 @@ class ContractNotFoundError(LuaplugError):
         super().__init__(f"no loaded bundle provides contract {name}@{major}")
         self.contract = name
         self.major = major
+
+
+class DependencyError(LuaplugError):
+    """A bundle cannot be unloaded: other loaded bundles declared a dependency on it.
+
+    :ivar bundle: the bundle that was to be unloaded
+    :ivar dependents: names of the bundles depending on it (sorted)
+    """
+
+    def __init__(self, bundle: str, dependents: Iterable[str]) -> None:
+        self.bundle = bundle
+        self.dependents = sorted(dependents)
+        listed = ", ".join(f'"{n}"' for n in self.dependents)
+        super().__init__(
+            f"cannot unload bundle `{bundle}`: still-loaded bundles declared a dependency on it: [{listed}]"
+        )
 
 
 class HotReloadDisabled(LuaplugError):

@@ -53,6 +53,12 @@ class HostServices(Protocol):
 
     def _host_register(self, desc: Any, iface: Any) -> tuple[int, str]: ...
 
+    def _host_get_host_contract(self, contract_id: int, min_version: int) -> tuple[int, int]: ...
+
+    def _host_resolve_host_contract(self, contract_id: int, min_version: int) -> Any: ...
+
+    def _host_register_host_contract(self, iface: Any) -> tuple[int, str]: ...
+
 
 def _string(sv: Any) -> str:
     if sv.ptr == ffi.NULL or sv.len == 0:
@@ -177,12 +183,26 @@ def _cb_empty_array(host: Any) -> Any:
 def _cb_get_host_contract(host: Any, contract_id: int, min_version: int, out: Any, err: Any) -> None:
     if out != ffi.NULL:
         out.data = ffi.NULL
-    _set_err(err, AbiErrorCode.HostContractNotFound)
+    services = _services(host)
+    if services is None:
+        _set_err(err, AbiErrorCode.HostContractNotFound)
+        return
+    try:
+        code, data = services._host_get_host_contract(contract_id, min_version)
+    except Exception:  # never into C: a failed factory is the host contract's failure
+        _log.error("get_host_contract failed", exc_info=True)
+        code, data = AbiErrorCode.HostContractCallFailed, 0
+    if out != ffi.NULL and code == AbiErrorCode.Ok:
+        out.data = ffi.cast("void*", data)
+    _set_err(err, code)
 
 
 @ffi.callback("const HostContractInterface*(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)
 def _cb_resolve_host_contract(host: Any, contract_id: int, min_version: int) -> Any:
-    return ffi.NULL
+    services = _services(host)
+    if services is None:
+        return ffi.NULL
+    return services._host_resolve_host_contract(contract_id, min_version)
 
 
 @ffi.callback("void(*)(const HostApi*, const uint8_t*, size_t, AbiError*)", onerror=_on_error)
@@ -192,7 +212,15 @@ def _cb_bytes_unsupported(host: Any, data: Any, size: int, err: Any) -> None:
 
 @ffi.callback("void(*)(const HostApi*, const HostContractInterface*, AbiError*)", onerror=_on_error)
 def _cb_register_host_contract(host: Any, iface: Any, err: Any) -> None:
-    _set_err(err, AbiErrorCode.Generic, _UNSUPPORTED)
+    services = _services(host)
+    if services is None:
+        _set_err(err, AbiErrorCode.Generic, _NO_RUNTIME)
+        return
+    if iface == ffi.NULL:
+        _set_err(err, AbiErrorCode.InvalidPointer)
+        return
+    code, _text = services._host_register_host_contract(iface)
+    _set_err(err, code)
 
 
 @ffi.callback("void(*)(const HostApi*, void*, AbiError*)", onerror=_on_error)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 from . import manifest as _manifest
+from ._deps import InitScope, declared_contract_ids, depends_on, init_scope
 from ._logdefer import deferring, emit
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
@@ -23,13 +24,16 @@ from .engine import DEFAULT_OPTIONS, StateOptions
 from .epoch import Collector, default_collector
 from .errors import (
     ContractNotFoundError,
+    DependencyError,
     DuplicateProvider,
     HotReloadDisabled,
     LoadError,
     LuaplugError,
     RuntimeClosedError,
 )
+from .events import Event, EventCallback, EventHub, Phase
 from .hostapi import HostApi
+from .hostcontract import HostContract, HostContractTable, HostEntry, guest_entry, host_spec, resolve_impl
 from .ids import guest_contract_id
 from .lualoader import LuaLoader
 from .manifest import Manifest
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["Bundle", "Runtime"]
 
 _log: Final = logging.getLogger("luaplug.runtime")
+_T = TypeVar("_T")
+_MISSING: Final[Any] = object()
 
 
 @dataclass(frozen=True)
@@ -125,12 +131,15 @@ class Runtime:
         self._bundles: dict[str, Bundle] = {}
         self._lock = threading.RLock()
         self._closed = False
+        self._events = EventHub()
+        self._host_contracts = HostContractTable(self.collector)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         # The log sink never runs under the runtime lock: records made while it
         # is held (guest logs during init included) are emitted after release.
-        with deferring(), self._lock:
+        # Events likewise: delivered in order once the outermost section released the lock.
+        with self._events.deferring(), deferring(), self._lock:
             yield
 
     # -- properties ---------------------------------------------------------------
@@ -232,7 +241,8 @@ class Runtime:
             if m.name in self._bundles:
                 raise LoadError(m.name, f"bundle {m.name!r} is already loaded")
             backend_name, loader = self._loader_for(backend)
-            loader.load(m, source, self, options)
+            with self._initialising(m, replacing=False):
+                loader.load(m, source, self, options)
             bundle = Bundle(m.name, m.id, m, source.kind, backend_name, options)
             self._bundles[m.name] = bundle
         _log.info("loaded bundle %s on %s", m.name, backend_name)
@@ -256,16 +266,39 @@ class Runtime:
                     m = _manifest.load(bundle.manifest.path)
                     return self._load(m, PathSource(m.path), bundle.backend, bundle.options)
                 raise LoadError(name, f"bundle {name!r} is not loaded")
+            new = self._reload_locked(old, set())
+        _log.info("reloaded bundle %s", name)
+        return new
+
+    def _reload_locked(self, old: Bundle, done: set[str]) -> Bundle:
+        """Reload ``old`` and then its ``needs_reinit_on_dep_reload`` dependents (each once)."""
+        name = old.name
+        done.add(name)
+        try:
             if old.source_kind != "path":
                 raise LoadError(name, "in-memory bundles cannot be hot-reloaded")
             m = _manifest.load(old.manifest.path)
             if m.name != old.name:
                 raise LoadError(name, f"the manifest now names bundle {m.name!r}")
+            self._post(Phase.Preparing, old)
             self._warn_live(old, "reloading")
-            self._loaders[old.backend].reload(m, self)
-            new = Bundle(m.name, m.id, m, "path", old.backend, old.options)
-            self._bundles[name] = new
-        _log.info("reloaded bundle %s", name)
+            with self._initialising(m, replacing=True):
+                self._loaders[old.backend].reload(m, self)
+        except BaseException as exc:
+            self._post(Phase.Failed, old, getattr(exc, "error", None) or str(exc))
+            raise
+        new = Bundle(m.name, m.id, m, "path", old.backend, old.options)
+        self._bundles[name] = new
+        provided = {r.contract_id for r in self.registry.of_bundle(new.id)}
+        for dep in sorted(self._bundles.values(), key=lambda b: b.name):
+            if dep.name in done or not dep.manifest.needs_reinit_on_dep_reload:
+                continue
+            if depends_on(dep.manifest, new.name, new.id, provided):
+                try:
+                    self._reload_locked(dep, done)
+                except LuaplugError:  # logged, not raised: the provider's reload succeeded
+                    emit(_log, logging.ERROR, "reloading %s after %s failed", dep.name, name, exc_info=True)
+        self._post(Phase.Reloaded, new)
         return new
 
     def unload(self, bundle: str | Bundle) -> None:
@@ -274,14 +307,36 @@ class Runtime:
         self._check_open()
         name = str(bundle)
         with self._locked():
-            b = self._bundles.pop(name, None)
+            b = self._bundles.get(name)
             if b is None:
                 return
-            self._warn_live(b, "unloading")
-            self.registry.invalidate_bundle(b.id)
-            self.host_api.bump_revision()
-            self._loaders[b.backend].unload(b.id, self)
+            dependents = self.dependents(b.name)
+            if dependents:
+                raise DependencyError(b.name, dependents)
+            self._unload_locked(b)
         _log.info("unloaded bundle %s", name)
+
+    def _unload_locked(self, b: Bundle) -> None:
+        self._post(Phase.Unloading, b)
+        self._bundles.pop(b.name, None)
+        self._warn_live(b, "unloading")
+        self.registry.invalidate_bundle(b.id)
+        self._host_contracts.withdraw(b.id)
+        self.host_api.bump_revision()
+        self._loaders[b.backend].unload(b.id, self)
+
+    def dependents(self, bundle: str | Bundle) -> list[str]:
+        """Names of the loaded bundles that declared a dependency on ``bundle`` (sorted).
+
+        A contract dependency counts only while ``bundle`` is the last loaded provider of
+        that contract: unloading it would leave the dependent without one.
+        """
+        b = self._bundles.get(str(bundle))
+        if b is None:
+            return []
+        others = {r.contract_id for r in self.registry.providers() if r.bundle_id != b.id}
+        only_here = {r.contract_id for r in self.registry.of_bundle(b.id)} - others
+        return sorted(d.name for d in self._bundles.values() if depends_on(d.manifest, b.name, b.id, only_here))
 
     def _warn_live(self, bundle: Bundle, doing: str) -> None:
         live = self._loaders[bundle.backend].live_instances(bundle.id)
@@ -298,7 +353,107 @@ class Runtime:
     def _commit(self, m: Manifest, regs: list[Registration], *, replacing: bool) -> None:
         """Publish a load's registrations all at once (the loader's last step)."""
         self.registry.commit(regs, replacing=m.id if replacing else None)
+        self._host_contracts.commit(m.id, replacing=replacing)
         self.host_api.bump_revision()
+
+    @contextmanager
+    def _initialising(self, m: Manifest, *, replacing: bool) -> Iterator[None]:
+        """Mark this thread as running ``m``'s load: its lookups are restricted to what it
+        declared, and what it registers is staged until :meth:`_commit` (dropped on failure)."""
+        prev = init_scope.scope
+        init_scope.scope = InitScope(m, declared_contract_ids(m), replacing)
+        try:
+            yield
+        except BaseException:
+            self._host_contracts.discard(m.id)
+            raise
+        finally:
+            init_scope.scope = prev
+
+    # -- events -------------------------------------------------------------------
+
+    def on_event(self, callback: EventCallback) -> EventCallback:
+        """Call ``callback(event)`` for every lifecycle :class:`~luaplug.events.Event` (also a decorator).
+
+        Reload: ``Preparing``, then ``Reloaded`` or ``Failed`` (with the reason); unload:
+        ``Unloading``; dependents reloaded with their provider send their own events in
+        between. Callbacks run after the runtime lock was released, in order; one that
+        raises is logged and the others still run.
+
+        :returns: ``callback``
+        """
+        self._events.subscribe(callback)
+        return callback
+
+    def off_event(self, callback: EventCallback) -> bool:
+        """Stop calling ``callback``; whether it was subscribed."""
+        return self._events.unsubscribe(callback)
+
+    def _post(self, phase: Phase, bundle: Bundle, reason: str | None = None) -> None:
+        self._events.post(Event(phase, bundle.id, bundle.name, reason))
+
+    # -- host contracts -----------------------------------------------------------
+
+    @overload
+    def provide(
+        self,
+        contract: str | ContractSpec,
+        impl: None = None,
+        *,
+        api: ApiSpec | ContractSpec | str | os.PathLike[str] | None = None,
+        singleton: bool = True,
+    ) -> Callable[[_T], _T]: ...
+
+    @overload
+    def provide(
+        self,
+        contract: str | ContractSpec,
+        impl: object,
+        *,
+        api: ApiSpec | ContractSpec | str | os.PathLike[str] | None = None,
+        singleton: bool = True,
+    ) -> HostContract: ...
+
+    def provide(
+        self,
+        contract: str | ContractSpec,
+        impl: object = None,
+        *,
+        api: ApiSpec | ContractSpec | str | os.PathLike[str] | None = None,
+        singleton: bool = True,
+    ) -> HostContract | Callable[[_T], _T]:
+        """Serve ``impl`` to bundles as host contract ``contract`` (``"name@major"`` or a declaration).
+
+        Without ``impl``, a decorator: ``@rt.provide("host.Logger@1", api="api.toml")`` over a
+        class (instantiated once for a singleton, the factory of every instance otherwise) or
+        an object.
+
+        :param api: where the contract is declared: an ``api.toml`` path, an ``ApiSpec``
+            (its ``[[host_contract]]`` tables) or a ``ContractSpec``
+        :param singleton: one impl for every caller; ``False``: ``impl`` is a factory called
+            for every instance a guest creates
+        :raises ApiSpecError: the contract is not declared as a host contract
+        :raises TypeError: ``impl`` lacks a declared function
+        :raises DuplicateProvider: a host contract with that id is registered already
+        """
+        if impl is None:
+
+            def decorate(obj: _T) -> _T:
+                self.provide(contract, obj, api=api, singleton=singleton)
+                return obj
+
+            return decorate
+        spec = host_spec(contract, api)
+        impl, singleton = resolve_impl(impl, singleton)
+        self._check_open()
+        hc = HostContract(spec, impl, singleton=singleton, host_address=self.host_api.address)
+        with self._locked():
+            self._host_contracts.add(HostEntry(hc.contract_id, hc.interface, 0, "<host>", keepalive=[hc]))
+        return hc
+
+    def host_contracts(self) -> list[int]:
+        """The ids of every registered host contract (from Python and from guests)."""
+        return [e.contract_id for e in self._host_contracts.entries()]
 
     # -- contracts ----------------------------------------------------------------
 
@@ -337,7 +492,42 @@ class Runtime:
     # -- HostApi services ---------------------------------------------------------
 
     def _host_find(self, contract_id: int, min_major: int) -> tuple[int, int] | None:
+        scope = init_scope.scope
+        if scope is not None and contract_id not in scope.declared:
+            return None  # an undeclared lookup during init (runtime-semantics "Dependencies")
         return self.registry.find(contract_id, min_major)
+
+    def _host_get_host_contract(self, contract_id: int, min_version: int) -> tuple[int, int]:
+        code, entry = self._host_contracts.find(contract_id, min_version)
+        if entry is None:
+            return code, 0
+        data = self._host_contracts.instance(entry)
+        if not data and entry.owner == 0 and entry.keepalive and isinstance(entry.keepalive[0], HostContract):
+            return AbiErrorCode.HostContractCallFailed, 0
+        return AbiErrorCode.Ok, data
+
+    def _host_resolve_host_contract(self, contract_id: int, min_version: int) -> Any:
+        _code, entry = self._host_contracts.find(contract_id, min_version)
+        return ffi.NULL if entry is None else entry.iface
+
+    def _host_register_host_contract(self, iface: Any) -> tuple[int, str]:
+        if iface.create_instance == ffi.NULL or iface.destroy_instance == ffi.NULL:
+            return AbiErrorCode.InvalidPointer, "null function pointer"
+        scope = init_scope.scope
+        if scope is None:
+            # Outside a load nothing owns it: it stays for the runtime's life.
+            try:
+                self._host_contracts.add(guest_entry(iface, 0, "<guest>"))
+            except DuplicateProvider as exc:
+                self.host_api.set_last_error(exc.error)
+                return AbiErrorCode.DuplicateProvider, exc.error
+            return AbiErrorCode.Ok, ""
+        entry = guest_entry(iface, scope.manifest.id, scope.manifest.name)
+        text = self._host_contracts.stage(entry, replacing=scope.replacing)
+        if text is not None:
+            self.host_api.set_last_error(text)
+            return AbiErrorCode.DuplicateProvider, text
+        return AbiErrorCode.Ok, ""
 
     def _host_resolve(self, index: int, generation: int) -> Any:
         reg = self.registry.resolve(index, generation)
@@ -387,11 +577,11 @@ class Runtime:
         with self._locked():
             if self._closed:
                 return
-            for name in list(self._bundles):
+            for b in list(self._bundles.values()):
                 try:
-                    self.unload(name)
+                    self._unload_locked(b)  # dependents too: everything goes
                 except LuaplugError:
-                    emit(_log, logging.ERROR, "unloading %s at close failed", name, exc_info=True)
+                    emit(_log, logging.ERROR, "unloading %s at close failed", b.name, exc_info=True)
             for loader in self._loaders.values():
                 loader.close(self)
             self._closed = True

@@ -237,19 +237,28 @@ def function(
     return fn
 
 
-def contract(name: str, *functions: FunctionSpec, version: str | None = None, docs: str = "") -> ContractSpec:
-    """Declare a guest contract: ``contract("demo.Greeter@1", function(...), ...)``.
+def contract(
+    name: str,
+    *functions: FunctionSpec,
+    version: str | None = None,
+    docs: str = "",
+    kind: Literal["guest", "host"] = "guest",
+) -> ContractSpec:
+    """Declare a contract: ``contract("demo.Greeter@1", function(...), ...)``.
 
     :param name: ``"name@major"``, or ``"name"`` with ``version``
     :param version: ``"x.y.z"`` (default: the major of ``name``, else 1)
-    :raises ApiSpecError: a bad name, version, or duplicate functions
+    :param kind: ``"guest"`` (bundles provide it) or ``"host"`` (``Runtime.provide`` serves it)
+    :raises ApiSpecError: a bad name, version, kind, or duplicate functions
     """
+    if kind not in ("guest", "host"):
+        raise ApiSpecError(f"contract {name}: kind must be 'guest' or 'host', not {kind!r}")
     base, _, major = name.partition("@")
     if version is None:
         version = f"{major or 1}.0.0"
     elif major and int(version.split(".")[0]) != int(major):
         raise ApiSpecError(f"contract {name}: version {version!r} does not match the major in the name")
-    spec = ContractSpec(base, version, tuple(functions), docs)
+    spec = ContractSpec(base, version, tuple(functions), docs, kind)
     validate_contract(spec)
     return spec
 
