@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 __all__ = ["bundle_id", "fnv1a64", "guest_contract_id", "host_contract_id"]
@@ -24,16 +25,19 @@ def fnv1a64(data: str | bytes) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=4096)
 def bundle_id(name: str) -> int:
     """The id a manifest must carry for bundle ``name``."""
     return fnv1a64(name)
 
 
+@functools.lru_cache(maxsize=4096)
 def guest_contract_id(name: str, major: int) -> int:
     """Id of guest contract ``name@major``."""
     return fnv1a64(f"guest_contract:{name}@{major}")
 
 
+@functools.lru_cache(maxsize=4096)
 def host_contract_id(name: str, major: int) -> int:
     """Id of host contract ``name@major``."""
     return fnv1a64(f"host_contract:{name}@{major}")

@@ -6,6 +6,7 @@ Everything is validated here, before any Lua runs; each problem raises
 
 from __future__ import annotations
 
+import functools
 import platform
 import re
 import sys
@@ -126,7 +127,13 @@ def load(path: str | Path) -> Manifest:
         raise ManifestError(f"manifest parse error for {mpath}: file not found", path=str(mpath)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
-    return parse(text, mpath)
+    return _parse_cached(text, str(mpath))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str, manifest_path: str) -> Manifest:
+    # A reload reads the manifest again; unchanged text gives the same (frozen) Manifest.
+    return parse(text, manifest_path)
 
 
 def parse(text: str, manifest_path: str | Path) -> Manifest:
