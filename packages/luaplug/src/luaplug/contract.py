@@ -192,15 +192,12 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
     def dispatch(fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> int:
         if inside and blocked is not None and blocked():
             return _REENTRANT
-        a = 0 if arena is None else arena._address or _closed()
         try:
             # Fewer arguments are cheaper to convert: omitted pointers are null.
-            if a:
-                result = fast(fn_id, args, out, a)
-            elif args == 0 and out == 0:
-                result = fast(fn_id)
+            if arena is None:
+                result = fast(fn_id, args, out) if out or args else fast(fn_id)
             else:
-                result = fast(fn_id, args, out)
+                result = fast(fn_id, args, out, arena._address or _closed())
         except TypeError:
             result = -1
         except (OverflowError, ValueError):  # argument conversion: the caller's error
@@ -215,14 +212,11 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
         if inside and blocked is not None and blocked():
             result: Any = _REENTRANT
         else:
-            a = 0 if arena is None else arena._address or _closed()
             try:
-                if a:
-                    result = fast(fn_id, args, out, a)
-                elif args == 0 and out == 0:
-                    result = fast(fn_id)
+                if arena is None:
+                    result = fast(fn_id, args, out) if out or args else fast(fn_id)
                 else:
-                    result = fast(fn_id, args, out)
+                    result = fast(fn_id, args, out, arena._address or _closed())
             except TypeError:
                 result = -1
             except (OverflowError, ValueError):  # argument conversion: the caller's error
