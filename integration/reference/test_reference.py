@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cdata import address, rep_arg, string_arg, text_of
 
 import luaplug
 from luaplug import AbiErrorCode
@@ -47,30 +48,6 @@ NO_FUNCTION_COUNT = (
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def address(ptr: Any) -> int:
-    return int(ffi.cast("uintptr_t", ptr))
-
-
-def string_arg(data: bytes) -> tuple[Any, Any]:
-    """A ``StringView*`` over ``data`` and the buffer it borrows (keep both alive)."""
-    buf = ffi.new("uint8_t[]", data or b"\0")
-    sv = ffi.new("StringView*")
-    sv.ptr = buf
-    sv.len = len(data)
-    return sv, buf
-
-
-def rep_arg(piece: bytes, n: int) -> tuple[Any, Any]:
-    buf = ffi.new("uint8_t[]", piece)
-    arg = ffi.new("struct { StringView s; uint32_t n; } *")
-    arg.s.ptr, arg.s.len, arg.n = buf, len(piece), n
-    return arg, buf
-
-
-def text_of(sv: Any) -> bytes:
-    return bytes(ffi.buffer(sv.ptr, sv.len))
 
 
 def free_host(ref: ReferenceRuntime, sv: Any) -> None:
