@@ -39,7 +39,7 @@ class CallArena:
     out stays valid until :meth:`reset` or :meth:`close`.
     """
 
-    __slots__ = ("__weakref__", "_address", "_buf", "_host", "_keep", "_struct")
+    __slots__ = ("__weakref__", "_address", "_base", "_buf", "_host", "_keep", "_struct", "_words")
 
     def __init__(self, capacity: int = 4096, host: Runtime | int | None = None) -> None:
         if capacity < 0:
@@ -69,6 +69,10 @@ class CallArena:
         self._struct.host = self._host
         self._struct.first_overflow = ffi.NULL
         self._address: int = _addr(self._struct)
+        # SAFETY: the struct's five pointer words as integers (cur @0, base @16,
+        # first_overflow @32), for a reset that costs two integer stores.
+        self._words: Any = ffi.cast("uintptr_t*", self._struct)
+        self._base: int = _addr(base)
 
     @property
     def address(self) -> int:
@@ -135,12 +139,13 @@ class CallArena:
 
     def reset(self) -> None:
         """Rewind: the primary buffer and every block are empty again; nothing is freed."""
-        a = self._struct
-        a.cur = a.base
-        blk = a.first_overflow
-        while blk != ffi.NULL:
-            blk.used = _HEADER
-            blk = blk.next
+        w = self._words
+        w[0] = self._base
+        if w[4]:
+            blk = self._struct.first_overflow
+            while blk != ffi.NULL:
+                blk.used = _HEADER
+                blk = blk.next
 
     def close(self) -> None:
         """Free every overflow block through ``host->free`` and drop the buffer."""
@@ -155,6 +160,7 @@ class CallArena:
             blk = nxt
         a.first_overflow = ffi.NULL
         a.cur = a.base = a.end = ffi.NULL
+        self._base = 0  # a reset after close keeps cur null
         self._address = 0
 
     def __enter__(self) -> CallArena:
