@@ -1,7 +1,7 @@
 """Generate ``_abi_ffi.py``: the core's FFI in cffi's out-of-line ABI mode.
 
-Run ``python -m luaplug._abi_build`` after changing :data:`luaplug.abi.ABI_CDEF`
-or :data:`luaplug.abi.LIBC_CDEF`; ``tests/test_abi.py`` fails while the
+Run ``python -m luaplug._abi_build`` after changing :data:`luaplug.abi.ABI_CDEF`,
+:data:`luaplug.abi.LIBC_CDEF` or :data:`luaplug.abi.INTERNAL_CDEF`; ``tests/test_abi.py`` fails while the
 committed module is stale. Not imported at run time.
 """
 
@@ -24,9 +24,9 @@ def _declarations() -> tuple[str, str]:
     found: dict[str, str] = {}
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if node.target.id in ("ABI_CDEF", "LIBC_CDEF") and isinstance(node.value, ast.Constant):
+            if node.target.id in ("ABI_CDEF", "LIBC_CDEF", "INTERNAL_CDEF") and isinstance(node.value, ast.Constant):
                 found[node.target.id] = str(node.value.value)
-    return found["ABI_CDEF"], found["LIBC_CDEF"]
+    return found["ABI_CDEF"], found["LIBC_CDEF"] + found["INTERNAL_CDEF"]
 
 
 def generate() -> str:

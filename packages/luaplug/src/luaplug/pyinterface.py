@@ -45,27 +45,32 @@ def _u(ptr: Any) -> int:
     return int(ffi.cast("uintptr_t", ptr))
 
 
+# The VmCallFn, declared with word types (INTERNAL_CDEF): the pointers arrive as
+# ints and the AbiError {u32 code; StringView message} is written as three words.
 @ffi.callback(
-    "void(*)(VmLoaderData, GuestContractInstance, uint32_t, const void*, void*, CallArena*, AbiError*)",
+    "void(*)(VmLoaderData, InstanceWords, uint32_t, uintptr_t, uintptr_t, uintptr_t, uint64_t*)",
     onerror=_on_error,
 )
-def _vm_call(loader_data: Any, inst: Any, fn_id: int, args: Any, out: Any, arena: Any, err: Any) -> None:
+def _vm_call_words(loader_data: Any, inst: Any, fn_id: int, args: int, out: int, arena: int, err: Any) -> None:
     code: int = AbiErrorCode.InvalidPointer
     if loader_data.data != ffi.NULL:
         provider: PythonBackedContract = ffi.from_handle(loader_data.data)
-        iid = _u(inst.data)
+        iid = inst.data
         if iid > _MAX_INSTANCE_ID:
             code = AbiErrorCode.FunctionNotAvailable  # never a live instance
         else:
             try:
-                code = provider.call_from_c(fn_id, iid, _u(args), _u(out), _u(arena))
+                code = provider.call_from_c(fn_id, iid, args, out, arena)
             except Exception:  # the caller's AbiError is written whatever happens
                 _log.exception("contract call from C failed")
                 code = AbiErrorCode.Generic
     if err != ffi.NULL:
-        err.code = code
-        err.message.ptr = ffi.NULL
-        err.message.len = 0
+        err[0] = code  # code and its padding
+        err[1] = 0  # message.ptr
+        err[2] = 0  # message.len
+
+
+_vm_call: Final = ffi.cast("VmCallFn", _vm_call_words)
 
 
 @ffi.callback("void(*)(VmLoaderData, const HostApi*, const void*, GuestContractInstance*)", onerror=_on_error)
