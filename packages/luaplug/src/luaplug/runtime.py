@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 from . import manifest as _manifest
 from ._deps import InitScope, declared_contract_ids, depends_on, init_scope
+from ._hostservices import HostApiServices
 from ._logdefer import deferring, emit
-from .abi import AbiErrorCode
-from .abi import core_ffi as ffi
 from .backends import select_backend
 from .config import Config, resolve_config
 from .contract import Contract
@@ -25,7 +24,6 @@ from .epoch import Collector, default_collector
 from .errors import (
     ContractNotFoundError,
     DependencyError,
-    DuplicateProvider,
     HotReloadDisabled,
     LoadError,
     LuaplugError,
@@ -33,7 +31,7 @@ from .errors import (
 )
 from .events import Event, EventCallback, EventHub, Phase
 from .hostapi import HostApi
-from .hostcontract import HostContract, HostContractTable, HostEntry, guest_entry, host_spec, resolve_impl
+from .hostcontract import HostContract, HostContractTable, HostEntry, host_spec, resolve_impl
 from .ids import guest_contract_id
 from .lualoader import LuaLoader
 from .manifest import Manifest
@@ -79,7 +77,7 @@ def _options(base: StateOptions, memory: int | None, instructions: int | None, u
     )
 
 
-class Runtime:
+class Runtime(HostApiServices):
     """Loads bundles into isolated Lua VMs and hands out their contracts.
 
     :param backend: backend name; ``None`` selects (``LUAPLUG_BACKEND``, then the configuration,
@@ -488,83 +486,6 @@ class Runtime:
         from .typed import bind
 
         return bind(self, api, contract, instance=instance)
-
-    # -- HostApi services ---------------------------------------------------------
-
-    def _host_find(self, contract_id: int, min_major: int) -> tuple[int, int] | None:
-        scope = init_scope.scope
-        if scope is not None and contract_id not in scope.declared:
-            return None  # an undeclared lookup during init (runtime-semantics "Dependencies")
-        return self.registry.find(contract_id, min_major)
-
-    def _host_get_host_contract(self, contract_id: int, min_version: int) -> tuple[int, int]:
-        code, entry = self._host_contracts.find(contract_id, min_version)
-        if entry is None:
-            return code, 0
-        data = self._host_contracts.instance(entry)
-        if not data and entry.owner == 0 and entry.keepalive and isinstance(entry.keepalive[0], HostContract):
-            return AbiErrorCode.HostContractCallFailed, 0
-        return AbiErrorCode.Ok, data
-
-    def _host_resolve_host_contract(self, contract_id: int, min_version: int) -> Any:
-        _code, entry = self._host_contracts.find(contract_id, min_version)
-        return ffi.NULL if entry is None else entry.iface
-
-    def _host_register_host_contract(self, iface: Any) -> tuple[int, str]:
-        if iface.create_instance == ffi.NULL or iface.destroy_instance == ffi.NULL:
-            return AbiErrorCode.InvalidPointer, "null function pointer"
-        scope = init_scope.scope
-        if scope is None:
-            # Outside a load nothing owns it: it stays for the runtime's life.
-            try:
-                self._host_contracts.add(guest_entry(iface, 0, "<guest>"))
-            except DuplicateProvider as exc:
-                self.host_api.set_last_error(exc.error)
-                return AbiErrorCode.DuplicateProvider, exc.error
-            return AbiErrorCode.Ok, ""
-        entry = guest_entry(iface, scope.manifest.id, scope.manifest.name)
-        text = self._host_contracts.stage(entry, replacing=scope.replacing)
-        if text is not None:
-            self.host_api.set_last_error(text)
-            return AbiErrorCode.DuplicateProvider, text
-        return AbiErrorCode.Ok, ""
-
-    def _host_resolve(self, index: int, generation: int) -> Any:
-        reg = self.registry.resolve(index, generation)
-        return ffi.NULL if reg is None else reg.iface
-
-    def _host_register(self, desc: Any, iface: Any) -> tuple[int, str]:
-        if (
-            iface.create_instance == ffi.NULL
-            or iface.destroy_instance == ffi.NULL
-            or iface.dispatch.vm.call == ffi.NULL
-        ):
-            return AbiErrorCode.InvalidPointer, "null function pointer"
-        try:
-            display = ffi.string(ffi.cast("char*", desc.contract_name.ptr), desc.contract_name.len).decode("utf-8")
-            plugin = ffi.string(ffi.cast("char*", desc.name.ptr), desc.name.len).decode("utf-8")
-        except UnicodeDecodeError:
-            return AbiErrorCode.Generic, "descriptor names must be UTF-8"
-        name, _, ver = display.partition("@")
-        major = int(ver) if ver.isdigit() else int(desc.version.major)
-        if not name or guest_contract_id(name, major) != iface.contract_id:
-            return AbiErrorCode.Generic, "contract id does not match the descriptor's name"
-        reg = Registration(
-            contract_id=int(iface.contract_id),
-            contract_name=name,
-            major=major,
-            plugin_name=plugin,
-            bundle_id=0,
-            bundle_name="<host>",
-            iface=Registration.copy_interface(iface),
-        )
-        try:
-            self.registry.commit([reg])
-        except DuplicateProvider as exc:
-            self.host_api.set_last_error(str(exc))
-            return AbiErrorCode.DuplicateProvider, str(exc)
-        self.host_api.bump_revision()
-        return AbiErrorCode.Ok, ""
 
     # -- lifetime -----------------------------------------------------------------
 
