@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from . import _libc
@@ -44,7 +44,9 @@ CAP_REFUSES_BYTECODE: Final = "refuses_bytecode"
 @lru_cache(maxsize=1)
 def prelude_source() -> str:
     """Text of the host prelude every state runs first."""
-    return resources.files("luaplug").joinpath("lua/luaplug_host.lua").read_text("utf-8")
+    # A plain file next to this module (package data; importlib.resources would cost
+    # several milliseconds of start-up for the same answer).
+    return (Path(__file__).resolve().parent / "lua" / "luaplug_host.lua").read_text("utf-8")
 
 
 @dataclass(frozen=True)
