@@ -41,6 +41,8 @@ _FLT_MAX: Final = 3.4028234663852886e38
 _INFS: Final = (math.inf, -math.inf)
 #: a StringView whose ``ptr`` reads as ``char*``: ``ffi.unpack`` then yields bytes
 _SV_OUT: Final = "struct { const char* ptr; size_t len; }"
+#: Bytes of a string argument copied into the proxy's own buffer (longer ones are wrapped).
+_INPUT_BUFFER: Final = 256
 
 
 def _address(cdata: Any) -> int:
@@ -83,6 +85,8 @@ class _Compiled:
         elif fn.returns.kind == "string":
             self.out = ffi.new(f"{_SV_OUT} *")
             self.out_address = _address(self.out)
+            # SAFETY: aliases self.out (ptr @0, len @8) for as long as this object lives.
+            self.names["_lp_outw"] = ffi.cast("uintptr_t*", self.out)
         else:
             self.out = ffi.new(f"{fn.returns.ctype}*")
             self.out_address = _address(self.out)
@@ -100,7 +104,7 @@ class _Compiled:
         for i, (p, local) in enumerate(zip(fn.params, pnames, strict=True)):
             body += self._pack(i, p.name, p.type, local, single)
         if fn.returns is not None and fn.returns.kind == "string":
-            body.append("_lp_out.len = 0")
+            body.append("_lp_outw[1] = 0")
         body += [
             # Reset the arena: a full reset once overflow blocks exist, else rewind cur if it moved.
             "if _lp_arena_words[4]: _lp_arena.reset()",
@@ -112,7 +116,7 @@ class _Compiled:
         ]
         body += self._unpack(fn.returns)
         lines = [f"def {fn.name}({', '.join(pnames)}):"] + [f"    {line}" for line in body]
-        closure = "_lp_call, _lp_retry, _lp_arena, _lp_arena_words, _lp_base"
+        closure = "_lp_call, _lp_retry, _lp_arena, _lp_arena_words, _lp_base, _lp_cap, _lp_arena_mv"
         inner = "\n".join(f"    {line}" for line in lines)
         return f"def _make({closure}):\n{inner}\n    return {fn.name}\n"
 
@@ -125,11 +129,25 @@ class _Compiled:
             sv = "_lp_args" if single else f"_lp_sv_{i}"
             if not single:
                 self.names[sv] = getattr(self.args, name)
+            # SAFETY: the word view aliases the StringView inside self.args, and the input
+            # buffer is this object's; both live as long as the compiled method.
+            view = self.args if single else ffi.addressof(self.args, name)
+            self.names[f"_lp_svw_{i}"] = ffi.cast("uintptr_t*", view)
+            inbuf = ffi.new("uint8_t[]", _INPUT_BUFFER)
+            self.names[f"_lp_inbuf_{i}"] = inbuf
+            self.names[f"_lp_inmv_{i}"] = ffi.buffer(inbuf)
+            self.names[f"_lp_inaddr_{i}"] = _address(inbuf)
             return [
                 f"_lp_b{i} = {local}.encode() if {local}.__class__ is str else _lp_str_{i}({local})",
-                f"_lp_k{i} = _lp_from_buffer('uint8_t[]', _lp_b{i})",
-                f"{sv}.ptr = _lp_k{i}",
-                f"{sv}.len = len(_lp_b{i})",
+                f"_lp_n{i} = len(_lp_b{i})",
+                # Short strings are copied into a buffer of our own (cheaper than wrapping).
+                f"if _lp_n{i} <= {_INPUT_BUFFER}:",
+                f"    _lp_inmv_{i}[:_lp_n{i}] = _lp_b{i}",
+                f"    _lp_svw_{i}[0] = _lp_inaddr_{i}",
+                "else:",
+                f"    _lp_k{i} = _lp_from_buffer('uint8_t[]', _lp_b{i})",
+                f"    {sv}.ptr = _lp_k{i}",
+                f"_lp_svw_{i}[1] = _lp_n{i}",
             ]
         lines = [
             "try:",
@@ -155,8 +173,12 @@ class _Compiled:
             return ["return None"]
         if t.kind == "string":
             return [
-                "_lp_n = _lp_out.len",
+                "_lp_n = _lp_outw[1]",
                 "if not _lp_n: return ''",
+                "_lp_o = _lp_outw[0] - _lp_base",
+                # In the arena's primary buffer (the usual case): slice it; else read by pointer.
+                "if 0 <= _lp_o and _lp_o + _lp_n <= _lp_cap:",
+                "    return _lp_arena_mv[_lp_o:_lp_o + _lp_n].decode('utf-8')",
                 "_lp_p = _lp_out.ptr",
                 "if not _lp_p: _lp_null_string()",
                 "return _lp_unpack(_lp_p, _lp_n).decode('utf-8')",
@@ -180,7 +202,13 @@ class _Compiled:
         }
         exec(self.code, ns)  # our own source, built from validated identifiers
         method: Callable[..., Any] = ns["_make"](
-            proxy.instance.call, proxy._retry, proxy._arena, proxy._arena_words, proxy._arena_base
+            proxy.instance.call,
+            proxy._retry,
+            proxy._arena,
+            proxy._arena_words,
+            proxy._arena_base,
+            proxy._arena.capacity,
+            proxy._arena_view,
         )
         method.__qualname__ = f"TypedProxy.{self.fn.name}"
         method.__doc__ = f"{self.fn.signature()}\n\n{self.fn.docs}".rstrip()
@@ -214,6 +242,9 @@ class TypedProxy:
         # SAFETY: the words alias the arena's C struct, which the arena owns until close().
         self._arena_words: Any = ffi.cast("uintptr_t*", self._arena.address)
         self._arena_base: int = int(self._arena_words[2])
+        # SAFETY: a view of the arena's primary buffer, which lives until close(); results the
+        # guest bumped there are sliced out of it without a pointer round trip.
+        self._arena_view: Any = ffi.buffer(ffi.cast("uint8_t*", self._arena_base), self._arena.capacity)
         self._compiled = [_Compiled(spec, i, fn) for i, fn in enumerate(spec.functions)]
         self._install()
 
