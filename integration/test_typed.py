@@ -53,6 +53,15 @@ def test_freshly_generated_glue_loads_and_serves(runtime: luaplug.Runtime, copy_
     assert runtime.contract("typed.Calc@1").plugin_name == BUNDLE
 
 
+@pytest.mark.parametrize("sizes", [(5, 300, 5), (255, 256, 257), (4000, 1, 9000)])
+def test_strings_of_every_length_round_trip(calc: typed.TypedProxy, sizes: tuple[int, ...]) -> None:
+    """Short arguments go through the proxy's own buffer, long ones are wrapped; results come from
+    the arena's buffer or, past it, from overflow blocks."""
+    for n in sizes:
+        text = ("é" * n)[:n]
+        assert calc.greet(text) == "hello, " + text
+
+
 def test_every_type_round_trips(calc: typed.TypedProxy, api_path: Path) -> None:
     Color = typed.load_api(api_path).enum("Color").python
     assert calc.add(2, 3) == 5
