@@ -38,19 +38,27 @@ else:
 
 __all__ = ["LupaEngine", "LupaState"]
 
+_LuaErrors: tuple[type[Exception], ...] = (_lupa.LuaError,) if _lupa is not None else ()
+
+
+def _translate(exc: Exception) -> LuaError:
+    """luaplug's exception for one of lupa's (the one boundary mapping)."""
+    assert _lupa is not None
+    if isinstance(exc, _lupa.LuaSyntaxError):
+        return LuaSyntaxError(str(exc))
+    if isinstance(exc, _lupa.LuaMemoryError):
+        return LuaMemoryError(str(exc))
+    return LuaError(str(exc))
+
 
 @contextmanager
 def _mapped() -> Iterator[None]:
-    """Translate lupa's exceptions into luaplug's (the one boundary helper)."""
+    """Translate lupa's exceptions into luaplug's."""
     assert _lupa is not None
     try:
         yield
-    except _lupa.LuaSyntaxError as exc:
-        raise LuaSyntaxError(str(exc)) from exc
-    except _lupa.LuaMemoryError as exc:
-        raise LuaMemoryError(str(exc)) from exc
     except _lupa.LuaError as exc:
-        raise LuaError(str(exc)) from exc
+        raise _translate(exc) from exc
 
 
 def _py(value: Any) -> Any:
@@ -86,6 +94,7 @@ class LupaState(EngineState):
             self._prelude: Any = rt.execute(_prelude_code(), name=b"=luaplug_host", mode="b")
             self._prelude.setup(host_address, self.cell_address, self.thread_fn_address, None)
         self._rt: Any = rt
+        self._entries: dict[str, Any] = {}  # prelude entries, looked up once
 
     def prepend_package_field(self, field: str, entries: str) -> None:
         with _mapped():
@@ -100,8 +109,13 @@ class LupaState(EngineState):
         if prelude is None:
             raise LuaplugError("the bundle VM is closed")
         conv = [a.encode("utf-8") if isinstance(a, str) else a for a in args]
-        with _mapped():
-            result = prelude[entry.encode("ascii")](*conv)
+        fn = self._entries.get(entry)
+        try:
+            if fn is None:
+                fn = self._entries[entry] = prelude[entry.encode("ascii")]
+            result = fn(*conv)
+        except _LuaErrors as exc:  # try/except, not _mapped(): this path serves create/destroy
+            raise _translate(exc) from exc
         if result is None:
             return ()
         if isinstance(result, tuple):
@@ -135,6 +149,7 @@ class LupaState(EngineState):
                 prelude.shutdown()
             except Exception:  # closing must not fail; the runtime is dropped anyway
                 pass
+        self._entries.clear()
         self._rt = None
 
 
