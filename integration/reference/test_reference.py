@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 from _cdata import address, rep_arg, string_arg, text_of
+from _init_cases import CASES, good_registrations, init_returning
 
 import luaplug
 from luaplug import AbiErrorCode
-from luaplug._texts import init_error_text, missing_entry_file, script_load_failed
 from luaplug.abi import ffi
 from luaplug.ids import bundle_id, guest_contract_id
 
@@ -67,10 +67,6 @@ def write_bundle(root: Path, name: str, source: str, provides: dict[str, int] | 
     (d / "manifest.toml").write_text("\n".join(lines) + "\n", "utf-8")
     (d / "main.lua").write_text(source, "utf-8")
     return d
-
-
-def init_returning(body: str) -> str:
-    return f"function polyplug_init(host, ctx)\n  {body}\nend\n"
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -172,11 +168,14 @@ def test_function_count_needs_the_version_major(ref: ReferenceRuntime, tmp_path:
     assert info.value.message == "function count mismatch for contract `iso.Counter@1`: expected=0, found=0"
 
 
+#: spec §3: the prefix of a chunk that fails to compile or raises (entry file main.lua)
+LOAD_FAILED = "Lua script load failed for main.lua: "
+
 BROKEN = [
     # (bundle, bundle name on the error, exact text or None, prefix, substring)
-    ("broken_noinit", "main.lua", init_error_text("missing_init", [], "main.lua"), "", ""),
-    ("broken_syntax", "broken_syntax", None, script_load_failed("main.lua", ""), "unexpected symbol near ','"),
-    ("broken_chunk_error", "broken_chunk_error", None, script_load_failed("main.lua", ""), "chunk exploded"),
+    ("broken_noinit", "main.lua", "Lua plugin missing polyplug_init function: bundle=main.lua", "", ""),
+    ("broken_syntax", "broken_syntax", None, LOAD_FAILED, "unexpected symbol near ','"),
+    ("broken_chunk_error", "broken_chunk_error", None, LOAD_FAILED, "chunk exploded"),
 ]
 
 
@@ -208,7 +207,7 @@ def test_missing_entry_file(ref: ReferenceRuntime, copy_dir: Callable[[str], Pat
     with pytest.raises(ReferenceRuntimeError) as info:
         ref.load(d)
     assert info.value.bundle == "broken_missing_entry"
-    assert info.value.error == missing_entry_file(str(d / "main.lua"))
+    assert info.value.error == f"Lua script load failed at {d / 'main.lua'}: file does not exist"
 
 
 def test_manifest_without_file(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
@@ -230,75 +229,11 @@ def test_tampered_id(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> 
     assert f"{good:x}" in info.value.message and f"{good ^ 1:x}" in info.value.message
 
 
-GOOD_ENTRY = """{
-      factory = function(host) return {} end,
-      functions = { [0] = function(_self, _args, out) require("ffi").cast("int32_t*", out)[0] = 5 end },
-    }"""
-
-# (id, source, exact text or None (``{b}``: the chunk name), prefix, substring)
+# The luaplug suite's cases with the spec's texts; a path bundle's chunk is "main.lua".
 INIT_CASES: list[tuple[str, str, str | None, str, str]] = [
-    ("no_init", "local x = 1\n", init_error_text("missing_init", [], "main.lua"), "", ""),
-    ("init_not_a_function", "polyplug_init = 42\n", init_error_text("missing_init", [], "main.lua"), "", ""),
-    ("returns_nothing", init_returning(""), None, "Lua polyplug_init failed: ", ""),
-    ("returns_one_table", init_returning("return {}"), None, "Lua polyplug_init failed: ", ""),
-    ("status_not_a_table", init_returning('return { ["x.Good"] = {} }, 0'), None, "Lua polyplug_init failed: ", ""),
-    ("raises", init_returning('error("init exploded")'), None, "Lua polyplug_init failed: ", "init exploded"),
-    (
-        "code_with_message",
-        init_returning('return {}, { code = 7, message = "the guest says no" }'),
-        "the guest says no",
-        "",
-        "",
-    ),
-    (
-        "code_without_message",
-        init_returning("return {}, { code = 7 }"),
-        init_error_text("init_code", [7, None], ""),
-        "",
-        "",
-    ),
-    (
-        "code_with_empty_message",
-        init_returning('return {}, { code = 3, message = "" }'),
-        init_error_text("init_code", [3, ""], ""),
-        "",
-        "",
-    ),
-    ("zero_contracts", init_returning("return {}, { code = 0 }"), init_error_text("empty", [], ""), "", ""),
-    (
-        "missing_functions",
-        init_returning('return { ["x.C"] = { factory = function() return {} end } }, { code = 0 }'),
-        None,
-        init_error_text("no_functions", ["x.C", ""], ""),
-        "",
-    ),
-    (
-        "non_function_slot",
-        init_returning(
-            'return { ["x.C"] = { factory = function() return {} end,'
-            " functions = { [0] = function() end, [1] = 42 } } }, { code = 0 }"
-        ),
-        None,
-        init_error_text("slot", [1, "x.C", ""], ""),
-        "",
-    ),
-    (
-        "missing_factory",
-        init_returning('return { ["x.C"] = { functions = { [0] = function() end } } }, { code = 0 }'),
-        None,
-        init_error_text("no_factory", ["x.C", ""], ""),
-        "",
-    ),
-    (
-        "factory_raises",
-        init_returning(
-            'return { ["x.C"] = { factory = function() error("factory exploded") end,'
-            " functions = { [0] = function() end } } }, { code = 0 }"
-        ),
-        None,
-        init_error_text("factory_failed", ["x.C", ""], ""),
-        "factory exploded",
-    ),
+    (case, src, None if text is None else text.format(b="main.lua"), prefix.format(b="main.lua"), contains)
+    for case, src, text, prefix, contains in CASES
+    if case not in ("syntax_error", "chunk_raises")  # on disk: test_broken_bundle_on_disk
 ]
 
 
@@ -328,7 +263,7 @@ def test_init_error(
 
 @pytest.mark.parametrize("status", ["{}", '{ code = "7" .. "x" }', "{ code = false }"])
 def test_status_code_that_is_not_a_number_counts_as_ok(ref: ReferenceRuntime, tmp_path: Path, status: str) -> None:
-    ref.load(write_bundle(tmp_path, "lenient", init_returning(f'return {{ ["x.Good"] = {GOOD_ENTRY} }}, {status}')))
+    ref.load(write_bundle(tmp_path, "lenient", good_registrations(status)))
     out = ffi.new("int32_t*")
     assert ref.contract("x.Good@1").dispatch(0, 0, out) == 0
     assert out[0] == 5
@@ -758,7 +693,7 @@ def test_failed_reload_keeps_the_old_version(ref: ReferenceRuntime, copy_dir: Ca
     (d / "main.lua").write_text("function polyplug_init(\n", "utf-8")
     with pytest.raises(ReferenceRuntimeError) as info:
         ref.reload("counter")
-    assert script_load_failed("main.lua", "") in info.value.message
+    assert LOAD_FAILED in info.value.message
     assert count(c, 0) == 2  # the old VM, with its state
 
 
@@ -919,7 +854,7 @@ def test_luaplug_and_the_reference_fail_loads_alike(
     with luaplug.Runtime(_luaplug_backend()) as rt, pytest.raises(luaplug.LoadError) as ours:
         rt.load(d)
     assert ours.value.bundle == theirs.value.bundle
-    prefix = script_load_failed("main.lua", "")
+    prefix = LOAD_FAILED
     if name in ("broken_syntax", "broken_chunk_error"):
         assert _lua_message(ours.value.error, prefix) == _lua_message(theirs.value.error, prefix)
     else:

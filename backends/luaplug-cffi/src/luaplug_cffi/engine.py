@@ -122,10 +122,6 @@ class CffiState(EngineState):
         if status != _OK:
             _raise(status)
 
-    def memory_used(self) -> int:
-        """Bytes the VM holds (counted only when it has a memory limit)."""
-        return int(lib.lp_memory_used(self._vm))
-
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
         values = ffi.new("lp_value[]", max(len(args), 1))
         keep = []

@@ -45,7 +45,6 @@ typedef struct lp_vm {
     pthread_mutex_t mu;
     int prelude_ref;
     int disp_ref;
-    int tb_ref;
     int closed;
     double host;
     size_t mem_used;     /* bytes the state holds (only counted with a limit) */
@@ -178,10 +177,6 @@ static void *lp_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return p;
 }
 
-size_t lp_memory_used(lp_vm *vm) {
-    return vm->mem_used;
-}
-
 lp_vm *lp_new(size_t mem_limit) {
     lp_vm *vm = (lp_vm *)calloc(1, sizeof(lp_vm));
     if (vm == NULL) return NULL;
@@ -198,7 +193,7 @@ lp_vm *lp_new(size_t mem_limit) {
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&vm->mu, &attr);
     pthread_mutexattr_destroy(&attr);
-    vm->prelude_ref = vm->disp_ref = vm->tb_ref = LUA_NOREF;
+    vm->prelude_ref = vm->disp_ref = LUA_NOREF;
     return vm;
 }
 
@@ -290,10 +285,6 @@ typedef struct setup_args {
 static int setup_body(lua_State *L) {
     setup_args *a = (setup_args *)lua_touserdata(L, 1);
     lp_vm *vm = a->vm;
-    lua_getglobal(L, "debug");
-    lua_getfield(L, -1, "traceback");
-    vm->tb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
     a->rc = luaL_loadbuffer(L, a->src, a->len, "=luaplug_host");
     if (a->rc != 0) return lua_error(L);
     lua_call(L, 0, 1);
@@ -344,20 +335,6 @@ int lp_prepend_field(lp_vm *vm, const char *field, const char *entries, size_t l
     int rc = lua_cpcall(vm->L, prepend_body, &a);
     if (rc != 0) take_error(vm->L);
     lua_settop(vm->L, 0);
-    pthread_mutex_unlock(&vm->mu);
-    return status_of(rc);
-}
-
-/* Chunks load in text mode only: precompiled bytecode is refused. */
-int lp_run_chunk(lp_vm *vm, const char *src, size_t len, const char *name) {
-    pthread_mutex_lock(&vm->mu);
-    lua_State *L = vm->L;
-    int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->tb_ref);
-    int rc = luaL_loadbufferx(L, src, len, name, "t");
-    if (rc == 0) rc = lua_pcall(L, 0, 0, top + 1);
-    if (rc != 0) take_error(L);
-    lua_settop(L, top);
     pthread_mutex_unlock(&vm->mu);
     return status_of(rc);
 }

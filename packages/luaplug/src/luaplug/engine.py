@@ -136,10 +136,10 @@ class EngineState(ABC):
     def dispatcher(self, cidx: int) -> FastCall:
         """The fast dispatch of the prelude's contract ``cidx`` (1-based)."""
 
-    def bound_dispatcher(self, cidx: int, instance_id: int) -> Callable[..., Any]:
-        """:meth:`dispatcher` with the instance id bound (engines may do better)."""
-        fast = self.dispatcher(cidx)
-        return lambda fn_id, args=0, out=0, arena=0: fast(fn_id, instance_id, args, out, arena)
+    def bound_dispatcher(self, cidx: int, instance_id: int) -> Callable[..., Any] | None:
+        """:meth:`dispatcher` with the instance id bound, ``(fn_id, args=0, out=0, arena=0)``,
+        when the engine can bind it more cheaply than a Python wrapper; default ``None``."""
+        return None
 
     def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
         """See :meth:`ContractProvider.native_entry`; default: none."""

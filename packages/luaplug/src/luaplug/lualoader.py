@@ -132,11 +132,12 @@ class EngineContract(PythonBackedContract):
             # Binding may enter the VM, which is running on this thread.
             return super().bound_call(instance_id)
         try:
-            return self.state.bound_dispatcher(self.cidx, instance_id)
+            bound = self.state.bound_dispatcher(self.cidx, instance_id)
         except LuaplugError:
             # Retired or closed meanwhile (a racing unload): the generic path
             # answers StaleHandle without entering the VM.
-            return super().bound_call(instance_id)
+            bound = None
+        return bound if bound is not None else super().bound_call(instance_id)
 
     @property
     def reentry_blocked(self) -> Any:

@@ -122,7 +122,6 @@ local function arena_alloc(size, arena_addr)
   a.first = raw
   return addr(raw) + BLOCK_HEADER
 end
-P.arena_alloc = arena_alloc
 local guest_arena_alloc = arena_alloc
 
 -- Instruction budget per entry (nil: none), set by P.harden.
