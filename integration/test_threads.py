@@ -203,23 +203,37 @@ def test_threads_with_their_own_arenas_never_mix(runtime: luaplug.Runtime, bundl
     assert errors == []
 
 
+@pytest.mark.parametrize("prebound", [False, True], ids=["instance-made-inside", "instance-made-before"])
 @pytest.mark.parametrize("target", ["iso.Chatty@1", "iso.Quiet@1", "iso.Counter@1"])
 def test_host_code_called_from_inside_a_call_may_call_back(
-    runtime: luaplug.Runtime, bundles: Path, backend: str, target: str
+    runtime: luaplug.Runtime, bundles: Path, backend: str, target: str, prebound: bool
 ) -> None:
     """A log handler (host code running inside the bundle's call) calls back into the
     bundle: the same contract gets ReentrantCall, another contract of the same bundle
     works where the backend can nest and gets ReentrantCall where it cannot, another
-    bundle always works; nothing crashes and the VM stays usable."""
+    bundle always works; nothing crashes and the VM stays usable. The instance is
+    made inside the callback or before the call (then its backend's own entry serves
+    it), and called with a cffi pointer, with plain addresses and through ``call``."""
     runtime.load(bundles / "chatty")
     runtime.load(bundles / "counter")
     chatty = runtime.contract("iso.Chatty@1").default
     codes: list[int] = []
+    slot = ffi.new("int64_t*")
+    # Made before the call, the instance's entries are bound outside any Lua call.
+    made_before = runtime.contract(target).default if prebound else None
 
     class CallsBack(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             if getattr(record, "scope", None) == "iso.chatty":
-                codes.append(runtime.contract(target).default.dispatch(0, 0, ffi.new("int64_t*")))
+                inst = made_before or runtime.contract(target).default
+                codes.append(inst.dispatch(0, 0, slot))
+                codes.append(inst.dispatch(0, 0, int(ffi.cast("uintptr_t", slot))))
+                try:
+                    inst.call(0, 0, slot)
+                except luaplug.DispatchError as exc:
+                    codes.append(exc.code)
+                else:
+                    codes.append(0)
 
     handler = CallsBack(level=logging.INFO)
     guest = logging.getLogger("luaplug.guest")
@@ -237,6 +251,6 @@ def test_host_code_called_from_inside_a_call_may_call_back(
         "iso.Quiet@1": 0 if nested else AbiErrorCode.ReentrantCall,
         "iso.Counter@1": 0,
     }[target]
-    assert codes == [expected]
+    assert codes == [expected] * 3
     assert chatty.dispatch(0) == 0  # the VM recovered
     assert runtime.contract("iso.Quiet@1").default.dispatch(0) == 0

@@ -101,3 +101,25 @@ def test_lupa_errors_are_translated(rt: luaplug.Runtime) -> None:
         rt.load_code("x = = 1", "broken")
     assert isinstance(info.value.__cause__, luaplug.LuaSyntaxError)
     assert info.value.error.startswith("Lua script load failed for broken:")
+
+
+def test_instances_are_served_by_the_c_entry(rt: luaplug.Runtime) -> None:
+    """The built extension serves dispatch/call; its fast path and every delegation
+    (cffi pointers, keywords, a non-zero code) give the Python path's answers."""
+    from luaplug.abi import ffi
+
+    rt.load_code(PROBE, "probe")
+    inst = rt.contract("t.Probe@1").default
+    assert type(inst.dispatch).__name__ == "Entry"
+    assert type(inst.call).__name__ == "Entry"
+    slot = ffi.new("int64_t*")
+    assert inst.dispatch(0) == 0
+    assert inst.dispatch(0, 0, slot) == 0
+    assert inst.dispatch(fn_id=0) == 0
+    assert inst.call(0, 0, int(ffi.cast("uintptr_t", slot))) is None
+    assert inst.dispatch(7) == luaplug.AbiErrorCode.FunctionNotAvailable
+    with pytest.raises(luaplug.DispatchError) as info:
+        inst.call(7)
+    assert info.value.code == luaplug.AbiErrorCode.FunctionNotAvailable
+    with pytest.raises(OverflowError):
+        inst.dispatch(1 << 40)

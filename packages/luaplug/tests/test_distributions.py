@@ -107,13 +107,15 @@ def test_nothing_from_the_test_trees_is_shipped(dist: str) -> None:
 
 @pytest.mark.parametrize("dist", list(PACKAGES))
 def test_wheel_ships_what_the_sdist_has(dist: str) -> None:
-    """Every file of the sdist's ``src/<package>/`` is in the wheel (the cffi module adds its .so)."""
+    """Every file of the sdist's ``src/<package>/`` is in the wheel (each backend's compiled
+    module adds its .so)."""
     package = PACKAGES[dist]
     in_sdist = {name.removeprefix("src/") for name in sdist_files(dist) if name.startswith(f"src/{package}/")}
     in_sdist.discard(f"{package}/.gitignore")
     assert in_sdist - package_files(dist) == set()
     extra = package_files(dist) - in_sdist
-    assert extra == ({f for f in extra if f.startswith("luaplug_cffi/_native")} if dist == "luaplug-cffi" else set())
+    compiled = {"luaplug-cffi": "luaplug_cffi/_native", "luaplug-lupa": "luaplug_lupa/_entry"}.get(dist)
+    assert extra == ({f for f in extra if compiled and f.startswith(compiled) and f.endswith(".so")})
 
 
 @pytest.mark.parametrize("dist", list(PACKAGES))
@@ -148,9 +150,21 @@ def test_backend_wheel_registers_its_entry_point(dist: str) -> None:
     assert f"[luaplug]\n{name} = {PACKAGES[dist]}.plugin\n" in entry_points
 
 
-def test_lupa_wheel_is_pure() -> None:
-    assert _one("wheels/luaplug_lupa-*.whl").name.endswith("-py3-none-any.whl")
+def test_core_wheel_is_pure() -> None:
     assert _one("wheels/luaplug-[0-9]*.whl").name.endswith("-py3-none-any.whl")
+
+
+def test_lupa_distributions_carry_the_c_entry() -> None:
+    """The sdist has the C source and no build product; the wheel (built where a C
+    compiler is, as here) has the compiled entry and is per platform."""
+    sdist = sdist_files("luaplug-lupa")
+    assert {"setup.py", "src/luaplug_lupa/_entry.c", "src/luaplug_lupa/_entry.pyi"} <= set(sdist)
+    files = wheel_files("luaplug-lupa")
+    assert [n for n in files if ".so" in PurePosixPath(n).suffixes] == [
+        n for n in files if n.startswith("luaplug_lupa/_entry") and n.endswith(".so")
+    ]
+    assert any(n.startswith("luaplug_lupa/_entry") and n.endswith(".so") for n in files)
+    assert not _one("wheels/luaplug_lupa-*.whl").name.endswith("-none-any.whl")
 
 
 def test_cffi_sdist_has_the_c_sources_and_no_build_products() -> None:

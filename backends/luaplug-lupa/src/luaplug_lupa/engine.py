@@ -36,6 +36,11 @@ except ImportError as _exc:  # reported through unavailable_reason()
 else:
     _IMPORT_ERROR = None
 
+try:
+    from luaplug_lupa._entry import bind as _bind_entry
+except ImportError:  # built without a C compiler: the core's Python closures serve calls
+    _bind_entry = None  # type: ignore[assignment]
+
 __all__ = ["LupaEngine", "LupaState"]
 
 _LuaErrors: tuple[type[Exception], ...] = (_lupa.LuaError,) if _lupa is not None else ()
@@ -137,6 +142,18 @@ class LupaState(EngineState):
         if fn is None:
             raise LuaplugError(f"no contract #{cidx} in this VM")
         return fn
+
+    def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
+        # The C entry (_entry.c) over the prelude's bound dispatcher: no Python
+        # frame per call; it refuses a same-thread re-entry from the cell itself.
+        if _bind_entry is None:
+            return None
+        try:
+            target = self.bound_dispatcher(cidx, instance_id)
+        except LuaplugError:
+            return None  # closed meanwhile: the generic path answers StaleHandle
+        # The entry keeps this state, and so the cell it reads, alive.
+        return _bind_entry(target, self.cell_address, self, instance, mode)
 
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
         assert isinstance(provider, PythonBackedContract)

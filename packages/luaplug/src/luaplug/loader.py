@@ -70,7 +70,10 @@ class ContractProvider(ABC):
         (``mode`` 0) or ``call`` (``mode`` 1) for one instance, or ``None``.
 
         It handles the plain-int fast case itself and delegates everything else
-        to the instance's ``_py_dispatch``/``_py_call``/``_failed``.
+        to the instance's ``_py_dispatch``/``_py_call``/``_failed``. Those
+        methods do not check re-entry: an engine that cannot re-enter a
+        running VM refuses such a call in its entry (``_failed(ReentrantCall, ...)``)
+        before it delegates anything.
         """
         return None
 

@@ -144,8 +144,8 @@ class EngineContract(PythonBackedContract):
         return self._blocked if self._guard_reentry else None
 
     def native_entry(self, instance_id: int, instance: Any, mode: int) -> Any:
-        if self._guard_reentry:
-            return None  # the re-entry guard lives in call_from_c's Python path
+        if self._blocked():
+            return None  # building an entry may enter the VM, which is running on this thread
         return self.state.native_entry(self.cidx, instance_id, instance, mode)
 
     def interface(self) -> Any:
