@@ -15,10 +15,11 @@
  *   released; lp_last_error() reads it on the same thread.
  * - lp_close() frees the lua_State but never the lp_vm: the struct belongs to
  *   Python (ffi.gc) and keeps answering StaleHandle after the close.
- * - With a memory limit the state allocates through lp_alloc, which refuses
- *   growth past the limit (Lua raises "not enough memory", the VM stays
- *   usable) and never refuses a shrink or a free. It runs under the state's
- *   lock (only Lua allocates), so mem_used needs no atomics.
+ * - Every state allocates through lp_alloc (malloc/realloc/free), which
+ *   refuses growth past the memory limit, if any (Lua raises "not enough
+ *   memory", the VM stays usable) and never refuses a shrink or a free. It
+ *   runs under the state's lock (only Lua allocates), so mem_used needs no
+ *   atomics.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -48,7 +49,7 @@ typedef struct lp_vm {
     int closed;
     double host;
     size_t mem_used;     /* bytes the state holds (only counted with a limit) */
-    size_t mem_limit;    /* 0: no limit (LuaJIT's own allocator) */
+    size_t mem_limit;    /* SIZE_MAX: no limit */
 } lp_vm;
 
 typedef struct lp_value {
@@ -180,8 +181,12 @@ static void *lp_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 lp_vm *lp_new(size_t mem_limit) {
     lp_vm *vm = (lp_vm *)calloc(1, sizeof(lp_vm));
     if (vm == NULL) return NULL;
-    vm->mem_limit = mem_limit;
-    vm->L = mem_limit ? lua_newstate(lp_alloc, vm) : luaL_newstate();
+    /* Every state allocates through the process allocator (lp_alloc), capped
+     * or not: what one state frees (its loading garbage, a closed state) is
+     * reused by the next, where LuaJIT's own allocator would keep a private
+     * arena per state. */
+    vm->mem_limit = mem_limit ? mem_limit : SIZE_MAX;
+    vm->L = lua_newstate(lp_alloc, vm);
     if (vm->L == NULL) { free(vm); return NULL; }
     if (lua_cpcall(vm->L, open_libs, NULL) != 0) {
         lua_close(vm->L);
@@ -200,39 +205,46 @@ lp_vm *lp_new(size_t mem_limit) {
 /* ------------------------------------------------------------------------ */
 /* the prelude as bytecode: compiled once per process, loaded by every state  */
 
-typedef struct dump_buf { char *data; size_t len, cap; } dump_buf;
-
-static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
-    (void)L;
-    dump_buf *b = (dump_buf *)ud;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16384;
-        while (cap < b->len + n) cap *= 2;
-        char *grown = (char *)realloc(b->data, cap);
-        if (grown == NULL) return 1;
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
+static int dump_stripped(lua_State *L) {
+    /* string.dump(f, true): lua_dump keeps the debug info, which costs every
+     * state that loads the prelude a few KiB; the traceback cut and the budget
+     * hook need the chunk name only, which the loading call supplies. */
+    lua_getglobal(L, "string");
+    lua_getfield(L, -1, "dump");
+    lua_pushvalue(L, 1);
+    lua_pushboolean(L, 1);
+    lua_call(L, 2, 1);
+    return 1;
 }
 
-/* Compile `src` (text) in a scratch state and dump it with its debug info
- * (chunk name and lines stay). *out is malloc'd: free it with lp_free_buf. */
+/* Compile `src` (text) in a scratch state and dump it without debug info.
+ * *out is malloc'd: free it with lp_free_buf. */
 int lp_dump(const char *src, size_t len, const char *name, char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
     lua_State *L = luaL_newstate();
     if (L == NULL) return LP_ERR_MEM;
-    dump_buf b = {NULL, 0, 0};
+    luaL_openlibs(L);
     int rc = luaL_loadbufferx(L, src, len, name, "t");
-    if (rc == 0) rc = lua_dump(L, dump_writer, &b) == 0 ? 0 : LUA_ERRMEM;
-    else take_error(L);
+    if (rc == 0) {
+        lua_pushcfunction(L, dump_stripped);
+        lua_insert(L, -2);
+        rc = lua_pcall(L, 1, 1, 0);
+        size_t n = 0;
+        const char *code = rc == 0 ? lua_tolstring(L, -1, &n) : NULL;
+        char *copy = code != NULL ? (char *)malloc(n) : NULL;
+        if (copy != NULL) {
+            memcpy(copy, code, n);
+            *out = copy;
+            *out_len = n;
+        } else {
+            rc = LUA_ERRMEM;
+        }
+    } else {
+        take_error(L);
+    }
     lua_close(L);
-    if (rc != 0) { free(b.data); return rc == LUA_ERRSYNTAX ? LP_ERR_SYNTAX : LP_ERR_MEM; }
-    *out = b.data;
-    *out_len = b.len;
+    if (rc != 0) return rc == LUA_ERRSYNTAX ? LP_ERR_SYNTAX : LP_ERR_MEM;
     return LP_OK;
 }
 

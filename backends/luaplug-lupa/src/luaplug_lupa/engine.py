@@ -77,10 +77,15 @@ def _prelude_code() -> bytes:
     assert _lupa is not None
     with _mapped():
         dump = _lupa.LuaRuntime(encoding=None).execute(
-            b"local src = ...; return string.dump(assert(loadstring(src, '=luaplug_host')))",
+            b"local src = ...; return string.dump(assert(loadstring(src, '=luaplug_host')), true)",
             prelude_source().encode("utf-8"),
         )
     return bytes(dump)
+
+
+#: Prelude entries called after loading, looked up once per state (the loading
+#: ones are not kept: the prelude drops them once the bundle is loaded).
+_CACHED_ENTRIES: frozenset[str] = frozenset({"create", "destroy"})
 
 
 class LupaState(EngineState):
@@ -90,8 +95,12 @@ class LupaState(EngineState):
         super().__init__()
         assert _lupa is not None
         with _mapped():
-            limit = {"max_memory": options.memory_limit} if options.memory_limit else {}
-            rt = _lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False, **limit)
+            # Always lupa's counting allocator (max_memory 0: no cap): it uses the
+            # process allocator, which reuses what earlier states freed, where
+            # LuaJIT's own would keep a private arena per state.
+            rt = _lupa.LuaRuntime(
+                encoding=None, register_eval=False, register_builtins=False, max_memory=options.memory_limit or 0
+            )
             g = rt.globals()
             # No way back into Python from bundle code.
             g[b"python"] = None
@@ -117,7 +126,9 @@ class LupaState(EngineState):
         fn = self._entries.get(entry)
         try:
             if fn is None:
-                fn = self._entries[entry] = prelude[entry.encode("ascii")]
+                fn = prelude[entry.encode("ascii")]
+                if entry in _CACHED_ENTRIES:
+                    self._entries[entry] = fn
             result = fn(*conv)
         except _LuaErrors as exc:  # try/except, not _mapped(): this path serves create/destroy
             raise _translate(exc) from exc

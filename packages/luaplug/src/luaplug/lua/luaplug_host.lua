@@ -64,8 +64,15 @@ local dblp = ffi.typeof("double*")
 -- Anonymous layouts: a bundle's own ffi.cdef of the named ABI types must not clash.
 local arena_t = ffi.typeof("struct { uint8_t* cur; uint8_t* lim; uint8_t* base; void* host; void* first; } *")
 local block_t = ffi.typeof("struct { void* next; size_t cap; size_t used; } *")
-local host_t = ffi.typeof(
-  "struct { void* rt; void* reg; uint8_t* (*alloc)(void*, size_t, size_t); void (*free)(void*, void*, size_t, size_t); } *")
+-- Parsed on first use (a declaration with function pointers costs the state a few KiB).
+local host_t = nil
+local function host_of(address)
+  if host_t == nil then
+    host_t = ffi.typeof(
+      "struct { void* rt; void* reg; uint8_t* (*alloc)(void*, size_t, size_t); void (*free)(void*, void*, size_t, size_t); } *")
+  end
+  return ffi.cast(host_t, address)
+end
 local thread_fn_t = ffi.typeof("uint64_t (*)(void)")
 
 local BLOCK_HEADER = 24
@@ -91,7 +98,7 @@ local function arena_alloc(size, arena_addr)
   if size <= 0 then return 0 end
   if arena_addr == nil or arena_addr == 0 then
     if host_num == 0 then return 0 end
-    local h = ffi.cast(host_t, host_num)
+    local h = host_of(host_num)
     return addr(h.alloc(h, size, 1))
   end
   local a = ffi.cast(arena_t, arena_addr)
@@ -112,7 +119,7 @@ local function arena_alloc(size, arena_addr)
   end
   if a.host == nil then return 0 end
   local cap = max(BLOCK_HEADER + 1 + size, MIN_BLOCK)
-  local h = ffi.cast(host_t, a.host)
+  local h = host_of(a.host)
   local raw = h.alloc(a.host, cap, 8)
   if raw == nil then return 0 end
   local blk = ffi.cast(block_t, raw)
@@ -365,6 +372,12 @@ function P.init(host, ctx, chunk)
     res = { budgeted(run_init, host, ctx, chunk) }
   end
   if not res[1] then return "err", "init_error", error_text(res[2]) end
+  if res[2] == "ok" then
+    -- Loading is over: drop what only loading needs, and collect, so the
+    -- state keeps no garbage (its memory goes back to the process allocator).
+    P.init, P.run_chunk, P.setup, P.harden = nil, nil, nil, nil
+    collectgarbage("collect")
+  end
   return unpack(res, 2, maxn(res))
 end
 
