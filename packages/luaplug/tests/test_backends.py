@@ -1,4 +1,6 @@
-"""Backend discovery through pluggy entry points, tested with fake distributions."""
+"""Backend discovery through pluggy entry points, tested with fake distributions: metadata
+directories on a ``sys.path`` of their own (read by ``luaplug._entrypoints``), and fake
+``importlib.metadata`` distributions (pluggy's own loading, the fallback)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ import importlib.metadata
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from luaplug import BackendNotFoundError, BackendUnavailableError, backends
+from luaplug import BackendNotFoundError, BackendUnavailableError, _entrypoints, backends
 from luaplug.engine import Engine, EngineState
 from luaplug.hookspecs import hookimpl
 
@@ -56,8 +59,8 @@ class _Dist:
         self.metadata = {"name": "fake-dist"}
 
 
-@pytest.fixture
-def fake_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+@pytest.fixture(params=["sys.path", "importlib.metadata"])
+def fake_world(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     mods = {
         "fake_plugin_good": _plugin("good", f"{__name__}:FakeEngine", 5),
         "fake_plugin_better": _plugin("better", f"{__name__}:FakeEngine", 9),
@@ -66,8 +69,16 @@ def fake_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     }
     for k, v in mods.items():
         monkeypatch.setitem(sys.modules, k, v)
-    dist = _Dist([_EP(m.split("_")[-1], m) for m in mods])
-    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [dist])
+    if request.param == "sys.path":
+        info = tmp_path / "fake_dist-1.0.dist-info"
+        info.mkdir()
+        lines = "".join(f"{m.split('_')[-1]} = {m}\n" for m in mods)
+        (info / "entry_points.txt").write_text(f"[luaplug]\n{lines}", "utf-8")
+        monkeypatch.setattr(sys, "path", [str(tmp_path)])  # the plugin modules are in sys.modules
+    else:
+        dist = _Dist([_EP(m.split("_")[-1], m) for m in mods])
+        monkeypatch.setattr(importlib.metadata, "distributions", lambda: [dist])
+        monkeypatch.setattr(_entrypoints, "entry_points", lambda group: None)
     monkeypatch.delenv("LUAPLUG_BACKEND", raising=False)
     monkeypatch.delenv("LUAPLUG_DISABLED_BACKENDS", raising=False)
     backends.reset()

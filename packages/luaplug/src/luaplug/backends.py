@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 import pluggy
 
-from . import hookspecs
+from . import _entrypoints, hookspecs
 from .errors import BackendNotFoundError, BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -110,6 +110,25 @@ def _disabled() -> set[str]:
     return {n.strip() for n in os.environ.get(ENV_DISABLED, "").split(",") if n.strip()}
 
 
+def _load_entry_points(pm: pluggy.PluginManager, group: str) -> None:
+    """Register the plugin of every entry point in ``group``, as
+    :meth:`pluggy.PluginManager.load_setuptools_entrypoints` does.
+
+    The entry points are read from ``sys.path`` directly when :mod:`._entrypoints`
+    can (importing ``importlib.metadata`` costs more than the rest of a start-up);
+    otherwise pluggy asks ``importlib.metadata``.
+    """
+    found = _entrypoints.entry_points(group)
+    if found is None:
+        pm.load_setuptools_entrypoints(group)
+        return
+    for ep in found:
+        # The first entry point of a name wins; blocked names are never imported.
+        if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+            continue
+        pm.register(ep.load(), name=ep.name)
+
+
 def plugin_manager() -> pluggy.PluginManager:
     """The plugin manager, with entry points loaded (once)."""
     global _pm
@@ -119,7 +138,7 @@ def plugin_manager() -> pluggy.PluginManager:
             pm.add_hookspecs(hookspecs)
             for name in _disabled():
                 pm.set_blocked(name)
-            pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
+            _load_entry_points(pm, hookspecs.PROJECT_NAME)
             pm.check_pending()
             _pm = pm
         return _pm
