@@ -120,3 +120,20 @@ def test_importing_luaplug_parses_no_c() -> None:
     code = "import sys, luaplug; r = luaplug.Runtime; print('pycparser' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_any_type_can_be_realized_first() -> None:
+    """cffi aborts on some realization orders of this FFI unless ``HostApi`` comes first
+    (``luaplug.abi`` sees to it): every type first, then every other, in a fresh process."""
+    import subprocess
+    import sys
+
+    from luaplug.abi import core_ffi
+
+    typedefs, structs, unions = core_ffi.list_types()
+    names = [*typedefs, *(f"struct {n}" for n in structs), *(f"union {n}" for n in unions)]
+    names += ["void(*)(VmLoaderData, const HostApi*, const void*, GuestContractInstance*)"]
+    code = "import sys\nfrom luaplug.abi import core_ffi as f\nfor n in sys.argv[1:]:\n    f.typeof(n)\n"
+    for first in names:
+        proc = subprocess.run([sys.executable, "-c", code, first, *names], capture_output=True, text=True)
+        assert proc.returncode == 0, (first, proc.stderr[-300:])
