@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import luaplug
 from luaplug import ConfigError
 from luaplug.config import ENV_HOT_RELOAD, Config, find_config, load_config, resolve_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 @pytest.fixture(autouse=True)
@@ -136,3 +144,105 @@ def test_runtime_with_an_explicit_file(tmp_path: Path) -> None:
     f.write_text('[tool.luaplug]\nbackend = "no-such-backend"\n', "utf-8")
     with pytest.raises(luaplug.BackendNotFoundError):
         luaplug.Runtime(config=f)
+
+
+# -- passing over other projects' pyproject.toml without parsing it ----------------------------------
+
+_PASSED_OVER = [
+    "",
+    '[project]\nname = "host"\n',
+    '[project]\nname = "caf\xe9"\n',  # not UTF-8, and nothing about luaplug in it
+    'dependencies = ["luaplug>=0.1", "luaplug-cffi"]\n',
+    '[tool.mypy]\npackages = ["luaplug"]  # luaplug = here\n',
+    "# [tool.luaplug] is configured elsewhere\n  # luaplug.toml\n",
+    'k = "x" # [tool.luaplug]\n',
+    '[tool."=".luaplug]\nbackend = "lupa"\n',  # the table tool."=".luaplug
+]
+_PARSED = [
+    "[tool.luaplug]\n",
+    '[ tool . "luaplug" ]\nbackend = "lupa"\n',
+    "[[tool.luaplug]]\n",
+    'tool.luaplug.backend = "lupa"\n',
+    '[tool]\nluaplug = { backend = "lupa" }\n',
+    'tool = { luaplug = { backend = "lupa" } }\n',
+    "[tool.luaplug] # x = 1\n",
+    '[tool]\n"lua\\u0070lug" = {}\n',  # an escape spells the key
+    'packages = [\n  "luaplug",\n]\n',  # a value on a line of its own: left to the parser
+    '[tool.luaplug]\nbackend = "caf\xe9"\n',  # not UTF-8 (encoded as latin-1 below)
+]
+
+
+@pytest.mark.parametrize("text", _PASSED_OVER)
+def test_passed_over_without_parsing(text: str) -> None:
+    from luaplug.config import _may_configure_luaplug
+
+    assert not _may_configure_luaplug(text.encode("utf-8" if text.isascii() else "latin-1"))
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return
+    assert not isinstance(data.get("tool"), dict) or "luaplug" not in data["tool"]
+
+
+@pytest.mark.parametrize("text", _PARSED)
+def test_left_to_the_parser(text: str) -> None:
+    from luaplug.config import _may_configure_luaplug
+
+    assert _may_configure_luaplug(text.encode("utf-8" if text.isascii() else "latin-1"))
+
+
+def test_discovery_parses_only_what_may_configure_luaplug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from luaplug import config
+
+    parsed: list[Path] = []
+    real = config._read_toml
+
+    def spy(path: Path) -> dict[str, object]:
+        parsed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(config, "_read_toml", spy)
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    (tmp_path / "a" / "pyproject.toml").write_text('[tool.ruff]\nsrc = ["src/luaplug"]\n', "utf-8")
+    (tmp_path / "pyproject.toml").write_text('[tool.luaplug]\nbackend = "x"\n', "utf-8")
+    assert find_config(deep) == tmp_path / "pyproject.toml"
+    assert parsed == [tmp_path / "pyproject.toml"]
+
+
+def test_the_repository_pyproject_is_passed_over() -> None:
+    root = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    if not root.is_file():
+        pytest.skip("not a checkout of the luaplug repository")
+    from luaplug.config import _may_configure_luaplug
+
+    data = root.read_bytes()
+    assert "luaplug" not in tomllib.loads(data.decode("utf-8")).get("tool", {})
+    assert not _may_configure_luaplug(data)
+
+
+_KEYS = ["luaplug", '"luaplug"', "'luaplug'", "tool.luaplug", 'tool . "luaplug"', "x", "tool", '"a=b".luaplug']
+_VALUES = ['"luaplug"', "1", "{ luaplug = 1 }", '["luaplug", 2]', "{}", '{ backend = "luaplug" }']
+_HEADERS = ["[tool]", "[tool.luaplug]", "[ tool.'luaplug' ]", "[other]", "[[tool.luaplug]]", '["tool"]']
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_HEADERS),
+            st.builds(lambda k, v: f"{k} = {v}", st.sampled_from(_KEYS), st.sampled_from(_VALUES)),
+            st.sampled_from(["# luaplug", "", "  # [tool.luaplug]"]),
+        ),
+        max_size=6,
+    )
+)
+def test_never_passes_over_a_luaplug_table(lines: list[str]) -> None:
+    from luaplug.config import _may_configure_luaplug
+
+    text = "\n".join(lines) + "\n"
+    try:
+        tool = tomllib.loads(text).get("tool")
+    except tomllib.TOMLDecodeError:
+        return
+    if isinstance(tool, dict) and "luaplug" in tool:
+        assert _may_configure_luaplug(text.encode("utf-8")), text

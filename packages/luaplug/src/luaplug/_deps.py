@@ -8,11 +8,15 @@ A loaded bundle *D* depends on bundle *B* when D's manifest names B in
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .ids import guest_contract_id
-from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .manifest import Manifest
 
 __all__ = ["InitScope", "declared_contract_ids", "depends_on", "init_scope"]
 

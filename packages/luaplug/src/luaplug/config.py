@@ -16,18 +16,14 @@ table; a ``pyproject.toml`` without one is passed over.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 __all__ = ["CONFIG_FILE", "ENV_HOT_RELOAD", "Config", "find_config", "load_config", "resolve_config"]
 
@@ -88,12 +84,14 @@ def _settings(table: Mapping[str, Any], path: Path, prefix: str) -> Config:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    from . import _toml
+
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            return _toml.load(f)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
+    except _toml.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
 
 
@@ -111,6 +109,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
     :raises ConfigError: unreadable, not TOML, an unknown key or a wrong value type
     """
+    from pathlib import Path
+
     p = Path(path)
     data = _read_toml(p)
     if p.name == "pyproject.toml":
@@ -118,22 +118,77 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return _settings(data, p, "")
 
 
+def _may_configure_luaplug(data: bytes) -> bool:
+    """Whether the TOML document ``data`` may have a ``tool.luaplug`` key; ``False`` is certain.
+
+    Lets discovery pass over other projects' ``pyproject.toml`` files without parsing
+    them. In valid TOML a key spells ``luaplug`` in a table header, before the first
+    ``=`` of a key/value line, or inside an inline table (``{``); a line that has the
+    word only after its first ``=`` and no ``{``, or only in a comment line, holds it as
+    a value or a comment. An escape (``\\u``) could spell the key in quotes, so a file
+    with one is left to the TOML parser, as is one that has the word but is not UTF-8.
+    Invalid TOML is passed over either way.
+    """
+    if b"luaplug" not in data:
+        return b"\\u" in data or b"\\U" in data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    if "\\u" in text or "\\U" in text:
+        return True
+    for line in text.split("\n"):
+        at = line.find("luaplug")
+        if at < 0 or line.lstrip().startswith("#"):
+            continue
+        eq = line.find("=")
+        if eq < 0 or eq > at or "{" in line:
+            return True
+    return False
+
+
 def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
     """The configuration file that applies to ``start`` (default: the current directory), or ``None``."""
-    here = Path(start if start is not None else os.getcwd()).resolve()
-    for d in (here, *here.parents):
-        candidate = d / CONFIG_FILE
-        if candidate.is_file():
-            return candidate
-        pyproject = d / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                data = _read_toml(pyproject)
-            except ConfigError:
-                continue  # someone else's broken pyproject.toml says nothing about luaplug
-            if _tool_table(data, pyproject) is not None:
-                return pyproject
-    return None
+    # os.path rather than pathlib until a file is found: this runs for every runtime.
+    d = os.path.realpath(os.fspath(start) if start is not None else os.getcwd())
+    while True:
+        candidate = os.path.join(d, CONFIG_FILE)
+        if os.path.isfile(candidate):
+            from pathlib import Path
+
+            return Path(candidate)
+        pyproject = os.path.join(d, "pyproject.toml")
+        if os.path.isfile(pyproject) and _pyproject_configures(pyproject):
+            from pathlib import Path
+
+            return Path(pyproject)
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
+def _pyproject_configures(path: str) -> bool:
+    """Whether the ``pyproject.toml`` at ``path`` has a ``[tool.luaplug]`` table.
+
+    Someone else's unreadable or broken ``pyproject.toml`` says nothing about luaplug: ``False``.
+
+    :raises ConfigError: ``tool.luaplug`` is not a table
+    """
+    try:
+        with open(path, "rb") as f:
+            if not _may_configure_luaplug(f.read()):
+                return False
+    except OSError:
+        return False
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        data = _read_toml(p)
+    except ConfigError:
+        return False
+    return _tool_table(data, p) is not None
 
 
 def resolve_config(config: Config | str | os.PathLike[str] | None = None) -> Config:
@@ -143,5 +198,5 @@ def resolve_config(config: Config | str | os.PathLike[str] | None = None) -> Con
     """
     if isinstance(config, Config):
         return config
-    path = Path(config) if config is not None else find_config()
+    path = config if config is not None else find_config()
     return Config() if path is None else load_config(path)

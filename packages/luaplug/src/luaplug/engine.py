@@ -9,12 +9,12 @@ for every engine.
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from . import _libc
@@ -44,9 +44,11 @@ CAP_REFUSES_BYTECODE: Final = "refuses_bytecode"
 @lru_cache(maxsize=1)
 def prelude_source() -> str:
     """Text of the host prelude every state runs first."""
-    # A plain file next to this module (package data; importlib.resources would cost
-    # several milliseconds of start-up for the same answer).
-    return (Path(__file__).resolve().parent / "lua" / "luaplug_host.lua").read_text("utf-8")
+    # A plain file next to this module (package data; importlib.resources, or pathlib,
+    # would cost milliseconds of start-up for the same answer).
+    path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "lua", "luaplug_host.lua")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 @dataclass(frozen=True)

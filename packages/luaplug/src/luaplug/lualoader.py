@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _texts
@@ -222,6 +221,8 @@ class LuaLoader:
     def resolve_source(manifest: Manifest, source: BundleSource) -> tuple[str, str, str | None]:
         """``(source_text, chunk_name, bundle_dir)`` for a load."""
         if isinstance(source, PathSource):
+            from pathlib import Path  # here, not at the top: creating a runtime needs no pathlib
+
             if not manifest.file:
                 raise ManifestMissingFile(manifest.name)
             entry = Path(manifest.path) / manifest.file

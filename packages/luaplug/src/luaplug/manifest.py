@@ -7,7 +7,6 @@ Everything is validated here, before any Lua runs; each problem raises
 from __future__ import annotations
 
 import functools
-import platform
 import re
 import sys
 from collections.abc import Mapping
@@ -18,11 +17,6 @@ from typing import Any
 from . import _simpletoml
 from .errors import LoadError, ManifestError
 from .ids import bundle_id, guest_contract_id
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 __all__ = ["Dependency", "Manifest", "ProvidedContract", "load", "parse", "platform_key"]
 
@@ -101,6 +95,8 @@ class Manifest:
 
 def platform_key() -> str:
     """This machine's ``<os>.<arch>`` key for platform ``file`` tables."""
+    import platform  # only platform ``file`` tables need it
+
     osname = {"darwin": "macos", "win32": "windows"}.get(sys.platform, sys.platform)
     if osname.startswith("linux"):
         osname = "linux"
@@ -140,12 +136,14 @@ def _parse_cached(text: str, manifest_path: str) -> Manifest:
 def parse(text: str, manifest_path: str | Path) -> Manifest:
     """Validate manifest ``text`` read from ``manifest_path`` (in the reference order)."""
     mpath = Path(manifest_path)
-    try:
-        data = _simpletoml.loads(text)  # the common simple form, several times faster
-        if data is None:
-            data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
+    data = _simpletoml.loads(text)  # the common simple form, several times faster
+    if data is None:
+        from . import _toml
+
+        try:
+            data = _toml.loads(text)
+        except _toml.TOMLDecodeError as exc:
+            raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
     return _Validator(data, mpath).run()
 
 

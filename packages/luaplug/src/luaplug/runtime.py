@@ -8,11 +8,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
-from . import manifest as _manifest
 from ._deps import InitScope, declared_contract_ids, depends_on, init_scope
 from ._hostservices import HostApiServices
 from ._logdefer import deferring, emit
@@ -34,11 +32,13 @@ from .hostapi import HostApi
 from .hostcontract import HostContract, HostContractTable, HostEntry, host_spec, resolve_impl
 from .ids import guest_contract_id
 from .lualoader import LuaLoader
-from .manifest import Manifest
 from .registry import Registration, Registry
 from .sources import BundleSource, BytesSource, CodeSource, PathSource
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .manifest import Manifest
     from .typed import ApiSpec, ContractSpec, TypedProxy
 
 __all__ = ["Bundle", "Runtime"]
@@ -63,6 +63,21 @@ class Bundle:
 
     def __str__(self) -> str:
         return self.name
+
+
+# luaplug.manifest (TOML, platform tables) is imported by the first load, not by creating a runtime.
+def _read_manifest(path: str | Path) -> Manifest:
+    """:func:`luaplug.manifest.load`."""
+    from .manifest import load
+
+    return load(path)
+
+
+def _memory_manifest(name: str) -> Manifest:
+    """:meth:`luaplug.manifest.Manifest.in_memory`."""
+    from .manifest import Manifest
+
+    return Manifest.in_memory(name)
 
 
 def _options(base: StateOptions, memory: int | None, instructions: int | None, untrusted: bool) -> StateOptions:
@@ -187,7 +202,7 @@ class Runtime(HostApiServices):
         :raises BackendNotFoundError: ``backend`` is not installed
         :raises BackendUnavailableError: ``backend`` cannot run here
         """
-        m = _manifest.load(path)
+        m = _read_manifest(path)
         options = _options(self.default_options, memory_limit, instruction_limit, untrusted)
         return self._load(m, PathSource(m.path), backend, options)
 
@@ -203,7 +218,7 @@ class Runtime(HostApiServices):
     ) -> Bundle:
         """Load in-memory Lua source as bundle ``name`` (no hot reload); options as :meth:`load`."""
         options = _options(self.default_options, memory_limit, instruction_limit, untrusted)
-        return self._load(Manifest.in_memory(name), CodeSource(source), backend, options)
+        return self._load(_memory_manifest(name), CodeSource(source), backend, options)
 
     def load_bytes(
         self,
@@ -220,7 +235,7 @@ class Runtime(HostApiServices):
         :raises InvalidSourceEncoding: ``data`` is not UTF-8
         """
         options = _options(self.default_options, memory_limit, instruction_limit, untrusted)
-        return self._load(Manifest.in_memory(name), BytesSource(bytes(data)), backend, options)
+        return self._load(_memory_manifest(name), BytesSource(bytes(data)), backend, options)
 
     def _loader_for(self, backend: str | None) -> tuple[str, LuaLoader]:
         """The loader of ``backend`` (created on first use). Call under the lock."""
@@ -261,7 +276,7 @@ class Runtime(HostApiServices):
             old = self._bundles.get(name)
             if old is None:
                 if isinstance(bundle, Bundle) and bundle.source_kind == "path":
-                    m = _manifest.load(bundle.manifest.path)
+                    m = _read_manifest(bundle.manifest.path)
                     return self._load(m, PathSource(m.path), bundle.backend, bundle.options)
                 raise LoadError(name, f"bundle {name!r} is not loaded")
             new = self._reload_locked(old, set())
@@ -275,7 +290,7 @@ class Runtime(HostApiServices):
         try:
             if old.source_kind != "path":
                 raise LoadError(name, "in-memory bundles cannot be hot-reloaded")
-            m = _manifest.load(old.manifest.path)
+            m = _read_manifest(old.manifest.path)
             if m.name != old.name:
                 raise LoadError(name, f"the manifest now names bundle {m.name!r}")
             self._post(Phase.Preparing, old)

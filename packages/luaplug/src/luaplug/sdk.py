@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["SDK_MODULES", "sdk_path"]
 
@@ -18,4 +21,6 @@ def sdk_path() -> Path:
     luaplug puts it on every bundle's ``package.path`` after the bundle's own
     directory; bundle authors and the reference runtime can use it as well.
     """
+    from pathlib import Path  # imported by the first load, not with luaplug
+
     return Path(__file__).resolve().parent / "sdk"
