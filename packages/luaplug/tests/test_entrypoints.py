@@ -133,3 +133,15 @@ def test_load_imports_the_module_or_the_attribute() -> None:
     assert _entrypoints.EntryPoint("p", "os:path.join", "g").load() is os.path.join
     with pytest.raises(ValueError, match="invalid value"):
         _entrypoints.EntryPoint("p", "not a module", "g").load()
+
+
+@pytest.mark.parametrize("name", ["pkg", "Foo.Bar", "foo-bar", "foo__bar", "a.-_b", "-x-", "Zope.Interface", "a..b--c"])
+def test_names_normalized_as_importlib_metadata_does(name: str) -> None:
+    prepared = importlib.metadata.Prepared  # type: ignore[attr-defined]
+    assert _entrypoints._normalize(name) == prepared.normalize(name)
+
+
+@pytest.mark.parametrize("value", ["", "a:b:c", "mod attr", "1mod", "mod:", "mod:.x", "a..b"])
+def test_invalid_values_are_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="invalid value"):
+        _entrypoints.EntryPoint("p", value, "g").load()

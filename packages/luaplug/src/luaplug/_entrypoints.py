@@ -17,7 +17,6 @@ distributions, an ``entry_points.txt`` it cannot decode or parse.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from importlib import import_module
 from typing import Final, final
@@ -25,8 +24,6 @@ from typing import Final, final
 __all__ = ["EntryPoint", "entry_points"]
 
 _METADATA_SUFFIXES: Final = (".dist-info", ".egg-info")
-# importlib.metadata.EntryPoint.pattern: "module", "module:attr.attr", "[extras]" ignored.
-_VALUE: Final = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
 # The errors importlib.metadata's PathDistribution.read_text treats as "no such file".
 _ABSENT: Final = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -45,15 +42,20 @@ class EntryPoint:
     def load(self) -> object:
         """Import the module ``value`` names and return it, or the attribute it names.
 
-        :raises ValueError: ``value`` is not ``module[:attr[.attr...]]``
+        ``value`` is ``module[:attr[.attr...]]``, then optional ``[extras]`` (ignored): a
+        well-formed value loads as with ``importlib.metadata.EntryPoint.load``. (String
+        operations: compiling the regular expression that one uses costs ~0.2 ms.)
+
+        :raises ValueError: ``value`` is not of that form
         """
-        match = _VALUE.match(self.value)
-        if match is None:
+        module, colon, attrs = self.value.partition("[")[0].partition(":")
+        path = attrs.strip().split(".") if colon else []
+        module = module.strip()
+        if not all(part.isidentifier() for part in [*module.split("."), *path]):
             raise ValueError(f"entry point {self.name!r} has an invalid value {self.value!r}")
-        obj: object = import_module(match.group("module"))
-        for attr in (match.group("attr") or "").split("."):
-            if attr:
-                obj = getattr(obj, attr)
+        obj: object = import_module(module)
+        for attr in path:
+            obj = getattr(obj, attr)
         return obj
 
     def __repr__(self) -> str:
@@ -61,8 +63,12 @@ class EntryPoint:
 
 
 def _normalize(name: str) -> str:
-    """``importlib.metadata.Prepared.normalize``: PEP 503, then dashes as underscores."""
-    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+    """``importlib.metadata.Prepared.normalize`` (PEP 503, then dashes as underscores):
+    lower case, every run of ``-``, ``_`` and ``.`` one ``_``."""
+    name = name.lower().replace("-", "_").replace(".", "_")
+    while "__" in name:
+        name = name.replace("__", "_")
+    return name
 
 
 def _only_path_finder() -> bool:
