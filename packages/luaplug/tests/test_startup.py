@@ -27,6 +27,7 @@ HEAVY = (
     "zipfile",
     "email",
     "luaplug.manifest",  # the first load imports it
+    "luaplug.hostcontract",  # the first host contract served or registered imports it
     "luaplug.typed",
     "luaplug.cli",
 )

@@ -13,13 +13,12 @@ from ._deps import init_scope
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
 from .errors import DuplicateProvider
-from .hostcontract import HostContract, guest_entry
 from .ids import guest_contract_id
 from .registry import Registration
 
 if TYPE_CHECKING:
+    from ._hosttable import HostContractTable
     from .hostapi import HostApi
-    from .hostcontract import HostContractTable
     from .registry import Registry
 
 __all__ = ["HostApiServices"]
@@ -43,8 +42,11 @@ class HostApiServices:
         if entry is None:
             return code, 0
         data = self._host_contracts.instance(entry)
-        if not data and entry.owner == 0 and entry.keepalive and isinstance(entry.keepalive[0], HostContract):
-            return AbiErrorCode.HostContractCallFailed, 0
+        if not data and entry.owner == 0 and entry.keepalive:
+            from .hostcontract import HostContract  # already imported: it made every entry
+
+            if isinstance(entry.keepalive[0], HostContract):
+                return AbiErrorCode.HostContractCallFailed, 0
         return AbiErrorCode.Ok, data
 
     def _host_resolve_host_contract(self, contract_id: int, min_version: int) -> Any:
@@ -54,6 +56,8 @@ class HostApiServices:
     def _host_register_host_contract(self, iface: Any) -> tuple[int, str]:
         if iface.create_instance == ffi.NULL or iface.destroy_instance == ffi.NULL:
             return AbiErrorCode.InvalidPointer, "null function pointer"
+        from .hostcontract import guest_entry  # not imported by a runtime that serves no host contract
+
         scope = init_scope.scope
         if scope is None:
             # Outside a load nothing owns it: it stays for the runtime's life.

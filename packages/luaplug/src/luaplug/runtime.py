@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 from ._deps import InitScope, declared_contract_ids, depends_on, init_scope
 from ._hostservices import HostApiServices
+from ._hosttable import HostContractTable
 from ._logdefer import deferring, emit
 from .backends import select_backend
 from .config import Config, resolve_config
@@ -29,7 +30,6 @@ from .errors import (
 )
 from .events import Event, EventCallback, EventHub, Phase
 from .hostapi import HostApi
-from .hostcontract import HostContract, HostContractTable, HostEntry, host_spec, resolve_impl
 from .ids import guest_contract_id
 from .lualoader import LuaLoader
 from .registry import Registration, Registry
@@ -38,6 +38,7 @@ from .sources import BundleSource, BytesSource, CodeSource, PathSource
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .hostcontract import HostContract
     from .manifest import Manifest
     from .typed import ApiSpec, ContractSpec, TypedProxy
 
@@ -456,6 +457,8 @@ class Runtime(HostApiServices):
                 return obj
 
             return decorate
+        from .hostcontract import HostContract, HostEntry, host_spec, resolve_impl  # the first one served
+
         spec = host_spec(contract, api)
         impl, singleton = resolve_impl(impl, singleton)
         self._check_open()
