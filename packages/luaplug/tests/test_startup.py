@@ -28,6 +28,7 @@ HEAVY = (
     "email",
     "luaplug.manifest",  # the first load imports it
     "luaplug.hostcontract",  # the first host contract served or registered imports it
+    "luaplug.events",  # the first event posted imports it
     "luaplug.typed",
     "luaplug.cli",
 )

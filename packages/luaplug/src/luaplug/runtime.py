@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 from ._deps import InitScope, declared_contract_ids, depends_on, init_scope
+from ._eventhub import EventHub
 from ._hostservices import HostApiServices
 from ._hosttable import HostContractTable
 from ._logdefer import deferring, emit
@@ -28,7 +29,6 @@ from .errors import (
     LuaplugError,
     RuntimeClosedError,
 )
-from .events import Event, EventCallback, EventHub, Phase
 from .hostapi import HostApi
 from .ids import guest_contract_id
 from .lualoader import LuaLoader
@@ -38,6 +38,7 @@ from .sources import BundleSource, BytesSource, CodeSource, PathSource
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .events import EventCallback, Phase
     from .hostcontract import HostContract
     from .manifest import Manifest
     from .typed import ApiSpec, ContractSpec, TypedProxy
@@ -286,6 +287,8 @@ class Runtime(HostApiServices):
 
     def _reload_locked(self, old: Bundle, done: set[str]) -> Bundle:
         """Reload ``old`` and then its ``needs_reinit_on_dep_reload`` dependents (each once)."""
+        from .events import Phase  # with the first event: creating a runtime needs none
+
         name = old.name
         done.add(name)
         try:
@@ -331,6 +334,8 @@ class Runtime(HostApiServices):
         _log.info("unloaded bundle %s", name)
 
     def _unload_locked(self, b: Bundle) -> None:
+        from .events import Phase
+
         self._post(Phase.Unloading, b)
         self._bundles.pop(b.name, None)
         self._warn_live(b, "unloading")
@@ -404,6 +409,8 @@ class Runtime(HostApiServices):
         return self._events.unsubscribe(callback)
 
     def _post(self, phase: Phase, bundle: Bundle, reason: str | None = None) -> None:
+        from .events import Event
+
         self._events.post(Event(phase, bundle.id, bundle.name, reason))
 
     # -- host contracts -----------------------------------------------------------
