@@ -95,3 +95,17 @@ def test_module_level_default() -> None:
         assert ran == []
     epoch.collect()
     assert ran == [1]
+
+
+def test_release_empties_keepalives_once_pins_are_gone() -> None:
+    c = epoch.Collector()
+    first: list[object] = [object()]
+    second: list[object] = [object(), object()]
+    g = c.pin()
+    c.release([first, second])
+    assert len(first) == 1 and len(second) == 2  # a pinned call may still use them
+    g.release()
+    c.collect()
+    assert first == [] and second == []
+    c.release([])  # nothing to release: nothing deferred
+    assert c.pending == 0

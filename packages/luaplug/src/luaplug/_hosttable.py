@@ -107,13 +107,7 @@ class HostContractTable:
     def _release(self, entries: list[HostEntry]) -> None:
         # SAFETY: a guest may still hold an interface pointer it resolved; the memory goes
         # only after every pinned call returned.
-        if entries:
-
-            def drop() -> None:
-                for e in entries:
-                    e.keepalive.clear()
-
-            self._collector.defer(drop)
+        self._collector.release([e.keepalive for e in entries])
 
     def find(self, contract_id: int, min_version: int) -> tuple[int, HostEntry | None]:
         """``(code, entry)``: ``Ok`` with the entry, ``HostContractNotFound`` or ``HostContractVersionMismatch``."""

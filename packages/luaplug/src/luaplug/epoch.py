@@ -122,6 +122,20 @@ class Collector:
                 _log.exception("deferred reclamation failed")
         return len(ready)
 
+    def release(self, keepalives: list[list[object]]) -> None:
+        """Empty every list in ``keepalives`` once every pin active now has been released.
+
+        For memory a guest may still point into (an interface it resolved, an
+        argument it holds) while a pinned call runs: the lists own it.
+        """
+        if keepalives:
+
+            def drop() -> None:
+                for keep in keepalives:
+                    keep.clear()
+
+            self.defer(drop)
+
     @property
     def pending(self) -> int:
         """How many deferred functions wait for pins to be released."""

@@ -200,10 +200,4 @@ class Registry:
     def _release(self, regs: list[Registration]) -> None:
         # SAFETY: a guest may still hold an interface pointer it resolved before
         # the change; the copy is dropped only after every pinned call returned.
-        if regs:
-
-            def drop() -> None:
-                for r in regs:
-                    r.keepalive.clear()
-
-            self._collector.defer(drop)
+        self._collector.release([r.keepalive for r in regs])
