@@ -33,6 +33,46 @@ def test_path_may_name_a_file_in_the_bundle(tmp_path: Path) -> None:
     assert manifest.load(tmp_path / "main.lua").name == "demo"
 
 
+@pytest.mark.parametrize(
+    "form", ["dir", "dir-str", "dir-slash", "manifest", "lua-file", "relative-dot", "relative-file"]
+)
+def test_every_way_to_name_a_bundle_gives_the_same_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """The bundle directory, its manifest or any file in it, as a Path or a string,
+    relative or not: the same manifest and the same (normal form) paths."""
+    write(tmp_path, good())
+    (tmp_path / "main.lua").write_text("")
+    monkeypatch.chdir(tmp_path)
+    arg: str | Path = {
+        "dir": tmp_path,
+        "dir-str": str(tmp_path),
+        "dir-slash": f"{tmp_path}/",
+        "manifest": tmp_path / "manifest.toml",
+        "lua-file": str(tmp_path / "main.lua"),
+        "relative-dot": ".",
+        "relative-file": "./main.lua",
+    }[form]
+    m = manifest.load(arg)
+    relative = form.startswith("relative")
+    assert m.name == "demo"
+    assert m.manifest_path == (Path("manifest.toml") if relative else tmp_path / "manifest.toml")
+    assert m.path == (Path(".") if relative else tmp_path)
+
+
+def test_a_named_toml_file_is_the_manifest(tmp_path: Path) -> None:
+    (tmp_path / "alt.toml").write_text(good("alt"), encoding="utf-8")
+    m = manifest.load(tmp_path / "alt.toml")
+    assert m.name == "alt" and m.manifest_path == tmp_path / "alt.toml" and m.path == tmp_path
+
+
+def test_a_path_that_cannot_name_a_file_is_a_manifest_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="manifest parse error for"):
+        manifest.load(f"{tmp_path}/a\x00b")
+    with pytest.raises(ManifestError, match="file not found"):
+        manifest.load(tmp_path / "main.lua")  # neither a bundle nor a file in one
+
+
 def test_hex_and_large_ids(tmp_path: Path) -> None:
     name = "x"  # fnv1a64("x") is above the signed 64-bit range
     bid = bundle_id(name)

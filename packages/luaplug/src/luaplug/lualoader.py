@@ -8,6 +8,7 @@ reload and unload through the epoch.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
@@ -153,6 +154,13 @@ class EngineContract(PythonBackedContract):
         return self._iface
 
 
+def _entry_text(manifest: Manifest) -> str:
+    """The entry file's path as error texts show it (pathlib's normal form)."""
+    from pathlib import Path
+
+    return str(Path(manifest.path) / manifest.file)
+
+
 class LuaLoader:
     """The ``lua`` loader of one runtime, on one engine.
 
@@ -221,18 +229,20 @@ class LuaLoader:
     def resolve_source(manifest: Manifest, source: BundleSource) -> tuple[str, str, str | None]:
         """``(source_text, chunk_name, bundle_dir)`` for a load."""
         if isinstance(source, PathSource):
-            from pathlib import Path  # here, not at the top: creating a runtime needs no pathlib
-
             if not manifest.file:
                 raise ManifestMissingFile(manifest.name)
-            entry = Path(manifest.path) / manifest.file
-            if not entry.is_file():
-                raise InitFailed(manifest.name, _texts.missing_entry_file(str(entry)))
+            # One open() on a string path: every load reads its entry file, and the
+            # pathlib steps (join, stat, open) cost more than the read.
+            bundle_dir = os.fspath(manifest.path)
+            entry = os.path.join(bundle_dir, manifest.file)
             try:
-                text = entry.read_bytes().decode("utf-8")
+                with open(entry, "rb") as f:
+                    text = f.read().decode("utf-8")
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):  # ValueError: a NUL
+                raise InitFailed(manifest.name, _texts.missing_entry_file(_entry_text(manifest))) from None
             except (OSError, UnicodeDecodeError) as exc:
-                raise InitFailed(manifest.name, f"Lua script load failed at {entry}: {exc}") from exc
-            return text, entry.name, str(manifest.path)
+                raise InitFailed(manifest.name, f"Lua script load failed at {_entry_text(manifest)}: {exc}") from exc
+            return text, os.path.basename(entry), bundle_dir
         if isinstance(source, CodeSource):
             try:
                 source.code.encode("utf-8")  # a str with lone surrogates has no UTF-8 form

@@ -7,6 +7,7 @@ Everything is validated here, before any Lua runs; each problem raises
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -111,20 +112,33 @@ def load(path: str | Path) -> Manifest:
     :param path: the bundle directory, its ``manifest.toml``, or any file inside it
     :raises ManifestError: when the file is missing, unparsable or invalid
     """
-    p = Path(path)
-    if p.name == MANIFEST_NAME or (p.suffix == ".toml" and p.is_file()):
+    # Strings and one open(): every load and reload reads a manifest, and each pathlib
+    # step costs microseconds. Path() once, for its normal form (error texts show it).
+    p = str(path) if isinstance(path, Path) else str(Path(path))
+    base = os.path.basename(p)
+    if base == MANIFEST_NAME or (os.path.splitext(base)[1] == ".toml" and os.path.isfile(p)):
         mpath = p
-    elif p.is_file():
-        mpath = p.parent / MANIFEST_NAME
     else:
-        mpath = p / MANIFEST_NAME
+        mpath = _child(p, MANIFEST_NAME)
     try:
-        text = mpath.read_bytes().decode("utf-8")
+        try:
+            with open(mpath, "rb") as f:
+                raw = f.read()
+        except NotADirectoryError:  # a file of the bundle was named: the manifest is beside it
+            mpath = _child(os.path.dirname(p), MANIFEST_NAME)
+            with open(mpath, "rb") as f:
+                raw = f.read()
+        text = raw.decode("utf-8")
     except FileNotFoundError:
-        raise ManifestError(f"manifest parse error for {mpath}: file not found", path=str(mpath)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
-    return _parse_cached(text, str(mpath))
+        raise ManifestError(f"manifest parse error for {mpath}: file not found", path=mpath) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=mpath) from exc
+    return _parse_cached(text, mpath)
+
+
+def _child(directory: str, name: str) -> str:
+    """``str(Path(directory) / name)`` for a ``directory`` in pathlib's normal form."""
+    return name if directory in ("", ".") else os.path.join(directory, name)
 
 
 @functools.lru_cache(maxsize=256)
