@@ -213,7 +213,7 @@ def test_host_code_called_from_inside_a_call_may_call_back(
     works where the backend can nest and gets ReentrantCall where it cannot, another
     bundle always works; nothing crashes and the VM stays usable. The instance is
     made inside the callback or before the call (then its backend's own entry serves
-    it), and called with a cffi pointer, with plain addresses and through ``call``."""
+    it), and called with a cffi pointer, with plain addresses, by keyword and through ``call``."""
     runtime.load(bundles / "chatty")
     runtime.load(bundles / "counter")
     chatty = runtime.contract("iso.Chatty@1").default
@@ -228,6 +228,7 @@ def test_host_code_called_from_inside_a_call_may_call_back(
                 inst = made_before or runtime.contract(target).default
                 codes.append(inst.dispatch(0, 0, slot))
                 codes.append(inst.dispatch(0, 0, int(ffi.cast("uintptr_t", slot))))
+                codes.append(inst.dispatch(fn_id=0, out=slot))
                 try:
                     inst.call(0, 0, slot)
                 except luaplug.DispatchError as exc:
@@ -251,6 +252,6 @@ def test_host_code_called_from_inside_a_call_may_call_back(
         "iso.Quiet@1": 0 if nested else AbiErrorCode.ReentrantCall,
         "iso.Counter@1": 0,
     }[target]
-    assert codes == [expected] * 3
+    assert codes == [expected] * 4
     assert chatty.dispatch(0) == 0  # the VM recovered
     assert runtime.contract("iso.Quiet@1").default.dispatch(0) == 0

@@ -82,6 +82,17 @@ static PyObject *entry_failed(Entry *e, PyObject *result, PyObject *fn_id) {
     return PyObject_CallMethodObjArgs(inst, str_failed, result, fn_id, e->mode ? Py_True : Py_False, NULL);
 }
 
+/* The fn_id argument, positional or by keyword (borrowed), or NULL when it is missing. */
+static PyObject *entry_fn_id(PyObject *const *args, Py_ssize_t n, PyObject *kwnames) {
+    if (n >= 1) return args[0];
+    Py_ssize_t nk = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        int eq = PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "fn_id");
+        if (eq == 0) return args[n + i];
+    }
+    return NULL;
+}
+
 /* lupa raised: argument errors propagate, anything else becomes luaplug's. */
 static PyObject *entry_raise(Entry *e) {
     PyObject *type, *value, *tb;
@@ -116,9 +127,12 @@ static PyObject *entry_call(PyObject *self, PyObject *const *args, size_t nargsf
     Py_ssize_t m;
 
     if (e->cell[1] != 0 && e->cell[0] == (double)(uintptr_t)pthread_self()) {
+        /* Never delegate a call that names a function: the methods would enter the VM. */
+        PyObject *fn_id = entry_fn_id(args, n, kwnames);
+        if (fn_id == NULL) return entry_slow(e, args, nargsf, kwnames); /* raises TypeError */
         PyObject *code = PyLong_FromLong(REENTRANT_CALL);
         if (code == NULL) return NULL;
-        PyObject *res = n >= 1 ? entry_failed(e, code, args[0]) : entry_slow(e, args, nargsf, kwnames);
+        PyObject *res = entry_failed(e, code, fn_id);
         Py_DECREF(code);
         return res;
     }
