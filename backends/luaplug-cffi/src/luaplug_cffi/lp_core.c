@@ -48,7 +48,7 @@ typedef struct lp_vm {
     int disp_ref;
     int closed;
     double host;
-    size_t mem_used;     /* bytes the state holds (only counted with a limit) */
+    size_t mem_used;     /* bytes the state holds */
     size_t mem_limit;    /* SIZE_MAX: no limit */
 } lp_vm;
 

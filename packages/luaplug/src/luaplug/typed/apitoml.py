@@ -7,20 +7,15 @@ and ``[[enum]]``. Unknown keys are ignored; every error names the file and the k
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import _toml
 from ..errors import ApiSpecError
 from .spec import ApiSpec, ContractSpec, FunctionSpec, ParamSpec, resolve_type, validate_contract
 from .types import PRIMITIVES, EnumType, TypeSpec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 __all__ = ["load_api", "parse_api"]
 
@@ -55,8 +50,8 @@ def parse_api(source: str | Mapping[str, Any], *, path: str | None = None) -> Ap
     """
     if isinstance(source, str):
         try:
-            data: Mapping[str, Any] = tomllib.loads(source)
-        except tomllib.TOMLDecodeError as exc:
+            data: Mapping[str, Any] = _toml.loads(source)
+        except _toml.TOMLDecodeError as exc:
             raise ApiSpecError(f"not valid TOML: {exc}", path=path) from None
     else:
         data = source
