@@ -136,7 +136,7 @@ static PyObject *entry_call(PyObject *self, PyObject *const *args, size_t nargsf
         Py_DECREF(code);
         return res;
     }
-    if (kwnames != NULL || n < 1 || n > 4) goto slow;
+    if (kwnames != NULL || n < 1 || n > 4 || e->target == NULL) goto slow; /* NULL: cleared by the GC */
     for (Py_ssize_t i = 0; i < n && i < 3; i++)
         if (!PyLong_CheckExact(args[i])) goto slow;
     stack[0] = args[0];
