@@ -93,8 +93,19 @@ def _prelude_code() -> bytes:
         lib.lp_free_buf(out[0])
 
 
-def _addr(fn_name: str) -> int:
-    return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn_name)))
+@functools.lru_cache(maxsize=1)
+def _c_entries() -> tuple[Any, Any, Any]:
+    """The C entries of every interface (create_instance, destroy_instance, vm.call),
+    as ABI function pointers: looked up once, they never move."""
+
+    def entry(ctype: str, fn_name: str) -> Any:
+        return abi_ffi.cast(ctype, int(ffi.cast("uintptr_t", ffi.addressof(lib, fn_name))))
+
+    return (
+        entry("CreateInstanceFn", "lp_create_instance"),
+        entry("DestroyInstanceFn", "lp_destroy_instance"),
+        entry("VmCallFn", "lp_vm_call"),
+    )
 
 
 class CffiState(EngineState):
@@ -178,9 +189,7 @@ class CffiState(EngineState):
         iface.contract_id = provider.contract_id
         iface.contract_version.major = provider.major
         iface.dispatch_type = DispatchType.VirtualMachine
-        iface.create_instance = abi_ffi.cast("CreateInstanceFn", _addr("lp_create_instance"))
-        iface.destroy_instance = abi_ffi.cast("DestroyInstanceFn", _addr("lp_destroy_instance"))
-        iface.dispatch.vm.call = abi_ffi.cast("VmCallFn", _addr("lp_vm_call"))
+        iface.create_instance, iface.destroy_instance, iface.dispatch.vm.call = _c_entries()
         iface.dispatch.vm.loader_data.data = abi_ffi.cast("void*", int(ffi.cast("uintptr_t", c)))
         return iface
 

@@ -188,6 +188,9 @@ lp_vm *lp_new(size_t mem_limit) {
     vm->mem_limit = mem_limit ? mem_limit : SIZE_MAX;
     vm->L = lua_newstate(lp_alloc, vm);
     if (vm->L == NULL) { free(vm); return NULL; }
+    /* No collection while the libraries open (a known, small heap); the
+     * prelude, which always runs next, restarts the collector. */
+    lua_gc(vm->L, LUA_GCSTOP, 0);
     if (lua_cpcall(vm->L, open_libs, NULL) != 0) {
         lua_close(vm->L);
         free(vm);
@@ -305,7 +308,8 @@ static int setup_body(lua_State *L) {
     lua_pushnumber(L, a->cell);
     lua_pushnumber(L, a->thread_fn);
     lua_pushnumber(L, (lua_Number)(uintptr_t)&lp_arena_alloc);
-    lua_call(L, 4, 0);
+    lua_pushboolean(L, vm->mem_limit != SIZE_MAX);
+    lua_call(L, 5, 0);
     lua_getfield(L, -1, "dispatchers");
     vm->disp_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     vm->prelude_ref = luaL_ref(L, LUA_REGISTRYINDEX);

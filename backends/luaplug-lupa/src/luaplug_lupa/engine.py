@@ -106,7 +106,9 @@ class LupaState(EngineState):
             g[b"python"] = None
             g[b"package"][b"loaded"][b"python"] = None
             self._prelude: Any = rt.execute(_prelude_code(), name=b"=luaplug_host", mode="b")
-            self._prelude.setup(host_address, self.cell_address, self.thread_fn_address, None)
+            self._prelude.setup(
+                host_address, self.cell_address, self.thread_fn_address, None, options.memory_limit is not None
+            )
         self._rt: Any = rt
         self._entries: dict[str, Any] = {}  # prelude entries, looked up once
 

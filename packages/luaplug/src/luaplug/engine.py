@@ -73,7 +73,7 @@ class EngineState(ABC):
     ``[0]`` thread running Lua in it, ``[1]`` depth, ``[2]`` retired flag,
     ``[3]`` live instance count (kept by the prelude's create/destroy).
     Subclasses create the VM, run :func:`prelude_source` in it and call the
-    prelude's ``setup(host, cell_address, thread_fn_address, arena_alloc)``.
+    prelude's ``setup(host, cell_address, thread_fn_address, arena_alloc, capped)``.
     """
 
     def __init__(self) -> None:

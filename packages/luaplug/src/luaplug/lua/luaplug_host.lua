@@ -23,6 +23,16 @@
 --   code); the hook never fails inside this file's own functions, so the
 --   bookkeeping around a guest call always completes.
 
+-- Loading runs with a long GC pause. A fresh state's heap is small, so the
+-- default pause would run several incremental cycles through the SDK and the
+-- bundle's chunk, and P.init ends with a full collection anyway. Still bounded:
+-- a load making garbage past LOAD_PAUSE percent of its live heap is collected.
+-- Not under a memory cap: LuaJIT has no emergency collection, so a capped state
+-- collects as often as usual.
+local LOAD_PAUSE = 1000
+local normal_pause = collectgarbage("setpause", LOAD_PAUSE)
+collectgarbage("restart", -1)  -- -1: the threshold follows the new pause now
+
 local ffi = require("ffi")
 local G = _G
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
@@ -60,11 +70,11 @@ local function after_failure(err)
 end
 
 local uptr = ffi.typeof("uintptr_t")
-local dblp = ffi.typeof("double*")
--- Anonymous layouts: a bundle's own ffi.cdef of the named ABI types must not clash.
-local arena_t = ffi.typeof("struct { uint8_t* cur; uint8_t* lim; uint8_t* base; void* host; void* first; } *")
-local block_t = ffi.typeof("struct { void* next; size_t cap; size_t used; } *")
--- Parsed on first use (a declaration with function pointers costs the state a few KiB).
+-- Anonymous layouts (a bundle's own ffi.cdef of the named ABI types must not
+-- clash), parsed on first use: every state pays for a parse, and only the Lua
+-- arena_alloc (engines without a C one) reads arenas; the HostApi declaration
+-- with its function pointers costs the state a few KiB.
+local arena_t, block_t = nil, nil
 local host_t = nil
 local function host_of(address)
   if host_t == nil then
@@ -73,7 +83,6 @@ local function host_of(address)
   end
   return ffi.cast(host_t, address)
 end
-local thread_fn_t = ffi.typeof("uint64_t (*)(void)")
 
 local BLOCK_HEADER = 24
 local MIN_BLOCK = 4096
@@ -81,7 +90,7 @@ local MIN_BLOCK = 4096
 local NILV = {}
 
 local P = {}
-local cell = ffi.new("double[4]")
+local cell = nil  -- set by P.setup
 local current_thread = function() return 1 end
 local host_num = 0
 local contracts = {}
@@ -100,6 +109,10 @@ local function arena_alloc(size, arena_addr)
     if host_num == 0 then return 0 end
     local h = host_of(host_num)
     return addr(h.alloc(h, size, 1))
+  end
+  if arena_t == nil then
+    arena_t = ffi.typeof("struct { uint8_t* cur; uint8_t* lim; uint8_t* base; void* host; void* first; } *")
+    block_t = ffi.typeof("struct { void* next; size_t cap; size_t used; } *")
   end
   local a = ffi.cast(arena_t, arena_addr)
   local cur = addr(a.cur)
@@ -195,14 +208,25 @@ function P.run_chunk(src, name)
   return "error", error_text(e)
 end
 
+
 --- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses
 --- (0: use an internal cell / no thread ids); `alloc_fn` (the address of a C
---- `uint64_t (double size, double arena, double host)`) replaces the Lua arena_alloc.
-function P.setup(host, cell_addr, thread_fn_addr, alloc_fn)
+--- `uint64_t (double size, double arena, double host)`) replaces the Lua arena_alloc;
+--- `capped` is true when the state has a memory limit.
+function P.setup(host, cell_addr, thread_fn_addr, alloc_fn, capped)
   host_num = host or 0
-  if cell_addr and cell_addr ~= 0 then cell = ffi.cast(dblp, cell_addr) end
+  if capped then
+    collectgarbage("setpause", normal_pause)
+    collectgarbage("restart", -1)
+    normal_pause = nil
+  end
+  if cell_addr and cell_addr ~= 0 then
+    cell = ffi.cast("double*", cell_addr)
+  else
+    cell = ffi.new("double[4]")
+  end
   if thread_fn_addr and thread_fn_addr ~= 0 then
-    local f = ffi.cast(thread_fn_t, thread_fn_addr)
+    local f = ffi.cast("uint64_t (*)(void)", thread_fn_addr)
     current_thread = function() return tonumber(f()) end
   end
   if alloc_fn ~= nil and alloc_fn ~= 0 then
@@ -376,6 +400,11 @@ function P.init(host, ctx, chunk)
     -- Loading is over: drop what only loading needs, and collect, so the
     -- state keeps no garbage (its memory goes back to the process allocator).
     P.init, P.run_chunk, P.setup, P.harden = nil, nil, nil, nil
+    if normal_pause ~= nil then
+      -- back to the usual pause, unless the bundle chose its own while loading
+      local now = collectgarbage("setpause", normal_pause)
+      if now ~= LOAD_PAUSE then collectgarbage("setpause", now) end
+    end
     collectgarbage("collect")
   end
   return unpack(res, 2, maxn(res))
