@@ -23,10 +23,14 @@ _STR: Final = r'"[^"\\\x00-\x08\x0a-\x1f\x7f]*"'
 _INT: Final = r"[+-]?(?:0|[1-9][0-9]*)"
 _SCALAR: Final = rf"(?:{_STR}|{_INT}|true|false)"
 _COMMENT: Final = r"(?:#[^\x00-\x08\x0a-\x1f\x7f]*)?"
-_TABLE: Final = re.compile(rf"\[[ \t]*({_BARE})[ \t]*\][ \t]*{_COMMENT}")
-_PAIR: Final = re.compile(
-    rf"({_BARE}|{_STR})[ \t]*=[ \t]*({_SCALAR}|\[[ \t]*(?:{_SCALAR}[ \t]*(?:,[ \t]*{_SCALAR}[ \t]*)*,?[ \t]*)?\])"
-    rf"[ \t]*{_COMMENT}"
+_ARRAY: Final = rf"\[[ \t]*(?:{_SCALAR}[ \t]*(?:,[ \t]*{_SCALAR}[ \t]*)*,?[ \t]*)?\]"
+# Every line of a text: a [table] header, a key = value pair, or nothing, then an
+# optional comment (an optional CR: CRLF line ends); a line that is none of these is
+# captured whole by the last group. Groups: table name, key, value, bad line.
+_LINES: Final = re.compile(
+    rf"^(?:[ \t]*(?:\[[ \t]*({_BARE})[ \t]*\]|({_BARE}|{_STR})[ \t]*=[ \t]*({_SCALAR}|{_ARRAY}))?"
+    rf"[ \t]*{_COMMENT}\r?|(.+))$",
+    re.MULTILINE,
 )
 _ITEM: Final = re.compile(_SCALAR)
 
@@ -45,33 +49,24 @@ def loads(text: str) -> dict[str, Any] | None:
     """``text`` as ``tomllib.loads`` reads it, or ``None`` when it is not in the simple subset."""
     root: dict[str, Any] = {}
     table = root
-    for raw in text.split("\n"):
-        line = raw[:-1] if raw.endswith("\r") else raw
-        line = line.strip(" \t")
-        if not line or line[0] == "#":
-            if "\r" in line or any(ch < " " and ch != "\t" for ch in line):
-                return None
-            continue
-        m = _TABLE.fullmatch(line)
-        if m is not None:
-            name = m.group(1)
+    # findall: one match per line (every alternative runs from ^ to $), in one call.
+    for name, key, value, bad in _LINES.findall(text):
+        if bad:
+            return None
+        if name:
             if name in root:
                 return None
             table = root[name] = {}
-            continue
-        m = _PAIR.fullmatch(line)
-        if m is None:
-            return None
-        key, value = m.group(1), m.group(2)
-        if key[0] == '"':
-            key = key[1:-1]
-        if key in table:
-            return None
-        if value[0] == "[":
-            items = [_scalar(t) for t in _ITEM.findall(value[1:-1])]
-            if len({type(x) for x in items}) > 1:
-                return None  # mixed arrays: leave them to tomllib
-            table[key] = items
-        else:
-            table[key] = _scalar(value)
+        elif key:
+            if key[0] == '"':
+                key = key[1:-1]
+            if key in table:
+                return None
+            if value[0] == "[":
+                items = [_scalar(t) for t in _ITEM.findall(value[1:-1])]
+                if len({type(x) for x in items}) > 1:
+                    return None  # mixed arrays: leave them to tomllib
+                table[key] = items
+            else:
+                table[key] = _scalar(value)
     return root

@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _texts
+from ._files import read_bytes
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
 from .engine import CAP_NESTED_SAME_BUNDLE, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
@@ -236,8 +237,7 @@ class LuaLoader:
             bundle_dir = os.fspath(manifest.path)
             entry = os.path.join(bundle_dir, manifest.file)
             try:
-                with open(entry, "rb") as f:
-                    text = f.read().decode("utf-8")
+                text = read_bytes(entry).decode("utf-8")
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):  # ValueError: a NUL
                 raise InitFailed(manifest.name, _texts.missing_entry_file(_entry_text(manifest))) from None
             except (OSError, UnicodeDecodeError) as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _simpletoml
+from ._files import read_bytes
 from .errors import LoadError, ManifestError
 from .ids import bundle_id, guest_contract_id
 
@@ -122,12 +123,10 @@ def load(path: str | Path) -> Manifest:
         mpath = _child(p, MANIFEST_NAME)
     try:
         try:
-            with open(mpath, "rb") as f:
-                raw = f.read()
+            raw = read_bytes(mpath)
         except NotADirectoryError:  # a file of the bundle was named: the manifest is beside it
             mpath = _child(os.path.dirname(p), MANIFEST_NAME)
-            with open(mpath, "rb") as f:
-                raw = f.read()
+            raw = read_bytes(mpath)
         text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ManifestError(f"manifest parse error for {mpath}: file not found", path=mpath) from None
