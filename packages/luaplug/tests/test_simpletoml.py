@@ -69,6 +69,8 @@ def test_every_manifest_of_the_repository() -> None:
         'a = "x" junk\n',
         'a = "\x01"\n',
         "# comment \x01\n",
+        "# comment \x7f\n",  # DEL: a control character to TOML
+        "a = 1 # comment \x7f\n",
         "a = 1\rb = 2\n",
         "\ufeffa = 1\n",
         "a = [1,,2]\n",
