@@ -56,33 +56,31 @@ class ManifestError(LuaplugError):
         self.key = key
 
 
-class ApiSpecError(LuaplugError):
+class _PlacedError(LuaplugError):
+    """An error whose text starts with where it is: ``"<path>, key <key>: <message>"``."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        where = ", ".join(part for part in (path, f"key {key}" if key else None) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.key = key
+
+
+class ApiSpecError(_PlacedError):
     """A contract declaration (an ``api.toml`` or a Python declaration) is invalid.
 
     :ivar path: the file at fault, or ``None`` for a Python declaration
     :ivar key: the offending key (``guest_contract[0].functions[1].return``), or ``None``
     """
 
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
-        where = ", ".join(part for part in (path, f"key {key}" if key else None) if part)
-        super().__init__(f"{where}: {message}" if where else message)
-        self.path = path
-        self.key = key
 
-
-class ConfigError(LuaplugError):
+class ConfigError(_PlacedError):
     """The host's luaplug configuration (``[tool.luaplug]``, ``luaplug.toml``, an
     environment variable) is invalid.
 
     :ivar path: the file at fault (or the variable's name)
     :ivar key: the offending key, or ``None``
     """
-
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
-        where = ", ".join(part for part in (path, f"key {key}" if key else None) if part)
-        super().__init__(f"{where}: {message}" if where else message)
-        self.path = path
-        self.key = key
 
 
 class LoadError(LuaplugError):

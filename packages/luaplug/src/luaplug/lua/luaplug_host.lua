@@ -208,7 +208,6 @@ function P.run_chunk(src, name)
   return "error", error_text(e)
 end
 
-
 --- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses
 --- (0: use an internal cell / no thread ids); `alloc_fn` (the address of a C
 --- `uint64_t (double size, double arena, double host)`) replaces the Lua arena_alloc;
