@@ -116,10 +116,15 @@ if lj_cflags="$(pkg-config --cflags-only-I luajit 2>/dev/null)" && lj_libdir="$(
     "$py" -m pip wheel --no-index --no-build-isolation --no-deps --wheel-dir "$work/override" "$cffi_sdist"
   mkdir -p "$work/override/x"
   (cd "$work/override/x" && "$py" -m zipfile -e ../luaplug_cffi-*.whl .)
-  ldd "$work"/override/x/luaplug_cffi/_native*.so | grep -q 'libluajit-5\.1\.so' ||
-    fail "the override build does not link the shared libluajit-5.1"
-  echo "override ($lj_inc, $lj_libdir): builds, links $(ldd "$work"/override/x/luaplug_cffi/_native*.so |
-    grep -o 'libluajit-5\.1\.so[^ ]*' | head -n 1)"
+  # The ldd output is captured first: a pipe into an early-exiting reader (grep -q, head) would
+  # SIGPIPE ldd and fail the pipeline under pipefail.
+  linked="$(ldd "$work"/override/x/luaplug_cffi/_native*.so)"
+  case "$linked" in
+    *libluajit-5.1.so*) ;;
+    *) fail "the override build does not link the shared libluajit-5.1" ;;
+  esac
+  lj_so="$(sed -n 's/.*\(libluajit-5\.1\.so[^ ]*\).*/\1/p' <<<"$linked")"
+  echo "override ($lj_inc, $lj_libdir): builds, links ${lj_so%%$'\n'*}"
 else
   echo "pkg-config does not know luajit: override build skipped"
 fi
