@@ -27,7 +27,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 import luaplug
 from luaplug.abi import ffi
