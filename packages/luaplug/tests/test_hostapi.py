@@ -34,6 +34,24 @@ class _Services:
     def _host_register_host_contract(self, iface: Any) -> tuple[int, str]:
         return AbiErrorCode.DuplicateProvider, "dup"
 
+    def _host_list_bundles(self) -> list[int]:
+        return []
+
+    def _host_find_all(self, contract_id: int, min_major: int) -> list[tuple[int, int]]:
+        return [(3, 7), (0xFFFFFFFE, 1)] if contract_id == 42 else []
+
+    def _host_dependencies(self) -> list[tuple[int, int, int]]:
+        return [(0xFEDCBA9876543210, 3, 0x0123456789ABCDEF), (1, 0, 0)]
+
+    def _host_load_bundle(self, path: str) -> tuple[int, str]:
+        return AbiErrorCode.Generic, f"no bundle at {path}"
+
+    def _host_reload_bundle(self, path: str) -> tuple[int, str]:
+        return AbiErrorCode.ReentrantCall, f"{path} is running"
+
+    def _host_unload_bundle(self, bundle: int) -> tuple[int, str]:
+        return AbiErrorCode.Generic, f"cannot unload {bundle}"
+
 
 @pytest.fixture
 def host() -> HostApi:
@@ -86,7 +104,7 @@ def test_unsupported_functions_fail_with_codes(host: HostApi) -> None:
     s = host.struct
     err = ffi.new("AbiError*")
     s.load_bundle(s, ffi.NULL, 0, err)
-    assert err.code == AbiErrorCode.Generic and err.message.len > 0
+    assert err.code == AbiErrorCode.InvalidPointer and err.message.len > 0
     s.unload_bundle(s, 1, err)
     assert err.code == AbiErrorCode.Generic
     inst = ffi.new("HostContractInstance*")
@@ -125,3 +143,53 @@ def test_last_error_roundtrip(host: HostApi) -> None:
     buf = ffi.new("uint8_t[4]")
     assert s.get_last_error(s, buf, 4) == 4
     assert bytes(buf) == b"bad "
+
+
+def test_arrays_are_host_memory_in_the_abi_layouts(host: HostApi) -> None:
+    s = host.struct
+    handles = s.find_all_guest_contracts(s, 42, 1)
+    assert (handles.len, handles.align) == (2, 4)
+    items = ffi.cast("GuestContractHandle*", handles.items)
+    assert [(items[i].index, items[i].generation) for i in range(2)] == [(3, 7), (0xFFFFFFFE, 1)]
+    s.free(s, ffi.cast("uint8_t*", handles.items), 16, 4)
+    none = s.find_all_guest_contracts(s, 7, 1)
+    assert (none.items, none.len, none.align) == (ffi.NULL, 0, 4)
+    # DependencyInfo (polyplug-abi 0.1.3): contract_id u64 @0, min_version u32 @8, bundle_id u64 @16; 24 bytes
+    deps = s.get_dependencies(s)
+    assert (deps.len, deps.align) == (2, 8)
+    raw = ffi.cast("uint8_t*", deps.items)
+    assert ffi.cast("uint64_t*", raw)[0] == 0xFEDCBA9876543210
+    assert ffi.cast("uint32_t*", raw + 8)[0] == 3
+    assert ffi.cast("uint64_t*", raw + 16)[0] == 0x0123456789ABCDEF
+    assert ffi.cast("uint64_t*", raw + 24)[0] == 1
+    s.free(s, raw, 48, 8)
+    empty = s.list_bundles(s)
+    assert (empty.items, empty.len, empty.align) == (ffi.NULL, 0, 8)
+
+
+def test_bundle_operations_report_through_get_last_error(host: HostApi) -> None:
+    s = host.struct
+    err = ffi.new("AbiError*")
+
+    def last_error() -> bytes:
+        n = s.get_error_len(s)
+        buf = ffi.new("uint8_t[]", n + 1)
+        return bytes(ffi.buffer(buf, s.get_last_error(s, buf, n)))
+
+    path = "bündel".encode()
+    s.load_bundle(s, path, len(path), err)
+    assert (err.code, last_error()) == (AbiErrorCode.Generic, "no bundle at bündel".encode())
+    s.reload_bundle(s, path, len(path), err)
+    assert (err.code, last_error()) == (AbiErrorCode.ReentrantCall, "bündel is running".encode())
+    assert err.message.len > 0
+    s.unload_bundle(s, 99, err)
+    assert (err.code, last_error()) == (AbiErrorCode.Generic, b"cannot unload 99")
+    s.load_bundle(s, b"\xff\xfe", 2, err)
+    assert err.code == AbiErrorCode.Generic
+    assert last_error().startswith(b"load_bundle: the bundle path is not valid UTF-8")
+    s.reload_bundle(s, ffi.NULL, 3, err)
+    assert (err.code, last_error()) == (AbiErrorCode.InvalidPointer, b"null path pointer in reload_bundle")
+    s.load_bundle(s, path, len(path), ffi.NULL)  # no AbiError to fill: allowed
+    s.register_loader(s, ffi.cast("void*", 16), err)
+    assert err.code == AbiErrorCode.Generic
+    assert last_error() == b"register_loader: luaplug runs its own Lua loader only; loaders cannot be registered"

@@ -1,27 +1,72 @@
 """What a runtime's ``HostApi`` callbacks ask of it (:class:`luaplug.hostapi.HostServices`).
 
 A mixin of :class:`luaplug.Runtime`: these methods run inside C callbacks from
-bundle code, answer with codes (never raise into C) and take only the locks of
-the registry and the host-contract table.
+bundle code and answer with codes (never raise into C). Lookups take only the
+locks of the registry and the host-contract table. The bundle operations
+(``load_bundle``, ``reload_bundle``, ``unload_bundle``) take the runtime lock
+like the Python API, with a bounded wait (see :meth:`HostApiServices._guest_op`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
-from ._deps import init_scope
+from . import reentry
+from ._deps import depends_on, init_scope
+from ._logdefer import deferring, emit
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
-from .errors import DuplicateProvider
-from .ids import guest_contract_id
+from .errors import DuplicateProvider, HotReloadDisabled, LuaplugError, RuntimeClosedError
+from .ids import bundle_id, guest_contract_id
 from .registry import Registration
 
 if TYPE_CHECKING:
+    from ._eventhub import EventHub
     from ._hosttable import HostContractTable
     from .hostapi import HostApi
+    from .lualoader import LuaLoader
+    from .manifest import Dependency, Manifest
     from .registry import Registry
+    from .runtime import Bundle
 
-__all__ = ["HostApiServices"]
+__all__ = ["GUEST_LOCK_WAIT", "HostApiServices", "dependency_info"]
+
+_log: Final = logging.getLogger("luaplug.hostapi")
+
+#: Seconds a bundle operation from a guest waits for the runtime lock before it fails.
+#: The guest's VM stays held meanwhile; a load on another thread whose init calls into
+#: that VM would wait for it forever, so the wait must end.
+GUEST_LOCK_WAIT: Final = 5.0
+
+
+class _Refused(Exception):
+    """A bundle operation a guest asked for, refused with ``code`` and ``text``."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def dependency_info(d: Dependency) -> tuple[int, int, int]:
+    """``(contract_id, min_version, bundle_id)`` of one ``[[dependency]]`` (a ``DependencyInfo``).
+
+    ``contract_id`` is the declared one, else ``guest_contract_id(contract, major)`` when a
+    contract is named, else 0; ``min_version`` is the major of ``min_version`` (what
+    ``find_guest_contract`` takes); ``bundle_id`` is the declared one, else that of the named
+    bundle, else 0.
+    """
+    major = d.min_version[0]
+    cid = d.contract_id
+    if cid is None:
+        cid = guest_contract_id(d.contract, major or 1) if d.contract else 0
+    bid = d.bundle_id
+    if bid is None:
+        bid = bundle_id(d.bundle) if d.bundle else 0
+    return cid, major, bid
 
 
 class HostApiServices:
@@ -29,7 +74,23 @@ class HostApiServices:
 
     registry: Registry
     host_api: HostApi
+    hot_reload: bool
     _host_contracts: HostContractTable
+    _bundles: dict[str, Bundle]
+    _loaders: dict[str, LuaLoader]
+    _loading: dict[int, str]
+    _lock: threading.RLock
+    _events: EventHub
+    #: seconds a guest's bundle operation waits for the runtime lock (:data:`GUEST_LOCK_WAIT`)
+    _guest_lock_wait: float = GUEST_LOCK_WAIT
+
+    if TYPE_CHECKING:  # provided by Runtime
+
+        def load(self, path: str) -> Bundle: ...
+
+        def unload(self, bundle: str) -> None: ...
+
+        def _reload_locked(self, old: Bundle, done: set[str], manifest: Manifest | None = None) -> Bundle: ...
 
     def _host_find(self, contract_id: int, min_major: int) -> tuple[int, int] | None:
         scope = init_scope.scope
@@ -110,3 +171,134 @@ class HostApiServices:
             return AbiErrorCode.DuplicateProvider, str(exc)
         self.host_api.bump_revision()
         return AbiErrorCode.Ok, ""
+
+    # -- introspection ------------------------------------------------------------
+
+    def _host_list_bundles(self) -> list[int]:
+        return [b.id for b in tuple(self._bundles.values())]
+
+    def _host_find_all(self, contract_id: int, min_major: int) -> list[tuple[int, int]]:
+        scope = init_scope.scope
+        if scope is not None and contract_id not in scope.declared:
+            return []  # an undeclared lookup during init, as _host_find
+        return self.registry.find_all(contract_id, min_major)
+
+    def _host_dependencies(self) -> list[tuple[int, int, int]]:
+        scope = init_scope.scope
+        if scope is None:
+            return []  # only a bundle whose polyplug_init runs has a caller to answer for
+        return [dependency_info(d) for d in scope.manifest.dependencies]
+
+    # -- bundle operations ----------------------------------------------------------
+
+    def _host_load_bundle(self, path: str) -> tuple[int, str]:
+        return self._guest_op(lambda: self._guest_load(path))
+
+    def _host_reload_bundle(self, path: str) -> tuple[int, str]:
+        return self._guest_op(lambda: self._guest_reload(path))
+
+    def _host_unload_bundle(self, bundle: int) -> tuple[int, str]:
+        return self._guest_op(lambda: self._guest_unload(bundle))
+
+    def _guest_op(self, op: Callable[[], None]) -> tuple[int, str]:
+        """Run ``op`` under the runtime lock; ``(code, error text)``, never an exception.
+
+        The lock is the Python API's (operations stay serialized per runtime) and is
+        re-entrant, so an operation from a bundle whose init this thread runs proceeds.
+        Another thread's operation is waited for at most :attr:`_guest_lock_wait` seconds.
+        Logs and events are delivered after the release, as host code running inside
+        the calling guest's Lua call.
+        """
+        try:
+            with reentry.user_code(), self._events.deferring(), deferring():
+                if not self._lock.acquire(timeout=self._guest_lock_wait):
+                    return AbiErrorCode.Generic, (
+                        f"the runtime is busy: another thread held its lock for {self._guest_lock_wait:g} s "
+                        "(a load, reload or unload); try again"
+                    )
+                try:
+                    op()
+                finally:
+                    self._lock.release()
+        except _Refused as exc:
+            return exc.code, exc.text
+        except LuaplugError as exc:
+            return AbiErrorCode.Generic, str(exc)
+        except Exception as exc:  # never into C: a guest's request must not break the host
+            emit(_log, logging.ERROR, "a bundle operation requested by a guest failed", exc_info=True)
+            return AbiErrorCode.Generic, f"{type(exc).__name__}: {exc}"
+        return AbiErrorCode.Ok, ""
+
+    def _guest_manifest(self, path: str) -> Manifest:
+        from .manifest import load  # imported by the first load already
+
+        if getattr(self, "_closed", False):
+            raise RuntimeClosedError("the runtime is closed")
+        return load(path)
+
+    def _refuse_running(self, b: Bundle, doing: str) -> None:
+        """Refuse ``doing`` on ``b`` when it is on this thread's call stack (running or initialising)."""
+        if b.id in self._loading:
+            raise _Refused(
+                AbiErrorCode.ReentrantCall,
+                f"cannot {doing} bundle `{b.name}`: its load or reload is running on this thread",
+            )
+        loader = self._loaders.get(b.backend)
+        if loader is not None and loader.running_here(b.id):
+            raise _Refused(
+                AbiErrorCode.ReentrantCall,
+                f"cannot {doing} bundle `{b.name}` from inside a call into it: it is on this thread's call stack",
+            )
+
+    def _guest_load(self, path: str) -> None:
+        m = self._guest_manifest(path)
+        if m.id in self._loading:
+            raise _Refused(
+                AbiErrorCode.ReentrantCall, f"cannot load bundle `{m.name}`: its load is running on this thread"
+            )
+        self.load(path)
+
+    def _guest_reload(self, path: str) -> None:
+        if not self.hot_reload:
+            raise HotReloadDisabled()
+        m = self._guest_manifest(path)
+        old = self._bundles.get(m.name)
+        if old is None:
+            self._guest_load(path)  # as on the reference: reloading a bundle that is not loaded loads it
+            return
+        for b in self._reloaded_with(old):
+            self._refuse_running(b, "reload")
+        self._reload_locked(old, set(), m)
+        emit(_log, logging.INFO, "reloaded bundle %s (requested by a guest)", m.name)
+
+    def _reloaded_with(self, old: Bundle) -> list[Bundle]:
+        """``old`` and the dependents a reload of it reloads too (``needs_reinit_on_dep_reload``)."""
+        out = [old]
+        seen = {old.name}
+        i = 0
+        while i < len(out):
+            b = out[i]
+            i += 1
+            provided = {r.contract_id for r in self.registry.of_bundle(b.id)}
+            for dep in self._bundles.values():
+                if dep.name in seen or not dep.manifest.needs_reinit_on_dep_reload:
+                    continue
+                if depends_on(dep.manifest, b.name, b.id, provided):
+                    seen.add(dep.name)
+                    out.append(dep)
+        return out
+
+    def _guest_unload(self, bundle: int) -> None:
+        if getattr(self, "_closed", False):
+            raise RuntimeClosedError("the runtime is closed")
+        if bundle in self._loading:
+            name = self._loading[bundle]
+            raise _Refused(
+                AbiErrorCode.ReentrantCall,
+                f"cannot unload bundle `{name}`: its load or reload is running on this thread",
+            )
+        b = next((b for b in self._bundles.values() if b.id == bundle), None)
+        if b is None:
+            return  # spec §10: unloading an unknown bundle is a no-op
+        self._refuse_running(b, "unload")
+        self.unload(b.name)  # refused while dependents are loaded (DependencyError)

@@ -14,7 +14,9 @@ keep a reference to the host they allocate from.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
+from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 from . import _libc, reentry
@@ -40,8 +42,21 @@ _LEVELS: Final = {
 }
 
 # Static error texts for AbiError.message: module-level bytes never move or die.
-_UNSUPPORTED: Final = ffi.new("char[]", b"not supported by luaplug")
 _NO_RUNTIME: Final = ffi.new("char[]", b"no runtime behind this HostApi")
+_NO_LOADERS: Final = b"register_loader: luaplug runs its own Lua loader only; loaders cannot be registered"
+_NO_LOADERS_C: Final = ffi.new("char[]", _NO_LOADERS)
+_NULL_LOADER: Final = ffi.new("char[]", b"null pointer in register_loader")
+_NULL_PATH: Final = {
+    "load_bundle": ffi.new("char[]", b"null path pointer in load_bundle"),
+    "reload_bundle": ffi.new("char[]", b"null path pointer in reload_bundle"),
+}
+_NOT_UTF8: Final = ffi.new("char[]", b"the bundle path is not valid UTF-8")
+_ON_STACK: Final = ffi.new("char[]", b"the bundle is on this thread's call stack")
+
+# Element layouts of the arrays the HostApi hands out: (struct format, alignment).
+_BUNDLE_IDS: Final = (struct.Struct("<Q"), 8)  # uint64_t bundle ids
+_HANDLES: Final = (struct.Struct("<II"), 4)  # GuestContractHandle
+_DEPENDENCIES: Final = (struct.Struct("<QI4xQ"), 8)  # DependencyInfo (24 bytes)
 
 
 class HostServices(Protocol):
@@ -59,6 +74,18 @@ class HostServices(Protocol):
 
     def _host_register_host_contract(self, iface: Any) -> tuple[int, str]: ...
 
+    def _host_list_bundles(self) -> list[int]: ...
+
+    def _host_find_all(self, contract_id: int, min_major: int) -> list[tuple[int, int]]: ...
+
+    def _host_dependencies(self) -> list[tuple[int, int, int]]: ...
+
+    def _host_load_bundle(self, path: str) -> tuple[int, str]: ...
+
+    def _host_reload_bundle(self, path: str) -> tuple[int, str]: ...
+
+    def _host_unload_bundle(self, bundle: int) -> tuple[int, str]: ...
+
 
 def _string(sv: Any) -> str:
     if sv.ptr == ffi.NULL or sv.len == 0:
@@ -66,11 +93,16 @@ def _string(sv: Any) -> str:
     return bytes(ffi.buffer(sv.ptr, sv.len)).decode("utf-8", "replace")
 
 
-def _services(host: Any) -> HostServices | None:
+def _owner(host: Any) -> HostApi | None:
     if host == ffi.NULL or host.runtime == ffi.NULL:
         return None
     owner: HostApi = ffi.from_handle(host.runtime)
-    return owner.services
+    return owner
+
+
+def _services(host: Any) -> HostServices | None:
+    owner = _owner(host)
+    return None if owner is None else owner.services
 
 
 def _set_err(err: Any, code: int, message: Any = None) -> None:
@@ -169,14 +201,37 @@ def _cb_revision(host: Any) -> Any:
     return owner.revision
 
 
+def _array(layout: tuple[struct.Struct, int], rows: Sequence[Any]) -> dict[str, Any]:
+    """An ``Array`` of ``rows`` packed with ``layout``, in ``host.alloc`` memory the caller
+    frees with ``host.free(host, items, len * element size, align)``; empty (null items, the
+    element's alignment) when there are none or the allocation fails."""
+    fmt, align = layout
+    if rows:
+        data = b"".join(fmt.pack(*row) if isinstance(row, tuple) else fmt.pack(row) for row in rows)
+        addr = _libc.malloc(len(data), align)
+        if addr:
+            ffi.memmove(ffi.cast("void*", addr), data, len(data))
+            return {"items": ffi.cast("void*", addr), "len": len(rows), "align": align}
+        _log.error("HostApi: allocating an array of %d bytes failed", len(data))
+    return {"items": ffi.NULL, "len": 0, "align": align}
+
+
 @ffi.callback("Array(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)
 def _cb_find_all(host: Any, contract_id: int, min_major: int) -> Any:
-    return {"items": ffi.NULL, "len": 0, "align": 8}
+    services = _services(host)
+    return _array(_HANDLES, services._host_find_all(contract_id, min_major) if services is not None else [])
 
 
 @ffi.callback("Array(*)(const HostApi*)", onerror=_on_error)
-def _cb_empty_array(host: Any) -> Any:
-    return {"items": ffi.NULL, "len": 0, "align": 8}
+def _cb_list_bundles(host: Any) -> Any:
+    services = _services(host)
+    return _array(_BUNDLE_IDS, services._host_list_bundles() if services is not None else [])
+
+
+@ffi.callback("Array(*)(const HostApi*)", onerror=_on_error)
+def _cb_get_dependencies(host: Any) -> Any:
+    services = _services(host)
+    return _array(_DEPENDENCIES, services._host_dependencies() if services is not None else [])
 
 
 @ffi.callback("void(*)(const HostApi*, uint64_t, uint32_t, HostContractInstance*, AbiError*)", onerror=_on_error)
@@ -205,9 +260,42 @@ def _cb_resolve_host_contract(host: Any, contract_id: int, min_version: int) -> 
     return services._host_resolve_host_contract(contract_id, min_version)
 
 
+def _path_op(host: Any, data: Any, size: int, err: Any, name: str) -> None:
+    """``load_bundle`` / ``reload_bundle``: ``data`` holds ``size`` bytes of a UTF-8 path."""
+    owner = _owner(host)
+    services = owner.services if owner is not None else None
+    if owner is None or services is None:
+        _set_err(err, AbiErrorCode.Generic, _NO_RUNTIME)
+        return
+    if data == ffi.NULL:
+        owner.set_last_error(ffi.string(_NULL_PATH[name]).decode())
+        _set_err(err, AbiErrorCode.InvalidPointer, _NULL_PATH[name])
+        return
+    try:
+        path = bytes(ffi.buffer(data, size)).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        owner.set_last_error(f"{name}: the bundle path is not valid UTF-8 ({exc})")
+        _set_err(err, AbiErrorCode.Generic, _NOT_UTF8)
+        return
+    op = services._host_load_bundle if name == "load_bundle" else services._host_reload_bundle
+    _finish(owner, err, *op(path))
+
+
+def _finish(owner: HostApi, err: Any, code: int, text: str) -> None:
+    """Report a bundle operation's result: the text goes to ``get_last_error``."""
+    if code != AbiErrorCode.Ok:
+        owner.set_last_error(text)
+    _set_err(err, code, _ON_STACK if code == AbiErrorCode.ReentrantCall else None)
+
+
 @ffi.callback("void(*)(const HostApi*, const uint8_t*, size_t, AbiError*)", onerror=_on_error)
-def _cb_bytes_unsupported(host: Any, data: Any, size: int, err: Any) -> None:
-    _set_err(err, AbiErrorCode.Generic, _UNSUPPORTED)
+def _cb_load_bundle(host: Any, data: Any, size: int, err: Any) -> None:
+    _path_op(host, data, size, err, "load_bundle")
+
+
+@ffi.callback("void(*)(const HostApi*, const uint8_t*, size_t, AbiError*)", onerror=_on_error)
+def _cb_reload_bundle(host: Any, data: Any, size: int, err: Any) -> None:
+    _path_op(host, data, size, err, "reload_bundle")
 
 
 @ffi.callback("void(*)(const HostApi*, const HostContractInterface*, AbiError*)", onerror=_on_error)
@@ -225,12 +313,25 @@ def _cb_register_host_contract(host: Any, iface: Any, err: Any) -> None:
 
 @ffi.callback("void(*)(const HostApi*, void*, AbiError*)", onerror=_on_error)
 def _cb_register_loader(host: Any, loader: Any, err: Any) -> None:
-    _set_err(err, AbiErrorCode.Generic, _UNSUPPORTED)
+    owner = _owner(host)
+    if loader == ffi.NULL:
+        if owner is not None:
+            owner.set_last_error("null pointer in register_loader")
+        _set_err(err, AbiErrorCode.InvalidPointer, _NULL_LOADER)
+        return
+    if owner is not None:
+        owner.set_last_error(_NO_LOADERS.decode())
+    _set_err(err, AbiErrorCode.Generic, _NO_LOADERS_C)
 
 
 @ffi.callback("void(*)(const HostApi*, uint64_t, AbiError*)", onerror=_on_error)
 def _cb_unload_bundle(host: Any, bundle: int, err: Any) -> None:
-    _set_err(err, AbiErrorCode.Generic, _UNSUPPORTED)
+    owner = _owner(host)
+    services = owner.services if owner is not None else None
+    if owner is None or services is None:
+        _set_err(err, AbiErrorCode.Generic, _NO_RUNTIME)
+        return
+    _finish(owner, err, *services._host_unload_bundle(bundle))
 
 
 @ffi.callback("size_t(*)(const HostApi*, uint8_t*, size_t)", onerror=_on_error)
@@ -278,10 +379,10 @@ class HostApi:
         s.resolve_guest_contract = _cb_resolve
         s.get_host_contract = _cb_get_host_contract
         s.resolve_host_contract_interface = _cb_resolve_host_contract
-        s.list_bundles = _cb_empty_array
-        s.get_dependencies = _cb_empty_array
-        s.load_bundle = _cb_bytes_unsupported
-        s.reload_bundle = _cb_bytes_unsupported
+        s.list_bundles = _cb_list_bundles
+        s.get_dependencies = _cb_get_dependencies
+        s.load_bundle = _cb_load_bundle
+        s.reload_bundle = _cb_reload_bundle
         s.register_host_contract = _cb_register_host_contract
         s.register_loader = _cb_register_loader
         s.get_last_error = _cb_get_last_error

@@ -91,6 +91,16 @@ class Registry:
                     return index, slot.generation
         return None
 
+    def find_all(self, contract_id: int, min_major: int = 0) -> list[tuple[int, int]]:
+        """Every provider of ``contract_id`` with major >= ``min_major``, first-registered first."""
+        with self._lock:
+            out = []
+            for index in self._by_cid.get(contract_id, ()):
+                slot = self._slots[index]
+                if slot.reg is not None and slot.reg.major >= min_major:
+                    out.append((index, slot.generation))
+            return out
+
     def resolve(self, index: int, generation: int) -> Registration | None:
         """The registration a handle names, or ``None`` when stale."""
         slots = self._slots

@@ -148,6 +148,8 @@ class Runtime(HostApiServices):
         self._closed = False
         self._events = EventHub()
         self._host_contracts = HostContractTable(self.collector)
+        #: ids (and names) of the bundles whose load or reload is running, on the thread holding the lock
+        self._loading: dict[int, str] = {}
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -255,12 +257,14 @@ class Runtime(HostApiServices):
         with self._locked():
             if m.name in self._bundles:
                 raise LoadError(m.name, f"bundle {m.name!r} is already loaded")
+            if m.id in self._loading:
+                raise LoadError(m.name, f"bundle {m.name!r} is being loaded (its init is running on this thread)")
             backend_name, loader = self._loader_for(backend)
             with self._initialising(m, replacing=False):
                 loader.load(m, source, self, options)
             bundle = Bundle(m.name, m.id, m, source.kind, backend_name, options)
             self._bundles[m.name] = bundle
-        _log.info("loaded bundle %s on %s", m.name, backend_name)
+        emit(_log, logging.INFO, "loaded bundle %s on %s", m.name, backend_name)
         return bundle
 
     def reload(self, bundle: str | Bundle) -> Bundle:
@@ -282,19 +286,24 @@ class Runtime(HostApiServices):
                     return self._load(m, PathSource(m.path), bundle.backend, bundle.options)
                 raise LoadError(name, f"bundle {name!r} is not loaded")
             new = self._reload_locked(old, set())
-        _log.info("reloaded bundle %s", name)
+        emit(_log, logging.INFO, "reloaded bundle %s", name)
         return new
 
-    def _reload_locked(self, old: Bundle, done: set[str]) -> Bundle:
-        """Reload ``old`` and then its ``needs_reinit_on_dep_reload`` dependents (each once)."""
+    def _reload_locked(self, old: Bundle, done: set[str], manifest: Manifest | None = None) -> Bundle:
+        """Reload ``old`` and then its ``needs_reinit_on_dep_reload`` dependents (each once).
+
+        :param manifest: the new version's manifest (default: read again where ``old`` came from)
+        """
         from .events import Phase  # with the first event: creating a runtime needs none
 
         name = old.name
         done.add(name)
+        if old.id in self._loading:
+            raise LoadError(name, f"bundle {name!r} is being reloaded (its init is running on this thread)")
         try:
             if old.source_kind != "path":
                 raise LoadError(name, "in-memory bundles cannot be hot-reloaded")
-            m = _read_manifest(old.manifest.path)
+            m = _read_manifest(old.manifest.path) if manifest is None else manifest
             if m.name != old.name:
                 raise LoadError(name, f"the manifest now names bundle {m.name!r}")
             self._post(Phase.Preparing, old)
@@ -331,7 +340,7 @@ class Runtime(HostApiServices):
             if dependents:
                 raise DependencyError(b.name, dependents)
             self._unload_locked(b)
-        _log.info("unloaded bundle %s", name)
+        emit(_log, logging.INFO, "unloaded bundle %s", name)
 
     def _unload_locked(self, b: Bundle) -> None:
         from .events import Phase
@@ -381,12 +390,14 @@ class Runtime(HostApiServices):
         declared, and what it registers is staged until :meth:`_commit` (dropped on failure)."""
         prev = init_scope.scope
         init_scope.scope = InitScope(m, declared_contract_ids(m), replacing)
+        self._loading[m.id] = m.name
         try:
             yield
         except BaseException:
             self._host_contracts.discard(m.id)
             raise
         finally:
+            self._loading.pop(m.id, None)
             init_scope.scope = prev
 
     # -- events -------------------------------------------------------------------
