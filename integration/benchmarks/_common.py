@@ -27,6 +27,7 @@ BENCH_BUNDLES: Final = HERE / "bundles"
 KNOWN_FUNCTION_COUNTS: Final[dict[str, int]] = {
     "iso.Adder@1": 3,
     "iso.Greeter@1": 2,
+    "bench.SdkGreeter@1": 1,
     "iso.Echo@1": 1,
     "bench.PeerLoop@1": 1,
     "bench.Spin@1": 1,

@@ -51,6 +51,7 @@ class BenchBundles:
     adder: Path
     adder2: Path
     greeter: Path
+    sdkgreet: Path
     peerloop: Path
     spin: Path
     spin2: Path
@@ -101,6 +102,10 @@ class Contender(abc.ABC):
         """``n`` times: reset the call arena, greet ``world``; elapsed ns."""
 
     @abc.abstractmethod
+    def sdk_greet(self, n: int) -> int:
+        """``greet`` on the SDK-written greeter (bundles/sdkgreet); elapsed ns."""
+
+    @abc.abstractmethod
     def peer(self, n: int, mode: int) -> float:
         """ns per peer call, measured inside Lua over ``n`` calls (``mode``: bundles/peerloop)."""
 
@@ -120,8 +125,10 @@ class Contender(abc.ABC):
         self.slot[0] = 0
         self.add(1)
         assert self.slot[0] == 42, f"{self.name}: add gave {self.slot[0]}"
-        self.greet(1)
-        assert text_of(self.greeting) == GREETING, f"{self.name}: greet gave {text_of(self.greeting)!r}"
+        for case in (self.greet, self.sdk_greet):
+            self.greeting.ptr, self.greeting.len = ffi.NULL, 0
+            case(1)
+            assert text_of(self.greeting) == GREETING, f"{self.name}: {case.__name__} gave {text_of(self.greeting)!r}"
 
     def close(self) -> None:
         """Release the runtime and the buffers."""
@@ -148,13 +155,17 @@ class LuaplugContender(Contender):
         super().__init__()
         self.name = backend
         self.rt = luaplug.Runtime(backend, hot_reload=True)
-        for d in (bundles.adder, bundles.adder2, bundles.greeter, bundles.peerloop, bundles.spin, bundles.spin2):
+        for d in (
+            bundles.adder, bundles.adder2, bundles.greeter, bundles.sdkgreet, bundles.peerloop, bundles.spin,
+            bundles.spin2,
+        ):  # fmt: skip
             self.rt.load(d)
         self.reload_bundle = self.rt.load(reload_dir).name
         self.reload_main = reload_dir / "main.lua"
         # The instances stay alive for the whole run; dispatch is fetched once, as a host would.
         self.adder = self.rt.contract("iso.Adder@1").default
         self.greeter = self.rt.contract("iso.Greeter@1").default
+        self.sdkgreeter = self.rt.contract("bench.SdkGreeter@1").default
         self.peerloop = self.rt.contract("bench.PeerLoop@1").default
         self.arena = luaplug.CallArena(4096, host=self.rt)
         self.pair_addr, self.slot_addr = addr(self.pair), addr(self.slot)
@@ -169,6 +180,11 @@ class LuaplugContender(Contender):
     def greet(self, n: int) -> int:
         return loop4_reset(
             n, self.arena.reset, self.greeter.dispatch, 0, self.name_addr, self.greeting_addr, self.arena
+        )
+
+    def sdk_greet(self, n: int) -> int:
+        return loop4_reset(
+            n, self.arena.reset, self.sdkgreeter.dispatch, 0, self.name_addr, self.greeting_addr, self.arena
         )
 
     def peer(self, n: int, mode: int) -> float:
@@ -218,18 +234,23 @@ class ReferenceContender(Contender):
         from reference.adapter import ReferenceRuntime
 
         self.rt = ReferenceRuntime(hot_reload=True)
-        for d in (bundles.adder, bundles.adder2, bundles.greeter, bundles.peerloop, bundles.spin, bundles.spin2):
+        for d in (
+            bundles.adder, bundles.adder2, bundles.greeter, bundles.sdkgreet, bundles.peerloop, bundles.spin,
+            bundles.spin2,
+        ):  # fmt: skip
             self.rt.load(d)
         self.reload_bundle = self.rt.load(reload_dir)
         self.reload_main = reload_dir / "main.lua"
         self.adder = self.rt.contract("iso.Adder@1")
         self.greeter = self.rt.contract("iso.Greeter@1")
+        self.sdkgreeter = self.rt.contract("bench.SdkGreeter@1")
         self.peerloop = self.rt.contract("bench.PeerLoop@1")
         self.arena = luaplug.CallArena(4096, host=self.rt.host_api_address)
         self.err = ffi.new("AbiError*")
         # The null instance (the default impl) of each contract, by value, as vm.call takes it.
         self.adder_inst = self._instance(self.adder.contract_id)
         self.greeter_inst = self._instance(self.greeter.contract_id)
+        self.sdkgreeter_inst = self._instance(self.sdkgreeter.contract_id)
         self.null_args = ffi.cast("const void*", 0)
         self.null_out = ffi.cast("void*", 0)
         self.null_arena = ffi.cast("CallArena*", 0)
@@ -261,6 +282,13 @@ class ReferenceContender(Contender):
         c = self.greeter
         return loop7_reset(
             n, self.arena.reset, c.vm_call, c.loader_data, self.greeter_inst, 0, self.name_p, self.greeting_p,
+            self.arena_p, self.err,
+        )  # fmt: skip
+
+    def sdk_greet(self, n: int) -> int:
+        c = self.sdkgreeter
+        return loop7_reset(
+            n, self.arena.reset, c.vm_call, c.loader_data, self.sdkgreeter_inst, 0, self.name_p, self.greeting_p,
             self.arena_p, self.err,
         )  # fmt: skip
 
@@ -328,6 +356,8 @@ class FloorContender(Contender):
         greet = load_bundle((bundles.greeter / "main.lua").read_text("utf-8"), "main.lua")[0][0]
         wrap = self.lua.eval("function(greet, bump) return function(s, a, o, r) return greet(s, a, o, r, bump) end end")
         self.greet_fn = wrap(greet, bump)
+        sdk_greet = load_bundle((bundles.sdkgreet / "main.lua").read_text("utf-8"), "main.lua")[0][0]
+        self.sdk_greet_fn = wrap(sdk_greet, bump)
         fns, self.peer_impl = load_bundle((bundles.peerloop / "main.lua").read_text("utf-8"), "main.lua")
         self.peer_fn = fns[0]
         self.arena = luaplug.CallArena(4096)
@@ -344,6 +374,11 @@ class FloorContender(Contender):
     def greet(self, n: int) -> int:
         return loop5_reset(
             n, self.arena.reset, self.greet_fn, 1, self.name_addr, self.greeting_addr, self.arena.address, 0
+        )
+
+    def sdk_greet(self, n: int) -> int:
+        return loop5_reset(
+            n, self.arena.reset, self.sdk_greet_fn, 1, self.name_addr, self.greeting_addr, self.arena.address, 0
         )
 
     def peer(self, n: int, mode: int) -> float:

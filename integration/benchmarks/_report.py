@@ -11,6 +11,8 @@ FLOOR: Final = "floor"
 
 #: Floor bounds of the call cases, per backend (issue 6).
 FLOOR_BOUNDS: Final[dict[str, float]] = {"cffi": 1.2, "lupa": 1.5}
+#: Bound of a greet written with the guest SDK over the plain-ffi greet, per backend (issue 16).
+SDK_BOUND: Final = 1.3
 
 
 @dataclass
@@ -121,6 +123,10 @@ def evaluate_targets(metrics: dict[str, Metric], backends: list[str]) -> list[Ta
             bound = FLOOR_BOUNDS.get(b)
             if bound is not None:
                 at_most(case, b, FLOOR, bound, f"<={bound:g}x the floor")
+        sdk, plain = metrics["sdk-greet"].median(b), metrics["greet"].median(b)
+        r = None if sdk is None or plain is None or plain <= 0 else sdk / plain
+        shown = "-" if r is None else f"{r:.2f}x"
+        out.append(Target("sdk-greet", b, f"<={SDK_BOUND:g}x greet", shown, judge(r, SDK_BOUND, r)))
         at_most("load", b, REFERENCE, 1.0, "no slower than reference")
         at_most("memory", b, REFERENCE, 1.0, "no more than reference")
         at_most("reload", b, REFERENCE, 1.0, "no slower than reference")

@@ -1,7 +1,8 @@
 """Benchmarks: luaplug on each backend, side by side with the reference runtime and the floor.
 
-Run ``python integration/benchmarks/run.py [--quick] [--json out.json] [--backend NAME]``
-(or ``tox -e bench -- --quick``). Contenders, in one process run:
+Run ``python integration/benchmarks/run.py [--quick] [--json out.json] [--backend NAME] [--case NAME]``
+(or ``tox -e bench -- --quick``; ``tox -e bench -- --case greet,sdk-greet`` measures those
+cases alone). Contenders, in one process run:
 
 - every available luaplug backend (or the ``--backend`` ones);
 - ``reference``: polyplug 0.1.3 through its own host API and ``dispatch.vm.call``
@@ -83,6 +84,11 @@ def make_metrics() -> dict[str, Metric]:
         Metric("add", "ns/call", note="add: typed add(40, 2) through an arg-pack struct and an out slot"),
         Metric("greet", "ns/call", note="greet: arena.reset() + greet('world') -> StringView in the arena"),
         Metric(
+            "sdk-greet",
+            "ns/call",
+            note="sdk-greet: the same greet written with the guest SDK (abi.to_str, guest.alloc_string_arena)",
+        ),
+        Metric(
             "peer",
             "ns/call",
             floor_ratio=False,
@@ -115,6 +121,23 @@ def make_metrics() -> dict[str, Metric]:
     return {m.key: m for m in ms}
 
 
+#: The cases ``--case`` selects, each with the metrics (table rows) it fills, in run order.
+CASES: dict[str, tuple[str, ...]] = {
+    "noop": ("noop",),
+    "add": ("add",),
+    "greet": ("greet",),
+    "sdk-greet": ("sdk-greet",),
+    "peer": ("peer", "peer-resolve"),
+    "reload": ("reload",),
+    "threads": ("threads-1t", "threads-2t", "threads"),
+    "threads-add": ("threads-add-1t", "threads-add-2t", "threads-add"),
+    "start": ("start", "start+load"),
+    "load": ("load", "memory"),
+}
+#: The call cases: one contender method each (``sdk-greet`` -> ``sdk_greet``).
+CALL_CASES: tuple[str, ...] = ("noop", "add", "greet", "sdk-greet")
+
+
 def prepare_bundles(work: Path) -> tuple[BenchBundles, Path, dict[str, Path]]:
     """Copies of the bundles (vendored SDK, ``[function_count]``), shared by every contender.
 
@@ -128,6 +151,7 @@ def prepare_bundles(work: Path) -> tuple[BenchBundles, Path, dict[str, Path]]:
         adder=bundle_copy(SUITE_BUNDLES / "adder", root, sdk=sdk),
         adder2=bundle_copy(SUITE_BUNDLES / "adder", root, "adder2", {"iso.Adder": "bench.Adder2"}, sdk),
         greeter=bundle_copy(SUITE_BUNDLES / "greeter", root, sdk=sdk),
+        sdkgreet=bundle_copy(BENCH_BUNDLES / "sdkgreet", root, sdk=sdk),
         peerloop=bundle_copy(BENCH_BUNDLES / "peerloop", root, sdk=sdk),
         spin=bundle_copy(BENCH_BUNDLES / "spin", root, sdk=sdk),
         spin2=bundle_copy(BENCH_BUNDLES / "spin", root, "spin2", {"bench.Spin": "bench.Spin2"}, sdk),
@@ -196,47 +220,64 @@ def thread_rates(workers: tuple[Worker, Worker], calls: int) -> tuple[float, flo
     return one, 2 * calls * 1e9 / elapsed
 
 
+def call_case(c: Contender, case: str) -> Callable[[int], int]:
+    """Contender ``c``'s loop of call case ``case``."""
+    fn: Callable[[int], int] = getattr(c, case.replace("-", "_"))
+    return fn
+
+
 def measure(
-    contenders: list[Contender], plan: Plan, loads: Path, bundles: BenchBundles, work: Path
+    contenders: list[Contender], plan: Plan, loads: Path, bundles: BenchBundles, work: Path, cases: list[str]
 ) -> dict[str, Metric]:
-    """Every repeat of every case, contenders interleaved (the order rotates per repeat)."""
+    """Every repeat of every case in ``cases``, contenders interleaved (the order rotates per repeat)."""
     metrics = make_metrics()
     env = child_env(work / "pycache")
-    workers = {(c.name, w): (c.worker(w, 0), c.worker(w, 1)) for c in contenders for w in ("spin", "add")}
+    workloads = [w for w, case in (("spin", "threads"), ("add", "threads-add")) if case in cases]
+    workers = {(c.name, w): (c.worker(w, 0), c.worker(w, 1)) for c in contenders for w in workloads}
     for c in contenders:  # warm-up: JIT traces, caches, byte code for the children
         c.check()
-        for warm in (c.noop, c.add, c.greet):
-            warm(2000)
-        c.peer(1000, PEER_CACHED)
-        for w in ("spin", "add"):
+        for case in CALL_CASES:
+            if case in cases:
+                call_case(c, case)(2000)
+        if "peer" in cases:
+            c.peer(1000, PEER_CACHED)
+        for w in workloads:
             workers[(c.name, w)][0](100)
-        start_sample(c.name, bundles.adder, env)
+        if "start" in cases:
+            start_sample(c.name, bundles.adder, env)
     for rep in range(plan.repeats):
         k = rep % len(contenders)
         order = contenders[k:] + contenders[:k]
         print(f"  repeat {rep + 1}/{plan.repeats}", file=sys.stderr, flush=True)
         n = plan.calls
         base = min(empty_loop(n) for _ in range(3))
-        for case in ("noop", "add", "greet"):
+        for case in CALL_CASES:
+            if case not in cases:
+                continue
             for c in order:
-                elapsed = timed(partial(getattr(c, case), n))
+                elapsed = timed(partial(call_case(c, case), n))
                 metrics[case].add(c.name, max(elapsed - base, 0) / n)
-        for c in order:
-            metrics["peer"].add(c.name, c.peer(plan.peer_calls, PEER_CACHED))
-            metrics["peer-resolve"].add(c.name, c.peer(plan.peer_uncached_calls, PEER_UNCACHED))
-        for c in order:
-            metrics["reload"].add(c.name, statistics.median(c.reload() for _ in range(plan.reloads)))
+        if "peer" in cases:
+            for c in order:
+                metrics["peer"].add(c.name, c.peer(plan.peer_calls, PEER_CACHED))
+                metrics["peer-resolve"].add(c.name, c.peer(plan.peer_uncached_calls, PEER_UNCACHED))
+        if "reload" in cases:
+            for c in order:
+                metrics["reload"].add(c.name, statistics.median(c.reload() for _ in range(plan.reloads)))
         for workload, prefix in (("spin", "threads"), ("add", "threads-add")):
+            if prefix not in cases:
+                continue
             for c in order:
                 one, two = thread_rates(workers[(c.name, workload)], plan.thread_calls[workload])
                 metrics[f"{prefix}-1t"].add(c.name, one / 1e3)
                 metrics[f"{prefix}-2t"].add(c.name, two / 1e3)
                 metrics[prefix].add(c.name, two / one)
-        if rep < plan.proc_repeats:
+        if rep < plan.proc_repeats and "start" in cases:
             for c in order:
                 start, with_load = start_sample(c.name, bundles.adder, env)
                 metrics["start"].add(c.name, start)
                 metrics["start+load"].add(c.name, with_load)
+        if rep < plan.proc_repeats and "load" in cases:
             for c in order:
                 result = load_sample(c.name, loads, plan.load_count, bundles.sdk, env)
                 metrics["load"].add(c.name, statistics.median(result["load_ms"]))
@@ -260,7 +301,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--repeats", type=int, metavar="N", help="repeats of every case (default: 9, --quick: 3)")
     p.add_argument("--no-reference", action="store_true", help="leave the reference runtime out")
+    p.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run case NAME only (repeatable or comma separated; default: all of {', '.join(CASES)})",
+    )
     return p.parse_args(argv)
+
+
+def chosen_cases(requested: list[str]) -> list[str]:
+    """The cases to run, in run order.
+
+    :raises SystemExit: an unknown case name (usage error, status 2)
+    """
+    names = {n.strip() for raw in requested for n in raw.split(",") if n.strip()}
+    if not names:
+        return list(CASES)
+    unknown = sorted(names - CASES.keys())
+    if unknown:
+        print(f"usage error: no case named {', '.join(unknown)} (cases: {', '.join(CASES)})", file=sys.stderr)
+        raise SystemExit(2)
+    return [c for c in CASES if c in names]
 
 
 def chosen_backends(requested: list[str]) -> list[str]:
@@ -287,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = Plan(args.quick, args.repeats)
     backends = chosen_backends(args.backend)
+    cases = chosen_cases(args.case)
     started = time.time()
     t0 = time.perf_counter()
     notes: list[str] = []
@@ -310,16 +374,17 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         try:
-            metrics = measure(contenders, plan, loads, bundles, work)
+            metrics = measure(contenders, plan, loads, bundles, work, cases)
         finally:
             for c in contenders:
                 c.close()
     names = [c.name for c in contenders]
-    targets = evaluate_targets(metrics, backends)
+    measured = {key for case in cases for key in CASES[case]}
+    targets = [t for t in evaluate_targets(metrics, backends) if t.metric in measured]
     print(table(list(metrics.values()), names, targets))
     print()
     for m in metrics.values():
-        if m.note:
+        if m.note and m.key in measured:
             print(f"  {m.note}")
     print(f"  {os.cpu_count()} CPUs; the threads rows need 2 idle ones to mean much")
     print("  best = min over repeats (max for rates); x ref / x floor = cost ratio of medians (<1: cheaper)")
@@ -342,11 +407,13 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "backends": backends,
+            "cases": cases,
             "contenders": names,
             "reference": "polyplug 0.1.3" if ref_reason is None else None,
             "notes": notes,
         }
-        args.json.write_text(json.dumps(document(list(metrics.values()), targets, meta), indent=2) + "\n", "utf-8")
+        rows = [m for m in metrics.values() if m.key in measured]
+        args.json.write_text(json.dumps(document(rows, targets, meta), indent=2) + "\n", "utf-8")
         print(f"results written to {args.json}")
     return 0
 

@@ -810,13 +810,21 @@ def _scenario(side: _Side) -> list[Any]:
             arg, _keep = string_arg(text.encode())
             results.append((consumer(0, arg, sv, arena, 0), text_of(sv)))
 
+    echo, sdkuser = side.contract("iso.Echo@1"), side.contract("iso.SdkUser@1")
+    with luaplug.CallArena(256, host=side.host_address) as arena:
+        for data in (b"\xff\x2c\x78", b"\xc0\x80", b"\xed\xa0\x80", "ok ✓".encode(), b""):
+            arg, _keep = string_arg(data)
+            for fn_id, call in ((0, echo), (0, sdkuser), (1, sdkuser)):
+                sv.ptr, sv.len = ffi.NULL, 0
+                results.append(("sdk", fn_id, data, call(fn_id, arg, sv, arena, 0), text_of(sv) if sv.len else b""))
+
     reenter = side.contract("iso.Reenter@1")
     res = ffi.new("int32_t[3]")
     results.append(("reenter", reenter(0, 0, res, 0, 0), list(res), reenter(1, 0, out32, 0, 0), out32[0]))
     return results
 
 
-SIDE_BY_SIDE = ("counter", "adder", "greeter", "faulty", "echo", "consumer", "reenter")
+SIDE_BY_SIDE = ("counter", "adder", "greeter", "faulty", "echo", "consumer", "reenter", "sdkuser")
 
 
 def test_luaplug_and_the_reference_give_identical_results(
@@ -828,6 +836,10 @@ def test_luaplug_and_the_reference_give_identical_results(
     reference = _scenario(_Side(ref.host_api_address))
     assert reference[:4] == [(0, 1), (0, 2), (0, 3), (0, 0)]  # the calls did run
     assert (0, "hello, wörld ✓ 日本語".encode(), 0) in reference
+    # The SDK's to_str copies bytes that are not UTF-8 (code 0); to_str_utf8 refuses them (Generic).
+    assert ("sdk", 0, b"\xff,x", 0, b"\xff,x") in reference
+    assert ("sdk", 0, b"\xc0\x80", 0, b"hello, \xc0\x80") in reference
+    assert ("sdk", 1, b"\xff,x", 1, b"") in reference
     with luaplug.Runtime(backend) as rt:
         for name in SIDE_BY_SIDE:
             rt.load(BUNDLES / name)

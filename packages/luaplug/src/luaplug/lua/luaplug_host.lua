@@ -97,8 +97,11 @@ local contracts = {}
 local dispatchers = {}
 P.dispatchers = dispatchers
 
+-- addr and the arena allocators run inside guest calls: none ends in a tail call
+-- of a builtin, which would stop a trace started there from returning to the guest.
 local function addr(p)
-  return tonumber(ffi.cast(uptr, p))
+  local n = tonumber(ffi.cast(uptr, p))
+  return n
 end
 
 -- spec §8: bump the arena whose address the call passed, else host->alloc.
@@ -226,13 +229,17 @@ function P.setup(host, cell_addr, thread_fn_addr, alloc_fn, capped)
   end
   if thread_fn_addr and thread_fn_addr ~= 0 then
     local f = ffi.cast("uint64_t (*)(void)", thread_fn_addr)
-    current_thread = function() return tonumber(f()) end
+    current_thread = function()
+      local id = tonumber(f())
+      return id
+    end
   end
   if alloc_fn ~= nil and alloc_fn ~= 0 then
     local c_alloc = ffi.cast("uint64_t (*)(double, double, double)", alloc_fn)
     local host_n = host_num
     guest_arena_alloc = function(size, arena_addr)
-      return tonumber(c_alloc(tonumber(size) or 0, arena_addr or 0, host_n))
+      local p = tonumber(c_alloc(tonumber(size) or 0, arena_addr or 0, host_n))
+      return p
     end
   end
 end

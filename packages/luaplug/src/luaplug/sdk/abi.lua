@@ -185,19 +185,36 @@ local function utf8_error(s)
   return nil
 end
 
--- Copies a StringView (or StringView*) into a Lua string; the bytes must be UTF-8.
+-- The string helpers run on every guest call, so they keep to what LuaJIT compiles:
+-- no pattern matching or string.format on the success path, and none ends in a
+-- tail call of a builtin (a trace started inside the helper could not return
+-- through it to the caller's frame).
+
+-- Copies a StringView (or StringView*) into a Lua string, byte for byte: any bytes,
+-- UTF-8 or not. nil and a NULL StringView* give "".
 function M.to_str(sv)
-  if type(sv) == "nil" then return "" end
-  if type(sv) ~= "cdata" then
-    error("to_str: expected a StringView cdata, got " .. type(sv), 2)
+  local t = type(sv)
+  if t ~= "cdata" then
+    if t == "nil" then return "" end
+    error("to_str: expected a StringView cdata, got " .. t, 2)
   end
   if sv == nil then return "" end -- a NULL StringView*
-  local ptr, len = sv.ptr, tonumber(sv.len)
+  local ptr, len = sv.ptr, sv.len
   if len == 0 or ptr == nil then return "" end
   local s = ffi.string(ptr, len)
+  return s
+end
+
+-- to_str that also requires well-formed UTF-8 and raises on anything else.
+function M.to_str_utf8(sv)
+  local t = type(sv)
+  if t ~= "cdata" and t ~= "nil" then
+    error("to_str_utf8: expected a StringView cdata, got " .. t, 2)
+  end
+  local s = M.to_str(sv)
   local bad = utf8_error(s)
   if bad then
-    error(string.format("to_str: invalid utf-8 at byte %d of %d", bad, len), 2)
+    error(string.format("to_str_utf8: invalid utf-8 at byte %d of %d", bad, #s), 2)
   end
   return s
 end
@@ -211,8 +228,9 @@ function M.ends_with(s, suffix)
 end
 
 function M.strip_prefix(s, prefix)
-  if sub(s, 1, #prefix) == prefix then return sub(s, #prefix + 1) end
-  return nil
+  local rest = nil
+  if sub(s, 1, #prefix) == prefix then rest = sub(s, #prefix + 1) end
+  return rest
 end
 
 -- Splits on every plain occurrence of delim; empty segments are kept ("a,,b," -> a, "", b, "").

@@ -20,23 +20,37 @@ local u8_ptr_t = ffi.typeof("uint8_t*")
 local StringView = ffi.typeof("StringView")
 local AbiError = ffi.typeof("AbiError")
 
+-- These helpers run on every guest call: none ends in a tail call of a builtin
+-- (a trace started inside a helper could not return through it to the caller's
+-- frame, and LuaJIT would end up interpreting every caller), and the success
+-- paths allocate nothing but the cdata they return.
+
 local function address(p)
-  return ffi.cast(uintptr_t, p or 0)
+  local a = ffi.cast(uintptr_t, p or 0)
+  return a
 end
 
 function M.cast_host_interface(n)
-  return ffi.cast(host_ptr_t, address(n))
+  local h = ffi.cast(host_ptr_t, address(n))
+  return h
 end
 
 function M.cast_context(p)
-  return ffi.cast(ctx_ptr_t, address(p))
+  local c = ffi.cast(ctx_ptr_t, address(p))
+  return c
 end
 
 -- The view borrows s's bytes: it is valid only while the caller keeps s alive.
 function M.string_view(s)
-  if s == nil or s == "" then return StringView(nil, 0) end
-  if type(s) ~= "string" then error("string_view: expected a string, got " .. type(s), 2) end
-  return StringView(s, #s)
+  local view
+  if s == nil or s == "" then
+    view = StringView(nil, 0)
+  elseif type(s) ~= "string" then
+    error("string_view: expected a string, got " .. type(s), 2)
+  else
+    view = StringView(s, #s)
+  end
+  return view
 end
 
 -- Copies s into memory from host.alloc; freeing it belongs to whoever receives it.
@@ -44,24 +58,40 @@ function M.alloc_string(host_ptr, s)
   if address(host_ptr) == 0 then error("alloc_string: null host", 2) end
   if type(s) ~= "string" then error("alloc_string: expected a string, got " .. type(s), 2) end
   local n = #s
-  if n == 0 then return StringView(nil, 0) end
-  local host = M.cast_host_interface(host_ptr)
-  local p = host.alloc(host, n, 1)
-  if p == nil then error("alloc_string: host alloc of " .. n .. " bytes failed", 2) end
-  ffi.copy(p, s, n)
-  return StringView(p, n)
+  local view
+  if n == 0 then
+    view = StringView(nil, 0)
+  else
+    local host = M.cast_host_interface(host_ptr)
+    local p = host.alloc(host, n, 1)
+    if p == nil then error("alloc_string: host alloc of " .. n .. " bytes failed", 2) end
+    ffi.copy(p, s, n)
+    view = StringView(p, n)
+  end
+  return view
 end
 
 -- Copies s into the call arena; the view stays valid until the arena's next reset.
 function M.alloc_string_arena(arena_alloc, arena_ptr, s)
   if type(s) ~= "string" then error("alloc_string_arena: expected a string, got " .. type(s), 2) end
   local n = #s
-  if n == 0 then return StringView(nil, 0) end
-  local addr = address(arena_alloc(n, arena_ptr))
-  if addr == 0 then error("alloc_string_arena: arena alloc of " .. n .. " bytes failed", 2) end
-  local p = ffi.cast(u8_ptr_t, addr)
-  ffi.copy(p, s, n)
-  return StringView(p, n)
+  local view
+  if n == 0 then
+    view = StringView(nil, 0)
+  else
+    -- The allocator answers an address as a Lua number (0: out of memory), or a pointer.
+    local r = arena_alloc(n, arena_ptr)
+    local p
+    if type(r) == "number" then
+      p = r ~= 0 and ffi.cast(u8_ptr_t, r) or nil
+    else
+      p = ffi.cast(u8_ptr_t, address(r))
+    end
+    if p == nil then error("alloc_string_arena: arena alloc of " .. n .. " bytes failed", 2) end
+    ffi.copy(p, s, n)
+    view = StringView(p, n)
+  end
+  return view
 end
 
 function M.log(host_ptr, level, scope, message)
@@ -73,13 +103,20 @@ function M.log(host_ptr, level, scope, message)
   host.log(host, level, M.string_view(scope), M.string_view(message))
 end
 
+-- AbiError is filled field by field: LuaJIT does not compile a constructor with
+-- initializers for a struct that holds a struct.
 function M.ok()
-  return AbiError(0)
+  local e = AbiError()
+  return e
 end
 
 -- The message view borrows msg: the caller owns msg and keeps it alive while the error is read.
 function M.err(code, msg)
-  return AbiError(code, M.string_view(msg))
+  local view = M.string_view(msg)
+  local e = AbiError()
+  e.code = code
+  e.message.ptr, e.message.len = view.ptr, view.len
+  return e
 end
 
 return M
