@@ -248,8 +248,12 @@ local function make_dispatcher(c)
   local fns, insts, n = c.fns, c.insts, c.n
   return function(fn_id, iid, args, out, arena)
     if cell[2] ~= 0 then return 5 end
-    -- -1: an argument is not an address number; the caller converts and retries
-    if type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then return -1 end
+    -- -1: fn_id is not an integer or an argument is not an address number; the caller
+    -- converts (or refuses, as the C ABI's unsigned types would) and retries
+    if type(fn_id) ~= "number" or type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then
+      return -1
+    end
+    if fn_id % 1 ~= 0 or args < 0 or out < 0 or arena < 0 then return -1 end
     if fn_id < 0 or fn_id >= n then return 6 end
     local inst = insts[iid]
     if inst == nil then return 6 end
@@ -350,9 +354,10 @@ local function run_init(host, ctx, chunk)
     return "err", "init_error", "expected (registrations, status) tables, got (" ..
       describe(regs) .. ", " .. describe(status) .. ")"
   end
+  -- spec §3: a code that is not a number counts as 0; any other non-zero number (negative,
+  -- fractional, past 2^32, NaN) is a refusal.
   local code = tonumber(status.code)
-  if code == nil or code < 0 or code ~= floor(code) or code > 4294967295 then code = 0 end
-  if code ~= 0 then
+  if code ~= nil and code ~= 0 then
     local msg = status.message
     if type(msg) ~= "string" then msg = "" end
     return "err", "init_code", code, msg
