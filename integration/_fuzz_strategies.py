@@ -330,6 +330,7 @@ def _escape_step(draw: st.DrawFn) -> str:
                 "setmetatable(package.loaded, { __index = _G })",
                 "_G.require = require",
                 "setfenv(1, setmetatable({}, { __index = _G }))",
+                "setfenv(require, { package = { preload = {}, loaded = {} } })",
                 "string.gsub = function() return OUT .. '/secret' end",
                 "string.find = function() return 1 end",
                 "string.gmatch = function() return function() return nil end end",
