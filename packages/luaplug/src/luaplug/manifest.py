@@ -318,7 +318,7 @@ class _Validator:
         # The entry file lives inside the bundle directory: a path that leaves it is
         # refused before anything is read (the loader checks symlinks when it reads).
         parts = file.replace("\\", "/").split("/")
-        if os.path.isabs(file) or file.startswith(("/", "\\")) or (len(file) > 1 and file[1] == ":"):
+        if os.path.isabs(file) or file.startswith(("/", "\\")) or os.path.splitdrive(file)[0]:
             raise self.fail("file", f"{file!r} is absolute: it must be a path inside the bundle directory")
         if ".." in parts:
             raise self.fail("file", f"{file!r} leaves the bundle directory (`..`)")
