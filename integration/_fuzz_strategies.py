@@ -1,5 +1,5 @@
-"""Hypothesis strategies for ``test_fuzz.py``: TOML value texts, manifest mutations and Lua
-source for random ``polyplug_init`` results.
+"""Hypothesis strategies for ``test_fuzz.py``: TOML value texts, manifest mutations, Lua
+source for random ``polyplug_init`` results and untrusted-mode escape attempts.
 
 Every generated Lua function leaves ``args``/``out``/``arena`` alone, so a bundle built from
 these strategies can be called with any address without touching memory.
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 __all__ = [
     "MANIFEST_KEYS",
+    "escape_attempt",
     "init_source",
     "lua_function",
     "lua_string",
@@ -250,3 +251,119 @@ def init_source(draw: st.DrawFn) -> str:
     if body is None:
         return f"polyplug_init = {draw(lua_value(1))}\n"
     return f"function polyplug_init(host, ctx)\n  {body}\nend\n"
+
+
+# -- untrusted-mode escapes (issue 17) -----------------------------------------------------------
+#
+# An attempt is Lua statements run inside one `probe(...)` of an attack bundle: first a few steps
+# that rearrange what `require` might consult (`package` fields, the preload and loaded tables,
+# the searchers, the globals), then one grab of something untrusted code must never hold. The
+# test defines OUT (a directory outside the bundle holding secret.lua and shadow), `got(t)`
+# ("ESCAPED ..." for the full ffi, io, os, debug, loadlib, jit.util) and checks the report for
+# ESCAPED and SECRET. The bundle directory holds `compiled.lua` (bytecode), `link.lua` (a symlink
+# to OUT/secret.lua) and `linkdir` (a symlink to OUT).
+
+#: Module names worth asking for: forbidden modules, files outside, bytecode, odd spellings.
+ESCAPE_NAMES = (
+    "ffi",
+    "io",
+    "os",
+    "debug",
+    "jit.util",
+    "jit.profile",
+    "string.buffer",
+    "secret",
+    "shadow",
+    "compiled",
+    "link",
+    "linkdir.secret",
+    "..outside.secret",
+    "../outside/secret",
+    "outside/secret",
+    "/etc/passwd",
+    ".",
+    "",
+    "a..b",
+    "ffi\0",
+    "sub/../../outside/secret",
+)
+
+_PATHS = st.sampled_from(
+    [
+        'OUT .. "/?.lua"',
+        'OUT .. "/?"',
+        '"./?.lua"',
+        '"/etc/?"',
+        '"?"',
+        '"?;?.lua"',
+        "nil",
+        "42",
+        '""',
+        'OUT .. "/?.lua;" .. package.path',
+    ]
+)
+
+
+def _escape_name() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(ESCAPE_NAMES).map(lambda n: lua_string(n.encode())),
+        st.sampled_from(["OUT .. '/secret'", "OUT .. '/shadow'", "OUT"]),
+    )
+
+
+@st.composite
+def _escape_step(draw: st.DrawFn) -> str:
+    name = draw(_escape_name())
+    return draw(
+        st.sampled_from(
+            [
+                f"package.path = {draw(_PATHS)}",
+                f"package.cpath = {draw(_PATHS)}",
+                f"package.loaded[{name}] = nil",
+                f"package.loaded[{name}] = package",
+                f"package.preload[{name}] = package.preload.ffi",
+                f"package.preload[{name}] = require",
+                "package.loaders = { function(n) return loadstring('return 1') end }",
+                "table.insert(package.loaders or {}, 1, function() return nil end)",
+                "package = { loaded = {}, preload = {}, path = OUT .. '/?.lua' }",
+                "package.loaded = setmetatable({}, { __index = function(_, k) return k end })",
+                "setmetatable(package.loaded, { __index = _G })",
+                "_G.require = require",
+                "setfenv(1, setmetatable({}, { __index = _G }))",
+                "setfenv(require, { package = { preload = {}, loaded = {} } })",
+                "string.gsub = function() return OUT .. '/secret' end",
+                "string.find = function() return 1 end",
+                "string.gmatch = function() return function() return nil end end",
+                "string.sub = function(s) return s end",
+                "collectgarbage()",
+            ]
+        )
+    )
+
+
+@st.composite
+def _escape_grab(draw: st.DrawFn) -> str:
+    name = draw(_escape_name())
+    return draw(
+        st.sampled_from(
+            [
+                f"return got(require({name}))",
+                f"return got(package.loaded[{name}])",
+                f"local l = package.preload[{name}] return got(l and l({name}))",
+                f"local s = (package.loaders or {{}})[{draw(st.integers(1, 5))}] "
+                f"local l = s and s({name}) return got(type(l) == 'function' and l({name}) or l)",
+                f"module({name}) return got(getfenv(1))",
+                "return got(getfenv(require))",
+                f"return tostring(require({name}))",
+                f"local f = loadfile and loadfile({name}) return got(f and f())",
+                "return got(require('ffi')) .. tostring(require('ffi').C)",
+            ]
+        )
+    )
+
+
+@st.composite
+def escape_attempt(draw: st.DrawFn) -> str:
+    """The body of one probe function: a few setup steps, then a grab (see above)."""
+    steps = draw(st.lists(_escape_step(), max_size=4))
+    return "\n".join([*steps, draw(_escape_grab())])

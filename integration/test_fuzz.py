@@ -1,5 +1,5 @@
 """Fuzzing (issue 8): random and mutated manifests, entry files, registration tables and
-dispatch arguments.
+dispatch arguments; untrusted-mode escape attempts (issue 17).
 
 Whatever goes in, only luaplug errors (``LuaplugError``) or ``AbiErrorCode`` values come out
 (plus ``OverflowError``/``TypeError``/``ValueError`` where the Python dispatch API validates its
@@ -29,7 +29,7 @@ import pytest
 pytest.importorskip("hypothesis")
 lupa_luajit = pytest.importorskip("lupa.luajit21")
 
-from _fuzz_strategies import init_source, lua_value, mutated_bytes, toml_value
+from _fuzz_strategies import escape_attempt, init_source, lua_value, mutated_bytes, toml_value
 from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
@@ -575,4 +575,40 @@ def test_call_arena_alloc_arguments(harness: Harness, ops: list[tuple[int, int]]
                 assert p % align == 0
                 if size <= 1 << 16:
                     ffi.memmove(ffi.cast("uint8_t*", p), b"\xa5" * size, size)
+    harness.check_known_good()
+
+
+# -- untrusted-mode escapes --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def escape_kit(harness: Harness) -> Path:
+    """OUT: files outside any bundle that an untrusted bundle must not read."""
+    out = harness.work / "outside"
+    out.mkdir()
+    (out / "secret.lua").write_text('return "SECRET module ran"', "utf-8")
+    (out / "shadow").write_text("root SECRET-HASH:1:2:3\n", "utf-8")
+    return out
+
+
+@FUZZ
+@given(attempts=st.lists(escape_attempt(), min_size=1, max_size=4))
+def test_untrusted_escape_attempts(harness: Harness, escape_kit: Path, attempts: list[str]) -> None:
+    """Whatever an untrusted bundle does to package/require/the preload and loaded tables, it
+    gets no full ffi, io, os, debug, loadlib or jit.util, runs no bytecode and reads no file
+    outside its directory."""
+    from test_sandbox import ATTACK, FORBIDDEN, assert_contained, bytecode_of_return, report_of, write_bundle
+
+    out = str(escape_kit).replace("\\", "/")
+    probes = "\n".join(f"probe({i}, function()\n{a}\nend)" for i, a in enumerate(attempts))
+    d = write_bundle(harness.fresh_dir(), ATTACK % (FORBIDDEN + f"local OUT = {out!r}\n" + probes))
+    (d / "compiled.lua").write_bytes(bytecode_of_return("ESCAPED bytecode ran"))
+    (d / "link.lua").symlink_to(escape_kit / "secret.lua")
+    (d / "linkdir").symlink_to(escape_kit, target_is_directory=True)
+    before = harness.state()
+    report = report_of(harness.runtime, d)
+    assert set(report) == {str(i) for i in range(len(attempts))}
+    assert_contained(report)
+    outcome("escaped nothing")
+    assert harness.state() == before
     harness.check_known_good()

@@ -147,9 +147,11 @@ def test_entry_file_that_is_not_utf8(loaded: luaplug.Runtime, copy_bundle: Any) 
     entry = d / "main.lua"
     entry.write_bytes(b"-- caf\xe9\n" + entry.read_bytes())
     before = snapshot(loaded)
-    with pytest.raises(luaplug.InitFailed) as info:
+    with pytest.raises(luaplug.InvalidSourceEncoding) as info:
         loaded.load(d)
     assert info.value.error.startswith(f"Lua script load failed at {entry}: ")
+    assert "does not exist" not in info.value.error and "UTF-8" in info.value.error
+    assert info.value.path == str(entry) and info.value.source_kind == "file"
     assert snapshot(loaded) == before
 
 

@@ -130,6 +130,19 @@ def test_missing_file_key_is_left_to_the_loader(tmp_path: Path) -> None:
     assert m.file == ""
 
 
+@pytest.mark.parametrize("file", ["/etc/passwd", "../x.lua", "a/../../x.lua", "..", "a\\..\\..\\x.lua", "//x"])
+def test_a_file_leaving_the_bundle_directory_is_refused(tmp_path: Path, file: str) -> None:
+    body = good().replace('file = "main.lua"', f"file = {file!r}")
+    with pytest.raises(ManifestError, match="bundle directory") as info:
+        manifest.load(write(tmp_path, body))
+    assert info.value.key == "file"
+
+
+@pytest.mark.parametrize("file", ["main.lua", "src/main.lua", "a..b.lua", "x:main.lua", "./main.lua"])
+def test_a_file_inside_the_bundle_directory_is_kept(tmp_path: Path, file: str) -> None:
+    assert manifest.load(write(tmp_path, good().replace('file = "main.lua"', f"file = {file!r}"))).file == file
+
+
 def test_platform_file_table(tmp_path: Path) -> None:
     key = manifest.platform_key()
     os_part, arch = key.split(".", 1)

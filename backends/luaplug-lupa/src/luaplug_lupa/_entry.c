@@ -10,7 +10,7 @@
  *   1. refuses a same-thread re-entry of the VM: lupa cannot run a call while
  *      the same state is running one on this thread (see engine.py), so when
  *      the VM's cell says it is running here the code is ReentrantCall;
- *   2. passes plain-int arguments (and a CallArena's address) straight to lupa;
+ *   2. passes plain non-negative int arguments (and a CallArena's address) straight to lupa;
  *   3. hands everything else to the Instance's Python methods, so the
  *      semantics have one definition:
  *        unusual arguments:    Instance._py_dispatch / _py_call(*args, **kwargs)
@@ -54,6 +54,14 @@ typedef struct {
 static int is_zero(PyObject *o) {
     int overflow;
     return PyLong_AsLongAndOverflow(o, &overflow) == 0 && !overflow;
+}
+
+/* Whether an exact int is >= 0 (the ABI's fn_id and addresses are unsigned: a negative
+ * one goes to the Python path, which refuses it with OverflowError as cffi does). */
+static int is_nonneg(PyObject *o) {
+    int overflow;
+    long v = PyLong_AsLongAndOverflow(o, &overflow);
+    return overflow > 0 || (overflow == 0 && v >= 0);
 }
 
 static PyObject *str_address, *str_failed, *str_translate, *str_py[2];
@@ -138,7 +146,7 @@ static PyObject *entry_call(PyObject *self, PyObject *const *args, size_t nargsf
     }
     if (kwnames != NULL || n < 1 || n > 4 || e->target == NULL) goto slow; /* NULL: cleared by the GC */
     for (Py_ssize_t i = 0; i < n && i < 3; i++)
-        if (!PyLong_CheckExact(args[i])) goto slow;
+        if (!PyLong_CheckExact(args[i]) || !is_nonneg(args[i])) goto slow;
     stack[0] = args[0];
     m = 1;
     if (n == 4 && args[3] != Py_None) {

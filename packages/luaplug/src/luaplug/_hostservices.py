@@ -20,7 +20,7 @@ from ._logdefer import deferring, emit
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
 from .errors import DuplicateProvider, HotReloadDisabled, LuaplugError, RuntimeClosedError
-from .ids import bundle_id, guest_contract_id
+from .ids import bundle_id, guest_contract_id, split_contract_name
 from .registry import Registration
 
 if TYPE_CHECKING:
@@ -137,7 +137,14 @@ class HostApiServices:
 
     def _host_resolve(self, index: int, generation: int) -> Any:
         reg = self.registry.resolve(index, generation)
-        return ffi.NULL if reg is None else reg.iface
+        if reg is None:
+            return ffi.NULL
+        scope = init_scope.scope
+        if scope is not None and reg.contract_id not in scope.declared:
+            # A handle is no way around the find rule: during init a bundle reaches only the
+            # contracts it declared, whatever handle it made up.
+            return ffi.NULL
+        return reg.iface
 
     def _host_register(self, desc: Any, iface: Any) -> tuple[int, str]:
         if (
@@ -151,8 +158,8 @@ class HostApiServices:
             plugin = ffi.string(ffi.cast("char*", desc.name.ptr), desc.name.len).decode("utf-8")
         except UnicodeDecodeError:
             return AbiErrorCode.Generic, "descriptor names must be UTF-8"
-        name, _, ver = display.partition("@")
-        major = int(ver) if ver.isdigit() else int(desc.version.major)
+        name, given = split_contract_name(display)
+        major = int(desc.version.major) if given is None else given
         if not name or guest_contract_id(name, major) != iface.contract_id:
             return AbiErrorCode.Generic, "contract id does not match the descriptor's name"
         reg = Registration(

@@ -16,7 +16,7 @@ def init_error_text(kind: str, details: Sequence[object], bundle: str) -> str:
         code, message = details[0], details[1] if len(details) > 1 else ""
         if isinstance(message, str) and message:
             return message
-        return f"Lua polyplug_init returned error code {int(code)}"  # type: ignore[call-overload]
+        return f"Lua polyplug_init returned error code {_number_text(code)}"
     if kind == "iter":
         return f"Lua handlers iteration error: {d[0]}"
     if kind == "no_functions":
@@ -32,6 +32,13 @@ def init_error_text(kind: str, details: Sequence[object], bundle: str) -> str:
     if kind == "empty":
         return "Lua plugin registered no contracts: polyplug_init returned an empty registrations table"
     return f"Lua polyplug_init failed: unexpected loader result {kind!r}"
+
+
+def _number_text(value: object) -> str:
+    """A Lua number as the error texts show it: integral values without a fraction."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def script_load_failed(chunk: str, error: str) -> str:

@@ -22,7 +22,7 @@ from .abi import core_ffi as ffi
 from .arena import CallArena
 from .config import Config, resolve_config
 from .errors import BackendNotFoundError, LuaplugError
-from .runtime import Runtime
+from .runtime import Bundle, Runtime
 from .typed import ApiSpec, TypeSpec, load_api
 from .typed.luagen import write_lua
 from .typed.types import python_name
@@ -88,9 +88,22 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def describe(rt: Runtime, bundle: Path) -> dict[str, Any]:
-    """What :func:`luaplug inspect <main>` reports: the manifest and the registered contracts."""
-    b = rt.load(bundle)
+def _load(rt: Runtime, bundle: Path, args: argparse.Namespace) -> Bundle:
+    """Load ``bundle`` with the command line's limits (the runtime's defaults where none is given)."""
+    return rt.load(
+        bundle,
+        untrusted=getattr(args, "untrusted", False),
+        memory_limit=getattr(args, "memory_limit", None),
+        instruction_limit=getattr(args, "instruction_limit", None),
+    )
+
+
+def describe(rt: Runtime, bundle: Path, args: argparse.Namespace | None = None) -> dict[str, Any]:
+    """What :func:`luaplug inspect <main>` reports: the manifest and the registered contracts.
+
+    The load runs the bundle's chunk and ``polyplug_init`` (with ``args``' limits, if any).
+    """
+    b = _load(rt, bundle, args) if args is not None else rt.load(bundle)
     m = b.manifest
     contracts = []
     for reg in rt.registry.providers():
@@ -174,7 +187,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     api = _api_for(args, bundle, required=False)
     with _runtime(args) as rt:
-        info = describe(rt, bundle)
+        info = describe(rt, bundle, args)
         print(f"bundle    {info['name']}  id {info['id']}  version {info['version']}")
         print(f"loader    {info['loader']}  file {info['file']}")
         print(f"backend   {rt.backend_name}  {rt.engine.lua_version()}")
@@ -214,7 +227,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"argument {p.name} ({p.type.name}): {exc}") from None
     with _runtime(args) as rt:
-        rt.load(bundle)
+        _load(rt, bundle, args)
         with rt.bind(api, spec.key, instance=not args.default) as proxy:
             method = getattr(proxy, python_name(fn.name))
             try:
@@ -236,7 +249,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for name in names:
         try:
             with _runtime(args, name) as rt:
-                results[name] = describe(rt, bundle)
+                results[name] = describe(rt, bundle, args)
         except LuaplugError as exc:
             results[name] = f"load failed: {exc}"
     ok = True
@@ -279,6 +292,17 @@ class _SkipCallFailures(logging.Filter):
 # -- the parser -------------------------------------------------------------------
 
 
+def _count(text: str) -> int:
+    """A non-negative integer option value (any Python literal base)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="tracebacks, debug")
@@ -289,25 +313,40 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", metavar="NAME", help="use this backend (default: configuration, best available)")
     parser.add_argument("--config", metavar="PATH", help="configuration file (default: found from the current dir up)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every command that runs bundle code takes the limits of Runtime.load.
+    limits = argparse.ArgumentParser(add_help=False)
+    limits.add_argument(
+        "--untrusted", action="store_true", help="run the bundle in untrusted mode (no os, io, debug, C modules...)"
+    )
+    limits.add_argument("--memory-limit", type=_count, metavar="BYTES", help="memory cap of the bundle VM (0: none)")
+    limits.add_argument(
+        "--instruction-limit", type=_count, metavar="N", help="VM instructions per entry into the bundle (0: none)"
+    )
 
-    def add(name: str, help: str, func: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, parents=[common])
+    def add(name: str, help: str, func: Any, *, runs_bundle: bool = False) -> argparse.ArgumentParser:
+        parents = [common, limits] if runs_bundle else [common]
+        p = sub.add_parser(name, help=help, description=help, parents=parents)
         p.set_defaults(func=func)
         return p
 
     add("backends", "list installed backends: availability, why not, LuaJIT version", _cmd_backends)
     add("demo", "load the example bundles and call them on every available backend", _cmd_demo)
-    p = add("inspect", "load a bundle and show its manifest and contracts", _cmd_inspect)
+    p = add(
+        "inspect",
+        "load a bundle (running its code and polyplug_init) and show its manifest and contracts",
+        _cmd_inspect,
+        runs_bundle=True,
+    )
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (or a file in it)")
     p.add_argument("--api", metavar="API_TOML", help="show function signatures (default: BUNDLE/api.toml if any)")
-    p = add("call", "make one typed call and print the result", _cmd_call)
+    p = add("call", "make one typed call and print the result", _cmd_call, runs_bundle=True)
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("contract", metavar="CONTRACT", help="name@major (or the name alone)")
     p.add_argument("function", metavar="FN")
     p.add_argument("args", metavar="ARGS", nargs="*", help="the arguments, converted per the declared types")
     p.add_argument("--api", metavar="API_TOML", help="the contract declaration (default: BUNDLE/api.toml)")
     p.add_argument("--default", action="store_true", help="call the default impl instead of a fresh instance")
-    p = add("check", "load a bundle on every available backend and report differences", _cmd_check)
+    p = add("check", "load a bundle on every available backend and report differences", _cmd_check, runs_bundle=True)
     p.add_argument("bundle", metavar="BUNDLE")
     p = add("codegen", "generate guest glue from an api.toml", _cmd_codegen)
     p.add_argument("api", metavar="API_TOML")

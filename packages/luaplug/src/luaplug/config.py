@@ -93,6 +93,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
     except _toml.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: values nested too deeply", path=str(path)) from None
 
 
 def _tool_table(data: Mapping[str, Any], path: Path) -> Mapping[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,6 +23,7 @@ _STALE: Final = int(AbiErrorCode.StaleHandle)
 _NO_FUNCTION: Final = int(AbiErrorCode.FunctionNotAvailable)
 _REENTRANT: Final = int(AbiErrorCode.ReentrantCall)
 _U32: Final = 1 << 32
+_U64: Final = 1 << 64
 
 
 def _check_fn_id(fn_id: int) -> None:
@@ -30,11 +32,28 @@ def _check_fn_id(fn_id: int) -> None:
         raise OverflowError(f"fn_id {fn_id} is out of the uint32 range")
 
 
+def _fn_id(fn_id: Any) -> int:
+    """``fn_id`` as the C ABI's ``uint32_t`` takes it (every backend refuses the same values).
+
+    :raises TypeError: not an integer
+    :raises OverflowError: out of the ``uint32`` range
+    """
+    if fn_id.__class__ is not int:
+        try:
+            fn_id = int(operator.index(fn_id))
+        except TypeError:
+            raise TypeError(f"fn_id must be an int, not {type(fn_id).__name__}") from None
+    _check_fn_id(fn_id)
+    return int(fn_id)
+
+
 def _address(ptr: Any) -> int:
     if ptr is None:
         return 0
     if isinstance(ptr, int):
-        return ptr
+        if not 0 <= ptr < _U64:
+            raise OverflowError(f"address {ptr} is out of the uintptr_t range")
+        return int(ptr)
     return int(ffi.cast("uintptr_t", ptr))
 
 
@@ -112,6 +131,8 @@ class Instance:
         return code
 
     def _invoke(self, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
+        if fn_id.__class__ is not int:  # an engine may take a float for an int: validate here
+            return self._finish(-1, fn_id, args, out, arena)
         a = 0 if arena is None else arena._address or _closed()
         try:
             result = self._call(fn_id, self._id, args, out, a)
@@ -135,6 +156,7 @@ class Instance:
         if result == _NO_FUNCTION:
             _check_fn_id(fn_id)
         if result == -1:
+            fn_id = _fn_id(fn_id)
             try:
                 result = self._call(
                     fn_id, self._id, _address(args), _address(out), 0 if arena is None else arena.address
@@ -192,6 +214,8 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
     def dispatch(fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> int:
         if inside and blocked is not None and blocked():
             return _REENTRANT
+        if fn_id.__class__ is not int:  # an engine may take a float for an int: validate in slow
+            return slow(-1, fn_id, args, out, arena)[0]
         try:
             # Fewer arguments are cheaper to convert: omitted pointers are null.
             if arena is None:
@@ -211,6 +235,8 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
     def call(fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> None:
         if inside and blocked is not None and blocked():
             result: Any = _REENTRANT
+        elif fn_id.__class__ is not int:  # an engine may take a float for an int: validate in slow
+            result = -1
         else:
             try:
                 if arena is None:

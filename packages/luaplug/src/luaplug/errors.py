@@ -108,15 +108,19 @@ class ManifestMissingFile(LoadError):
 
 
 class InvalidSourceEncoding(LoadError):
-    """In-memory source bytes are not UTF-8 (spec §10)."""
+    """In-memory source bytes (spec §10) or a bundle's entry file are not UTF-8.
 
-    def __init__(self, bundle: str, *, loader: str = "lua", source_kind: str = "bytes") -> None:
-        super().__init__(
-            bundle,
-            f"invalid source encoding: loader {loader} expects UTF-8 {source_kind} source",
-        )
+    :ivar path: the entry file, or ``None`` for an in-memory source
+    """
+
+    def __init__(
+        self, bundle: str, *, loader: str = "lua", source_kind: str = "bytes", path: str | None = None
+    ) -> None:
+        text = f"invalid source encoding: loader {loader} expects UTF-8 {source_kind} source"
+        super().__init__(bundle, text if path is None else f"Lua script load failed at {path}: {text}")
         self.loader = loader
         self.source_kind = source_kind
+        self.path = path
 
 
 class DuplicateProvider(LoadError):

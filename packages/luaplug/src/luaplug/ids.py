@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Final
 
-__all__ = ["bundle_id", "fnv1a64", "guest_contract_id", "host_contract_id"]
+__all__ = ["bundle_id", "fnv1a64", "guest_contract_id", "host_contract_id", "split_contract_name"]
 
 _OFFSET: Final = 0xCBF29CE484222325
 _PRIME: Final = 0x100000001B3
@@ -41,3 +41,16 @@ def guest_contract_id(name: str, major: int) -> int:
 def host_contract_id(name: str, major: int) -> int:
     """Id of host contract ``name@major``."""
     return fnv1a64(f"host_contract:{name}@{major}")
+
+
+def split_contract_name(text: str) -> tuple[str, int | None]:
+    """``"name@major"`` as ``(name, major)``; ``(text, None)`` when ``text`` ends in no major.
+
+    The major is what follows the last ``@`` (``"1"`` or ``"1.2.3"``), so a contract whose
+    name holds an ``@`` is ``"a@b@1"``; ``"a@b"`` is the name ``a@b`` itself.
+    """
+    base, at, ver = text.rpartition("@")
+    head = ver.split(".")[0]
+    if at and base and head.isascii() and head.isdigit():
+        return base, int(head)
+    return text, None

@@ -25,6 +25,7 @@ from .errors import (
     LuaError,
     LuaMemoryError,
     LuaplugError,
+    ManifestError,
     ManifestMissingFile,
     init_failed,
 )
@@ -155,6 +156,40 @@ class EngineContract(PythonBackedContract):
         return self._iface
 
 
+def _check_inside(bundle_dir: str, manifest: Manifest) -> None:
+    """Refuse an entry file that resolves outside the bundle directory (symlinks followed).
+
+    The manifest refuses absolute and ``..`` paths already; this catches a symlink.
+    :raises ManifestError: naming the key, never the file's content
+    """
+    entry = os.path.join(bundle_dir, manifest.file)
+    if not os.path.islink(entry) and os.path.dirname(manifest.file) == "":
+        return  # a plain file right in the bundle directory (the usual case: one lstat)
+    real_dir = os.path.realpath(bundle_dir)
+    real = os.path.realpath(entry)
+    if os.path.commonpath([real_dir, real]) != real_dir:
+        raise ManifestError(
+            f"manifest parse error for {manifest.manifest_path}: key `file`: "
+            f"{manifest.file!r} resolves outside the bundle directory",
+            path=str(manifest.manifest_path),
+            key="file",
+        )
+
+
+def _realpath_address() -> int:
+    """Address of the C library's ``realpath(3)``: an untrusted bundle's ``require`` resolves
+    symlinks with it before it opens a module file."""
+    global _REALPATH
+    if _REALPATH is None:
+        import ctypes  # untrusted loads only
+
+        _REALPATH = ctypes.cast(ctypes.CDLL(None).realpath, ctypes.c_void_p).value or 0
+    return _REALPATH
+
+
+_REALPATH: int | None = None
+
+
 def _entry_text(manifest: Manifest) -> str:
     """The entry file's path as error texts show it (pathlib's normal form)."""
     from pathlib import Path
@@ -243,11 +278,16 @@ class LuaLoader:
             bundle_dir = os.fspath(manifest.path)
             entry = os.path.join(bundle_dir, manifest.file)
             try:
-                text = read_bytes(entry).decode("utf-8")
+                _check_inside(bundle_dir, manifest)
+                raw = read_bytes(entry)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):  # ValueError: a NUL
                 raise InitFailed(manifest.name, _texts.missing_entry_file(_entry_text(manifest))) from None
-            except (OSError, UnicodeDecodeError) as exc:
+            except OSError as exc:
                 raise InitFailed(manifest.name, f"Lua script load failed at {_entry_text(manifest)}: {exc}") from exc
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidSourceEncoding(manifest.name, source_kind="file", path=_entry_text(manifest)) from exc
             return text, os.path.basename(entry), bundle_dir
         if isinstance(source, CodeSource):
             try:
@@ -308,8 +348,12 @@ class LuaLoader:
         else:
             state.prepend_package_field("path", f"{sdk}/?.lua;{sdk}/?.lua")
         if options.instruction_limit or options.untrusted:
+            confined: tuple[str, str, int] = ("", "", 0)
+            if options.untrusted:
+                real_dir = "" if bundle_dir is None else os.path.realpath(bundle_dir).replace("\\", "/")
+                confined = (real_dir, os.path.realpath(sdk).replace("\\", "/"), _realpath_address())
             try:
-                state.call_prelude("harden", options.instruction_limit or 0, 1 if options.untrusted else 0)
+                state.call_prelude("harden", options.instruction_limit or 0, 1 if options.untrusted else 0, *confined)
             except LuaError as exc:
                 raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         if text.startswith("\x1b"):

@@ -157,7 +157,16 @@ def parse(text: str, manifest_path: str | Path) -> Manifest:
             data = _toml.loads(text)
         except _toml.TOMLDecodeError as exc:
             raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
-    return _Validator(data, mpath).run()
+        except RecursionError:  # arrays or inline tables nested past the parser's depth
+            raise _too_deep(mpath) from None
+    try:
+        return _Validator(data, mpath).run()
+    except RecursionError:  # dotted keys nesting a platform `file` table past Python's depth
+        raise _too_deep(mpath) from None
+
+
+def _too_deep(mpath: Path) -> ManifestError:
+    return ManifestError(f"manifest parse error for {mpath}: values nested too deeply", path=str(mpath))
 
 
 class _Validator:
@@ -303,6 +312,19 @@ class _Validator:
         return out
 
     def parse_file(self) -> str:
+        return self.check_relative(self.parse_file_entry())
+
+    def check_relative(self, file: str) -> str:
+        # The entry file lives inside the bundle directory: a path that leaves it is
+        # refused before anything is read (the loader checks symlinks when it reads).
+        parts = file.replace("\\", "/").split("/")
+        if os.path.isabs(file) or file.startswith(("/", "\\")) or os.path.splitdrive(file)[0]:
+            raise self.fail("file", f"{file!r} is absolute: it must be a path inside the bundle directory")
+        if ".." in parts:
+            raise self.fail("file", f"{file!r} leaves the bundle directory (`..`)")
+        return file
+
+    def parse_file_entry(self) -> str:
         raw = self.data.get("file", "")
         if isinstance(raw, str):
             return raw

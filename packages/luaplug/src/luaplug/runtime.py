@@ -30,7 +30,7 @@ from .errors import (
     RuntimeClosedError,
 )
 from .hostapi import HostApi
-from .ids import guest_contract_id
+from .ids import guest_contract_id, split_contract_name
 from .lualoader import LuaLoader
 from .registry import Registration, Registry
 from .sources import BundleSource, BytesSource, CodeSource, PathSource
@@ -492,13 +492,14 @@ class Runtime(HostApiServices):
     # -- contracts ----------------------------------------------------------------
 
     def contract(self, name: str, major: int = 1) -> Contract:
-        """The contract ``name@major`` (``"name@major"`` is accepted as ``name``).
+        """The contract ``name@major`` (``"name@major"`` is accepted as ``name``; a name holding
+        an ``@`` is given as ``"a@b@1"``, or ``"a@b"`` with ``major``).
 
         :raises ContractNotFoundError: no loaded bundle provides it
         """
         if "@" in name:
-            name, _, ver = name.partition("@")
-            major = int(ver.split(".")[0])
+            name, given = split_contract_name(name)
+            major = major if given is None else given
         found = self.registry.find(guest_contract_id(name, major), major)
         if found is None:
             raise ContractNotFoundError(name, major)

@@ -255,8 +255,12 @@ local function make_dispatcher(c)
   local fns, insts, n = c.fns, c.insts, c.n
   return function(fn_id, iid, args, out, arena)
     if cell[2] ~= 0 then return 5 end
-    -- -1: an argument is not an address number; the caller converts and retries
-    if type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then return -1 end
+    -- -1: fn_id is not an integer or an argument is not an address number; the caller
+    -- converts (or refuses, as the C ABI's unsigned types would) and retries
+    if type(fn_id) ~= "number" or type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then
+      return -1
+    end
+    if fn_id % 1 ~= 0 or args < 0 or out < 0 or arena < 0 then return -1 end
     if fn_id < 0 or fn_id >= n then return 6 end
     local inst = insts[iid]
     if inst == nil then return 6 end
@@ -357,9 +361,10 @@ local function run_init(host, ctx, chunk)
     return "err", "init_error", "expected (registrations, status) tables, got (" ..
       describe(regs) .. ", " .. describe(status) .. ")"
   end
+  -- spec §3: a code that is not a number counts as 0; any other non-zero number (negative,
+  -- fractional, past 2^32, NaN) is a refusal.
   local code = tonumber(status.code)
-  if code == nil or code < 0 or code ~= floor(code) or code > 4294967295 then code = 0 end
-  if code ~= 0 then
+  if code ~= nil and code ~= 0 then
     local msg = status.message
     if type(msg) ~= "string" then msg = "" end
     return "err", "init_code", code, msg
@@ -456,11 +461,96 @@ end
 local SAFE_FFI = { "cast", "new", "typeof", "sizeof", "alignof", "offsetof", "istype", "string", "copy",
   "fill", "cdef", "metatype", "gc", "abi", "os", "arch", "errno" }
 
+-- Modules an untrusted bundle finds already loaded (os, io, debug, jit.util, jit.profile and
+-- the preloaded C modules are not among them).
+local UNTRUSTED_LOADED = { "_G", "string", "table", "math", "coroutine", "bit", "jit", "jit.opt" }
+
+-- A module name an untrusted `require` accepts: dot-separated parts of letters, digits, `_`
+-- and `-`, so the file it names is lexically inside the directory searched.
+local gmatch, gsub = string.gmatch, string.gsub
+local function module_path(name)
+  if type(name) ~= "string" or name == "" or #name > 200 then return nil end
+  for part in gmatch(name .. ".", "(.-)%.") do
+    if not find(part, "^[%w_%-]+$") then return nil end
+  end
+  return (gsub(name, "%.", "/"))
+end
+
+-- The `require` of an untrusted bundle (see P.harden): it finds modules in its own loaded
+-- table, its own preload table, then as source files inside `roots` (real directories, the
+-- bundle's first), whose real path (symlinks resolved) must stay inside that root. Bytecode
+-- is refused. Nothing the bundle can reach changes where it looks.
+local function closed_require(roots, realpath, open, loaded, preload)
+  local concat, error, tostring = table.concat, error, tostring
+  local LOADING = {}  -- marks a module whose chunk is running (a require loop)
+  local pathbuf = ffi.new("char[4097]")
+  local function real(path)
+    local p = realpath(path, pathbuf)
+    if p == nil then return nil end
+    return ffi.string(p)
+  end
+  local function search(name)
+    local rel = module_path(name)
+    if rel == nil then return nil, "\n\tinvalid module name (untrusted mode: letters, digits, '_', '-', '.')" end
+    local tried = {}
+    for _, root in ipairs(roots) do
+      for _, suffix in ipairs(root.suffixes) do
+        local candidate = root.dir .. "/" .. rel .. suffix
+        local r = real(candidate)
+        if r ~= nil and sub(r, 1, #root.dir + 1) == root.dir .. "/" then
+          local f = open(r, "rb")
+          if f ~= nil then
+            local text = f:read("*a")
+            f:close()
+            if type(text) == "string" then return text, candidate end
+          end
+        end
+        tried[#tried + 1] = "\n\tno file '" .. candidate .. "'"
+      end
+    end
+    return nil, concat(tried)
+  end
+  return function(name)
+    local have = loaded[name]
+    if have == LOADING then error("loop or previous error loading module '" .. tostring(name) .. "'", 2) end
+    if have ~= nil then return have end
+    local chunk
+    local pre = preload[name]
+    if pre ~= nil then
+      chunk = pre
+    else
+      local text, path = search(name)
+      if text == nil then
+        error("module '" .. tostring(name) .. "' not found:\n\tno field package.preload['" .. tostring(name) ..
+          "']" .. path, 2)
+      end
+      if byte(text, 1) == 27 then
+        error("error loading module '" .. name .. "' from file '" .. path ..
+          "':\n\tprecompiled bytecode is refused in untrusted mode", 2)
+      end
+      local f, err = G_load(text, "@" .. path, "t")
+      if f == nil then
+        error("error loading module '" .. name .. "' from file '" .. path .. "':\n\t" .. tostring(err), 2)
+      end
+      chunk = f
+    end
+    -- As the standard require: a chunk that fails leaves the mark (a later require of the
+    -- name reports the earlier error).
+    loaded[name] = LOADING
+    local res = chunk(name)
+    if res ~= nil then loaded[name] = res end
+    if loaded[name] == LOADING then loaded[name] = true end
+    return loaded[name]
+  end
+end
+
 --- Limits and restrictions, applied before any bundle code runs.
 --- `limit` > 0: an instruction budget per call (the JIT goes off for good);
---- `untrusted` ~= 0: the bundle's globals lose os, io, debug, dofile/loadfile,
---- bytecode loading, C modules and the raw ffi (see docs: untrusted mode).
-function P.harden(limit, untrusted)
+--- `untrusted` ~= 0: the bundle's globals lose os, io, debug, dofile/loadfile, module,
+--- bytecode loading, C modules and the raw ffi, and get a closed `require` (see docs:
+--- untrusted mode) over `bundle_dir` (a real path, "" for none) and `sdk_dir`;
+--- `realpath_fn` is the address of the C library's realpath(3).
+function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
   local jit = G_require("jit")
   if limit ~= nil and limit > 0 then
     budget = limit
@@ -471,28 +561,45 @@ function P.harden(limit, untrusted)
     debug.sethook = function() error("debug.sethook is reserved by luaplug's instruction limit", 2) end
   end
   if untrusted == nil or untrusted == 0 then return end
-  local package = G.package
-  local loaded, preload = package.loaded, package.preload
-  for _, name in ipairs({ "os", "io", "debug" }) do
-    G[name] = nil
-    loaded[name] = nil
+  local real_package = G.package
+  local real_loaded, real_preload = real_package.loaded, real_package.preload
+  local open = G.io.open
+  local safe = {}
+  for _, k in ipairs(SAFE_FFI) do safe[k] = ffi[k] end
+  jit.util, jit.attach = nil, nil
+  -- The bundle's own module tables: the real ones (reachable from the C `require`,
+  -- `module` and the registry) keep the full ffi, debug, io, os and C loaders.
+  local loaded, preload = {}, { ffi = function() return safe end }
+  for _, name in ipairs(UNTRUSTED_LOADED) do loaded[name] = real_loaded[name] end
+  loaded.ffi = safe
+  local roots, shown = {}, {}
+  if bundle_dir ~= nil and bundle_dir ~= "" then
+    roots[#roots + 1] = { dir = bundle_dir, suffixes = { ".lua", ".init.lua" } }
+    shown[#shown + 1] = bundle_dir .. "/?.lua;" .. bundle_dir .. "/?.init.lua"
   end
-  for _, name in ipairs({ "jit.util", "jit.profile" }) do
-    loaded[name] = nil
-    preload[name] = nil
-  end
-  jit.util = nil
-  G.dofile, G.loadfile = nil, nil
+  roots[#roots + 1] = { dir = sdk_dir, suffixes = { ".lua" } }
+  shown[#shown + 1] = sdk_dir .. "/?.lua"
+  local realpath = ffi.cast("char *(*)(const char *, char *)", realpath_fn)
+  -- A view: writing `path`, `cpath` or `loaders` changes nothing `require` does.
+  local package = {
+    loaded = loaded, preload = preload, path = table.concat(shown, ";"), cpath = "",
+    config = real_package.config, loaders = {},
+  }
+  loaded.package = package
+  for _, name in ipairs({ "os", "io", "debug" }) do G[name] = nil end
+  G.dofile, G.loadfile, G.module = nil, nil, nil
   -- Source text only: a chunk given as bytecode fails to load.
   G.load = function(chunk, name, _mode, env) return G_load(chunk, name, "t", env) end
   G.loadstring = function(s, name) return G_load(s, name, "t") end
-  package.loadlib = nil
-  package.cpath = ""
-  local loaders = package.loaders
-  for i = #loaders, 3, -1 do loaders[i] = nil end  -- keep preload and Lua files; no C modules
-  local safe = {}
-  for _, k in ipairs(SAFE_FFI) do safe[k] = ffi[k] end
-  loaded.ffi = safe
+  G.package = package
+  G.require = closed_require(roots, realpath, open, loaded, preload)
+  -- Defence in depth: what is left of the real tables holds no ffi or C loader either.
+  for name in pairs(real_preload) do real_preload[name] = nil end
+  real_loaded.ffi, real_loaded.debug, real_loaded.io, real_loaded.os = safe, nil, nil, nil
+  real_loaded["jit.util"], real_loaded["jit.profile"] = nil, nil
+  real_package.loadlib, real_package.cpath, real_package.path = nil, "", ""
+  local loaders = real_package.loaders
+  for i = #loaders, 1, -1 do loaders[i] = nil end
 end
 
 --- Drop everything the bundle built, so the state's memory goes with it.

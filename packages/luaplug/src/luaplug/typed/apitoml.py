@@ -53,6 +53,8 @@ def parse_api(source: str | Mapping[str, Any], *, path: str | None = None) -> Ap
             data: Mapping[str, Any] = _toml.loads(source)
         except _toml.TOMLDecodeError as exc:
             raise ApiSpecError(f"not valid TOML: {exc}", path=path) from None
+        except RecursionError:
+            raise ApiSpecError("not valid TOML: values nested too deeply", path=path) from None
     else:
         data = source
     return _Parser(path).parse(data)
