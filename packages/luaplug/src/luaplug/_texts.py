@@ -44,3 +44,19 @@ def missing_entry_file(path: str) -> str:
 
 def registration_refused(contract: str, code_name: str, reason: str) -> str:
     return f"register_guest_contract error for contract '{contract}': code={code_name} ({reason})"
+
+
+def host_contract_unavailable(code: int, contract_id: int, min_version: int) -> str:
+    """``get_last_error`` after ``get_host_contract`` returned null data (``code`` says why).
+
+    Not found and a version mismatch read as polyplug 0.1.3 words both; a failed instance
+    factory has its own text.
+    """
+    if code == 102:  # HostContractCallFailed
+        return f"host contract instance creation failed: id={contract_id}, min_version={min_version}"
+    return f"host contract not found: id={contract_id}, min_version={min_version}"
+
+
+def host_contract_interface_not_found(contract_id: int, min_version: int) -> str:
+    """``get_last_error`` after ``resolve_host_contract_interface`` returned null (polyplug 0.1.3's words)."""
+    return f"host contract interface not found: id={contract_id}, min_version={min_version}"
