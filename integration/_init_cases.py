@@ -21,10 +21,48 @@ def good_registrations(status: str) -> str:
 CASES: list[tuple[str, str, str | None, str, str]] = [
     ("no_init", "local x = 1\n", "Lua plugin missing polyplug_init function: bundle={b}", "", ""),
     ("init_not_a_function", "polyplug_init = 42\n", "Lua plugin missing polyplug_init function: bundle={b}", "", ""),
-    ("returns_nothing", init_returning(""), None, "Lua polyplug_init failed: ", ""),
-    ("returns_one_table", init_returning("return {}"), None, "Lua polyplug_init failed: ", ""),
-    ("status_not_a_table", init_returning('return { ["x.Good"] = {} }, 0'), None, "Lua polyplug_init failed: ", ""),
-    ("raises", init_returning('error("init exploded")'), None, "Lua polyplug_init failed: ", "init exploded"),
+    (
+        "returns_nothing",
+        init_returning(""),
+        "Lua polyplug_init failed: error converting Lua nil to table",
+        "",
+        "",
+    ),
+    (
+        "returns_one_table",
+        init_returning("return {}"),
+        "Lua polyplug_init failed: error converting Lua nil to table",
+        "",
+        "",
+    ),
+    (
+        "status_not_a_table",
+        init_returning('return { ["x.Good"] = {} }, 0'),
+        "Lua polyplug_init failed: error converting Lua integer to table",
+        "",
+        "",
+    ),
+    (
+        "status_a_float",
+        init_returning('return { ["x.Good"] = {} }, 1.5'),
+        "Lua polyplug_init failed: error converting Lua number to table",
+        "",
+        "",
+    ),
+    (
+        "registrations_a_cdata",
+        init_returning('return require("ffi").new("int[1]"), {}'),
+        "Lua polyplug_init failed: error converting Lua other to table",
+        "",
+        "",
+    ),
+    (
+        "raises",
+        init_returning('error("init exploded")'),
+        None,
+        "Lua polyplug_init failed: runtime error: ",
+        "init exploded",
+    ),
     (
         "code_with_message",
         init_returning('return {}, { code = 7, message = "the guest says no" }'),
@@ -54,10 +92,24 @@ CASES: list[tuple[str, str, str | None, str, str]] = [
         "",
     ),
     (
+        "registration_not_a_table",
+        init_returning('return { ["x.C"] = 5 }, { code = 0 }'),
+        "Lua handlers iteration error: error converting Lua integer to table",
+        "",
+        "",
+    ),
+    (
+        "registration_key_a_boolean",
+        init_returning("return { [true] = {} }, { code = 0 }"),
+        "Lua handlers iteration error: error converting Lua boolean to String (expected string or number)",
+        "",
+        "",
+    ),
+    (
         "missing_functions",
         init_returning('return { ["x.C"] = { factory = function() return {} end } }, { code = 0 }'),
-        None,
-        "Lua handlers error: missing functions table for contract 'x.C': ",
+        "Lua handlers error: missing functions table for contract 'x.C': error converting Lua nil to table",
+        "",
         "",
     ),
     (
@@ -66,15 +118,15 @@ CASES: list[tuple[str, str, str | None, str, str]] = [
             'return { ["x.C"] = { factory = function() return {} end,'
             " functions = { [0] = function() end, [1] = 42 } } }, { code = 0 }"
         ),
-        None,
-        "Lua function slot 1 error for contract 'x.C': ",
+        "Lua function slot 1 error for contract 'x.C': error converting Lua integer to function",
+        "",
         "",
     ),
     (
         "missing_factory",
         init_returning('return { ["x.C"] = { functions = { [0] = function() end } } }, { code = 0 }'),
-        None,
-        "Lua handlers error: contract 'x.C' needs a `factory` function: ",
+        "Lua handlers error: contract 'x.C' needs a `factory` function: error converting Lua nil to function",
+        "",
         "",
     ),
     (
@@ -84,9 +136,15 @@ CASES: list[tuple[str, str, str | None, str, str]] = [
             " functions = { [0] = function() end } } }, { code = 0 }"
         ),
         None,
-        "factory for contract 'x.C' failed building the default instance: ",
+        "factory for contract 'x.C' failed building the default instance: runtime error: ",
         "factory exploded",
     ),
-    ("syntax_error", "function polyplug_init(\n", None, "Lua script load failed for {b}: ", ""),
-    ("chunk_raises", 'error("chunk exploded")\n', None, "Lua script load failed for {b}: ", "chunk exploded"),
+    ("syntax_error", "function polyplug_init(\n", None, "Lua script load failed for {b}: syntax error: ", ""),
+    (
+        "chunk_raises",
+        'error("chunk exploded")\n',
+        None,
+        "Lua script load failed for {b}: runtime error: ",
+        "chunk exploded",
+    ),
 ]

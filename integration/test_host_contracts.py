@@ -62,6 +62,14 @@ def greet(rt: luaplug.Runtime, who: str) -> str:
         return bytes(ffi.buffer(out.ptr, out.len)).decode()
 
 
+def why(rt: luaplug.Runtime, min_version: int = 0) -> str:
+    """``get_last_error`` as the guest reads it right after its ``get_host_contract`` call."""
+    out = ffi.new("StringView*")
+    with luaplug.CallArena(256, host=rt) as arena:
+        rt.contract("svc.HostUser@1").default.call(6, u32(min_version), out, arena)
+        return bytes(ffi.buffer(out.ptr, out.len)).decode() if out.len else ""
+
+
 @pytest.fixture
 def api(bundles: Path) -> Path:
     return bundles / "hostuser" / "api.toml"
@@ -121,24 +129,61 @@ def test_a_wrong_result_type_is_host_contract_call_failed(rt: luaplug.Runtime, a
 
 
 @pytest.mark.parametrize(
-    ("min_version", "code"),
+    ("min_version", "found"),
     [
-        (0, AbiErrorCode.Ok),
-        ((1 << 16) | 0, AbiErrorCode.Ok),
-        ((1 << 16) | 2, AbiErrorCode.Ok),
-        ((1 << 16) | 3, AbiErrorCode.HostContractVersionMismatch),
-        ((2 << 16) | 0, AbiErrorCode.HostContractVersionMismatch),
+        (0, True),
+        ((1 << 16) | 0, True),
+        ((1 << 16) | 2, True),
+        ((1 << 16) | 3, False),
+        ((2 << 16) | 0, False),
+        (1, False),  # major 0: only 0 means "any"
     ],
 )
-def test_version_negotiation(rt: luaplug.Runtime, api: Path, min_version: int, code: int) -> None:
+def test_version_negotiation(rt: luaplug.Runtime, api: Path, min_version: int, found: bool) -> None:
+    """polyplug 0.1.3: a mismatch is a null instance with the not-found text in get_last_error."""
     rt.provide(MATH, Math(), api=api)
-    assert call_u32(rt, 0, min_version) == code
-    assert call_u32(rt, 5, min_version) == (4 if code == 0 else 0)
+    assert call_u32(rt, 0, min_version) == int(found)
+    assert call_u32(rt, 5, min_version) == (4 if found else 0)
+    expected = "" if found else f"host contract not found: id={MATH_ID}, min_version={min_version}"
+    assert why(rt, min_version) == expected
 
 
 def test_not_found(rt: luaplug.Runtime) -> None:
-    assert call_u32(rt, 0) == AbiErrorCode.HostContractNotFound
+    assert call_u32(rt, 0) == 0
     assert call_u32(rt, 5) == 0
+    assert why(rt) == f"host contract not found: id={MATH_ID}, min_version=0"
+
+
+def test_get_host_contract_from_c(runtime: luaplug.Runtime, api: Path) -> None:
+    """The C signature: three parameters, the instance returned by value."""
+    host = ffi.cast("HostApi*", runtime.host_api_address)
+    signature = ffi.typeof("HostContractInstance(*)(const HostApi*, uint64_t, uint32_t)")
+    assert ffi.typeof(host.get_host_contract) == signature
+    assert host.get_host_contract(host, MATH_ID, 0).data == ffi.NULL
+    text = f"host contract not found: id={MATH_ID}, min_version=0".encode()
+    assert host.get_error_len(host) == len(text)
+    hc = runtime.provide(MATH, Math(), api=api)
+    inst = host.get_host_contract(host, MATH_ID, (1 << 16) | 1)
+    assert inst.data != ffi.NULL and host.get_error_len(host) == 0  # a success clears it
+    assert host.get_host_contract(host, MATH_ID, 0).data == inst.data  # the singleton's instance
+    assert host.resolve_host_contract_interface(host, MATH_ID, 0) == hc.interface
+    assert host.resolve_host_contract_interface(host, MATH_ID, (1 << 16) | 3) == ffi.NULL
+    buf = ffi.new("uint8_t[128]")
+    n = host.get_last_error(host, buf, 128)
+    assert bytes(buf[0:n]) == f"host contract interface not found: id={MATH_ID}, min_version=65539".encode()
+    assert host.resolve_host_contract_interface(host, MATH_ID, 0) == hc.interface
+    assert host.get_error_len(host) == n  # a successful resolve leaves the last error as it was
+
+
+def test_a_failing_factory_gives_no_instance(runtime: luaplug.Runtime, bundles: Path, api: Path) -> None:
+    runtime.load(bundles / "hostuser")
+
+    def factory() -> Math:
+        raise RuntimeError("no math today")
+
+    runtime.provide(MATH, factory, api=api, singleton=False)
+    assert call_u32(runtime, 0) == 0
+    assert why(runtime) == f"host contract instance creation failed: id={MATH_ID}, min_version=0"
 
 
 def test_singleton_and_per_instance(runtime: luaplug.Runtime, bundles: Path, api: Path) -> None:

@@ -164,3 +164,25 @@ def test_every_backend_reports_the_same_error_texts(bundles: Path) -> None:
     first = _failure_texts(names[0], bundles)
     for other in names[1:]:
         assert _failure_texts(other, bundles) == first
+
+
+def test_a_chunk_out_of_memory_carries_the_memory_label(runtime: luaplug.Runtime) -> None:
+    """The Lua runtime's label of an allocation failure, as polyplug's Lua runtime (mlua) words it."""
+    greedy = "local t = {} for i = 1, 1e7 do t[i] = string.rep('y', 64) .. i end\n"
+    with pytest.raises(luaplug.InitMemoryError) as info:
+        runtime.load_code(greedy, "greedy", memory_limit=4 << 20)
+    assert info.value.error == "Lua script load failed for greedy: memory error: not enough memory"
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [("1.5", "number"), ("2^53", "integer"), ("-2^63", "integer"), ("2^63", "number"), ("-0.0", "number"),
+     ("0/0", "number"), ("true", "boolean"), ('"s"', "string"), ("function() end", "function"),
+     ("coroutine.create(function() end)", "thread"), ("newproxy()", "userdata"),
+     ('require("ffi").new("int64_t", 5)', "other")],
+)  # fmt: skip
+def test_a_wrong_status_names_its_type_as_polyplug_does(runtime: luaplug.Runtime, value: str, name: str) -> None:
+    """polyplug 0.1.3's `error converting Lua <type> to table`, its Lua runtime's type names included."""
+    with pytest.raises(luaplug.InitFailed) as info:
+        runtime.load_code(init_returning(f'return {{ ["x.Good"] = {GOOD_ENTRY} }}, {value}'), "bad")
+    assert info.value.error == f"Lua polyplug_init failed: error converting Lua {name} to table"

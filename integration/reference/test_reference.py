@@ -12,7 +12,6 @@ entry, so every bundle in ``integration/bundles`` has one (spec §15);
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -849,17 +848,16 @@ def test_luaplug_and_the_reference_give_identical_results(
 
 
 def _lua_message(error: str, prefix: str) -> str:
-    """The first line of a load error after ``prefix``, without the engine's category label."""
+    """The first line of a load error after ``prefix`` (the stack traceback lines differ)."""
     assert error.startswith(prefix), error
-    first = error[len(prefix) :].splitlines()[0]
-    return re.sub(r"^(syntax error|runtime error|error loading code): ", "", first)
+    return error[len(prefix) :].splitlines()[0]
 
 
 @pytest.mark.parametrize("name", ["broken_noinit", "broken_syntax", "broken_chunk_error", "broken_missing_entry"])
 def test_luaplug_and_the_reference_fail_loads_alike(
     ref: ReferenceRuntime, copy_dir: Callable[[str], Path], name: str
 ) -> None:
-    """The same bundle name and the same text up to the Lua message (engine labels and tracebacks differ)."""
+    """The same bundle name and the same text, the Lua runtime's label included, up to the traceback."""
     d = copy_dir(name)
     with pytest.raises(ReferenceRuntimeError) as theirs:
         ref.load(d)
@@ -871,3 +869,21 @@ def test_luaplug_and_the_reference_fail_loads_alike(
         assert _lua_message(ours.value.error, prefix) == _lua_message(theirs.value.error, prefix)
     else:
         assert ours.value.error == theirs.value.error
+
+
+#: Every init failure case, side by side (a syntax error and a raising chunk included).
+ALL_CASES = [(case, src) for case, src, *_ in CASES]
+
+
+@pytest.mark.parametrize(("case", "src"), ALL_CASES, ids=[c[0] for c in ALL_CASES])
+def test_luaplug_and_the_reference_fail_inits_alike(ref: ReferenceRuntime, tmp_path: Path, case: str, src: str) -> None:
+    """The same text up to the stack traceback, whose lines come from each engine's own frames."""
+    d = write_bundle(tmp_path, f"bad_{case}", src, {"x.Good@1": 1})
+    with pytest.raises(ReferenceRuntimeError) as theirs:
+        ref.load(vendored_copy(d, tmp_path / "vendored"))
+    with luaplug.Runtime(_luaplug_backend()) as rt, pytest.raises(luaplug.LoadError) as ours:
+        rt.load(d)
+    assert ours.value.bundle == theirs.value.bundle
+    mine, reference = ours.value.error, theirs.value.error
+    assert mine.split("\nstack traceback:")[0] == reference.split("\nstack traceback:")[0]
+    assert ("\nstack traceback:" in mine) == ("\nstack traceback:" in reference)

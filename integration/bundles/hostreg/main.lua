@@ -1,6 +1,6 @@
 -- Registers the host contract guest.Clock@1 (native dispatch, Lua callbacks) during init:
 --   guest.Clock fn 0 now() -> u32 = TICK
--- svc.HostReg@1 fn 0 read() -> u32: get_host_contract(guest.Clock) + now(); 1000 + code on failure.
+-- svc.HostReg@1 fn 0 read() -> u32: get_host_contract(guest.Clock) + now(); 1000 when it gave no instance.
 -- FAIL_AFTER_REGISTER makes init fail once the contract is registered (transactional loads).
 local ffi = require("ffi")
 local abi = require("polyplug_abi")
@@ -10,10 +10,9 @@ local TICK = 42
 local FAIL_AFTER_REGISTER = false
 local CLOCK_ID = abi.host_contract_id("guest.Clock", 1)
 
-if not pcall(ffi.typeof, "HostRegNative") then
+if not pcall(ffi.typeof, "HostRegFn") then
   ffi.cdef([[
 typedef void (*HostRegFn)(void*, const void*, void*, AbiError*);
-typedef struct HostRegNative { uint32_t function_count; HostRegFn* functions; } HostRegNative;
 ]])
 end
 
@@ -38,25 +37,22 @@ local function build_interface()
   local fns = ffi.new("HostRegFn[1]", { now })
   iface.create_instance = create
   iface.destroy_instance = ffi.cast("void(*)(const HostContractInterface*, HostContractInstance)", destroy)
-  local nd = ffi.cast("HostRegNative*", ffi.cast("uint8_t*", iface) + 64)
-  nd.function_count = 1
-  nd.functions = fns
+  iface.dispatch.native.function_count = 1
+  iface.dispatch.native.functions = ffi.cast("void* const*", fns)
   keep[#keep + 1] = { iface, create, destroy, now, fns }
   return iface
 end
 
 local function read(self, _args, out)
   local host = guest.cast_host_interface(self.host)
-  local inst = ffi.new("HostContractInstance[1]")
-  local err = ffi.new("AbiError[1]")
-  host.get_host_contract(host, CLOCK_ID, 0, inst, err)
-  if err[0].code ~= 0 then
-    ffi.cast("uint32_t*", out)[0] = 1000 + err[0].code
+  local inst = host.get_host_contract(host, CLOCK_ID, 0)
+  if inst.data == nil then
+    ffi.cast("uint32_t*", out)[0] = 1000
     return
   end
   local iface = host.resolve_host_contract_interface(host, CLOCK_ID, 0)
-  local nd = ffi.cast("HostRegNative*", ffi.cast("uint8_t*", iface) + 64)
-  nd.functions[0](inst[0].data, nil, ffi.cast("void*", out), err)
+  local err = ffi.new("AbiError[1]")
+  ffi.cast("HostRegFn", iface.dispatch.native.functions[0])(inst.data, nil, ffi.cast("void*", out), err)
 end
 
 function polyplug_init(host_ptr, _ctx)

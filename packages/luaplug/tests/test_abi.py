@@ -24,6 +24,12 @@ SIZES = {
     "CallArena": 40,
     "ArenaOverflowBlock": 24,
     "HostContractInterface": 80,
+    "NativeDispatch": 16,
+    "Buffer": 24,
+    "DependencyInfo": 24,
+    "Ed25519PublicKey": 32,
+    "ReloadPhase": 48,
+    "RuntimeConfig": 72,
 }
 
 OFFSETS = [
@@ -55,6 +61,10 @@ OFFSETS = [
     ("HostContractInterface", "create_instance", 48),
     ("HostContractInterface", "destroy_instance", 56),
     ("HostContractInterface", "dispatch", 64),
+    ("NativeDispatch", "functions", 8),
+    ("DependencyInfo", "bundle_id", 16),
+    ("ReloadPhase", "bundle_name", 16),
+    ("RuntimeConfig", "trusted_keys", 48),
 ]
 
 HOSTAPI = [

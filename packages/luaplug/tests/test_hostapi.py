@@ -107,9 +107,8 @@ def test_unsupported_functions_fail_with_codes(host: HostApi) -> None:
     assert err.code == AbiErrorCode.InvalidPointer and err.message.len > 0
     s.unload_bundle(s, 1, err)
     assert err.code == AbiErrorCode.Generic
-    inst = ffi.new("HostContractInstance*")
-    s.get_host_contract(s, 1, 0, inst, err)
-    assert err.code == AbiErrorCode.HostContractNotFound
+    assert s.get_host_contract(s, 1, 0).data == ffi.NULL
+    assert s.get_error_len(s) == len("host contract not found: id=1, min_version=0")
     assert s.resolve_host_contract_interface(s, 1, 0) == ffi.NULL
     assert s.list_bundles(s).len == 0
     desc = ffi.new("PluginDescriptor*")

@@ -67,6 +67,12 @@ SIZES = {
     "VmCallFn": 8,
     "CreateInstanceFn": 8,
     "DestroyInstanceFn": 8,
+    "NativeDispatch": 16,
+    "Buffer": 24,
+    "DependencyInfo": 24,
+    "Ed25519PublicKey": 32,
+    "ReloadPhase": 48,
+    "RuntimeConfig": 72,
 }
 
 HOST_API_FIELDS = [
@@ -101,7 +107,15 @@ OFFSETS = [
     ("HostContractInterface", "singleton", 20), ("HostContractInterface", "dispatch_type", 24),
     ("HostContractInterface", "runtime", 32), ("HostContractInterface", "user_data", 40),
     ("HostContractInterface", "create_instance", 48), ("HostContractInterface", "destroy_instance", 56),
-    ("HostContractInterface", "dispatch", 64), ("HostContractInterface", "reserved", 72),
+    ("HostContractInterface", "dispatch", 64),
+    ("NativeDispatch", "function_count", 0), ("NativeDispatch", "functions", 8),
+    ("Buffer", "ptr", 0), ("Buffer", "len", 8), ("Buffer", "cap", 16),
+    ("DependencyInfo", "contract_id", 0), ("DependencyInfo", "min_version", 8), ("DependencyInfo", "bundle_id", 16),
+    ("ReloadPhase", "phase_type", 0), ("ReloadPhase", "bundle_id", 8), ("ReloadPhase", "bundle_name", 16),
+    ("ReloadPhase", "reason", 32),
+    ("RuntimeConfig", "hot_reload_enabled", 4), ("RuntimeConfig", "on_reload", 8), ("RuntimeConfig", "log", 24),
+    ("RuntimeConfig", "log_max_level", 40), ("RuntimeConfig", "signature_policy", 44),
+    ("RuntimeConfig", "trusted_keys", 48), ("RuntimeConfig", "trusted_keys__align", 64),
 ] + [("HostApi", name, 8 * i) for i, name in enumerate(HOST_API_FIELDS)]  # fmt: skip
 
 
@@ -131,8 +145,23 @@ def test_function_pointers_are_typed(lua: LuaRuntime) -> None:
            and ffi.istype("void (*)(const struct HostApi *, uint32_t, StringView, StringView)", h.log)
            and ffi.istype("const uint64_t *(*)(const struct HostApi *)", h.revision_counter)
            and ffi.istype("VmCallFn", ffi.new("GuestContractInterface").dispatch.vm.call)
+           and ffi.istype("HostContractInstance (*)(const struct HostApi *, uint64_t, uint32_t)",
+                          h.get_host_contract)
     end""")
     assert ok() is True
+
+
+def test_native_dispatch_and_enums(lua: LuaRuntime) -> None:
+    """polyplug glue reads ``iface.dispatch.native.function_count``; enum constants are ``Type_Variant``."""
+    count = lua.eval("""function()
+        local iface = ffi.new("HostContractInterface")
+        iface.dispatch.native.function_count = 3
+        return ffi.cast("uint32_t*", ffi.cast("uint8_t*", iface) + 64)[0]
+    end""")
+    assert count() == 3
+    assert lua.eval("ffi.C.ContractType_Plugin") == 1
+    assert lua.eval("ffi.C.SupportedLanguage_JavaScript") == 5
+    assert lua.eval("ffi.C.AbiErrorCode_HostContractCallFailed") == 102
 
 
 def test_abi_version(lua: LuaRuntime) -> None:

@@ -54,7 +54,7 @@ class Impl:
 
 def call(hc: HostContract, fn_id: int, inst: int, args: object, out: object) -> int:
     err = ffi.new("AbiError*")
-    table = ffi.cast("void(**)(void*, const void*, void*, AbiError*)", hc.interface.reserved)
+    table = ffi.cast("void(**)(void*, const void*, void*, AbiError*)", hc.interface.dispatch.native.functions)
     table[fn_id](ffi.cast("void*", inst), ffi.cast("const void*", args), ffi.cast("void*", out), err)
     return int(err.code)
 
@@ -64,7 +64,7 @@ def test_a_host_contract_unpacks_and_packs(caplog: pytest.LogCaptureFixture) -> 
     iface = hc.interface
     assert iface.contract_id == host_contract_id("t.Host", 1)
     assert (iface.contract_version.major, iface.contract_version.minor, iface.contract_version.patch) == (1, 4, 2)
-    assert int(ffi.cast("uintptr_t", iface.dispatch)) == 3
+    assert iface.dispatch.native.function_count == 3
     out_inst = ffi.new("HostContractInstance*")
     iface.create_instance(iface, ffi.NULL, out_inst)
     inst = int(ffi.cast("uintptr_t", out_inst.data))

@@ -1,8 +1,25 @@
-"""Load-error texts of the Lua loader protocol (spec §3-§4), in one place."""
+"""Load-error texts of the Lua loader protocol (spec §3-§4), in one place.
+
+They are polyplug 0.1.3's texts: its loader's own words around the Lua runtime's, whose
+messages carry a category label (``syntax error: ``, ``runtime error: ``, ``memory error: ``)
+and name a wrong value's type as ``error converting Lua <type> to <T>``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+#: What LuaJIT says when an allocation fails (``errors.MEMORY_TEXT``).
+_MEMORY_TEXT = "not enough memory"
+
+
+def lua_error(cause: str, *, syntax: bool = False) -> str:
+    """``cause`` (a Lua error text) with the Lua runtime's category label, as polyplug reports it."""
+    if syntax:
+        return f"syntax error: {cause}"
+    if cause.startswith(_MEMORY_TEXT):
+        return f"memory error: {cause}"
+    return f"runtime error: {cause}"
 
 
 def init_error_text(kind: str, details: Sequence[object], bundle: str) -> str:
@@ -10,7 +27,9 @@ def init_error_text(kind: str, details: Sequence[object], bundle: str) -> str:
     d = [str(x) for x in details] + [""] * 4
     if kind == "missing_init":
         return f"Lua plugin missing polyplug_init function: bundle={bundle}"
-    if kind == "init_error":
+    if kind == "init_error":  # polyplug_init raised
+        return f"Lua polyplug_init failed: {lua_error(d[0])}"
+    if kind == "init_result":  # it returned something else than two tables
         return f"Lua polyplug_init failed: {d[0]}"
     if kind == "init_code":
         code, message = details[0], details[1] if len(details) > 1 else ""
@@ -26,7 +45,7 @@ def init_error_text(kind: str, details: Sequence[object], bundle: str) -> str:
     if kind == "no_factory":
         return f"Lua handlers error: contract '{d[0]}' needs a `factory` function: {d[1]}"
     if kind == "factory_failed":
-        return f"factory for contract '{d[0]}' failed building the default instance: {d[1]}"
+        return f"factory for contract '{d[0]}' failed building the default instance: {lua_error(d[1])}"
     if kind == "bad_name":
         return f"Lua handlers iteration error: contract names must be non-empty UTF-8, got {d[0]}"
     if kind == "empty":
@@ -51,3 +70,19 @@ def missing_entry_file(path: str) -> str:
 
 def registration_refused(contract: str, code_name: str, reason: str) -> str:
     return f"register_guest_contract error for contract '{contract}': code={code_name} ({reason})"
+
+
+def host_contract_unavailable(code: int, contract_id: int, min_version: int) -> str:
+    """``get_last_error`` after ``get_host_contract`` returned null data (``code`` says why).
+
+    Not found and a version mismatch read as polyplug 0.1.3 words both; a failed instance
+    factory has its own text.
+    """
+    if code == 102:  # HostContractCallFailed
+        return f"host contract instance creation failed: id={contract_id}, min_version={min_version}"
+    return f"host contract not found: id={contract_id}, min_version={min_version}"
+
+
+def host_contract_interface_not_found(contract_id: int, min_version: int) -> str:
+    """``get_last_error`` after ``resolve_host_contract_interface`` returned null (polyplug 0.1.3's words)."""
+    return f"host contract interface not found: id={contract_id}, min_version={min_version}"

@@ -19,8 +19,14 @@ __all__ = [
     "LIBC_CDEF",
     "POLYPLUG_ABI_VERSION",
     "AbiErrorCode",
+    "Compatibility",
+    "ContractType",
     "DispatchType",
     "LogLevel",
+    "ParseVersionError",
+    "ReloadPhaseType",
+    "SignaturePolicy",
+    "SupportedLanguage",
     "NULL_HANDLE_INDEX",
     "core_ffi",
     "ffi",
@@ -31,9 +37,40 @@ POLYPLUG_ABI_VERSION: Final = 1
 #: ``GuestContractHandle.index`` of the null handle.
 NULL_HANDLE_INDEX: Final = 0xFFFFFFFF
 
-#: The C declarations, shared by the core's ABI-mode FFI and the cffi backend's
-#: compiled module so both see one layout.
+#: The C declarations: every struct, union, enum and function-pointer signature of
+#: polyplug-abi 0.1.3 (``integration/reference/test_abi_reference.py`` compares them).
+#: Enum constants carry their type's name as a prefix (``ContractType_Host``), so they do
+#: not clash in C's single namespace for constants.
 ABI_CDEF: Final = """
+typedef enum ContractType { ContractType_Host = 0, ContractType_Plugin = 1 } ContractType;
+typedef enum DispatchType { DispatchType_Native = 0, DispatchType_VirtualMachine = 1 } DispatchType;
+typedef enum Compatibility {
+    Compatibility_Strict = 0, Compatibility_Relaxed = 1, Compatibility_Yolo = 2
+} Compatibility;
+typedef enum ReloadPhaseType {
+    ReloadPhaseType_Preparing = 0, ReloadPhaseType_Reloaded = 1, ReloadPhaseType_Failed = 2,
+    ReloadPhaseType_Unloading = 3
+} ReloadPhaseType;
+typedef enum SignaturePolicy {
+    SignaturePolicy_Off = 0, SignaturePolicy_WarnOnly = 1, SignaturePolicy_Required = 2
+} SignaturePolicy;
+typedef enum SupportedLanguage {
+    SupportedLanguage_Rust = 0, SupportedLanguage_Cpp = 1, SupportedLanguage_Dotnet = 2,
+    SupportedLanguage_Python = 3, SupportedLanguage_Lua = 4, SupportedLanguage_JavaScript = 5
+} SupportedLanguage;
+typedef enum AbiErrorCode {
+    AbiErrorCode_Ok = 0, AbiErrorCode_Generic = 1, AbiErrorCode_BufferTooSmall = 2, AbiErrorCode_Panic = 3,
+    AbiErrorCode_NotFound = 4, AbiErrorCode_StaleHandle = 5, AbiErrorCode_FunctionNotAvailable = 6,
+    AbiErrorCode_DuplicateProvider = 7, AbiErrorCode_InvalidPointer = 8, AbiErrorCode_ReentrantCall = 9,
+    AbiErrorCode_HostContractNotFound = 100, AbiErrorCode_HostContractVersionMismatch = 101,
+    AbiErrorCode_HostContractCallFailed = 102
+} AbiErrorCode;
+typedef enum LogLevel {
+    LogLevel_Error = 1, LogLevel_Warn = 2, LogLevel_Info = 3, LogLevel_Debug = 4, LogLevel_Trace = 5
+} LogLevel;
+typedef enum ParseVersionError {
+    ParseVersionError_InvalidFormat = 0, ParseVersionError_InvalidInt = 1
+} ParseVersionError;
 typedef struct StringView { const uint8_t* ptr; size_t len; } StringView;
 typedef struct Version { uint32_t major; uint32_t minor; uint32_t patch; } Version;
 typedef struct AbiError { uint32_t code; StringView message; } AbiError;
@@ -41,6 +78,25 @@ typedef struct VmLoaderData { void* data; } VmLoaderData;
 typedef struct GuestContractInstance { void* data; uint64_t contract_id; } GuestContractInstance;
 typedef struct GuestContractHandle { uint32_t index; uint32_t generation; } GuestContractHandle;
 typedef struct Array { void* items; size_t len; size_t align; } Array;
+typedef struct Buffer { uint8_t* ptr; size_t len; size_t cap; } Buffer;
+typedef struct DependencyInfo { uint64_t contract_id; uint32_t min_version; uint64_t bundle_id; } DependencyInfo;
+typedef struct Ed25519PublicKey { uint8_t bytes[32]; } Ed25519PublicKey;
+typedef struct ReloadPhase {
+    uint32_t phase_type; uint64_t bundle_id; StringView bundle_name; StringView reason;
+} ReloadPhase;
+typedef struct RuntimeConfig {
+    uint32_t compatibility;
+    bool hot_reload_enabled;
+    void (*on_reload)(void*, const ReloadPhase*);
+    void* on_reload_user_data;
+    void (*log)(void*, uint32_t, StringView, StringView);
+    void* log_user_data;
+    uint32_t log_max_level;
+    uint32_t signature_policy;
+    const Ed25519PublicKey* trusted_keys;
+    size_t trusted_keys_len;
+    size_t trusted_keys__align;
+} RuntimeConfig;
 typedef struct BundleInitContext { uint64_t bundle_id; StringView bundle_path; } BundleInitContext;
 typedef struct PluginDescriptor { StringView name; StringView contract_name; Version version; } PluginDescriptor;
 typedef struct ArenaOverflowBlock {
@@ -59,7 +115,8 @@ typedef void (*CreateInstanceFn)(VmLoaderData, const struct HostApi*, const void
 typedef void (*DestroyInstanceFn)(VmLoaderData, const struct HostApi*, GuestContractInstance);
 
 typedef struct VmDispatch { VmCallFn call; VmLoaderData loader_data; } VmDispatch;
-typedef union DispatchMechanisms { VmDispatch vm; void* native[2]; } DispatchMechanisms;
+typedef struct NativeDispatch { uint32_t function_count; void* const* functions; } NativeDispatch;
+typedef union DispatchMechanisms { NativeDispatch native; VmDispatch vm; } DispatchMechanisms;
 
 typedef struct GuestContractInterface {
     uint64_t contract_id;
@@ -80,8 +137,7 @@ typedef struct HostContractInterface {
     void* user_data;
     void (*create_instance)(const struct HostContractInterface*, const void*, HostContractInstance*);
     void (*destroy_instance)(const struct HostContractInterface*, HostContractInstance);
-    void* dispatch;
-    void* reserved;
+    DispatchMechanisms dispatch;
 } HostContractInterface;
 
 typedef struct HostApi {
@@ -93,7 +149,7 @@ typedef struct HostApi {
     GuestContractHandle (*find_guest_contract)(const struct HostApi*, uint64_t, uint32_t);
     Array (*find_all_guest_contracts)(const struct HostApi*, uint64_t, uint32_t);
     const GuestContractInterface* (*resolve_guest_contract)(const struct HostApi*, GuestContractHandle);
-    void (*get_host_contract)(const struct HostApi*, uint64_t, uint32_t, HostContractInstance*, AbiError*);
+    HostContractInstance (*get_host_contract)(const struct HostApi*, uint64_t, uint32_t);
     const HostContractInterface* (*resolve_host_contract_interface)(const struct HostApi*, uint64_t, uint32_t);
     Array (*list_bundles)(const struct HostApi*);
     Array (*get_dependencies)(const struct HostApi*);
@@ -198,3 +254,53 @@ class DispatchType(enum.IntEnum):
 
     Native = 0
     VirtualMachine = 1
+
+
+class ContractType(enum.IntEnum):
+    """Which side provides a contract."""
+
+    Host = 0
+    Plugin = 1
+
+
+class Compatibility(enum.IntEnum):
+    """``RuntimeConfig.compatibility``: how versions are matched when resolving plugins."""
+
+    Strict = 0
+    Relaxed = 1
+    Yolo = 2
+
+
+class ReloadPhaseType(enum.IntEnum):
+    """``ReloadPhase.phase_type``."""
+
+    Preparing = 0
+    Reloaded = 1
+    Failed = 2
+    Unloading = 3
+
+
+class SignaturePolicy(enum.IntEnum):
+    """``RuntimeConfig.signature_policy``: how bundle signatures are enforced at load time."""
+
+    Off = 0
+    WarnOnly = 1
+    Required = 2
+
+
+class SupportedLanguage(enum.IntEnum):
+    """The language (runtime) that hosts a bundle's plugins."""
+
+    Rust = 0
+    Cpp = 1
+    Dotnet = 2
+    Python = 3
+    Lua = 4
+    JavaScript = 5
+
+
+class ParseVersionError(enum.IntEnum):
+    """Why a version text did not parse."""
+
+    InvalidFormat = 0
+    InvalidInt = 1

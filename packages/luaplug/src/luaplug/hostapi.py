@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from . import _libc, reentry
+from . import _libc, _texts, reentry
 from ._logdefer import emit
 from .abi import NULL_HANDLE_INDEX, AbiErrorCode, LogLevel
 from .abi import core_ffi as ffi
@@ -234,22 +234,23 @@ def _cb_get_dependencies(host: Any) -> Any:
     return _array(_DEPENDENCIES, services._host_dependencies() if services is not None else [])
 
 
-@ffi.callback("void(*)(const HostApi*, uint64_t, uint32_t, HostContractInstance*, AbiError*)", onerror=_on_error)
-def _cb_get_host_contract(host: Any, contract_id: int, min_version: int, out: Any, err: Any) -> None:
-    if out != ffi.NULL:
-        out.data = ffi.NULL
+@ffi.callback("HostContractInstance(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)
+def _cb_get_host_contract(host: Any, contract_id: int, min_version: int) -> Any:
+    # The instance by value; null data when there is none, the reason then in get_last_error.
     services = _services(host)
     if services is None:
-        _set_err(err, AbiErrorCode.HostContractNotFound)
-        return
+        return {"data": ffi.NULL}
     try:
         code, data = services._host_get_host_contract(contract_id, min_version)
     except Exception:  # never into C: a failed factory is the host contract's failure
         _log.error("get_host_contract failed", exc_info=True)
         code, data = AbiErrorCode.HostContractCallFailed, 0
-    if out != ffi.NULL and code == AbiErrorCode.Ok:
-        out.data = ffi.cast("void*", data)
-    _set_err(err, code)
+    owner: HostApi = ffi.from_handle(host.runtime)
+    if code != AbiErrorCode.Ok:
+        owner.set_last_error(_texts.host_contract_unavailable(code, contract_id, min_version))
+        return {"data": ffi.NULL}
+    owner.set_last_error("")  # what the instance factory gave, null included
+    return {"data": ffi.cast("void*", data)}
 
 
 @ffi.callback("const HostContractInterface*(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)
@@ -257,7 +258,11 @@ def _cb_resolve_host_contract(host: Any, contract_id: int, min_version: int) -> 
     services = _services(host)
     if services is None:
         return ffi.NULL
-    return services._host_resolve_host_contract(contract_id, min_version)
+    iface = services._host_resolve_host_contract(contract_id, min_version)
+    if iface == ffi.NULL:  # a success leaves the last error as it was
+        owner: HostApi = ffi.from_handle(host.runtime)
+        owner.set_last_error(_texts.host_contract_interface_not_found(contract_id, min_version))
+    return iface
 
 
 def _path_op(host: Any, data: Any, size: int, err: Any, name: str) -> None:

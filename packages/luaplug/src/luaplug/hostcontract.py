@@ -6,9 +6,8 @@
 ``HostApi.get_host_contract`` / ``resolve_host_contract_interface`` and calls
 ``functions[fn_id](instance, args, out, AbiError*)``.
 
-The 16 bytes at ``dispatch`` (offset 64) hold the reference's ``NativeDispatch``:
-``{uint32_t function_count @64; fn* functions @72}`` (luaplug's ``abi`` declares them as
-``void* dispatch; void* reserved``). Arguments arrive as spec §14 packs them (none: ``args``
+``dispatch.native`` (offset 64) is the ``NativeDispatch``
+``{uint32_t function_count @64; fn* functions @72}``. Arguments arrive as spec §14 packs them (none: ``args``
 unused; one: a pointer to the value; more: the arg-pack struct, C layout); a scalar result
 is written to ``out`` when it is not null, a ``StringView`` result is copied into
 ``HostApi.alloc`` memory the caller frees with ``host.free(host, ptr, len, 1)``.
@@ -239,9 +238,8 @@ class HostContract:
         iface.user_data = self._handle
         iface.create_instance = _create
         iface.destroy_instance = _destroy
-        # NativeDispatch {uint32_t function_count; functions}: the count fills the low bytes.
-        iface.dispatch = ffi.cast("void*", len(self._callbacks))
-        iface.reserved = self._table
+        iface.dispatch.native.function_count = len(self._callbacks)
+        iface.dispatch.native.functions = self._table
         self.interface: Final[Any] = iface
 
     @property

@@ -26,6 +26,7 @@ from .errors import (
     LuaMemoryError,
     LuaplugError,
     ManifestError,
+    LuaSyntaxError,
     ManifestMissingFile,
     init_failed,
 )
@@ -363,7 +364,8 @@ class LuaLoader:
             state.run_chunk(text, chunk)
         except LuaError as exc:
             cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
-            raise init_failed(manifest.name, _texts.script_load_failed(chunk, cause), cause) from exc
+            error = _texts.lua_error(cause, syntax=isinstance(exc, LuaSyntaxError))
+            raise init_failed(manifest.name, _texts.script_load_failed(chunk, error), cause) from exc
         # SAFETY: ctx and the path bytes stay alive until init returns (locals).
         path_text = (bundle_dir if bundle_dir is not None else str(manifest.manifest_path)).encode("utf-8")
         path_buf = ffi.new("char[]", path_text)

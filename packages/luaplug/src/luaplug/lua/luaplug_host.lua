@@ -251,6 +251,22 @@ local function describe(v)
   return t
 end
 
+-- A value's type as polyplug 0.1.3's loader names it in `error converting Lua <type> to <T>`:
+-- an integral number in [-2^63, 2^63) (not -0) is an integer, cdata is "other".
+local function conversion_type(v)
+  local t = type(v)
+  if t == "number" then
+    if v == floor(v) and v >= -2 ^ 63 and v < 2 ^ 63 and (v ~= 0 or 1 / v > 0) then return "integer" end
+    return "number"
+  end
+  if t == "cdata" then return "other" end
+  return t
+end
+
+local function conversion_error(v, to)
+  return "error converting Lua " .. conversion_type(v) .. " to " .. to
+end
+
 local function make_dispatcher(c)
   local fns, insts, n = c.fns, c.insts, c.n
   return function(fn_id, iid, args, out, arena)
@@ -314,14 +330,14 @@ end
 local function read_entry(cname, entry, chunk)
   if type(cname) == "number" then cname = tostring(cname) end
   if type(cname) ~= "string" then
-    return nil, "iter", "registration key is " .. describe(cname) .. ", expected a contract name string"
+    return nil, "iter", conversion_error(cname, "String (expected string or number)")
   end
   if cname == "" or not is_utf8(cname) then
     -- the registry takes non-empty UTF-8 names only (runtime-semantics)
     return nil, "bad_name", describe(cname)
   end
   if type(entry) ~= "table" then
-    return nil, "iter", "registration for '" .. cname .. "' is " .. describe(entry) .. ", expected a table"
+    return nil, "iter", conversion_error(entry, "table")
   end
   local version = tonumber(entry.contract_version)
   if version == nil or version < 0 or version > 4294967295 or version ~= floor(version) then version = 1 end
@@ -330,21 +346,21 @@ local function read_entry(cname, entry, chunk)
   if type(plugin) ~= "string" then plugin = chunk end
   local functions = entry.functions
   if type(functions) ~= "table" then
-    return nil, "no_functions", cname, "expected a table, found " .. describe(functions)
+    return nil, "no_functions", cname, conversion_error(functions, "table")
   end
   local fns, n = {}, 0
   while true do
     local f = functions[n]
     if f == nil then break end
     if type(f) ~= "function" then
-      return nil, "slot", n, cname, "expected a function, found " .. describe(f)
+      return nil, "slot", n, cname, conversion_error(f, "function")
     end
     fns[n] = f
     n = n + 1
   end
   local factory = entry.factory
   if type(factory) ~= "function" then
-    return nil, "no_factory", cname, "expected a function, found " .. describe(factory)
+    return nil, "no_factory", cname, conversion_error(factory, "function")
   end
   return { name = cname, version = version, plugin = plugin, fns = fns, n = n, factory = factory }
 end
@@ -358,8 +374,9 @@ local function run_init(host, ctx, chunk)
   if not res[1] then return "err", "init_error", error_text(res[2]) end
   local regs, status = res[2], res[3]
   if type(regs) ~= "table" or type(status) ~= "table" then
-    return "err", "init_error", "expected (registrations, status) tables, got (" ..
-      describe(regs) .. ", " .. describe(status) .. ")"
+    local bad = status
+    if type(regs) ~= "table" then bad = regs end
+    return "err", "init_result", conversion_error(bad, "table")
   end
   -- spec §3: a code that is not a number counts as 0; any other non-zero number (negative,
   -- fractional, past 2^32, NaN) is a refusal.

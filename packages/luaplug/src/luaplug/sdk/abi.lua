@@ -4,9 +4,49 @@ local bit = require("bit")
 
 local M = { POLYPLUG_ABI_VERSION = 1 }
 
--- Names, fields and layouts mirror luaplug/abi.py (ABI_CDEF) exactly. Each entry is
--- {type it declares, declaration}; the declarations are concatenated into one cdef.
+-- Names, fields and layouts mirror luaplug/abi.py (ABI_CDEF) exactly, i.e. polyplug-abi
+-- 0.1.3's. Each entry is {type it declares, declaration}; the declarations are concatenated
+-- into one cdef. Enum constants carry their type's name (ContractType_Host): C has one
+-- namespace for constants, and ffi.C.ContractType_Host reads one.
 local DECLS = {
+  { "ContractType", [[
+typedef enum ContractType { ContractType_Host = 0, ContractType_Plugin = 1 } ContractType;]] },
+  { "DispatchType", [[
+typedef enum DispatchType { DispatchType_Native = 0, DispatchType_VirtualMachine = 1 } DispatchType;]] },
+  { "Compatibility", [[
+typedef enum Compatibility {
+    Compatibility_Strict = 0, Compatibility_Relaxed = 1, Compatibility_Yolo = 2
+} Compatibility;]] },
+  { "ReloadPhaseType", [[
+typedef enum ReloadPhaseType {
+    ReloadPhaseType_Preparing = 0, ReloadPhaseType_Reloaded = 1, ReloadPhaseType_Failed = 2,
+    ReloadPhaseType_Unloading = 3
+} ReloadPhaseType;]] },
+  { "SignaturePolicy", [[
+typedef enum SignaturePolicy {
+    SignaturePolicy_Off = 0, SignaturePolicy_WarnOnly = 1, SignaturePolicy_Required = 2
+} SignaturePolicy;]] },
+  { "SupportedLanguage", [[
+typedef enum SupportedLanguage {
+    SupportedLanguage_Rust = 0, SupportedLanguage_Cpp = 1, SupportedLanguage_Dotnet = 2,
+    SupportedLanguage_Python = 3, SupportedLanguage_Lua = 4, SupportedLanguage_JavaScript = 5
+} SupportedLanguage;]] },
+  { "AbiErrorCode", [[
+typedef enum AbiErrorCode {
+    AbiErrorCode_Ok = 0, AbiErrorCode_Generic = 1, AbiErrorCode_BufferTooSmall = 2, AbiErrorCode_Panic = 3,
+    AbiErrorCode_NotFound = 4, AbiErrorCode_StaleHandle = 5, AbiErrorCode_FunctionNotAvailable = 6,
+    AbiErrorCode_DuplicateProvider = 7, AbiErrorCode_InvalidPointer = 8, AbiErrorCode_ReentrantCall = 9,
+    AbiErrorCode_HostContractNotFound = 100, AbiErrorCode_HostContractVersionMismatch = 101,
+    AbiErrorCode_HostContractCallFailed = 102
+} AbiErrorCode;]] },
+  { "LogLevel", [[
+typedef enum LogLevel {
+    LogLevel_Error = 1, LogLevel_Warn = 2, LogLevel_Info = 3, LogLevel_Debug = 4, LogLevel_Trace = 5
+} LogLevel;]] },
+  { "ParseVersionError", [[
+typedef enum ParseVersionError {
+    ParseVersionError_InvalidFormat = 0, ParseVersionError_InvalidInt = 1
+} ParseVersionError;]] },
   { "StringView", [[
 typedef struct StringView { const uint8_t* ptr; size_t len; } StringView;]] },
   { "Version", [[
@@ -21,6 +61,30 @@ typedef struct GuestContractInstance { void* data; uint64_t contract_id; } Guest
 typedef struct GuestContractHandle { uint32_t index; uint32_t generation; } GuestContractHandle;]] },
   { "Array", [[
 typedef struct Array { void* items; size_t len; size_t align; } Array;]] },
+  { "Buffer", [[
+typedef struct Buffer { uint8_t* ptr; size_t len; size_t cap; } Buffer;]] },
+  { "DependencyInfo", [[
+typedef struct DependencyInfo { uint64_t contract_id; uint32_t min_version; uint64_t bundle_id; } DependencyInfo;]] },
+  { "Ed25519PublicKey", [[
+typedef struct Ed25519PublicKey { uint8_t bytes[32]; } Ed25519PublicKey;]] },
+  { "ReloadPhase", [[
+typedef struct ReloadPhase {
+    uint32_t phase_type; uint64_t bundle_id; StringView bundle_name; StringView reason;
+} ReloadPhase;]] },
+  { "RuntimeConfig", [[
+typedef struct RuntimeConfig {
+    uint32_t compatibility;
+    bool hot_reload_enabled;
+    void (*on_reload)(void*, const ReloadPhase*);
+    void* on_reload_user_data;
+    void (*log)(void*, uint32_t, StringView, StringView);
+    void* log_user_data;
+    uint32_t log_max_level;
+    uint32_t signature_policy;
+    const Ed25519PublicKey* trusted_keys;
+    size_t trusted_keys_len;
+    size_t trusted_keys__align;
+} RuntimeConfig;]] },
   { "BundleInitContext", [[
 typedef struct BundleInitContext { uint64_t bundle_id; StringView bundle_path; } BundleInitContext;]] },
   { "PluginDescriptor", [[
@@ -46,8 +110,10 @@ typedef void (*CreateInstanceFn)(VmLoaderData, const struct HostApi*, const void
 typedef void (*DestroyInstanceFn)(VmLoaderData, const struct HostApi*, GuestContractInstance);]] },
   { "VmDispatch", [[
 typedef struct VmDispatch { VmCallFn call; VmLoaderData loader_data; } VmDispatch;]] },
+  { "NativeDispatch", [[
+typedef struct NativeDispatch { uint32_t function_count; void* const* functions; } NativeDispatch;]] },
   { "DispatchMechanisms", [[
-typedef union DispatchMechanisms { VmDispatch vm; void* native[2]; } DispatchMechanisms;]] },
+typedef union DispatchMechanisms { NativeDispatch native; VmDispatch vm; } DispatchMechanisms;]] },
   { "GuestContractInterface", [[
 typedef struct GuestContractInterface {
     uint64_t contract_id;
@@ -69,8 +135,7 @@ typedef struct HostContractInterface {
     void* user_data;
     void (*create_instance)(const struct HostContractInterface*, const void*, HostContractInstance*);
     void (*destroy_instance)(const struct HostContractInterface*, HostContractInstance);
-    void* dispatch;
-    void* reserved;
+    DispatchMechanisms dispatch;
 } HostContractInterface;]] },
   { "HostApi", [[
 typedef struct HostApi {
@@ -82,7 +147,7 @@ typedef struct HostApi {
     GuestContractHandle (*find_guest_contract)(const struct HostApi*, uint64_t, uint32_t);
     Array (*find_all_guest_contracts)(const struct HostApi*, uint64_t, uint32_t);
     const GuestContractInterface* (*resolve_guest_contract)(const struct HostApi*, GuestContractHandle);
-    void (*get_host_contract)(const struct HostApi*, uint64_t, uint32_t, HostContractInstance*, AbiError*);
+    HostContractInstance (*get_host_contract)(const struct HostApi*, uint64_t, uint32_t);
     const HostContractInterface* (*resolve_host_contract_interface)(const struct HostApi*, uint64_t, uint32_t);
     Array (*list_bundles)(const struct HostApi*);
     Array (*get_dependencies)(const struct HostApi*);
@@ -110,10 +175,15 @@ local SIZES = {
   CallArena = 40, VmCallFn = 8, CreateInstanceFn = 8, DestroyInstanceFn = 8,
   VmDispatch = 16, DispatchMechanisms = 16, GuestContractInterface = 56,
   HostContractInstance = 8, HostContractInterface = 80, HostApi = 184,
+  NativeDispatch = 16, Buffer = 24, DependencyInfo = 24, Ed25519PublicKey = 32,
+  ReloadPhase = 48, RuntimeConfig = 72,
+  ContractType = 4, DispatchType = 4, Compatibility = 4, ReloadPhaseType = 4, SignaturePolicy = 4,
+  SupportedLanguage = 4, AbiErrorCode = 4, LogLevel = 4, ParseVersionError = 4,
 }
 -- Fields SDK users rely on by name; an earlier declaration must agree on them too.
 local OFFSETS = {
   { "CallArena", "end", 8 }, { "GuestContractInterface", "dispatch", 40 },
+  { "HostContractInterface", "dispatch", 64 }, { "NativeDispatch", "functions", 8 },
   { "HostApi", "alloc", 16 }, { "HostApi", "log", 144 },
   { "HostApi", "revision_counter", 168 },
 }
@@ -125,7 +195,11 @@ end
 -- The types live in the state's global C namespace: another copy of this module
 -- (a vendored one, a second load) or the bundle itself may have declared some or all
 -- of them. Only the missing ones are declared; the checks below reject a clash.
-if not declared("HostApi") then
+local missing = false
+for _, d in ipairs(DECLS) do
+  if not declared(d[1]) then missing = true; break end
+end
+if missing then
   local all = {}
   for i, d in ipairs(DECLS) do all[i] = d[2] end
   local ok = pcall(ffi.cdef, table.concat(all, "\n"))
