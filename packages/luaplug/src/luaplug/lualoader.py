@@ -25,8 +25,8 @@ from .errors import (
     LuaError,
     LuaMemoryError,
     LuaplugError,
-    ManifestError,
     LuaSyntaxError,
+    ManifestError,
     ManifestMissingFile,
     init_failed,
 )
