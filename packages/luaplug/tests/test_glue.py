@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from luaplug import manifest
+from luaplug import manifest, typed
 from luaplug.cli import main
 from luaplug.errors import ApiSpecError
 from luaplug.ids import bundle_id, guest_contract_id, host_contract_id
@@ -167,3 +167,49 @@ def test_codegen_usage_errors(glue: Path, capsys: pytest.CaptureFixture[str]) ->
     # the single-file mode is still there
     assert main(["codegen", api, "--plugin", "solo", "--out", out]) == 0
     assert "set_solo_factory" in (glue / "out" / "contracts.lua").read_text("utf-8")
+
+
+def test_a_python_host_contract_takes_and_returns_structs_and_buffers(tmp_path: Path) -> None:
+    """What a generated host caller passes (spec §14 packs) reaches the Python impl as values."""
+    from luaplug import _libc
+    from luaplug.abi import core_ffi, ffi
+    from luaplug.hostcontract import HostContract, host_spec
+
+    api = tmp_path / "api.toml"
+    api.write_text(
+        '[[enum]]\nname = "Mode"\nrepr = "u32"\n[[enum.variants]]\nname = "Idle"\nvalue = "0"\n'
+        '[[enum.variants]]\nname = "Busy"\nvalue = "1"\n'
+        '[[types]]\nname = "Item"\nfields = [{ name = "mode", type = "Mode" }, { name = "tag", type = "StringView" }]\n'
+        '[[host_contract]]\nname = "host.store"\nversion = "1.0.0"\n'
+        '[[host_contract.functions]]\nname = "keep"\n'
+        'params = [{ name = "item", type = "Item" }, { name = "blob", type = "Buffer" }]\nreturn = "Item"\n',
+        "utf-8",
+    )
+    seen = []
+
+    class Store:
+        def keep(self, item: object, blob: bytes) -> dict[str, object]:
+            seen.append((item, blob))
+            return {"mode": 0, "tag": blob.decode() + "!"}
+
+    spec = host_spec("host.store@1", api)
+    hc = HostContract(spec, Store())
+    item_t, buf_t = "struct { uint32_t mode; StringView tag; }", "struct { void* ptr; size_t len; size_t cap; }"
+    args = ffi.new(f"struct {{ {item_t} item; {buf_t} blob; }} *")
+    tag, blob = ffi.new("char[]", b"t1"), ffi.new("char[]", b"xyz")
+    args.item.mode, args.item.tag.ptr, args.item.tag.len = 1, ffi.cast("uint8_t*", tag), 2
+    args.blob.ptr, args.blob.len, args.blob.cap = blob, 3, 3
+    out = ffi.new(f"{item_t} *")
+    err = core_ffi.new("AbiError*")
+
+    def addr(p: object) -> object:
+        return core_ffi.cast("void*", int(ffi.cast("uintptr_t", p)))
+
+    instance = core_ffi.cast("void*", hc._create_instance())
+    hc._callbacks[0](instance, addr(args), addr(out), err)
+    assert err.code == 0
+    ((item, got),) = seen
+    Item = typed.load_api(api).struct("Item").python
+    assert item == Item(mode=typed.load_api(api).enum("Mode").python.Busy, tag="t1") and got == b"xyz"
+    assert out.mode == 0 and ffi.unpack(ffi.cast("char*", out.tag.ptr), out.tag.len) == b"xyz!"
+    _libc.free(int(ffi.cast("uintptr_t", out.tag.ptr)))

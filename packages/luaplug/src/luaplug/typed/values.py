@@ -6,13 +6,13 @@ fields inside structs go through :func:`store` and :func:`load`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..abi import ffi
 from .types import EnumType, ScalarType, StructType, TypeSpec, python_name
 
-__all__ = ["load", "store"]
+__all__ = ["load", "load_at", "size_align", "store", "store_at"]
 
 
 def _bytes_of(value: object, what: str) -> bytes:
@@ -23,11 +23,15 @@ def _bytes_of(value: object, what: str) -> bytes:
     raise TypeError(f"{what}: expected str or bytes, not {type(value).__name__}")
 
 
-def store(t: TypeSpec, ptr: Any, value: object, keep: list[Any], what: str) -> None:
+def store(
+    t: TypeSpec, ptr: Any, value: object, keep: list[Any], what: str, alloc: Callable[[bytes], int] | None = None
+) -> None:
     """Write ``value`` into the slot ``ptr`` points at (a cffi pointer to ``t.cdecl``).
 
     :param keep: receives the buffers the slot borrows; they must outlive the call
     :param what: names the value in errors (``"scan() argument 'stamp'"``)
+    :param alloc: copies string and buffer bytes into memory of its own and returns the address
+        (for results the receiver owns); without it the slot borrows Python buffers kept in ``keep``
     :raises TypeError: a value of the wrong type, a missing or unknown struct field
     :raises OverflowError: an integer outside the type
     :raises ValueError: not a value of the enum
@@ -53,11 +57,13 @@ def store(t: TypeSpec, ptr: Any, value: object, keep: list[Any], what: str) -> N
                     raise TypeError(f"{what}: {type(value).__name__} has no field {name!r} of {t.name}") from None
 
         for f in t.fields:
-            store(f.type, ffi.addressof(ptr[0], f.name), get(f.name), keep, f"{what}.{f.name}")
+            store(f.type, ffi.addressof(ptr[0], f.name), get(f.name), keep, f"{what}.{f.name}", alloc)
         return
     if t.kind in ("string", "bytes"):
         data = _bytes_of(value, what)
-        if data:
+        if data and alloc is not None:
+            ptr.ptr = ffi.cast("uint8_t*", alloc(data))
+        elif data:
             buf = ffi.from_buffer("uint8_t[]", data)
             keep.append(buf)
             ptr.ptr = buf
@@ -105,3 +111,18 @@ def load(t: TypeSpec, ptr: Any) -> object:
         except ValueError:
             return value
     return value
+
+
+def load_at(t: TypeSpec, address: int) -> object:
+    """:func:`load` from the slot at ``address``."""
+    return load(t, ffi.cast(f"{t.cdecl}*", address))
+
+
+def store_at(t: TypeSpec, address: int, value: object, what: str, alloc: Callable[[bytes], int]) -> None:
+    """:func:`store` into the slot at ``address``, every string and buffer copied with ``alloc``."""
+    store(t, ffi.cast(f"{t.cdecl}*", address), value, [], what, alloc)
+
+
+def size_align(t: TypeSpec) -> tuple[int, int]:
+    """``(sizeof, alignof)`` of a slot of type ``t``."""
+    return ffi.sizeof(t.cdecl), ffi.alignof(t.cdecl)
