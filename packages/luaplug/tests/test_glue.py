@@ -164,9 +164,12 @@ def test_codegen_usage_errors(glue: Path, capsys: pytest.CaptureFixture[str]) ->
         "types.lua",
     ]
     assert not (glue / "out" / "manifest.toml").exists()
-    # the single-file mode is still there
-    assert main(["codegen", api, "--plugin", "solo", "--out", out]) == 0
+    # the single-file mode is still there, for scalars, strings and enums
+    assert main(["codegen", api, "--plugin", "solo", "--contract", "shapes.Counter@1", "--out", out]) == 0
     assert "set_solo_factory" in (glue / "out" / "contracts.lua").read_text("utf-8")
+    capsys.readouterr()
+    assert main(["codegen", api, "--plugin", "solo", "--out", out]) == 1
+    assert "shapes.Scanner@1 scan() uses Stamp" in capsys.readouterr().err
 
 
 def test_a_python_host_contract_takes_and_returns_structs_and_buffers(tmp_path: Path) -> None:
