@@ -120,7 +120,11 @@ def test_the_older_plugin_contract_table() -> None:
             "identifier",
         ),
         ("[[enum]]\nname = 'E'\nrepr = 'f32'\n", "enum[0]", "integer type"),
-        ("[[enum]]\nname = 'E'\nrepr = 'u8'\nvariants = [{ name = 'A', value = 256 }]\n", "enum[0]", "not a u8"),
+        (
+            "[[enum]]\nname = 'E'\nrepr = 'u8'\nvariants = [{ name = 'A', value = 256 }]\n",
+            "enum[0].variants[0].value",
+            "does not fit u8",
+        ),
         ("[[enum]]\nname = 'i32'\n", "enum[0].name", "clashes"),
         ("guest_contract = 3\n", "guest_contract", "array of tables"),
     ],

@@ -1,7 +1,8 @@
 """The ``luaplug`` command.
 
 Subcommands: ``backends``, ``demo``, ``inspect BUNDLE``, ``call BUNDLE CONTRACT FN [ARGS...]``,
-``check BUNDLE``, ``codegen API --lang lua --plugin NAME --out DIR``. ``--backend`` and
+``check BUNDLE``, ``codegen --bundle bundle.toml --out DIR`` (alias ``generate``, polyplugc's
+files) or ``codegen API --plugin NAME --out DIR`` (single-file glue). ``--backend`` and
 ``--config`` work everywhere (``codegen`` runs no Lua and ignores them). Exit codes: 0 ok,
 1 failure, 2 usage. Errors are one line on stderr; ``-v`` adds the traceback and debug logs.
 """
@@ -9,7 +10,9 @@ Subcommands: ``backends``, ``demo``, ``inspect BUNDLE``, ``call BUNDLE CONTRACT 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import enum
+import json
 import logging
 import sys
 import traceback
@@ -24,8 +27,10 @@ from .config import Config, resolve_config
 from .errors import BackendNotFoundError, LuaplugError
 from .runtime import Bundle, Runtime
 from .typed import ApiSpec, TypeSpec, load_api
+from .typed.bundletoml import load_bundle_toml
+from .typed.glue import generate_api_glue, generate_glue, write_glue
 from .typed.luagen import write_lua
-from .typed.types import python_name
+from .typed.types import StructType, python_name
 
 __all__ = ["main"]
 
@@ -62,6 +67,16 @@ def parse_value(t: TypeSpec, text: str) -> Any:
     """
     if t.kind == "string":
         return text
+    if t.kind == "bytes":
+        return text.encode("utf-8")
+    if isinstance(t, StructType):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{t.name} is given as a JSON object ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{t.name} is given as a JSON object, not {text!r}")
+        return {k: _json_field(t, k, v) for k, v in data.items()}
     if t.kind == "bool":
         low = text.lower()
         if low in ("true", "1", "yes", "on"):
@@ -79,13 +94,42 @@ def parse_value(t: TypeSpec, text: str) -> Any:
     return int(text, 0)
 
 
+def _json_field(t: StructType, name: str, value: Any) -> Any:
+    """A JSON field value as the struct field wants it (enum names, nested objects, text for bytes)."""
+    ftype = next((f.type for f in t.fields if f.name == name), None)
+    if ftype is None:
+        return value  # the proxy names the unknown field
+    if isinstance(ftype, StructType) and isinstance(value, dict):
+        return {k: _json_field(ftype, k, v) for k, v in value.items()}
+    if isinstance(value, str) and ftype.kind in ("enum", "int", "float", "bool", "bytes"):
+        return parse_value(ftype, value)
+    return value
+
+
 def format_value(value: Any) -> str:
-    """A result as the command prints it (``true``/``false``, enum names, raw strings)."""
+    """A result as the command prints it (``true``/``false``, enum names, raw strings, structs as JSON)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, enum.IntEnum):
         return f"{value.name} ({int(value)})"
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.hex()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json.dumps(_plain(value), ensure_ascii=False)
     return str(value)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.IntEnum):
+        return value.name
+    if isinstance(value, bytes):
+        return format_value(value)
+    return value
 
 
 def _load(rt: Runtime, bundle: Path, args: argparse.Namespace) -> Bundle:
@@ -279,8 +323,26 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_codegen(args: argparse.Namespace) -> int:
     if args.lang != "lua":
         raise UsageError(f"unsupported --lang {args.lang!r} (supported: lua)")
-    path = write_lua(load_api(args.api), args.plugin, args.out, args.contract or None)
-    print(f"wrote {path}")
+    api_path = args.api or args.api_option
+    if args.api and args.api_option:
+        raise UsageError("give the api.toml once (API_TOML or --api)")
+    if args.bundle and api_path:
+        raise UsageError("give --bundle or an api.toml, not both")
+    if args.plugin is not None:
+        # luaplug's single-file glue: contracts.lua with the author's own polyplug_init
+        if not api_path:
+            raise UsageError("--plugin needs an api.toml (API_TOML or --api)")
+        written = [write_lua(load_api(api_path), args.plugin, args.out, args.contract or None)]
+    elif args.contract:
+        raise UsageError("--contract selects contracts for --plugin glue; with --bundle, [[plugin]] implements does")
+    elif args.bundle:
+        written = write_glue(generate_glue(load_bundle_toml(args.bundle)), args.out)
+    elif api_path:
+        written = write_glue(generate_api_glue(load_api(api_path)), args.out)
+    else:
+        raise UsageError("give --bundle BUNDLE_TOML (or an api.toml)")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -323,9 +385,11 @@ def _parser() -> argparse.ArgumentParser:
         "--instruction-limit", type=_count, metavar="N", help="VM instructions per entry into the bundle (0: none)"
     )
 
-    def add(name: str, help: str, func: Any, *, runs_bundle: bool = False) -> argparse.ArgumentParser:
+    def add(
+        name: str, help: str, func: Any, *, runs_bundle: bool = False, aliases: Sequence[str] = ()
+    ) -> argparse.ArgumentParser:
         parents = [common, limits] if runs_bundle else [common]
-        p = sub.add_parser(name, help=help, description=help, parents=parents)
+        p = sub.add_parser(name, help=help, description=help, parents=parents, aliases=list(aliases))
         p.set_defaults(func=func)
         return p
 
@@ -348,12 +412,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--default", action="store_true", help="call the default impl instead of a fresh instance")
     p = add("check", "load a bundle on every available backend and report differences", _cmd_check, runs_bundle=True)
     p.add_argument("bundle", metavar="BUNDLE")
-    p = add("codegen", "generate guest glue from an api.toml", _cmd_codegen)
-    p.add_argument("api", metavar="API_TOML")
-    p.add_argument("--lang", default="lua", help="target language (lua)")
-    p.add_argument("--plugin", required=True, metavar="NAME", help="plugin name (names set_<plugin>_factory)")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write contracts.lua into")
-    p.add_argument("--contract", action="append", metavar="NAME@MAJOR", help="only these contracts (repeatable)")
+    p = add(
+        "codegen",
+        "generate guest glue (polyplugc's files and API, or --plugin single-file glue)",
+        _cmd_codegen,
+        aliases=["generate"],  # polyplugc's name for it
+    )
+    p.add_argument("api", metavar="API_TOML", nargs="?", help="an api.toml (same as --api)")
+    p.add_argument("--bundle", metavar="BUNDLE_TOML", help="an authoring bundle.toml: manifest.toml + guest/*.lua")
+    p.add_argument("--api", dest="api_option", metavar="API_TOML", help="an api.toml alone: guest/*.lua, no plugins")
+    p.add_argument("-l", "--lang", default="lua", help="target language (lua)")
+    p.add_argument("--plugin", metavar="NAME", help="luaplug's single-file glue for plugin NAME: OUT/contracts.lua")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--contract", action="append", metavar="NAME@MAJOR", help="--plugin glue: only these contracts")
     return parser
 
 

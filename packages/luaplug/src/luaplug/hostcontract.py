@@ -71,15 +71,21 @@ def _u(ptr: Any) -> int:
 def _layout(params: tuple[TypeSpec, ...]) -> list[int]:
     """Field offsets of the arg-pack struct (C layout; one param: offset 0)."""
     offsets, pos = [], 0
+    from .typed.values import size_align
+
     for t in params:
-        align = ffi.alignof(t.ctype)
+        size, align = size_align(t)
         pos = (pos + align - 1) // align * align
         offsets.append(pos)
-        pos += ffi.sizeof(t.ctype)
+        pos += size
     return offsets
 
 
 def _read(t: TypeSpec, address: int) -> object:
+    if t.kind in ("struct", "bytes"):
+        from .typed.values import load_at
+
+        return load_at(t, address)
     if t.kind == "string":
         sv = ffi.cast("StringView*", address)
         n = int(sv.len)
@@ -97,7 +103,21 @@ def _read(t: TypeSpec, address: int) -> object:
     return value
 
 
+def _copy_out(data: bytes) -> int:
+    """``data`` in ``malloc`` memory the receiver frees (``host.free``); its address."""
+    p = _libc.malloc(len(data), 1)
+    if not p:
+        raise MemoryError(f"allocating {len(data)} bytes for a result failed")
+    ffi.memmove(ffi.cast("uint8_t*", p), data, len(data))
+    return p
+
+
 def _write(t: TypeSpec, address: int, value: object) -> None:
+    if t.kind in ("struct", "bytes"):
+        from .typed.values import store_at
+
+        store_at(t, address, value, f"the {t.name} result", _copy_out)
+        return
     if t.kind == "string":
         if isinstance(value, str):
             data = value.encode("utf-8")

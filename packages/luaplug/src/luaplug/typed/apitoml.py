@@ -1,7 +1,10 @@
 """Reading polyplug's ``api.toml`` (spec §14) into an :class:`~luaplug.typed.spec.ApiSpec`.
 
-Tables read: ``[[guest_contract]]`` (older files: ``[[plugin_contract]]``), ``[[host_contract]]``
-and ``[[enum]]``. Unknown keys are ignored; every error names the file and the key.
+Both dialects are read: polyplugc 0.1.3's (``[[plugin_contract]]``, enum values as strings that
+may be expressions, ``[[types]]`` structs, ``Buffer``) and the later one (``[[guest_contract]]``,
+integer enum values, ``return = { type = ... }``). Tables read: ``[[plugin_contract]]`` (or
+``[[guest_contract]]``, or the deprecated ``[[contract]]``: one of them), ``[[host_contract]]``,
+``[[enum]]`` and ``[[types]]``. Unknown keys are ignored; every error names the file and the key.
 """
 
 from __future__ import annotations
@@ -10,12 +13,24 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from .. import _toml
 from ..errors import ApiSpecError
+from .enumexpr import EnumExprError, evaluate
 from .spec import ApiSpec, ContractSpec, FunctionSpec, ParamSpec, resolve_type, validate_contract
-from .types import PRIMITIVES, EnumType, TypeSpec
+from .types import PRIMITIVES, EnumType, FieldSpec, StructType, TypeSpec
+
+#: The tables a guest contract may be declared in (polyplugc 0.1.3 reads the first and the last).
+_GUEST_TABLES: Final = ("plugin_contract", "guest_contract", "contract")
+#: C names the ABI declarations already use: a struct may not take one.
+_ABI_NAMES: Final = frozenset(
+    "StringView Buffer Version AbiError VmLoaderData GuestContractInstance GuestContractHandle Array "
+    "BundleInitContext PluginDescriptor ArenaOverflowBlock CallArena VmCallFn CreateInstanceFn "
+    "DestroyInstanceFn VmDispatch NativeDispatch DispatchMechanisms GuestContractInterface "
+    "HostContractInstance HostContractInterface HostApi DependencyInfo Ed25519PublicKey ReloadPhase "
+    "RuntimeConfig".split()
+)
 
 __all__ = ["load_api", "parse_api"]
 
@@ -60,10 +75,20 @@ def parse_api(source: str | Mapping[str, Any], *, path: str | None = None) -> Ap
     return _Parser(path).parse(data)
 
 
+_C_WORDS: Final = frozenset(
+    "auto bool break case char const continue default do double else enum extern float for goto if inline int long "
+    "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while "
+    "and elseif end false function in local nil not or repeat then true until".split()
+)
+
+
 class _Parser:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.enums: dict[str, EnumType] = {}
+        #: declared enums and structs by name (what a type reference may name besides built-ins)
+        self.named: dict[str, EnumType | StructType] = {}
+        self.pending: dict[str, str] = {}
 
     def fail(self, message: str, key: str) -> ApiSpecError:
         return ApiSpecError(message, path=self.path, key=key)
@@ -84,10 +109,19 @@ class _Parser:
         return value
 
     def parse(self, data: Mapping[str, Any]) -> ApiSpec:
-        enums = [self.enum(t, f"enum[{i}]") for i, t in enumerate(self.array_of_tables(data, "enum"))]
-        guest_key = "guest_contract" if "guest_contract" in data else "plugin_contract"
-        if "guest_contract" in data and "plugin_contract" in data:
-            raise self.fail("give [[guest_contract]] or the older [[plugin_contract]], not both", "plugin_contract")
+        enum_tables = self.array_of_tables(data, "enum")
+        type_tables = self.array_of_tables(data, "types")
+        self.claim_names(enum_tables, "enum")
+        self.claim_names(type_tables, "types")
+        enums = [self.enum(t, f"enum[{i}]") for i, t in enumerate(enum_tables)]
+        structs = self.structs(type_tables)
+        present = [k for k in _GUEST_TABLES if k in data]
+        if len(present) > 1:
+            raise self.fail(
+                f"declare guest contracts in one table, not in {' and '.join(f'[[{k}]]' for k in present)}",
+                present[1],
+            )
+        guest_key = present[0] if present else "plugin_contract"
         guests = [
             self.contract(t, f"{guest_key}[{i}]", "guest") for i, t in enumerate(self.array_of_tables(data, guest_key))
         ]
@@ -102,16 +136,69 @@ class _Parser:
                 if tag in seen:
                     raise self.fail(f"contract {c.key} is declared twice (first at {seen[tag]})", f"{prefix}[{i}]")
                 seen[tag] = f"{prefix}[{i}]"
-        return ApiSpec(tuple(guests), tuple(hosts), tuple(enums), self.path)
+        return ApiSpec(tuple(guests), tuple(hosts), tuple(enums), self.path, tuple(structs))
+
+    def claim_names(self, tables: list[Mapping[str, Any]], what: str) -> None:
+        """Check the names of enums and structs before any is resolved (they may refer to each other)."""
+        for i, t in enumerate(tables):
+            key = f"{what}[{i}]"
+            name = self.text(t, "name", key)
+            if not name.isidentifier() or not name.isascii():
+                raise self.fail(f"{name!r} is not an identifier", f"{key}.name")
+            if name in PRIMITIVES or name in _ABI_NAMES or name in self.named or name in self.pending:
+                raise self.fail(f"{name!r} clashes with a built-in type or another enum or struct", f"{key}.name")
+            self.pending[name] = key
+
+    def structs(self, tables: list[Mapping[str, Any]]) -> list[StructType]:
+        """Every ``[[types]]`` struct, in declaration order; a field may name a struct declared later."""
+        by_name = {str(t["name"]): (t, f"types[{i}]") for i, t in enumerate(tables)}
+        done: dict[str, StructType] = {}
+        visiting: list[str] = []
+
+        def build(name: str) -> StructType:
+            if name in done:
+                return done[name]
+            table, key = by_name[name]
+            if name in visiting:
+                cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+                raise self.fail(f"struct {name} contains itself ({cycle})", key)
+            visiting.append(name)
+            raw = table.get("fields", [])
+            if not isinstance(raw, list) or not raw:
+                raise self.fail("must be a non-empty array of {name, type} tables", f"{key}.fields")
+            fields: list[FieldSpec] = []
+            for i, f in enumerate(raw):
+                fkey = f"{key}.fields[{i}]"
+                if not isinstance(f, dict):
+                    raise self.fail("must be a {name, type} table", fkey)
+                fname = self.text(f, "name", fkey)
+                if not fname.isidentifier() or not fname.isascii() or fname in _C_WORDS:
+                    raise self.fail(f"field name {fname!r} is not usable in C and Lua", f"{fkey}.name")
+                if any(x.name == fname for x in fields):
+                    raise self.fail(f"field {fname!r} is declared twice", f"{fkey}.name")
+                tname = f.get("type")
+                if isinstance(tname, str) and tname in by_name:
+                    ftype: TypeSpec = build(tname)
+                else:
+                    ftype = self.type_ref(tname, f"{fkey}.type")
+                fields.append(FieldSpec(fname, ftype, self.text(f, "docs", fkey, required=False)))
+            visiting.pop()
+            st = StructType(name, tuple(fields), self.text(table, "docs", key, required=False))
+            done[name] = st
+            self.named[name] = st
+            return st
+
+        return [build(name) for name in by_name]
 
     def enum(self, table: Mapping[str, Any], key: str) -> EnumType:
         name = self.text(table, "name", key)
-        if name in PRIMITIVES or name in self.enums:
-            raise self.fail(f"enum {name!r} clashes with a built-in type or another enum", f"{key}.name")
         rep = table.get("repr", "i32")
         raw = table.get("variants", [])
         if not isinstance(raw, list):
             raise self.fail("must be an array of {name, value} tables", f"{key}.variants")
+        bitflag = table.get("bitflag", False)
+        if not isinstance(bitflag, bool):
+            raise self.fail(f"must be true or false, not {bitflag!r}", f"{key}.bitflag")
         variants: dict[str, int] = {}
         for i, v in enumerate(raw):
             vkey = f"{key}.variants[{i}]"
@@ -121,19 +208,39 @@ class _Parser:
             if vname in variants:
                 raise self.fail(f"variant {vname!r} is declared twice", f"{vkey}.name")
             value = v.get("value", i if not variants else max(variants.values()) + 1)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise self.fail(f"must be an integer, not {value!r}", f"{vkey}.value")
+            if isinstance(value, str):
+                try:
+                    value = evaluate(value, variants)
+                except EnumExprError as exc:
+                    raise self.fail(f"bad value expression {v['value']!r}: {exc}", f"{vkey}.value") from None
+            elif isinstance(value, bool) or not isinstance(value, int):
+                raise self.fail(f"must be an integer or an expression string, not {value!r}", f"{vkey}.value")
             variants[vname] = value
+        if isinstance(rep, str) and rep in PRIMITIVES and PRIMITIVES[rep].kind == "int":
+            rtype = PRIMITIVES[rep]
+            for i, (vname, value) in enumerate(variants.items()):
+                if value < 0 and rtype.lo == 0 and value >= -(rtype.hi + 1):
+                    # ~x in an unsigned repr: the bit pattern, as C would store it
+                    variants[vname] = value & rtype.hi
+                elif not rtype.lo <= value <= rtype.hi:
+                    raise self.fail(f"{vname} = {value} does not fit {rep}", f"{key}.variants[{i}].value")
         e = EnumType.create(
-            name, rep, variants, docs=self.text(table, "docs", key, required=False), path=self.path, key=key
+            name,
+            rep,
+            variants,
+            docs=self.text(table, "docs", key, required=False),
+            bitflag=bitflag,
+            path=self.path,
+            key=key,
         )
         self.enums[name] = e
+        self.named[name] = e
         return e
 
     def type_ref(self, value: object, key: str) -> TypeSpec:
         if not isinstance(value, str):
             raise self.fail(f"a type name must be a string, not {value!r}", key)
-        return resolve_type(value, self.enums, path=self.path, key=key)
+        return resolve_type(value, self.named, path=self.path, key=key)
 
     def contract(self, table: Mapping[str, Any], key: str, kind: Literal["guest", "host"]) -> ContractSpec:
         name = self.text(table, "name", key)

@@ -115,6 +115,15 @@ def generate_lua(api: ApiSpec, plugin: str, contracts: Sequence[str] | None = No
     for c in chosen:
         if c.kind != "guest":
             raise ApiSpecError(f"{c.key} is a host contract: glue is generated for guest contracts", path=api.path)
+        for fn in c.functions:
+            used = [p.type for p in fn.params] + ([fn.returns] if fn.returns is not None else [])
+            odd = next((t for t in used if t.kind in ("struct", "bytes")), None)
+            if odd is not None:
+                raise ApiSpecError(
+                    f"{c.key} {fn.name}() uses {odd.name}: the single-file glue takes scalars, StringView and "
+                    "enums; generate with --bundle for structs and Buffer",
+                    path=api.path,
+                )
     ident = lua_identifier(plugin)
     setter, register = f"set_{ident}_factory", f"register_{ident}"
     origin = source or api.path or "a Python declaration"

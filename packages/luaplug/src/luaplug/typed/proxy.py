@@ -28,6 +28,7 @@ from ..errors import ContractNotFoundError, DispatchError, LuaplugError
 from .apitoml import load_api
 from .spec import ApiSpec, ContractSpec, FunctionSpec
 from .types import EnumType, ScalarType, TypeSpec, python_name
+from .values import load, store
 
 if TYPE_CHECKING:
     from ..contract import Contract, Instance
@@ -73,10 +74,10 @@ class _Compiled:
         if n == 0:
             self.args_address = 0
         elif n == 1:
-            self.args = ffi.new(f"{fn.params[0].type.ctype}*")
+            self.args = ffi.new(f"{fn.params[0].type.cdecl}*")
             self.args_address = _address(self.args)
         else:
-            fields = " ".join(f"{p.type.ctype} {p.name};" for p in fn.params)
+            fields = " ".join(f"{p.type.cdecl} {p.name};" for p in fn.params)
             # An anonymous struct with the exact layout of <ContractStruct><FnPascal>Args.
             self.args = ffi.new(f"struct {{ {fields} }} *")
             self.args_address = _address(self.args)
@@ -88,7 +89,7 @@ class _Compiled:
             # SAFETY: aliases self.out (ptr @0, len @8) for as long as this object lives.
             self.names["_lp_outw"] = ffi.cast("uintptr_t*", self.out)
         else:
-            self.out = ffi.new(f"{fn.returns.ctype}*")
+            self.out = ffi.new(f"{fn.returns.cdecl}*")
             self.out_address = _address(self.out)
 
         # Built now: building it fills self.names with the helpers it refers to.
@@ -101,6 +102,9 @@ class _Compiled:
         pnames = [f"{n}_" if n.startswith("_lp") else n for n in pnames]
         body: list[str] = []
         single = len(fn.params) == 1
+        if any(p.type.kind in ("struct", "bytes") for p in fn.params):
+            self.names["_lp_keep"] = []
+            body.append("_lp_keep.clear()")
         for i, (p, local) in enumerate(zip(fn.params, pnames, strict=True)):
             body += self._pack(i, p.name, p.type, local, single)
         if fn.returns is not None and fn.returns.kind == "string":
@@ -124,6 +128,12 @@ class _Compiled:
         fname = self.fn.name
         self.names[f"_lp_err_{i}"] = lambda exc, _p=name, _t=t.name: _arg_error(exc, fname, _p, _t)
         target = "_lp_args[0]" if single else f"_lp_args.{name}"
+        if t.kind in ("struct", "bytes"):
+            self.names[f"_lp_slot_{i}"] = self.args if single else ffi.addressof(self.args, name)
+            self.names[f"_lp_store_{i}"] = lambda v, slot, keep, _t=t, _p=name: store(
+                _t, slot, v, keep, f"{fname}() argument {_p!r} ({_t.name})"
+            )
+            return [f"_lp_store_{i}({local}, _lp_slot_{i}, _lp_keep)"]
         if t.kind == "string":
             self.names[f"_lp_str_{i}"] = lambda v, _p=name: _string_arg(v, fname, _p)
             sv = "_lp_args" if single else f"_lp_sv_{i}"
@@ -160,7 +170,7 @@ class _Compiled:
                 f"if {target} in _lp_infs and {local} not in _lp_infs: "
                 f"raise _lp_err_{i}(OverflowError('{local} does not fit float'))"
             )
-        if isinstance(t, EnumType):
+        if isinstance(t, EnumType) and not t.bitflag:
             self.names[f"_lp_valid_{i}"] = frozenset(v for _, v in t.variants)
             lines.append(
                 f"if {local} not in _lp_valid_{i}: "
@@ -183,6 +193,9 @@ class _Compiled:
                 "if not _lp_p: _lp_null_string()",
                 "return _lp_unpack(_lp_p, _lp_n).decode('utf-8')",
             ]
+        if t.kind in ("struct", "bytes"):
+            self.names["_lp_load"] = lambda out, _t=t: _load_result(_t, out)
+            return ["return _lp_load(_lp_out)"]
         if isinstance(t, EnumType):
             self.names["_lp_members"] = {int(m.value): m for m in t.python}
             return ["_lp_v = _lp_out[0]", "return _lp_members.get(_lp_v, _lp_v)"]
@@ -213,6 +226,13 @@ class _Compiled:
         method.__qualname__ = f"TypedProxy.{self.fn.name}"
         method.__doc__ = f"{self.fn.signature()}\n\n{self.fn.docs}".rstrip()
         return method
+
+
+def _load_result(t: TypeSpec, out: Any) -> object:
+    try:
+        return load(t, out)
+    except ValueError as exc:
+        raise DispatchError(AbiErrorCode.InvalidPointer, lua_error=f"the guest's {t.name} result: {exc}") from None
 
 
 def _null_string() -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ..errors import ApiSpecError
-from .types import PRIMITIVES, EnumType, ScalarType, TypeSpec, pascal_case
+from .types import PRIMITIVES, EnumType, ScalarType, StructType, TypeSpec, pascal_case
 
 __all__ = [
     "ApiSpec",
@@ -47,18 +47,22 @@ _C_KEYWORDS: Final = frozenset(
 )
 
 #: What a declaration may name as a type: a built-in name, a type object, or an ``IntEnum`` class.
-TypeLike = str | ScalarType | EnumType | type[_enum.IntEnum]
+TypeLike = str | ScalarType | EnumType | StructType | type[_enum.IntEnum]
 
 
 def resolve_type(
-    t: object, enums: Mapping[str, EnumType] | None = None, *, path: str | None = None, key: str | None = None
+    t: object,
+    enums: Mapping[str, EnumType | StructType] | None = None,
+    *,
+    path: str | None = None,
+    key: str | None = None,
 ) -> TypeSpec:
     """The type ``t`` names.
 
-    :param enums: declared enums by name (for string references)
+    :param enums: declared enums and structs by name (for string references)
     :raises ApiSpecError: an unknown type name or a bad type object
     """
-    if isinstance(t, (ScalarType, EnumType)):
+    if isinstance(t, (ScalarType, EnumType, StructType)):
         return t
     if isinstance(t, str):
         found = PRIMITIVES.get(t) or (enums or {}).get(t)
@@ -161,6 +165,7 @@ class ApiSpec:
     host_contracts: tuple[ContractSpec, ...] = ()
     enums: tuple[EnumType, ...] = ()
     path: str | None = None
+    types: tuple[StructType, ...] = ()
 
     def contract(self, name: str) -> ContractSpec:
         """The guest (else host) contract ``"name@major"``, or ``"name"`` when only one major is declared.
@@ -188,6 +193,16 @@ class ApiSpec:
         for e in self.enums:
             if e.name == name:
                 return e
+        raise KeyError(name)
+
+    def struct(self, name: str) -> StructType:
+        """The declared struct (``[[types]]``) ``name``.
+
+        :raises KeyError: not declared
+        """
+        for t in self.types:
+            if t.name == name:
+                return t
         raise KeyError(name)
 
 
@@ -301,8 +316,8 @@ def validate_contract(spec: ContractSpec, *, path: str | None = None, key: str |
         seen.add(fn.name)
 
 
-def api(*contracts: ContractSpec, enums: Sequence[EnumType] = ()) -> ApiSpec:
-    """Group Python-declared contracts (and enums) into one :class:`ApiSpec`."""
+def api(*contracts: ContractSpec, enums: Sequence[EnumType] = (), types: Sequence[StructType] = ()) -> ApiSpec:
+    """Group Python-declared contracts (and enums, structs) into one :class:`ApiSpec`."""
     guests = tuple(c for c in contracts if c.kind == "guest")
     hosts = tuple(c for c in contracts if c.kind == "host")
-    return ApiSpec(guests, hosts, tuple(enums))
+    return ApiSpec(guests, hosts, tuple(enums), None, tuple(types))

@@ -1,18 +1,31 @@
-"""The value types of typed contracts (spec §14): scalars, ``StringView`` and enums."""
+"""The value types of typed contracts (spec §14): scalars, ``StringView``, ``Buffer``, enums, structs."""
 
 from __future__ import annotations
 
 import enum
 import keyword
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Final, Literal
 
 from ..errors import ApiSpecError
 
-__all__ = ["PRIMITIVES", "EnumType", "ScalarType", "TypeSpec", "pascal_case", "python_name"]
+__all__ = [
+    "BUFFER_CDECL",
+    "PRIMITIVES",
+    "EnumType",
+    "FieldSpec",
+    "ScalarType",
+    "StructType",
+    "TypeSpec",
+    "pascal_case",
+    "python_name",
+]
 
-Kind = Literal["int", "float", "bool", "string"]
+Kind = Literal["int", "float", "bool", "string", "bytes"]
+
+#: polyplug-abi's ``Buffer`` (24 bytes) as an anonymous C struct, for cffi declarations.
+BUFFER_CDECL: Final = "struct { void* ptr; size_t len; size_t cap; }"
 
 
 @dataclass(frozen=True)
@@ -21,7 +34,7 @@ class ScalarType:
 
     :ivar name: the ``api.toml`` spelling (``"i32"``, ``"StringView"``)
     :ivar ctype: the C type of a field or an out slot (``"int32_t"``)
-    :ivar kind: ``"int"``, ``"float"``, ``"bool"`` or ``"string"``
+    :ivar kind: ``"int"``, ``"float"``, ``"bool"``, ``"string"`` (``StringView``) or ``"bytes"`` (``Buffer``)
     :ivar lo: smallest value (integers only)
     :ivar hi: largest value (integers only)
     """
@@ -35,7 +48,12 @@ class ScalarType:
     @property
     def python(self) -> type:
         """The Python type a proxy takes and returns."""
-        return {"int": int, "float": float, "bool": bool, "string": str}[self.kind]
+        return {"int": int, "float": float, "bool": bool, "string": str, "bytes": bytes}[self.kind]
+
+    @property
+    def cdecl(self) -> str:
+        """The type as luaplug's cffi declarations spell it (``Buffer`` as its anonymous struct)."""
+        return BUFFER_CDECL if self.kind == "bytes" else self.ctype
 
 
 def _int(name: str, bits: int, signed: bool) -> ScalarType:
@@ -59,6 +77,7 @@ PRIMITIVES: Final[Mapping[str, ScalarType]] = {
         ScalarType("f64", "double", "float"),
         ScalarType("bool", "bool", "bool"),
         ScalarType("StringView", "StringView", "string"),
+        ScalarType("Buffer", "Buffer", "bytes"),
     )
 }
 
@@ -71,6 +90,7 @@ class EnumType:
     :ivar repr: the integer type it is stored as
     :ivar variants: ``(name, value)`` pairs in declaration order
     :ivar python: the ``IntEnum`` class a proxy takes and returns
+    :ivar bitflag: values are OR-combinations of the variants (any value of the repr is accepted)
     """
 
     name: str
@@ -78,6 +98,7 @@ class EnumType:
     variants: tuple[tuple[str, int], ...]
     docs: str = ""
     python: type[enum.IntEnum] = field(default=enum.IntEnum, compare=False, repr=False)
+    bitflag: bool = False
 
     def __post_init__(self) -> None:
         if self.python is enum.IntEnum:
@@ -94,6 +115,11 @@ class EnumType:
         """The C type of the enum's repr."""
         return self.repr.ctype
 
+    @property
+    def cdecl(self) -> str:
+        """The C type of the enum's repr (as cffi spells it)."""
+        return self.repr.ctype
+
     @classmethod
     def create(
         cls,
@@ -102,6 +128,7 @@ class EnumType:
         variants: Mapping[str, int] | type[enum.IntEnum],
         *,
         docs: str = "",
+        bitflag: bool = False,
         path: str | None = None,
         key: str | None = None,
     ) -> EnumType:
@@ -130,11 +157,56 @@ class EnumType:
             seen.add(vname)
             if isinstance(value, bool) or not isinstance(value, int) or not rep.lo <= value <= rep.hi:
                 raise ApiSpecError(f"enum {name}: variant {vname} = {value!r} is not a {rep.name}", path=path, key=key)
-        return cls(name, rep, tuple(pairs), docs, python)
+        return cls(name, rep, tuple(pairs), docs, python, bitflag)
 
 
-#: A type a param or a return can have.
-TypeSpec = ScalarType | EnumType
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of a :class:`StructType`."""
+
+    name: str
+    type: TypeSpec
+    docs: str = ""
+
+
+@dataclass(frozen=True)
+class StructType:
+    """A user struct (``[[types]]`` in an ``api.toml``): fields in declaration order, C layout.
+
+    A proxy takes a mapping (or any object with the field names as attributes) and returns
+    an instance of :attr:`python`, a frozen dataclass with the same fields.
+
+    :ivar name: the struct's name, also its C typedef name in generated glue
+    """
+
+    name: str
+    fields: tuple[FieldSpec, ...]
+    docs: str = ""
+    python: type = field(default=object, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.python is object:
+            cls = make_dataclass(python_name(self.name), [python_name(f.name) for f in self.fields], frozen=True)
+            object.__setattr__(self, "python", cls)
+
+    @property
+    def kind(self) -> Literal["struct"]:
+        """Always ``"struct"``."""
+        return "struct"
+
+    @property
+    def ctype(self) -> str:
+        """The struct's C name (the typedef generated glue declares)."""
+        return self.name
+
+    @property
+    def cdecl(self) -> str:
+        """The struct as an anonymous cffi declaration (nested structs inlined)."""
+        return "struct { " + " ".join(f"{f.type.cdecl} {f.name};" for f in self.fields) + " }"
+
+
+#: A type a param, a return or a struct field can have.
+TypeSpec = ScalarType | EnumType | StructType
 
 
 def pascal_case(name: str) -> str:
