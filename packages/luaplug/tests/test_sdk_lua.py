@@ -165,7 +165,10 @@ def test_native_dispatch_and_enums(lua: LuaRuntime) -> None:
 
 
 def test_abi_version(lua: LuaRuntime) -> None:
-    assert lua.eval("abi.POLYPLUG_ABI_VERSION") == 1
+    # polyplug 0.1.3 declares it as ffi.cast("uint32_t", 1): a uint32_t cdata equal to 1.
+    assert lua.eval("abi.POLYPLUG_ABI_VERSION == 1") is True
+    assert lua.eval("ffi.istype('uint32_t', abi.POLYPLUG_ABI_VERSION)") is True
+    assert lua.eval("tonumber(abi.POLYPLUG_ABI_VERSION)") == 1
 
 
 # -- module identity and repeated loading --------------------------------------------------
@@ -185,7 +188,7 @@ def test_loading_twice_does_not_raise(lua: LuaRuntime) -> None:
     # A second copy runs its cdef guard against types the first copy declared.
     path = (SDK_DIR / "abi.lua").as_posix()
     again = lua.eval("function(p) return dofile(p) end")(path)
-    assert again.POLYPLUG_ABI_VERSION == 1
+    assert lua.eval("function(m) return m.POLYPLUG_ABI_VERSION == 1 end")(again) is True
     lua.execute("package.loaded.abi = nil; package.loaded.polyplug_abi = nil")
     lua.execute("package.loaded.polyplug_guest = nil")
     assert lua.eval("require('polyplug_guest').ok().code") == 0
@@ -255,6 +258,16 @@ def test_contract_ids(lua: LuaRuntime, name: str, major: int) -> None:
         f"guest_contract:{name}@{major}".encode()
     )
     assert lua_u64(lua, f"abi.host_contract_id({name!r}, {major})") == fnv1a64(f"host_contract:{name}@{major}".encode())
+
+
+@pytest.mark.parametrize(
+    ("major", "text"),
+    [("1", "1"), ("'1'", "1"), ("'01'", "01"), ("1.5", "1.5"), ("-1", "-1"), ("nil", "nil"), ("1e15", "1e+15")],
+)
+def test_contract_ids_write_the_major_with_tostring(lua: LuaRuntime, major: str, text: str) -> None:
+    # polyplug 0.1.3 builds the id text with tostring(major); the same text gives the same id.
+    assert lua_u64(lua, f"abi.guest_contract_id('p.x', {major})") == fnv1a64(f"guest_contract:p.x@{text}".encode())
+    assert lua_u64(lua, f"abi.host_contract_id('p.x', {major})") == fnv1a64(f"host_contract:p.x@{text}".encode())
 
 
 # -- to_str --------------------------------------------------------------------------------
@@ -356,35 +369,123 @@ def test_to_str_edge_cases(lua: LuaRuntime) -> None:
 
 
 # -- string helpers ------------------------------------------------------------------------
+# polyplug 0.1.3's starts_with, ends_with, strip_prefix and split take a StringView (read as
+# to_str reads it; nil is ""); ours also take a Lua string. Each case runs on both forms.
+
+VIEW = """function(s)
+    kept_views = kept_views or {}
+    local buf = ffi.new("uint8_t[?]", #s + 1)
+    ffi.copy(buf, s, #s)
+    kept_views[#kept_views + 1] = buf
+    return ffi.new("StringView", buf, #s)
+end"""
 
 
-def test_prefix_suffix_helpers(lua: LuaRuntime) -> None:
-    assert lua.eval('abi.starts_with("guest_contract:x", "guest_contract:")') is True
-    assert lua.eval('abi.starts_with("gu", "guest")') is False
-    assert lua.eval('abi.starts_with("abc", "")') is True
-    assert lua.eval('abi.ends_with("lib.lua", ".lua")') is True
-    assert lua.eval('abi.ends_with("lua", ".lua")') is False
-    assert lua.eval('abi.ends_with("abc", "")') is True
-    assert lua.eval('abi.strip_prefix("iso.Counter@1", "iso.")') == "Counter@1"
-    assert lua.eval('abi.strip_prefix("iso.Counter", "iso.Counter")') == ""
-    assert lua.eval('abi.strip_prefix("iso.Counter", "other.")') is None
+def forms(lua: LuaRuntime, s: str) -> list[Any]:
+    """s as a Lua string, as a StringView and as a StringView* (what a handler's args hold)."""
+    view = lua.eval(VIEW)(s)
+    ptr = lua.eval('function(v) local a = ffi.new("StringView[1]", v) kept_views[#kept_views + 1] = a return a + 0 end')
+    return [s, view, ptr(view)]
 
 
-def split(lua: LuaRuntime, s: str, delim: str) -> list[str]:
+PREFIX_CASES = [
+    ("guest_contract:x", "guest_contract:", True, "x"),
+    ("gu", "guest", False, "gu"),
+    ("abc", "", True, "abc"),
+    ("", "", True, ""),
+    ("", "a", False, ""),
+    ("iso.Counter", "iso.Counter", True, ""),
+    ("iso.Counter", "other.", False, "iso.Counter"),
+    ("a%b", "a%", True, "b"),  # plain text, no patterns
+    ("\xffab", "\xff", True, "ab"),
+]
+
+
+@pytest.mark.parametrize(("s", "prefix", "starts", "stripped"), PREFIX_CASES)
+def test_starts_with_and_strip_prefix(lua: LuaRuntime, s: str, prefix: str, starts: bool, stripped: str) -> None:
+    for v in forms(lua, s):
+        assert lua.eval("abi.starts_with")(v, prefix) is starts
+        # 0.1.3: the text without the prefix, or the whole text when it does not start with it
+        assert lua.eval("abi.strip_prefix")(v, prefix) == stripped
+
+
+@pytest.mark.parametrize(
+    ("s", "suffix", "ends"),
+    [("lib.lua", ".lua", True), ("lua", ".lua", False), ("abc", "", True), ("", "", True), ("", "x", False),
+     ("abc", "abc", True), ("abc", "xabc", False), ("a.b", "%b", False)],
+)  # fmt: skip
+def test_ends_with(lua: LuaRuntime, s: str, suffix: str, ends: bool) -> None:
+    for v in forms(lua, s):
+        assert lua.eval("abi.ends_with")(v, suffix) is ends
+
+
+def test_string_helpers_on_nil_and_null_views(lua: LuaRuntime) -> None:
+    for v in ("nil", 'ffi.new("StringView", nil, 3)', 'ffi.cast("StringView*", 0)'):
+        assert lua.eval(f'abi.starts_with({v}, "")') is True
+        assert lua.eval(f'abi.starts_with({v}, "a")') is False
+        assert lua.eval(f'abi.ends_with({v}, "")') is True
+        assert lua.eval(f'abi.ends_with({v}, "a")') is False
+        assert lua.eval(f'abi.strip_prefix({v}, "a")') == ""
+        assert lua.eval(f'#abi.split({v}, ",")') == 0
+
+
+def test_string_helpers_reject_what_is_not_text(lua: LuaRuntime) -> None:
+    for fn in ("starts_with", "ends_with", "strip_prefix", "split"):
+        for bad in ("42", "{}", "true"):
+            with pytest.raises(LuaError, match=f"{fn}: expected a StringView cdata or a string"):
+                lua.eval(f'abi.{fn}({bad}, "x")')
+    for fn, what in (("starts_with", "prefix"), ("ends_with", "suffix"), ("strip_prefix", "prefix")):
+        for bad in ("nil", "1", "{}"):
+            with pytest.raises(LuaError, match=f"{fn}: {what} must be a string"):
+                lua.eval(f'abi.{fn}("abc", {bad})')
+    with pytest.raises(LuaError, match="split: delimiter must be a string"):
+        lua.eval('abi.split("abc", {})')
+    # to_str itself still refuses a Lua string, as 0.1.3's does
+    with pytest.raises(LuaError, match="to_str: expected a StringView cdata"):
+        lua.eval('abi.to_str("abc")')
+
+
+def split(lua: LuaRuntime, s: Any, delim: Any = None) -> list[str]:
     return list(lua.eval("abi.split")(s, delim).values())
 
 
-def test_split(lua: LuaRuntime) -> None:
-    assert split(lua, "a,,b,", ",") == ["a", "", "b", ""]
-    assert split(lua, ",a", ",") == ["", "a"]
-    assert split(lua, "", ",") == [""]
-    assert split(lua, "abc", ",") == ["abc"]
-    assert split(lua, "a::b::::c", "::") == ["a", "b", "", "c"]
-    assert split(lua, "a.b%c", ".") == ["a", "b%c"]  # plain find, no patterns
-    assert split(lua, "x%y", "%") == ["x", "y"]
-    assert list(lua.eval('abi.split(ffi.new("StringView", "p@1", 3), "@")').values()) == ["p", "1"]
-    with pytest.raises(LuaError, match="split: delimiter"):
-        lua.eval('abi.split("abc", "")')
+SPLIT_CASES = [
+    ("a,,b,", ",", ["a", "", "b", ""]),
+    (",a", ",", ["", "a"]),
+    ("|a|", "|", ["", "a", ""]),
+    ("abc", ",", ["abc"]),
+    ("a::b::::c", "::", ["a", "b", "", "c"]),
+    ("a::b::c", "::", ["a", "b", "c"]),
+    ("a.b%c", ".", ["a", "b%c"]),  # the delimiter is plain text, never a pattern
+    ("x%y", "%", ["x", "y"]),
+    ("a b  c", " ", ["a", "b", "", "c"]),
+    ("a b", "%s+", ["a b"]),
+    ("name,value,42", ",", ["name", "value", "42"]),
+    ("", ",", []),  # an empty text has no pieces
+    ("", "", []),
+    ("abc", "", ["abc"]),  # an empty delimiter: the whole text
+    ("abc", None, ["abc"]),
+    ("a5b", 5, ["a", "b"]),  # a number delimiter is its text, as string.find reads it
+]
+
+
+@pytest.mark.parametrize(("s", "delim", "pieces"), SPLIT_CASES)
+def test_split(lua: LuaRuntime, s: str, delim: Any, pieces: list[str]) -> None:
+    for v in forms(lua, s):
+        assert split(lua, v, delim) == pieces
+
+
+def test_split_takes_any_bytes(lua: LuaRuntime) -> None:
+    assert (
+        lua.eval("""(function()
+        local data = "\\255,\\0,\\192\\128"
+        local buf = ffi.new("uint8_t[?]", #data)
+        ffi.copy(buf, data, #data)
+        local p = abi.split(ffi.new("StringView", buf, #data), ",")
+        return #p == 3 and p[1] == "\\255" and p[2] == "\\0" and p[3] == "\\192\\128"
+    end)()""")
+        is True
+    )
 
 
 # -- polyplug_guest ------------------------------------------------------------------------
@@ -397,9 +498,21 @@ def test_cast_helpers(lua: LuaRuntime) -> None:
         local addr = tonumber(ffi.cast("uintptr_t", ffi.cast("void*", h)))
         local p1 = guest.cast_host_interface(addr)
         local p2 = guest.cast_host_interface(ffi.cast("void*", h))
-        return ffi.istype("const HostApi*", p1) and ffi.istype("const HostApi*", p2)
+        return ffi.istype("HostApi*", p1) and ffi.istype("HostApi*", p2)
             and p1 == p2 and tonumber(ffi.cast("uintptr_t", p1)) == addr
             and guest.cast_host_interface(0) == nil
+    end)()""")
+        is True
+    )
+    # 0.1.3 casts to the unqualified pointer types: their fields can be assigned through them.
+    assert (
+        lua.eval("""(function()
+        local h = ffi.new("HostApi")
+        local p = guest.cast_host_interface(ffi.cast("void*", h))
+        p.reserved = ffi.cast("void*", 7)
+        local ctx = ffi.new("BundleInitContext")
+        guest.cast_context(ffi.cast("void*", ctx)).bundle_id = 9
+        return tonumber(ffi.cast("uintptr_t", h.reserved)) == 7 and ctx.bundle_id == 9
     end)()""")
         is True
     )
@@ -409,7 +522,7 @@ def test_cast_helpers(lua: LuaRuntime) -> None:
         local ctx = ffi.new("BundleInitContext", 0x1234567890ULL, {path, #path})
         local addr = tonumber(ffi.cast("uintptr_t", ffi.cast("void*", ctx)))
         local c = guest.cast_context(addr)
-        return ffi.istype("const BundleInitContext*", c) and c.bundle_id == 0x1234567890ULL
+        return ffi.istype("BundleInitContext*", c) and c.bundle_id == 0x1234567890ULL
             and abi.to_str(c.bundle_path) == path
     end)()""")
         is True
@@ -419,7 +532,14 @@ def test_cast_helpers(lua: LuaRuntime) -> None:
 def test_string_view_ok_err(lua: LuaRuntime) -> None:
     lua.execute("kept = 'borrowed bytes'")
     assert lua.eval("abi.to_str(guest.string_view(kept))") == "borrowed bytes"
-    assert lua.eval("guest.string_view('').ptr == nil and guest.string_view('').len == 0") is True
+    # "" borrows the empty string's bytes as 0.1.3's does (a non-null ptr, len 0); nil is the null view
+    assert lua.eval("(function() local e = '' local v = guest.string_view(e) return v.ptr ~= nil and v.len == 0 end)()")
+    assert lua.eval("guest.string_view(nil).ptr == nil and guest.string_view(nil).len == 0") is True
+    assert lua.eval("abi.to_str(guest.string_view(''))") == ""
+    for bad in ("42", "{}"):
+        with pytest.raises(LuaError, match="string_view: expected a string"):
+            lua.eval(f"guest.string_view({bad})")
+    assert lua.eval("(function() local e = guest.err(1, '') return e.code == 1 and e.message.len == 0 end)()")
     assert lua.eval("ffi.istype('StringView', guest.string_view('x'))") is True
     assert lua.eval("guest.ok().code == 0 and guest.ok().message.ptr == nil and guest.ok().message.len == 0")
     assert lua.eval("ffi.istype('AbiError', guest.ok())") is True
@@ -469,7 +589,7 @@ def test_alloc_string_arena_accepts_pointer_results(lua: LuaRuntime) -> None:
 def test_alloc_string_arena_raises_on_zero(lua: LuaRuntime) -> None:
     lua.execute(ARENA_SETUP)
     lua.execute("arena_fail = true")
-    with pytest.raises(LuaError, match="alloc_string_arena: arena alloc of 3 bytes failed"):
+    with pytest.raises(LuaError, match=r"alloc_string_arena: arena allocation failed \(3 bytes\)"):
         lua.execute("guest.alloc_string_arena(arena_alloc, 0, 'abc')")
     lua.execute("arena_fail = false")
     with pytest.raises(LuaError, match="alloc_string_arena"):
@@ -518,10 +638,10 @@ def test_alloc_string(lua: LuaRuntime) -> None:
 def test_alloc_string_errors(lua: LuaRuntime) -> None:
     lua.execute(HOST_SETUP)
     for host in ("nil", "0", "ffi.cast('void*', 0)"):
-        with pytest.raises(LuaError, match="alloc_string: null host"):
+        with pytest.raises(LuaError, match="alloc_string: host pointer is nil"):
             lua.execute(f"guest.alloc_string({host}, 'x')")
     lua.execute("alloc_fail = true")
-    with pytest.raises(LuaError, match="alloc_string: host alloc of 4 bytes failed"):
+    with pytest.raises(LuaError, match=r"alloc_string: host allocation failed \(4 bytes\)"):
         lua.execute("guest.alloc_string(host_addr, 'oops')")
 
 
@@ -589,8 +709,11 @@ local function call()
     local view = guest.alloc_string_arena(bump, 0, "hello, " .. s)
     local e = guest.err(guest.AbiErrorCode.NotFound, "missing")
     local fine = guest.ok()
-    local tail = abi.strip_prefix(abi.to_str(view), "hello") or ""
+    local tail = abi.strip_prefix(abi.to_str(view), "hello")
+    local parts = abi.split(view, ",")
     if abi.starts_with(tail, ",") and abi.ends_with(tail, "ok") and e.code == 4 and fine.code == 0
+        and abi.starts_with(view, "hello") and abi.ends_with(name[0], "rld")
+        and abi.strip_prefix(name + 0, "x") == "w\\255rld" and #parts == 2 and parts[1] == "hello"
         and h ~= nil and c ~= nil then
         return #tail
     end

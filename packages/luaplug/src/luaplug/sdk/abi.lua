@@ -2,7 +2,7 @@
 local ffi = require("ffi")
 local bit = require("bit")
 
-local M = { POLYPLUG_ABI_VERSION = 1 }
+local M = { POLYPLUG_ABI_VERSION = ffi.cast("uint32_t", 1) }
 
 -- Names, fields and layouts mirror luaplug/abi.py (ABI_CDEF) exactly, i.e. polyplug-abi
 -- 0.1.3's. Each entry is {type it declares, declaration}; the declarations are concatenated
@@ -293,27 +293,62 @@ function M.to_str_utf8(sv)
   return s
 end
 
-function M.starts_with(s, prefix)
-  return sub(s, 1, #prefix) == prefix
-end
-
-function M.ends_with(s, suffix)
-  return #suffix == 0 or sub(s, -#suffix) == suffix
-end
-
-function M.strip_prefix(s, prefix)
-  local rest = nil
-  if sub(s, 1, #prefix) == prefix then rest = sub(s, #prefix + 1) end
-  return rest
-end
-
--- Splits on every plain occurrence of delim; empty segments are kept ("a,,b," -> a, "", b, "").
-function M.split(s, delim)
-  if type(s) == "cdata" then s = M.to_str(s) end
-  if type(delim) ~= "string" or delim == "" then
-    error("split: delimiter must be a non-empty string", 2)
+-- The text the string helpers below work on: a StringView (or StringView*) read as
+-- to_str reads it, a Lua string as it is, nil as "".
+local function text_of(v, fname)
+  local t = type(v)
+  if t == "string" then return v end
+  if t ~= "cdata" and t ~= "nil" then
+    error(fname .. ": expected a StringView cdata or a string, got " .. t, 3)
   end
-  local out, start = {}, 1
+  local s = M.to_str(v)
+  return s
+end
+
+local function need_string(v, fname, what)
+  if type(v) ~= "string" then
+    error(fname .. ": " .. what .. " must be a string, got " .. type(v), 3)
+  end
+end
+
+function M.starts_with(sv, prefix)
+  local s = text_of(sv, "starts_with")
+  need_string(prefix, "starts_with", "prefix")
+  local yes = sub(s, 1, #prefix) == prefix
+  return yes
+end
+
+-- An empty suffix ends every string.
+function M.ends_with(sv, suffix)
+  local s = text_of(sv, "ends_with")
+  need_string(suffix, "ends_with", "suffix")
+  local n = #suffix
+  local yes = n == 0 or (n <= #s and sub(s, -n) == suffix)
+  return yes
+end
+
+-- The text without prefix when it starts with prefix, else the whole text.
+function M.strip_prefix(sv, prefix)
+  local s = text_of(sv, "strip_prefix")
+  need_string(prefix, "strip_prefix", "prefix")
+  local n = #prefix
+  if n > 0 and sub(s, 1, n) == prefix then s = sub(s, n + 1) end
+  return s
+end
+
+-- Splits on every plain occurrence of delim, keeping empty pieces ("a,,b," -> a, "", b, "").
+-- An empty text gives {}; a nil or empty delimiter gives { text }.
+function M.split(sv, delim)
+  local s = text_of(sv, "split")
+  local out = {}
+  if s == "" then return out end
+  if type(delim) == "number" then delim = tostring(delim) end
+  if delim == nil or delim == "" then
+    out[1] = s
+    return out
+  end
+  need_string(delim, "split", "delimiter")
+  local start = 1
   while true do
     local a, b = find(s, delim, start, true)
     if not a then break end
@@ -341,20 +376,13 @@ function M.bundle_id(name)
   return M.fnv1a_64(name)
 end
 
-local function major_text(major)
-  local m = tonumber(major)
-  if not m or m < 0 or m % 1 ~= 0 then
-    error("contract major must be a non-negative integer, got " .. tostring(major), 3)
-  end
-  return string.format("%d", m)
-end
-
+-- The major is written as tostring writes it ("1" for 1).
 function M.guest_contract_id(name, major)
-  return M.fnv1a_64("guest_contract:" .. name .. "@" .. major_text(major))
+  return M.fnv1a_64("guest_contract:" .. name .. "@" .. tostring(major))
 end
 
 function M.host_contract_id(name, major)
-  return M.fnv1a_64("host_contract:" .. name .. "@" .. major_text(major))
+  return M.fnv1a_64("host_contract:" .. name .. "@" .. tostring(major))
 end
 
 return M

@@ -14,8 +14,8 @@ M.DispatchType = { Native = 0, VirtualMachine = 1 }
 M.LogLevel = { Error = 1, Warn = 2, Info = 3, Debug = 4, Trace = 5 }
 
 local uintptr_t = ffi.typeof("uintptr_t")
-local host_ptr_t = ffi.typeof("const HostApi*")
-local ctx_ptr_t = ffi.typeof("const BundleInitContext*")
+local host_ptr_t = ffi.typeof("HostApi*")
+local ctx_ptr_t = ffi.typeof("BundleInitContext*")
 local u8_ptr_t = ffi.typeof("uint8_t*")
 local StringView = ffi.typeof("StringView")
 local AbiError = ffi.typeof("AbiError")
@@ -40,10 +40,11 @@ function M.cast_context(p)
   return c
 end
 
--- The view borrows s's bytes: it is valid only while the caller keeps s alive.
+-- The view borrows s's bytes (for "" too): it is valid only while the caller keeps s alive.
+-- nil gives the null view.
 function M.string_view(s)
   local view
-  if s == nil or s == "" then
+  if s == nil then
     view = StringView(nil, 0)
   elseif type(s) ~= "string" then
     error("string_view: expected a string, got " .. type(s), 2)
@@ -55,7 +56,7 @@ end
 
 -- Copies s into memory from host.alloc; freeing it belongs to whoever receives it.
 function M.alloc_string(host_ptr, s)
-  if address(host_ptr) == 0 then error("alloc_string: null host", 2) end
+  if address(host_ptr) == 0 then error("alloc_string: host pointer is nil", 2) end
   if type(s) ~= "string" then error("alloc_string: expected a string, got " .. type(s), 2) end
   local n = #s
   local view
@@ -64,7 +65,7 @@ function M.alloc_string(host_ptr, s)
   else
     local host = M.cast_host_interface(host_ptr)
     local p = host.alloc(host, n, 1)
-    if p == nil then error("alloc_string: host alloc of " .. n .. " bytes failed", 2) end
+    if p == nil then error("alloc_string: host allocation failed (" .. n .. " bytes)", 2) end
     ffi.copy(p, s, n)
     view = StringView(p, n)
   end
@@ -87,7 +88,7 @@ function M.alloc_string_arena(arena_alloc, arena_ptr, s)
     else
       p = ffi.cast(u8_ptr_t, address(r))
     end
-    if p == nil then error("alloc_string_arena: arena alloc of " .. n .. " bytes failed", 2) end
+    if p == nil then error("alloc_string_arena: arena allocation failed (" .. n .. " bytes)", 2) end
     ffi.copy(p, s, n)
     view = StringView(p, n)
   end
