@@ -38,7 +38,8 @@ EXTRAS = {"lupa": {"luaplug-lupa"}, "cffi": {"luaplug-cffi"}, "all": {"luaplug-l
 REPO = Path(__file__).resolve().parents[3]
 IN_CHECKOUT = all((REPO / src / "pyproject.toml").is_file() for _, src in DISTRIBUTIONS.values())
 
-_PIN = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)\s*(?:;\s*(.*))?")
+# name==version, or name (==version): setuptools < 67 writes Requires-Dist in that older form.
+_PIN = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s;]+)|\(\s*==\s*([^\s;)]+)\s*\))\s*(?:;\s*(.*))?")
 
 
 def _norm(name: str) -> str:
@@ -52,8 +53,8 @@ def pins(requirements: list[str] | None) -> dict[tuple[str, str | None], str]:
         m = _PIN.fullmatch(req)
         if m is None:
             continue
-        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", m.group(3) or "")
-        found[(_norm(m.group(1)), extra.group(1) if extra else None)] = m.group(2)
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", m.group(4) or "")
+        found[(_norm(m.group(1)), extra.group(1) if extra else None)] = m.group(2) or m.group(3)
     return found
 
 
