@@ -30,6 +30,8 @@ case "$what" in
   demo) exec "$venv/bin/tox" -q -e demo -- "$@" ;;
   test)
     "$venv/bin/tox" -q -e lint,type,unit,integration-lupa,integration-cffi,integration-all,reference,packaging,docs -- "$@"
+    # Built and tested with nothing but Debian's packages (one line and a skip elsewhere).
+    bash scripts/debian_build.sh "$@"
     # Benchmarks never fail the tests; a quick run keeps the runner from rotting.
     exec "$venv/bin/tox" -q -e bench -- --quick ;;
   *) echo "usage: scripts/dev.sh demo|test" >&2; exit 2 ;;
