@@ -8,6 +8,7 @@ the backends to it. Checked on the installed distributions and, in a checkout, o
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib
 import importlib.metadata
 import re
@@ -154,4 +155,9 @@ def test_each_distribution_carries_the_license() -> None:
     assert text.startswith("MIT License") and "luaplug authors" in text
     for _, src in DISTRIBUTIONS.values():
         assert (REPO / src / "LICENSE").read_text(encoding="utf-8") == text, f"{src}/LICENSE"
-        assert pyproject(src)["project"]["license"] == "MIT"
+        # The license is setup.cfg's (the form setuptools 66.1 to the newest accept), dynamic in pyproject.toml.
+        project = pyproject(src)["project"]
+        assert "license" in project["dynamic"] and "license" not in project and "license-files" not in project
+        cfg = configparser.ConfigParser()
+        cfg.read(REPO / src / "setup.cfg", encoding="utf-8")
+        assert (cfg["metadata"]["license"], cfg["metadata"]["license_files"]) == ("MIT", "LICENSE"), src
