@@ -10,7 +10,6 @@ Each hypothesis test shares one runtime between its examples on purpose: the run
 survive every fault in a row.
 """
 
-# ruff: noqa: E402 (the imports after the importorskip guards below are meant to be there)
 from __future__ import annotations
 
 import json
@@ -27,7 +26,10 @@ import pytest
 
 # Distribution builds may lack hypothesis (or lupa, used here as a bytecode tool): skip, don't fail.
 pytest.importorskip("hypothesis")
-lupa_luajit = pytest.importorskip("lupa.luajit21")
+try:
+    import lupa.luajit21 as lupa_luajit
+except ImportError:  # lupa 1.x: its one Lua, LuaJIT where it was built against it (Debian's python3-lupa)
+    lupa_luajit = pytest.importorskip("lupa")
 
 from _fuzz_strategies import escape_attempt, init_source, lua_value, mutated_bytes, toml_value
 from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
@@ -297,6 +299,8 @@ def bytecode_of(source: str, strip: bool) -> bytes:
     global _dumper
     if _dumper is None:
         _dumper = lupa_luajit.LuaRuntime(encoding=None)
+        if not bytes(_dumper.eval(b"jit and jit.version or _VERSION")).startswith(b"LuaJIT 2.1"):
+            pytest.skip("lupa has no LuaJIT 2.1 here to dump bytecode with")
     dump = _dumper.eval("function(src, strip) return string.dump(assert(loadstring(src)), strip) end")
     return bytes(dump(source.encode("utf-8"), strip))
 

@@ -9,6 +9,7 @@ import pytest
 
 import luaplug
 from luaplug.abi import ffi
+from luaplug.engine import CAP_MEMORY_LIMIT
 
 MiB = 1024 * 1024
 
@@ -46,6 +47,7 @@ def int_arg(n: int) -> object:
 # -- memory ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.requires(CAP_MEMORY_LIMIT)
 def test_a_call_over_the_memory_limit_fails_and_the_bundle_stays_usable(backend: str, bundles: Path) -> None:
     with luaplug.Runtime(backend, memory_limit=8 * MiB) as rt:
         rt.load_code(HUNGRY, "hungry")
@@ -66,6 +68,7 @@ def test_a_call_over_the_memory_limit_fails_and_the_bundle_stays_usable(backend:
         assert out[0] == 1
 
 
+@pytest.mark.requires(CAP_MEMORY_LIMIT)
 def test_a_load_over_the_memory_limit_fails_cleanly(backend: str, bundles: Path) -> None:
     greedy = "local t = {} for i = 1, 1e7 do t[i] = string.rep('y', 64) .. i end\n" + HUNGRY
     with luaplug.Runtime(backend) as rt:
@@ -79,6 +82,7 @@ def test_a_load_over_the_memory_limit_fails_cleanly(backend: str, bundles: Path)
         rt.contract("iso.Hungry@1").default.call(0, int_arg(64))
 
 
+@pytest.mark.requires(CAP_MEMORY_LIMIT)
 def test_a_load_may_lift_the_runtime_default(backend: str) -> None:
     with luaplug.Runtime(backend, memory_limit=4 * MiB) as rt:
         capped = rt.load_code(HUNGRY, "capped")
@@ -89,6 +93,20 @@ def test_a_load_may_lift_the_runtime_default(backend: str) -> None:
         free = rt.load_code(HUNGRY, "free", memory_limit=0)
         assert free.options.memory_limit is None
         rt.contract("iso.Hungry@1").default.call(0, int_arg(16 * 1024))
+
+
+def test_a_memory_cap_on_a_backend_without_the_capability_is_refused(backend: str, bundles: Path) -> None:
+    with luaplug.Runtime(backend) as rt:
+        rt.load(bundles / "counter")
+        if CAP_MEMORY_LIMIT in rt.capabilities:
+            assert rt.load_code(HUNGRY, "hungry", memory_limit=4 * MiB).options.memory_limit == 4 * MiB
+            return
+        with pytest.raises(luaplug.CapabilityError) as info:
+            rt.load_code(HUNGRY, "hungry", memory_limit=4 * MiB)
+        assert (info.value.backend, info.value.capability) == (backend, CAP_MEMORY_LIMIT)
+        assert rt.contracts() == ["iso.Counter@1"]  # nothing of it ran or stayed
+        rt.load_code(HUNGRY, "hungry")  # uncapped, it loads
+        rt.contract("iso.Hungry@1").default.call(0, int_arg(64))
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "8M"])
@@ -159,12 +177,21 @@ def test_a_runaway_load_is_stopped(backend: str, bundles: Path) -> None:
         assert out[0] == 1
 
 
+@pytest.mark.requires(CAP_MEMORY_LIMIT)
 def test_a_reload_keeps_the_limits(backend: str, copy_bundle: object) -> None:
     src = copy_bundle("counter")  # type: ignore[operator]
     with luaplug.Runtime(backend, hot_reload=True) as rt:
         rt.load(src, instruction_limit=50_000, memory_limit=8 * MiB, untrusted=True)
         new = rt.reload("counter")
         assert new.options == luaplug.engine.StateOptions(8 * MiB, 50_000, True)
+
+
+def test_a_reload_keeps_the_budget_and_untrusted_mode(backend: str, copy_bundle: object) -> None:
+    src = copy_bundle("counter")  # type: ignore[operator]
+    with luaplug.Runtime(backend, hot_reload=True) as rt:
+        rt.load(src, instruction_limit=50_000, untrusted=True)
+        new = rt.reload("counter")
+        assert new.options == luaplug.engine.StateOptions(None, 50_000, True)
 
 
 # -- untrusted mode -----------------------------------------------------------------------------------

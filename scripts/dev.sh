@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: installs what luaplug needs, then
 #   scripts/dev.sh demo   -> the demo host on every available backend
-#   scripts/dev.sh test   -> every test (lint, types, unit, integration per backend)
+#   scripts/dev.sh test   -> every test (lint, types, the Python matrix, integration per backend, the reference,
+#                            the offline and Debian-packages builds, docs, a quick benchmark)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-test}"; shift || true
@@ -55,8 +56,22 @@ case "$what" in
   demo) exec "$venv/bin/tox" -q -e demo -- "$@" ;;
   test)
     matrix="$(matrix_envs)"
+    # Two lanes for two cores. The distribution builds (tox -e packaging, then the Debian-packages
+    # build) work on copies of the sources and install nothing into the tree; they run beside the
+    # envs that install the tree in place (editable, C extensions built into src/), one at a time.
+    lane_log="$(mktemp)"
+    ("$venv/bin/tox" -q -e packaging -- "$@" && bash scripts/debian_build.sh "$@") >"$lane_log" 2>&1 &
+    lane=$!
+    rc=0
     PATH="$PWD/.tox/pythons:$PATH" "$venv/bin/tox" -q \
-      -e "lint,type,${matrix:+$matrix,}integration-lupa,integration-cffi,reference,packaging,docs" -- "$@"
+      -e "lint,type,${matrix:+$matrix,}integration-lupa,integration-cffi,reference,docs" -- "$@" || rc=$?
+    lane_rc=0
+    wait "$lane" || lane_rc=$?
+    printf '\n== the distribution builds: tox -e packaging, scripts/debian_build.sh (exit %s)\n' "$lane_rc"
+    cat "$lane_log"
+    rm -f "$lane_log"
+    [ "$rc" = 0 ] || { echo "dev.sh: the tox envs failed (exit $rc)" >&2; exit 1; }
+    [ "$lane_rc" = 0 ] || { echo "dev.sh: the distribution builds failed (exit $lane_rc)" >&2; exit 1; }
     # Benchmarks never fail the tests; a quick run keeps the runner from rotting.
     exec "$venv/bin/tox" -q -e bench -- --quick ;;
   *) echo "usage: scripts/dev.sh demo|test" >&2; exit 2 ;;

@@ -22,84 +22,37 @@
 #        LUAPLUG_PACKAGING_DIR  work directory, emptied first (default: a temporary one, removed at exit)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+tag=offline_build
 py="$("${PYTHON:-python}" -c 'import sys; print(sys.executable)')" # absolute: the script changes directory
 started=$SECONDS
+# shellcheck source=scripts/_distbuild.sh
+. "$repo/scripts/_distbuild.sh"
 
 if [ -n "${LUAPLUG_PACKAGING_DIR:-}" ]; then
-  work="$LUAPLUG_PACKAGING_DIR"
-  rm -rf "$work"
-  mkdir -p "$work"
+  rm -rf "$LUAPLUG_PACKAGING_DIR"
+  dist_prepare "$LUAPLUG_PACKAGING_DIR"
 else
-  work="$(mktemp -d)"
+  dist_prepare "$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
 fi
-work="$(cd "$work" && pwd)"
-mkdir -p "$work"/{src,sdist,wheels,unpacked,suite,run,logs}
-
-step() { printf '\n== %s\n' "$*"; }
-fail() { printf 'offline_build: %s\n' "$*" >&2; exit 1; }
-
-# --- offline --------------------------------------------------------------------------------------
-# No index, no find-links or constraints from pip's configuration, no wheel cache, no byte-compiled
-# files in the source copies.
-export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-export PIP_ROOT_USER_ACTION=ignore PYTHONDONTWRITEBYTECODE=1
-unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_CONSTRAINT PYTHONPATH
-if unshare -rn true 2>/dev/null; then
-  offline_how="network namespace (unshare -rn)"
-  offline() { unshare -rn -- "$@"; }
-else
-  offline_how="no index, no pip configuration, dead proxy"
-  offline() {
-    env http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 \
-      HTTPS_PROXY=http://127.0.0.1:9 ALL_PROXY=http://127.0.0.1:9 no_proxy= NO_PROXY= "$@"
-  }
-fi
-
-# logged NAME CMD...: run CMD offline with its output in logs/NAME.log, shown only on failure.
-logged() {
-  local name="$1"; shift
-  if ! offline "$@" >"$work/logs/$name.log" 2>&1; then
-    tail -n 60 "$work/logs/$name.log" >&2
-    fail "$name failed (full log: $work/logs/$name.log)"
-  fi
-}
 
 "$py" -c 'import build, cffi, setuptools, wheel' 2>/dev/null ||
-  fail "$py lacks a build dependency: it needs build, setuptools>=77, wheel and cffi (tox -e packaging installs them)"
+  fail "$py lacks a build dependency: it needs build, setuptools, wheel and cffi (tox -e packaging installs them)"
 "$py" -c 'import lupa, pluggy, pytest' 2>/dev/null ||
   fail "$py lacks a test dependency: it needs pytest, lupa and pluggy (tox -e packaging installs them)"
 echo "offline: $offline_how; work directory: $work"
 
 # --- 1. sdists ------------------------------------------------------------------------------------
 step "sdists (python -m build --sdist --no-isolation)"
-projects=(packages/luaplug backends/luaplug-lupa backends/luaplug-cffi)
-for dir in "${projects[@]}"; do
-  name="$(basename "$dir")"
-  mkdir -p "$work/src/$name"
-  tar -C "$repo/$dir" --exclude=./build --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ \
-    --exclude='*.so' --exclude='*.o' --exclude=_native.c -cf - . | tar -C "$work/src/$name" -xf -
-  (cd "$work/src/$name" && logged "sdist-$name" "$py" -m build --sdist --no-isolation --outdir "$work/sdist" .)
-done
-ls "$work/sdist"
-core_sdist="$(ls "$work"/sdist/luaplug-[0-9]*.tar.gz)"
-version="$(basename "$core_sdist" .tar.gz)"
-version="${version#luaplug-}"
-for norm in luaplug_lupa luaplug_cffi; do
-  [ -f "$work/sdist/$norm-$version.tar.gz" ] || fail "no $norm-$version.tar.gz: the versions are not in lockstep"
-done
+dist_sdists "$py"
 
 # --- 2. wheels from the sdists --------------------------------------------------------------------
 step "wheels from the sdists (pip wheel --no-index --no-build-isolation --no-deps)"
-for sdist in "$work"/sdist/*.tar.gz; do
-  logged "wheel-$(basename "$sdist" .tar.gz)" "$py" -m pip wheel --no-index --no-build-isolation --no-deps \
-    --wheel-dir "$work/wheels" "$sdist"
-done
-ls "$work/wheels"
+dist_wheels "$py"
 
 # --- 3. the cffi build without pkg-config's LuaJIT, and through the override --------------------
 step "luaplug-cffi: LuaJIT missing, then LuaJIT through LUAPLUG_LUAJIT_INCLUDE_DIR / LUAPLUG_LUAJIT_LIB_DIR"
-cffi_sdist="$work/sdist/luaplug_cffi-$version.tar.gz"
+cffi_sdist="$(dist_sdist luaplug_cffi)"
 hidden=(env -u LUAPLUG_LUAJIT_INCLUDE_DIR -u LUAPLUG_LUAJIT_LIB_DIR -u LUAPLUG_LUAJIT_LIB
   PKG_CONFIG_LIBDIR=/nonexistent PKG_CONFIG_PATH=)
 if offline "${hidden[@]}" "$py" -m pip wheel --no-index --no-build-isolation --no-deps \
@@ -139,43 +92,17 @@ vsite="$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   sort -u >"$vsite/_packaging_deps.pth"
 logged install "$vpy" -m pip install --no-index --find-links "$work/wheels" "luaplug[all]==$version"
 logged pip-check "$vpy" -m pip check
-"$vpy" - "$vsite" <<'EOF'
-import sys
-from pathlib import Path
-
-import luaplug
-import luaplug_cffi
-import luaplug_lupa
-
-site = Path(sys.argv[1]).resolve()
-for mod in (luaplug, luaplug_lupa, luaplug_cffi):
-    where = Path(mod.__file__).resolve()
-    if site not in where.parents:
-        sys.exit(f"{mod.__name__} imported from {where}, not from the venv's site-packages {site}")
-    print(f"{mod.__name__} {mod.__version__}: {where.parent}")
-print("backends available:", ", ".join(luaplug.available_backends()))
-EOF
+dist_check_imports "$vpy"
 ldd "$vsite"/luaplug_cffi/_native*.so | grep 'luajit' | sed 's/^[[:space:]]*/luaplug_cffi._native links /'
 
 # --- 5. tests against the installed packages ------------------------------------------------------
-for sdist in "$work"/sdist/*.tar.gz; do
-  tar -C "$work/unpacked" -xzf "$sdist"
-done
-tar -C "$repo" --exclude=__pycache__ --exclude=./integration/reference --exclude=./integration/benchmarks \
-  -cf - ./integration | tar -C "$work/suite" -xf -
-cd "$work/run" # nothing importable here; --import-mode=importlib keeps the test dirs off sys.path
-pytest_args=(-p no:cacheprovider --import-mode=importlib -c "$repo/pyproject.toml" --rootdir "$work")
+dist_test_trees
 
 step "unit tests from the sdists, against the installed wheels"
-LUAPLUG_DIST_DIR="$work" "$vpy" -m pytest "${pytest_args[@]}" -q \
-  "$work/unpacked/luaplug-$version/tests" \
-  "$work/unpacked/luaplug_lupa-$version/tests" \
-  "$work/unpacked/luaplug_cffi-$version/tests" "$@"
+LUAPLUG_DIST_DIR="$work" dist_pytest "$vpy" -q "${unit_dirs[@]}" "$@"
 
 step "integration suite on every installed backend, against the installed wheels"
-"$vpy" -m pytest "${pytest_args[@]}" -q "$work/suite/integration" "$@"
+dist_pytest "$vpy" -q "$work/suite/integration" "$@"
 
 step "done in $((SECONDS - started))s: $version"
-for f in "$work"/sdist/*.tar.gz "$work"/wheels/*.whl; do
-  printf '  %-50s %8s bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"
-done
+dist_sizes

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import re
 import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 import luaplug
+import luaplug.runtime
 from luaplug import backends
-from luaplug.engine import CAP_NESTED_SAME_BUNDLE, prelude_source
+from luaplug.engine import (
+    CAP_MEMORY_LIMIT,
+    CAP_NESTED_SAME_BUNDLE,
+    CAP_PARALLEL_STATES,
+    CAP_REFUSES_BYTECODE,
+    StateOptions,
+    prelude_source,
+)
 from luaplug_lupa import engine as lupa_engine
 
 PROBE = """
@@ -61,9 +76,7 @@ def test_each_load_gets_a_fresh_state(rt: luaplug.Runtime) -> None:
 
 
 def test_bytecode_is_refused(rt: luaplug.Runtime) -> None:
-    import lupa.luajit21 as lupa
-
-    dumped = lupa.LuaRuntime(encoding=None).eval(b"string.dump(function() polyplug_init = nil end)")
+    dumped = lupa_engine._lupa.LuaRuntime(encoding=None).eval(b"string.dump(function() polyplug_init = nil end)")
     assert dumped[:1] == b"\x1b"
     with pytest.raises(luaplug.InitFailed) as info:
         rt.load_code(dumped.decode("latin-1"), "bc")
@@ -79,21 +92,104 @@ def test_prelude_runs_as_text() -> None:
     assert "return P" in prelude_source()
 
 
-def test_unavailable_when_luajit21_cannot_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
+@contextmanager
+def engine_on(monkeypatch: pytest.MonkeyPatch, lupa: types.ModuleType | None) -> Iterator[types.ModuleType]:
+    """luaplug_lupa.engine imported again where ``lupa`` is the lupa package (None: no lupa)
+    and ``lupa.luajit21`` does not exist; the real one is back afterwards."""
     monkeypatch.setitem(sys.modules, "lupa.luajit21", None)
-    fresh = importlib.reload(lupa_engine)
+    monkeypatch.setitem(sys.modules, "lupa", lupa)
     try:
-        reason = fresh.LupaEngine.unavailable_reason()
-        assert reason is not None and "lupa.luajit21" in reason
-        info = backends.BackendInfo(name="lupa-test", engine="luaplug_lupa.engine:LupaEngine")
-        assert info.probe() is not None
-        with pytest.raises(luaplug.BackendUnavailableError):
-            info.engine_class()
+        yield importlib.reload(lupa_engine)
     finally:
         monkeypatch.undo()
         importlib.reload(lupa_engine)
+
+
+class Lupa1Runtime:
+    """What lupa 1.x's LuaRuntime offers the engine, over a LuaJIT runtime of the lupa here:
+    no ``max_memory`` (a TypeError, as lupa 1.14 raises), and ``execute``/``eval`` take the code
+    and its arguments only (no chunk name, no mode)."""
+
+    def __init__(self, base: Any, **kwargs: Any) -> None:
+        if "max_memory" in kwargs:
+            raise TypeError("__cinit__() got an unexpected keyword argument 'max_memory'")
+        self._rt = base.LuaRuntime(**kwargs)
+
+    def execute(self, code: Any, *args: Any) -> Any:
+        return self._rt.execute(code, *args)
+
+    def eval(self, code: Any, *args: Any) -> Any:
+        return self._rt.eval(code, *args)
+
+    def globals(self) -> Any:
+        return self._rt.globals()
+
+
+def lupa_1x(runtime: Any) -> types.ModuleType:
+    """A lupa 1.14.1 package whose one Lua is ``runtime`` (a LuaRuntime class); no LuaMemoryError."""
+    base = lupa_engine._lupa
+    module = types.ModuleType("lupa")
+    module.__version__ = "1.14.1"  # type: ignore[attr-defined]
+    module.LuaRuntime = runtime  # type: ignore[attr-defined]
+    module.LuaError = base.LuaError  # type: ignore[attr-defined]
+    module.LuaSyntaxError = base.LuaSyntaxError  # type: ignore[attr-defined]
+    return module
+
+
+def test_unavailable_without_lupa(monkeypatch: pytest.MonkeyPatch) -> None:
+    with engine_on(monkeypatch, None) as fresh:
+        reason = fresh.LupaEngine.unavailable_reason()
+        assert reason is not None and "lupa.luajit21" in reason and "nor lupa" in reason
+        info = backends.BackendInfo(name="lupa-test", engine="luaplug_lupa.engine:LupaEngine")
+        assert info.probe() == reason
+        with pytest.raises(luaplug.BackendUnavailableError, match="nor lupa"):
+            info.engine_class()
+
+
+@pytest.mark.parametrize("version", [b"Lua 5.4", b"LuaJIT 2.0.5"])
+def test_unavailable_when_lupa_runs_another_lua(monkeypatch: pytest.MonkeyPatch, version: bytes) -> None:
+    class OtherLua:
+        def __init__(self, **kwargs: Any) -> None:
+            pass
+
+        def eval(self, code: bytes) -> bytes:
+            return version
+
+    with engine_on(monkeypatch, lupa_1x(OtherLua)) as fresh:
+        reason = fresh.LupaEngine.unavailable_reason()
+        assert reason is not None and reason.startswith("lupa.luajit21 cannot be imported")
+        assert reason.endswith(f", and lupa 1.14.1 runs {version.decode()}, not LuaJIT 2.1")
+        info = backends.BackendInfo(name="lupa-test", engine="luaplug_lupa.engine:LupaEngine")
+        with pytest.raises(luaplug.BackendUnavailableError, match=r"not LuaJIT 2\.1"):
+            info.engine_class()
+
+
+def test_lupa_1x_on_luajit_runs_bundles_without_a_memory_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lupa 1.x built against LuaJIT 2.1 (Debian's python3-lupa): the backend runs on its default
+    runtime, lacks CAP_MEMORY_LIMIT, and a load asking for a cap is refused before anything runs."""
+    base = lupa_engine._lupa
+    with engine_on(monkeypatch, lupa_1x(functools.partial(Lupa1Runtime, base))) as fresh:
+        assert fresh.LupaEngine.unavailable_reason() is None
+        assert fresh.LupaEngine.capabilities == {CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE}
+        assert re.fullmatch(r"LuaJIT 2\.1\S* \(lupa 1\.14\.1, lupa\.LuaRuntime\)", fresh.LupaEngine().lua_version())
+        info = backends.BackendInfo(name="lupa1", engine="luaplug_lupa.engine:LupaEngine")
+        monkeypatch.setattr(luaplug.runtime, "select_backend", lambda name=None, configured=None: info)
+        with luaplug.Runtime("lupa1") as rt:
+            rt.load_code(PROBE, "probe")
+            assert _probe(rt, "python") == "nil"
+            assert _probe(rt, "jit").startswith("LuaJIT 2.1")
+            assert rt.contract("t.Probe@1").default.dispatch(0) == 0
+            with pytest.raises(luaplug.CapabilityError) as info_:
+                rt.load_code(PROBE.replace("t.Probe", "t.Capped"), "capped", memory_limit=1 << 20)
+            assert (info_.value.backend, info_.value.capability) == ("lupa1", CAP_MEMORY_LIMIT)
+            assert "memory_limit" in str(info_.value)
+            assert rt.contracts() == ["t.Probe@1"]
+            with pytest.raises(luaplug.InitFailed) as failed:
+                rt.load_code("x = = 1", "broken")
+            assert isinstance(failed.value.__cause__, luaplug.LuaSyntaxError)
+            # The engine itself never makes an uncapped VM for a capped load.
+            with pytest.raises(luaplug.LuaplugError, match="max_memory"):
+                fresh.LupaState(rt.host_api_address, StateOptions(memory_limit=1 << 20))
 
 
 def test_lupa_errors_are_translated(rt: luaplug.Runtime) -> None:

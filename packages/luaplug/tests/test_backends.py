@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from luaplug import BackendNotFoundError, BackendUnavailableError, _entrypoints, backends
-from luaplug.engine import Engine, EngineState
+import luaplug
+import luaplug.runtime
+from luaplug import BackendNotFoundError, BackendUnavailableError, CapabilityError, _entrypoints, backends
+from luaplug.engine import CAP_MEMORY_LIMIT, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
 from luaplug.hookspecs import hookimpl
 
 
@@ -125,3 +127,41 @@ def test_disabled_backends_are_never_loaded(fake_world: None, monkeypatch: pytes
     assert backends.select_backend().name == "good"
     with pytest.raises(BackendNotFoundError):
         backends.select_backend("better")
+
+
+class _Asked(Exception):
+    """Raised by an engine asked for a state: the load got as far as the engine."""
+
+
+class UncappedEngine(FakeEngine):
+    def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
+        raise _Asked(options)
+
+
+class CappedEngine(UncappedEngine):
+    capabilities = frozenset({CAP_MEMORY_LIMIT})
+
+
+@pytest.mark.parametrize("engine", ["UncappedEngine", "CappedEngine"])
+def test_a_memory_cap_needs_the_capability(monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    info = backends.BackendInfo(name="fake", engine=f"{__name__}:{engine}")
+    monkeypatch.setattr(luaplug.runtime, "select_backend", lambda name=None, configured=None: info)
+    with luaplug.Runtime("fake") as rt:
+        with pytest.raises(_Asked):  # no cap: the engine makes the state, whatever it can do
+            rt.load_code("x = 1", "free")
+        if engine == "CappedEngine":
+            with pytest.raises(_Asked) as asked:
+                rt.load_code("x = 1", "capped", memory_limit=1 << 20)
+            assert asked.value.args[0].memory_limit == 1 << 20
+            return
+        # A cap the engine cannot apply: refused before the engine is asked; nothing registered.
+        with pytest.raises(CapabilityError) as info_:
+            rt.load_code("x = 1", "capped", memory_limit=1 << 20)
+        assert (info_.value.backend, info_.value.capability) == ("fake", CAP_MEMORY_LIMIT)
+        assert str(info_.value) == (
+            "memory_limit needs capability 'memory_limit', which luaplug backend 'fake' lacks "
+            "(see Runtime.capabilities; load on a backend that has it, or without the option)"
+        )
+        assert rt.bundles == {} and rt.contracts() == []
+    with luaplug.Runtime("fake", memory_limit=1 << 20) as rt, pytest.raises(CapabilityError):
+        rt.load_code("x = 1", "capped-by-default")

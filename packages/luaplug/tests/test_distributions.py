@@ -54,15 +54,35 @@ def wheel_files(dist: str) -> dict[str, bytes]:
         return {name: zf.read(name) for name in zf.namelist() if not name.endswith("/")}
 
 
+def sdists(dist: str) -> list[Path]:
+    """``dist``'s sdists (any version). They are named by the normalized name (``luaplug_cffi-*``,
+    PEP 625: setuptools 69.3 and later) or by the project name (``luaplug-cffi-*``: older
+    setuptools, as Debian 12's)."""
+    found = []
+    for path in Path(DIST_DIR, "sdist").glob("*.tar.gz"):
+        name, _, _version = path.name.removesuffix(".tar.gz").rpartition("-")
+        if name.replace("-", "_") == PACKAGES[dist]:
+            found.append(path)
+    return sorted(found)
+
+
+def sdist_path(dist: str) -> Path:
+    """``dist``'s one sdist, at the lockstep version."""
+    found = sdists(dist)
+    assert len(found) == 1, f"{dist}: {[p.name for p in found]}"
+    assert found[0].name.removesuffix(".tar.gz").endswith(f"-{VERSION}"), found[0].name
+    return found[0]
+
+
 @cache
 def sdist_files(dist: str) -> dict[str, bytes]:
     """Every regular file of ``dist``'s sdist, by its path below the top directory."""
-    path = _one(f"sdist/{PACKAGES[dist]}-{VERSION}.tar.gz")
+    path = sdist_path(dist)
     files: dict[str, bytes] = {}
     with tarfile.open(path) as tf:
         for member in tf.getmembers():
             top, _, rest = member.name.partition("/")
-            assert top == f"{PACKAGES[dist]}-{VERSION}", member.name
+            assert top == path.name.removesuffix(".tar.gz"), member.name
             if member.isfile():
                 f = tf.extractfile(member)
                 assert f is not None
@@ -75,6 +95,10 @@ def metadata(dist: str) -> email.message.Message:
     return email.message_from_bytes(raw)
 
 
+def _metadata_version(meta: email.message.Message) -> tuple[int, ...]:
+    return tuple(int(part) for part in str(meta["Metadata-Version"]).split("."))
+
+
 def package_files(dist: str) -> set[str]:
     """The wheel's files outside its ``.dist-info``."""
     return {name for name in wheel_files(dist) if ".dist-info/" not in name}
@@ -82,7 +106,7 @@ def package_files(dist: str) -> set[str]:
 
 @pytest.mark.parametrize("dist", list(PACKAGES))
 def test_one_sdist_and_one_wheel_at_the_lockstep_version(dist: str) -> None:
-    _one(f"sdist/{PACKAGES[dist]}-*.tar.gz")
+    sdist_path(dist)
     _one(f"wheels/{PACKAGES[dist]}-*.whl")
     assert metadata(dist)["Version"] == VERSION
     assert sdist_files(dist)["PKG-INFO"].decode().count(f"\nVersion: {VERSION}\n") == 1
@@ -122,12 +146,18 @@ def test_wheel_ships_what_the_sdist_has(dist: str) -> None:
 def test_license_readme_classifiers_and_typing(dist: str) -> None:
     package = PACKAGES[dist]
     files = wheel_files(dist)
-    license_text = files[f"{package}-{VERSION}.dist-info/licenses/LICENSE"].decode()
+    meta = metadata(dist)
+    # License-File paths are relative to .dist-info/licenses/ from core metadata 2.4 (PEP 639) on,
+    # to .dist-info/ before it (setuptools < 77 writes 2.1).
+    assert meta.get_all("License-File") == ["LICENSE"]
+    licenses = "licenses/" if _metadata_version(meta) >= (2, 4) else ""
+    license_text = files[f"{package}-{VERSION}.dist-info/{licenses}LICENSE"].decode()
     assert license_text.startswith("MIT License") and "luaplug authors" in license_text
     assert sdist_files(dist)["LICENSE"].decode() == license_text
     assert f"{package}/py.typed" in files
-    meta = metadata(dist)
-    assert meta["License-Expression"] == "MIT"
+    # The free-text License field: the SPDX License-Expression needs setuptools>=77 (see setup.cfg).
+    assert meta["License"] == "MIT"
+    assert meta["License-Expression"] is None
     assert meta["Description-Content-Type"] == "text/markdown"
     readme = sdist_files(dist)["README.md"].decode()
     assert readme.startswith(f"# {dist}") and readme.strip() in str(meta.get_payload())
@@ -188,7 +218,7 @@ def test_cffi_wheel_has_the_compiled_module_and_no_copy_of_luajit() -> None:
 @pytest.mark.parametrize("dist", list(PACKAGES))
 def test_sdist_carries_license_readme_and_tests(dist: str) -> None:
     files = sdist_files(dist)
-    assert {"LICENSE", "README.md", "PKG-INFO", "pyproject.toml"} <= set(files)
+    assert {"LICENSE", "README.md", "PKG-INFO", "pyproject.toml", "setup.cfg"} <= set(files)
     assert any(name.startswith("tests/test_") and name.endswith(".py") for name in files)
     for name in files:
         assert "__pycache__" not in name and not name.endswith((".pyc", ".so", ".o")), name

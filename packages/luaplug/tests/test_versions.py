@@ -8,6 +8,7 @@ the backends to it. Checked on the installed distributions and, in a checkout, o
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib
 import importlib.metadata
 import re
@@ -38,7 +39,8 @@ EXTRAS = {"lupa": {"luaplug-lupa"}, "cffi": {"luaplug-cffi"}, "all": {"luaplug-l
 REPO = Path(__file__).resolve().parents[3]
 IN_CHECKOUT = all((REPO / src / "pyproject.toml").is_file() for _, src in DISTRIBUTIONS.values())
 
-_PIN = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)\s*(?:;\s*(.*))?")
+# name==version, or name (==version): setuptools < 67 writes Requires-Dist in that older form.
+_PIN = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s;]+)|\(\s*==\s*([^\s;)]+)\s*\))\s*(?:;\s*(.*))?")
 
 
 def _norm(name: str) -> str:
@@ -52,8 +54,8 @@ def pins(requirements: list[str] | None) -> dict[tuple[str, str | None], str]:
         m = _PIN.fullmatch(req)
         if m is None:
             continue
-        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", m.group(3) or "")
-        found[(_norm(m.group(1)), extra.group(1) if extra else None)] = m.group(2)
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", m.group(4) or "")
+        found[(_norm(m.group(1)), extra.group(1) if extra else None)] = m.group(2) or m.group(3)
     return found
 
 
@@ -153,4 +155,9 @@ def test_each_distribution_carries_the_license() -> None:
     assert text.startswith("MIT License") and "luaplug authors" in text
     for _, src in DISTRIBUTIONS.values():
         assert (REPO / src / "LICENSE").read_text(encoding="utf-8") == text, f"{src}/LICENSE"
-        assert pyproject(src)["project"]["license"] == "MIT"
+        # The license is setup.cfg's (the form setuptools 66.1 to the newest accept), dynamic in pyproject.toml.
+        project = pyproject(src)["project"]
+        assert "license" in project["dynamic"] and "license" not in project and "license-files" not in project
+        cfg = configparser.ConfigParser()
+        cfg.read(REPO / src / "setup.cfg", encoding="utf-8")
+        assert (cfg["metadata"]["license"], cfg["metadata"]["license_files"]) == ("MIT", "LICENSE"), src

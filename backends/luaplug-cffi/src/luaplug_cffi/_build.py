@@ -83,9 +83,11 @@ ffibuilder.cdef(CDEF)
 _flags = luajit_flags()
 ffibuilder.set_source(
     "luaplug_cffi._native",
-    # lp_pyfast.c uses the full C API (METH_FASTCALL), hence no py_limited_api.
+    # lp_pyfast.c uses the full C API (METH_FASTCALL), hence no py_limited_api; and the macro that
+    # keeps cffi's header from defining Py_LIMITED_API anyway (cffi < 1.16 does not set it itself).
     "\n".join((HERE / name).read_text(encoding="utf-8") for name in ("lp_core.c", "lp_pyfast.c")),
     py_limited_api=False,
+    define_macros=[("_CFFI_NO_LIMITED_API", None)],
     extra_compile_args=["-O2", "-pthread"],
     extra_link_args=["-pthread"],
     **_flags,

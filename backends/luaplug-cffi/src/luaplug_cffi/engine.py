@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Final
 from luaplug.abi import DispatchType
 from luaplug.abi import core_ffi as abi_ffi
 from luaplug.engine import (
+    CAP_MEMORY_LIMIT,
     CAP_NESTED_SAME_BUNDLE,
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
@@ -213,7 +214,7 @@ class CffiEngine(Engine):
 
     name: ClassVar[str] = "cffi"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE}
+        {CAP_MEMORY_LIMIT, CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE}
     )
 
     @staticmethod

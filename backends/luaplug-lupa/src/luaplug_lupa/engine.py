@@ -1,4 +1,11 @@
-"""The lupa engine: one ``lupa.luajit21.LuaRuntime`` per bundle VM.
+"""The lupa engine: one lupa ``LuaRuntime`` of LuaJIT 2.1 per bundle VM.
+
+The runtime class is ``lupa.luajit21``'s when lupa has that module (lupa 2.x
+wheels bundle LuaJIT), otherwise lupa's default ``lupa.LuaRuntime`` if that
+one runs LuaJIT 2.1 (lupa 1.x is built against one Lua: distributions such as
+Debian link it to the system ``libluajit-5.1``); any other Lua leaves the
+backend unavailable. A lupa without ``max_memory`` (1.x) gives an engine
+without ``CAP_MEMORY_LIMIT``.
 
 lupa serializes calls into one runtime with its own lock (other threads wait)
 and releases the GIL while Lua runs, so two bundles on two threads run in
@@ -16,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from luaplug.engine import (
+    CAP_MEMORY_LIMIT,
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
     DEFAULT_OPTIONS,
@@ -28,13 +36,48 @@ from luaplug.errors import LuaError, LuaMemoryError, LuaplugError, LuaSyntaxErro
 from luaplug.loader import ContractProvider, FastCall
 from luaplug.pyinterface import PythonBackedContract, python_interface
 
-try:
-    import lupa.luajit21 as _lupa
-except ImportError as _exc:  # reported through unavailable_reason()
-    _lupa = None
-    _IMPORT_ERROR: str | None = f"lupa.luajit21 cannot be imported: {_exc}"
-else:
-    _IMPORT_ERROR = None
+
+def _py(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _jit_version(module: Any) -> str:
+    """``jit.version`` of a fresh runtime of ``module`` (``_VERSION`` when it is not LuaJIT)."""
+    return str(_py(module.LuaRuntime(encoding=None).eval(b"jit and jit.version or _VERSION")))
+
+
+def _select_lupa() -> tuple[Any, str, str | None]:
+    """``(module, its name, None)`` for lupa's LuaJIT 2.1 runtime, or ``(None, "", why not)``."""
+    try:
+        import lupa.luajit21 as luajit21
+    except ImportError as exc:
+        missing = f"lupa.luajit21 cannot be imported ({exc})"
+    else:
+        return luajit21, "lupa.luajit21", None
+    try:
+        import lupa
+    except ImportError as exc:
+        return None, "", f"{missing}, nor lupa ({exc})"
+    try:
+        version = _jit_version(lupa)
+    except Exception as exc:  # a lupa that cannot make a runtime at all
+        return None, "", f"{missing}, and lupa.LuaRuntime fails: {exc}"
+    if not version.startswith("LuaJIT 2.1"):
+        return None, "", f"{missing}, and lupa {getattr(lupa, '__version__', '?')} runs {version}, not LuaJIT 2.1"
+    return lupa, "lupa.LuaRuntime", None
+
+
+def _has_max_memory(module: Any) -> bool:
+    """Whether ``module.LuaRuntime`` takes ``max_memory`` (lupa 2.x; 1.x refuses the keyword)."""
+    try:
+        module.LuaRuntime(encoding=None, max_memory=0)
+    except TypeError:
+        return False
+    return True
+
+
+_lupa, _LUPA_MODULE, _IMPORT_ERROR = _select_lupa()
+_MAX_MEMORY = _lupa is not None and _has_max_memory(_lupa)
 
 try:
     from luaplug_lupa._entry import bind as _bind_entry
@@ -44,6 +87,10 @@ except ImportError:  # built without a C compiler: the core's Python closures se
 __all__ = ["LupaEngine", "LupaState"]
 
 _LuaErrors: tuple[type[Exception], ...] = (_lupa.LuaError,) if _lupa is not None else ()
+# lupa 1.x has no LuaMemoryError (it has no allocator of its own to run out of).
+_LuaMemoryErrors: tuple[type[Exception], ...] = (
+    (_lupa.LuaMemoryError,) if _lupa is not None and hasattr(_lupa, "LuaMemoryError") else ()
+)
 
 
 def _translate(exc: Exception) -> LuaError:
@@ -51,7 +98,7 @@ def _translate(exc: Exception) -> LuaError:
     assert _lupa is not None
     if isinstance(exc, _lupa.LuaSyntaxError):
         return LuaSyntaxError(str(exc))
-    if isinstance(exc, _lupa.LuaMemoryError):
+    if isinstance(exc, _LuaMemoryErrors):
         return LuaMemoryError(str(exc))
     return LuaError(str(exc))
 
@@ -64,10 +111,6 @@ def _mapped() -> Iterator[None]:
         yield
     except _lupa.LuaError as exc:
         raise _translate(exc) from exc
-
-
-def _py(value: Any) -> Any:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,18 +137,23 @@ class LupaState(EngineState):
     def __init__(self, host_address: int, options: StateOptions = DEFAULT_OPTIONS) -> None:
         super().__init__()
         assert _lupa is not None
+        if options.memory_limit is not None and not _MAX_MEMORY:
+            # The core refuses such a load first (CAP_MEMORY_LIMIT); never run uncapped.
+            raise LuaplugError(f"{_LUPA_MODULE} has no max_memory: this engine cannot cap a VM's memory")
         with _mapped():
-            # Always lupa's counting allocator (max_memory 0: no cap): it uses the
-            # process allocator, which reuses what earlier states freed, where
-            # LuaJIT's own would keep a private arena per state.
-            rt = _lupa.LuaRuntime(
-                encoding=None, register_eval=False, register_builtins=False, max_memory=options.memory_limit or 0
-            )
+            # Where lupa has one, always its counting allocator (max_memory 0: no cap):
+            # it uses the process allocator, which reuses what earlier states freed,
+            # where LuaJIT's own would keep a private arena per state.
+            limit = {"max_memory": options.memory_limit or 0} if _MAX_MEMORY else {}
+            rt = _lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False, **limit)
             g = rt.globals()
+            # Taken before the prelude runs (it may restrict the globals); load() with a
+            # chunk name and mode is LuaJIT's, and works on every lupa version.
+            load_chunk = rt.eval(b"function(code, name, mode) return assert(load(code, name, mode))() end")
             # No way back into Python from bundle code.
             g[b"python"] = None
             g[b"package"][b"loaded"][b"python"] = None
-            self._prelude: Any = rt.execute(_prelude_code(), name=b"=luaplug_host", mode="b")
+            self._prelude: Any = load_chunk(_prelude_code(), b"=luaplug_host", b"b")
             self._prelude.setup(
                 host_address, self.cell_address, self.thread_fn_address, None, options.memory_limit is not None
             )
@@ -184,10 +232,12 @@ class LupaState(EngineState):
 
 
 class LupaEngine(Engine):
-    """Engine on ``lupa.luajit21``."""
+    """Engine on lupa's LuaJIT 2.1 (``lupa.luajit21``, or a lupa built against LuaJIT 2.1)."""
 
     name: ClassVar[str] = "lupa"
-    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE} | ({CAP_MEMORY_LIMIT} if _MAX_MEMORY else set())
+    )
 
     @staticmethod
     def unavailable_reason() -> str | None:
@@ -196,11 +246,13 @@ class LupaEngine(Engine):
 
     def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
         if _lupa is None:
-            raise LuaplugError(_IMPORT_ERROR or "lupa.luajit21 is unavailable")
+            raise LuaplugError(_IMPORT_ERROR or "lupa's LuaJIT 2.1 is unavailable")
         return LupaState(host_address, options)
 
     def lua_version(self) -> str:
+        """The LuaJIT version, then the lupa version and module it comes through."""
         if _lupa is None:
             return ""
         with _mapped():
-            return str(_py(_lupa.LuaRuntime(encoding=None).eval(b"jit and jit.version or _VERSION")))
+            version = _jit_version(_lupa)
+        return f"{version} (lupa {getattr(_lupa, '__version__', '?')}, {_LUPA_MODULE})"

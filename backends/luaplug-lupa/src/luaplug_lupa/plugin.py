@@ -14,7 +14,8 @@ def luaplug_register_backends(register: BackendRegistry) -> None:
             name="lupa",
             engine="luaplug_lupa.engine:LupaEngine",
             priority=10,
-            description="LuaJIT 2.1 bundled with lupa (lupa.luajit21)",
-            install_hint="pip install luaplug-lupa (needs a lupa wheel with lupa.luajit21)",
+            description="LuaJIT 2.1 through lupa (lupa.luajit21, or a lupa built against LuaJIT 2.1)",
+            install_hint="pip install luaplug-lupa (lupa wheels have lupa.luajit21), or a lupa built against "
+            "LuaJIT 2.1 (Debian: python3-lupa)",
         )
     )

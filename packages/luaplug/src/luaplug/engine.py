@@ -23,6 +23,7 @@ from .errors import LuaError, LuaMemoryError, LuaSyntaxError
 from .loader import ContractProvider, FastCall
 
 __all__ = [
+    "CAP_MEMORY_LIMIT",
     "CAP_NESTED_SAME_BUNDLE",
     "CAP_PARALLEL_STATES",
     "CAP_REFUSES_BYTECODE",
@@ -39,6 +40,9 @@ CAP_NESTED_SAME_BUNDLE: Final = "nested_same_bundle_calls"
 CAP_PARALLEL_STATES: Final = "parallel_states"
 #: Precompiled bytecode chunks are refused.
 CAP_REFUSES_BYTECODE: Final = "refuses_bytecode"
+#: The engine caps a VM's memory (``StateOptions.memory_limit``); without it, the core
+#: refuses a load that asks for a cap (:class:`~luaplug.errors.CapabilityError`).
+CAP_MEMORY_LIMIT: Final = "memory_limit"
 
 
 @lru_cache(maxsize=1)
@@ -174,8 +178,9 @@ class Engine(ABC):
         """A fresh LuaJIT state with the standard libraries, ``ffi``, ``bit`` and
         ``jit``, the host prelude set up, and nothing else reachable.
 
-        The engine applies ``options.memory_limit`` (its allocator); the core
-        applies the rest through the prelude.
+        The engine applies ``options.memory_limit`` (its allocator; the core passes
+        one only to an engine with ``CAP_MEMORY_LIMIT``); the core applies the rest
+        through the prelude.
 
         :raises LuaplugError: when no state could be made
         """

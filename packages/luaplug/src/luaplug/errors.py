@@ -20,6 +20,7 @@ __all__ = [
     "ApiSpecError",
     "BackendNotFoundError",
     "BackendUnavailableError",
+    "CapabilityError",
     "ConfigError",
     "ContractNotFoundError",
     "DependencyError",
@@ -164,6 +165,22 @@ class BackendUnavailableError(LuaplugError):
         if hint:
             text += f" ({hint})"
         super().__init__(text)
+
+
+class CapabilityError(LuaplugError):
+    """A load asked for something its backend lacks the capability for (nothing ran).
+
+    :ivar backend: the backend's name
+    :ivar capability: the capability it lacks (``luaplug.engine.CAP_*``)
+    """
+
+    def __init__(self, backend: str, capability: str, wanted: str) -> None:
+        self.backend = backend
+        self.capability = capability
+        super().__init__(
+            f"{wanted} needs capability {capability!r}, which luaplug backend {backend!r} lacks "
+            "(see Runtime.capabilities; load on a backend that has it, or without the option)"
+        )
 
 
 class ContractNotFoundError(LuaplugError):

@@ -19,9 +19,10 @@ from ._logdefer import deferring, emit
 from .backends import select_backend
 from .config import Config, resolve_config
 from .contract import Contract
-from .engine import DEFAULT_OPTIONS, StateOptions
+from .engine import CAP_MEMORY_LIMIT, DEFAULT_OPTIONS, StateOptions
 from .epoch import Collector, default_collector
 from .errors import (
+    CapabilityError,
     ContractNotFoundError,
     DependencyError,
     HotReloadDisabled,
@@ -260,6 +261,8 @@ class Runtime(HostApiServices):
             if m.id in self._loading:
                 raise LoadError(m.name, f"bundle {m.name!r} is being loaded (its init is running on this thread)")
             backend_name, loader = self._loader_for(backend)
+            if options.memory_limit is not None and CAP_MEMORY_LIMIT not in loader.engine.capabilities:
+                raise CapabilityError(backend_name, CAP_MEMORY_LIMIT, "memory_limit")
             with self._initialising(m, replacing=False):
                 loader.load(m, source, self, options)
             bundle = Bundle(m.name, m.id, m, source.kind, backend_name, options)
