@@ -480,7 +480,9 @@ class Runtime(HostApiServices):
         spec = host_spec(contract, api)
         impl, singleton = resolve_impl(impl, singleton)
         self._check_open()
-        hc = HostContract(spec, impl, singleton=singleton, host_address=self.host_api.address)
+        hc = HostContract(
+            spec, impl, singleton=singleton, host_address=self.host_api.address, host_api=self.host_api
+        )
         with self._locked():
             self._host_contracts.add(HostEntry(hc.contract_id, hc.interface, 0, "<host>", keepalive=[hc]))
         return hc
