@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .hostcontract import HostContract
     from .loader import BundleLoader, ContractProvider
     from .manifest import Manifest
+    from .registry import Provider
     from .runtime import Bundle, Runtime
     from .sdk import sdk_path
 
@@ -90,6 +91,7 @@ __all__ = [
     "ManifestError",
     "ManifestMissingFile",
     "Phase",
+    "Provider",
     "Runtime",
     "RuntimeClosedError",
     "__version__",
@@ -123,6 +125,7 @@ _FROM: dict[str, str] = {
     "BundleLoader": "loader",
     "ContractProvider": "loader",
     "Manifest": "manifest",
+    "Provider": "registry",
     "Bundle": "runtime",
     "Runtime": "runtime",
     "sdk_path": "sdk",

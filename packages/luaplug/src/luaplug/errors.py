@@ -168,12 +168,25 @@ class BackendUnavailableError(LuaplugError):
 
 
 class ContractNotFoundError(LuaplugError):
-    """No loaded bundle provides the requested contract."""
+    """No loaded bundle provides the requested contract (or not the bundle asked for).
 
-    def __init__(self, name: str, major: int) -> None:
-        super().__init__(f"no loaded bundle provides contract {name}@{major}")
+    :ivar contract: the contract name (without the major)
+    :ivar major: the contract's major version
+    :ivar bundle: the bundle asked for (``bundle=``), or ``None``
+    :ivar providers: with ``bundle``, the names of the bundles that do provide it, in load order
+    """
+
+    def __init__(self, name: str, major: int, *, bundle: str | None = None, providers: Iterable[str] = ()) -> None:
         self.contract = name
         self.major = major
+        self.bundle = bundle
+        self.providers = list(providers)
+        if bundle is None:
+            text = f"no loaded bundle provides contract {name}@{major}"
+        else:
+            listed = ", ".join(repr(p) for p in self.providers) or "none"
+            text = f"bundle {bundle!r} does not provide contract {name}@{major} (its providers: {listed})"
+        super().__init__(text)
 
 
 class DependencyError(LuaplugError):
