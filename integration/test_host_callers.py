@@ -87,3 +87,22 @@ def test_a_call_of_the_default_impl_chains_too(runtime: luaplug.Runtime, root: P
         with pytest.raises(DispatchError) as info:
             proxy.apply("assert:k1")
     assert info.value.__cause__ is store.raised[-1]
+
+
+def test_destroy_releases_a_callers_own_instance(runtime: luaplug.Runtime, root: Path) -> None:
+    hc = runtime.provide("host.Store@1", Store, api=root / "api.toml", singleton=False)
+    runtime.load(root / "upper")
+    with runtime.bind(root / "api.toml", "text.Filter@1") as proxy:
+        before = hc.live_instances
+        answer = proxy.apply("own:k")
+    # apply's own caller stays (the bundle does not destroy it); the destroyed one is released
+    assert hc.live_instances == before + 1
+    assert answer == (
+        "1 then nil 4: host.Store@1.bump: no interface: the caller was destroyed, or its provider is gone (NotFound)"
+    )
+
+
+def test_destroy_keeps_a_singletons_instance(upper: typed.TypedProxy, store: Store) -> None:
+    assert upper.apply("own:k").startswith("1 then nil 4: ")
+    assert upper.apply("own:k").startswith("2 then nil 4: ")  # the shared instance still serves
+    assert upper.apply("get:k") == "got 2"

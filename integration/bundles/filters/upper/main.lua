@@ -5,6 +5,7 @@
 --   assert:KEY       "got VALUE", or the failure raised with assert()
 --   put:KEY=VALUE    what put returned ("true")
 --   why:KEY          get_last_error right after a failed get (the test reads the C API here)
+--   own:KEY          bump KEY through a caller of its own, destroy it, call it again
 --   fail             error("unrelated failure")
 local ffi = require("ffi")
 local polyplug_abi = require("polyplug_abi")
@@ -41,6 +42,12 @@ local function new_upper(host_ptr)
     elseif cmd == "why" then
       assert(store:get(arg) == nil, "the get did not fail")
       return last_error(host_ptr)
+    elseif cmd == "own" then
+      local mine = host_contracts.HostStoreContract.from_host(host_ptr, 0)
+      local n = assert(mine:bump(arg))
+      mine:destroy()
+      local again, err, code = mine:bump(arg)
+      return tostring(tonumber(n)) .. " then " .. tostring(again) .. " " .. code .. ": " .. err
     elseif s == "fail" then
       error("unrelated failure")
     end

@@ -416,6 +416,7 @@ end
 
 _NO_FN: Final = int(AbiErrorCode.FunctionNotAvailable)
 _NOT_FOUND: Final = int(AbiErrorCode.NotFound)
+_NO_INTERFACE: Final = ": no interface: the caller was destroyed, or its provider is gone (NotFound)"
 _GENERIC: Final = int(AbiErrorCode.Generic)
 
 _CALLER_BUFFER: Final = """\
@@ -445,7 +446,7 @@ def _caller_method(cls: str, fn_id: int, fn: FunctionSpec, pack: str, call: str,
     lines = [
         f"function {cls}:{fn.name}({', '.join(names)})",
         "  if self._interface == nil then",
-        f"    return nil, {_lua_string(what + ': the caller has no interface (NotFound)')}, {_NOT_FOUND}",
+        f"    return nil, {_lua_string(what + _NO_INTERFACE)}, {_NOT_FOUND}",
         "  end",
     ]
     keep: list[str] = []
@@ -579,6 +580,16 @@ def _host_contracts_lua(api: ApiSpec, source: str) -> str:
             "",
             f"function {cls}:is_valid()",
             "  return self._interface ~= nil",
+            "end",
+            "",
+            "--- caller:destroy(): release the caller's own instance (a singleton's shared one stays);",
+            "--- the caller is invalid afterwards.",
+            f"function {cls}:destroy()",
+            "  local iface, instance = self._interface, self._instance",
+            "  self._interface, self._instance = nil, nil",
+            "  if iface ~= nil and instance ~= nil and instance.data ~= nil and not iface.singleton then",
+            "    iface.destroy_instance(iface, instance)",
+            "  end",
             "end",
             "",
         ]
