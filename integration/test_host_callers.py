@@ -106,3 +106,22 @@ def test_destroy_keeps_a_singletons_instance(upper: typed.TypedProxy, store: Sto
     assert upper.apply("own:k").startswith("1 then nil 4: ")
     assert upper.apply("own:k").startswith("2 then nil 4: ")  # the shared instance still serves
     assert upper.apply("get:k") == "got 2"
+
+
+def test_error_err_chains_as_assert_does(upper: typed.TypedProxy, store: Store) -> None:
+    with pytest.raises(DispatchError) as info:
+        upper.apply("raise:absent")
+    assert "main.lua" in (info.value.lua_error or "")  # error() added the position
+    assert info.value.__cause__ is store.raised[-1]
+
+
+def test_a_bundle_on_another_backend_calls_the_store(runtime: luaplug.Runtime, root: Path, store: Store) -> None:
+    others = [b for b in luaplug.available_backends() if b != runtime.backend_name]
+    if not others:
+        pytest.skip("one backend only")
+    runtime.load(root / "upper", backend=others[0])
+    with runtime.bind(root / "api.toml", "text.Filter@1") as proxy:
+        assert proxy.apply("abc") == "ABC #1"
+        with pytest.raises(DispatchError) as info:
+            proxy.apply("assert:nope")
+    assert info.value.__cause__ is store.raised[-1]

@@ -3,6 +3,7 @@
 -- the host caller's failure returns:
 --   get:KEY          "got VALUE", or "error CODE: TEXT" (the failure handled here)
 --   assert:KEY       "got VALUE", or the failure raised with assert()
+--   raise:KEY        "got VALUE", or the failure raised with error(err)
 --   put:KEY=VALUE    what put returned ("true")
 --   why:KEY          get_last_error right after a failed get (the test reads the C API here)
 --   own:KEY          bump KEY through a caller of its own, destroy it, call it again
@@ -36,6 +37,10 @@ local function new_upper(host_ptr)
       return "got " .. to_str(value)
     elseif cmd == "assert" then
       return "got " .. to_str(assert(store:get(arg)))
+    elseif cmd == "raise" then
+      local value, err = store:get(arg)
+      if value == nil then error(err) end
+      return "got " .. to_str(value)
     elseif cmd == "put" then
       local key, value = arg:match("^(.-)=(.*)$")
       return tostring(store:put(key, value))
