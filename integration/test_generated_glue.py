@@ -167,13 +167,6 @@ def test_luaplug_call_reads_the_old_dialect(
     ]
 
 
-def _get_host_contract_by_value() -> bool:
-    """Whether luaplug's ``HostApi.get_host_contract`` has polyplug-abi 0.1.3's signature
-    (``HostContractInstance (const HostApi*, uint64_t, uint32_t)``), which the glue calls."""
-    fn = dict(ffi.typeof("HostApi").fields)["get_host_contract"].type
-    return len(fn.args) == 3 and fn.result.cname == "HostContractInstance"
-
-
 class Notes:
     def __init__(self) -> None:
         self.seen: list[str] = []
@@ -186,10 +179,6 @@ class Notes:
         return f"{getattr(level, 'name', level)}:{text}"
 
 
-@pytest.mark.skipif(
-    not _get_host_contract_by_value(),
-    reason="luaplug's HostApi.get_host_contract does not have polyplug's by-value signature yet (issue 16 point 1)",
-)
 def test_a_host_call_through_host_contracts(rt: luaplug.Runtime, scanner: typed.TypedProxy, tmp_path: Path) -> None:
     notes = Notes()
     rt.provide("host.notes@1", notes, api=tmp_path / "glue" / "api.toml")

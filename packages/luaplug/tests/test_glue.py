@@ -216,3 +216,21 @@ def test_a_python_host_contract_takes_and_returns_structs_and_buffers(tmp_path: 
     assert item == Item(mode=typed.load_api(api).enum("Mode").python.Busy, tag="t1") and got == b"xyz"
     assert out.mode == 0 and ffi.unpack(ffi.cast("char*", out.tag.ptr), out.tag.len) == b"xyz!"
     _libc.free(int(ffi.cast("uintptr_t", out.tag.ptr)))
+
+
+def test_the_single_file_glue_points_host_contracts_to_their_callers(glue: Path) -> None:
+    from luaplug.typed.luagen import generate_lua
+
+    api = typed.load_api(glue / "api.toml")
+    with pytest.raises(ApiSpecError, match=r"host\.notes@1 is a host contract: .* codegen --bundle"):
+        generate_lua(api, "solo", ["host.notes@1"])
+
+
+def test_generated_callers_return_failures_and_true_for_no_result(glue: Path) -> None:
+    files = generate_glue(load_bundle_toml(glue / "text_tools" / "bundle.toml"))
+    hosts = files["guest/host_contracts.lua"]
+    assert '[102] = "HostContractCallFailed"' in hosts
+    assert 'if not ok then return failure("host.notes@1.note", err) end' in hosts
+    assert "function HostNotesContract:destroy()" in hosts
+    peers = files["guest/peer_callers.lua"]
+    assert 'if not ok then return failure("shapes.Counter@1.bump", err) end' in peers

@@ -94,3 +94,44 @@ def test_withdrawn_interfaces_are_released_through_the_epoch(registry: Registry)
     guard.release()
     c.collect()
     assert a.keepalive == []
+
+
+def test_registrations_in_registration_order_with_their_handles(registry: Registry) -> None:
+    cid = guest_contract_id("x.Y", 1)
+    assert registry.registrations(cid) == []
+    a, b, c = reg("x.Y", 1), reg("x.Y", 2), reg("x.Y", 3)
+    registry.commit([a])
+    registry.commit([b])
+    registry.invalidate_bundle(1)
+    registry.commit([c])  # takes bundle 1's freed slot, yet comes after b
+    found = registry.registrations(cid)
+    assert [r for _, _, r in found] == [b, c]
+    assert all(registry.resolve(i, g) is r for i, g, r in found)
+    first = registry.find(cid)
+    assert first is not None and first == found[0][:2]
+
+
+def test_provider_is_the_contract_string_with_who_provides_it() -> None:
+    import pickle
+
+    from luaplug.registry import Provider
+
+    r = reg("x.Y", 4, major=2)
+    p = Provider.of(r)
+    assert p == "x.Y@2" and isinstance(p, str) and hash(p) == hash("x.Y@2")
+    assert (p.contract_name, p.major, p.bundle, p.plugin, p.bundle_id) == ("x.Y", 2, "b4", "p4", 4)
+    assert repr(p) == "Provider('x.Y@2', bundle='b4', plugin='p4')"
+    again = pickle.loads(pickle.dumps(p))
+    assert type(again) is Provider and (again.bundle, again.plugin, again.bundle_id) == ("b4", "p4", 4)
+    with pytest.raises(AttributeError, match="read-only"):
+        p.plugin = "other"  # type: ignore[misc]
+
+
+def test_contract_not_found_names_the_bundle_and_the_providers() -> None:
+    from luaplug import ContractNotFoundError
+
+    assert str(ContractNotFoundError("x.Y", 1)) == "no loaded bundle provides contract x.Y@1"
+    err = ContractNotFoundError("x.Y", 1, bundle="b9", providers=["b1", "b2"])
+    assert str(err) == "bundle 'b9' does not provide contract x.Y@1 (its providers: 'b1', 'b2')"
+    assert (err.contract, err.major, err.bundle, err.providers) == ("x.Y", 1, "b9", ["b1", "b2"])
+    assert "(its providers: none)" in str(ContractNotFoundError("x.Y", 1, bundle="b9"))

@@ -91,6 +91,28 @@ def test_a_host_contract_unpacks_and_packs(caplog: pytest.LogCaptureFixture) -> 
     assert hc.live_instances == 0
 
 
+def test_a_failed_host_call_reports_the_exception_text() -> None:
+    from luaplug.hostapi import HostApi
+
+    host = HostApi(None)
+    hc = HostContract(SPEC, Impl(), host_api=host)
+    inst = hc._create_instance()
+    err = ffi.new("AbiError*")
+    table = ffi.cast("void(**)(void*, const void*, void*, AbiError*)", hc.interface.dispatch.native.functions)
+    table[2](ffi.cast("void*", inst), ffi.NULL, ffi.new("uint32_t*"), err)
+    assert err.code == AbiErrorCode.HostContractCallFailed
+    assert ffi.unpack(ffi.cast("char*", err.message.ptr), err.message.len) == b"t.Host@1.fail: ValueError: nope"
+    assert host.last_error() == b"t.Host@1.fail: ValueError: nope"
+    table[1](ffi.cast("void*", 999), ffi.new("int64_t*"), ffi.new("int64_t*"), err)
+    assert err.code == AbiErrorCode.InvalidPointer
+    assert ffi.unpack(ffi.cast("char*", err.message.ptr), err.message.len) == b"t.Host@1.neg: unknown instance 0x3e7"
+    assert call(hc, 1, inst, ffi.new("int64_t*", 3), ffi.new("int64_t*")) == 0
+    # a call that succeeds leaves the message null
+    ok = ffi.new("AbiError*")
+    table[1](ffi.cast("void*", inst), ffi.new("int64_t*", 3), ffi.new("int64_t*"), ok)
+    assert ok.code == 0 and ok.message.ptr == ffi.NULL and ok.message.len == 0
+
+
 def test_event_hub_defers_and_isolates_failures(caplog: pytest.LogCaptureFixture) -> None:
     hub = EventHub()
     got: list[Event] = []

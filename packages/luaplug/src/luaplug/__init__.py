@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .hostcontract import HostContract
     from .loader import BundleLoader, ContractProvider
     from .manifest import Manifest
+    from .registry import Provider
     from .runtime import Bundle, Runtime
     from .sdk import sdk_path
 
@@ -92,6 +93,7 @@ __all__ = [
     "ManifestError",
     "ManifestMissingFile",
     "Phase",
+    "Provider",
     "Runtime",
     "RuntimeClosedError",
     "__version__",
@@ -125,6 +127,7 @@ _FROM: dict[str, str] = {
     "BundleLoader": "loader",
     "ContractProvider": "loader",
     "Manifest": "manifest",
+    "Provider": "registry",
     "Bundle": "runtime",
     "Runtime": "runtime",
     "sdk_path": "sdk",

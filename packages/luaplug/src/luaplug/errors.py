@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from . import _hostfailures
 from .abi import AbiErrorCode
 
 __all__ = [
@@ -184,12 +185,25 @@ class CapabilityError(LuaplugError):
 
 
 class ContractNotFoundError(LuaplugError):
-    """No loaded bundle provides the requested contract."""
+    """No loaded bundle provides the requested contract (or not the bundle asked for).
 
-    def __init__(self, name: str, major: int) -> None:
-        super().__init__(f"no loaded bundle provides contract {name}@{major}")
+    :ivar contract: the contract name (without the major)
+    :ivar major: the contract's major version
+    :ivar bundle: the bundle asked for (``bundle=``), or ``None``
+    :ivar providers: with ``bundle``, the names of the bundles that do provide it, in load order
+    """
+
+    def __init__(self, name: str, major: int, *, bundle: str | None = None, providers: Iterable[str] = ()) -> None:
         self.contract = name
         self.major = major
+        self.bundle = bundle
+        self.providers = list(providers)
+        if bundle is None:
+            text = f"no loaded bundle provides contract {name}@{major}"
+        else:
+            listed = ", ".join(repr(p) for p in self.providers) or "none"
+            text = f"bundle {bundle!r} does not provide contract {name}@{major} (its providers: {listed})"
+        super().__init__(text)
 
 
 class DependencyError(LuaplugError):
@@ -226,6 +240,9 @@ class DispatchError(LuaplugError):
     :ivar lua_error: the Lua error text with traceback, when the handler raised
     :ivar contract: ``"name@major"`` of the contract called
     :ivar fn_id: the function id called
+
+    When the guest failed with the text of a Python host contract function's exception (it
+    propagated the error its host caller returned), that exception is the ``__cause__``.
     """
 
     def __init__(self, code: int, *, contract: str = "", fn_id: int = -1, lua_error: str | None = None) -> None:
@@ -289,7 +306,11 @@ def dispatch_error(code: int, contract: str, fn_id: int, lua_error: str | None) 
             cls = DispatchMemoryError
         elif lua_error.startswith(LIMIT_TEXT):
             cls = DispatchLimitError
-    return cls(code, contract=contract, fn_id=fn_id, lua_error=lua_error)
+    err = cls(code, contract=contract, fn_id=fn_id, lua_error=lua_error)
+    cause = _hostfailures.take(lua_error)
+    if cause is not None:  # the guest failed with the text of a host function's exception
+        err.__cause__ = cause
+    return err
 
 
 def init_failed(bundle: str, error: str, cause: str) -> InitFailed:

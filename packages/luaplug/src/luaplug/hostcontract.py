@@ -13,8 +13,11 @@ is written to ``out`` when it is not null, a ``StringView`` result is copied int
 ``HostApi.alloc`` memory the caller frees with ``host.free(host, ptr, len, 1)``.
 
 A Python exception in a host function is logged with its traceback (logger
-``luaplug.hostcontract``) and the guest gets ``HostContractCallFailed`` (102); it never
-unwinds through Lua.
+``luaplug.hostcontract``) and the guest gets ``HostContractCallFailed`` (102) with the text
+``"<name@major>.<function>: <ExceptionType>: <exception text>"`` in ``AbiError.message`` and
+through ``HostApi.get_last_error``; it never unwinds through Lua. A
+:class:`~luaplug.DispatchError` whose Lua error carries that text chains the exception
+(``__cause__``).
 
 :class:`HostEntry` is one registered host contract, as a runtime's
 :class:`~luaplug._hosttable.HostContractTable` (re-exported here) keeps it. A runtime
@@ -31,7 +34,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _libc, reentry
+from . import _hostfailures, _libc, reentry
 from ._hosttable import HostContractTable, version_matches
 from ._logdefer import emit
 from .abi import AbiErrorCode, DispatchType
@@ -40,6 +43,7 @@ from .errors import ApiSpecError
 from .ids import host_contract_id
 
 if TYPE_CHECKING:  # luaplug.typed is imported on first use: importing luaplug stays light
+    from .hostapi import HostApi
     from .typed.spec import ApiSpec, ContractSpec, FunctionSpec
     from .typed.types import TypeSpec
 
@@ -157,15 +161,18 @@ class _Function:
         self.offsets = _layout(self.types)
 
     def __call__(self, inst: Any, args: Any, out: Any, err: Any) -> None:
-        code = 0
+        text: str | None = None
         try:
-            code = self.contract._invoke(self, _u(inst), _u(args), _u(out))
+            code, text = self.contract._invoke(self, _u(inst), _u(args), _u(out))
         except BaseException:  # never unwind into C
             code = _FAILED
         if err != ffi.NULL:
             err.code = code
-            err.message.ptr = ffi.NULL
-            err.message.len = 0
+            if text is None:
+                err.message.ptr = ffi.NULL
+                err.message.len = 0
+            else:
+                err.message.ptr, err.message.len = self.contract._message(text)
 
     def run(self, impl: object, args: int, out: int) -> None:
         if self.types and not args:
@@ -219,10 +226,20 @@ class HostContract:
         callable without arguments) called once per instance a guest creates
     :param singleton: ``HostContractInterface.singleton``
     :param host_address: the ``HostApi`` written to ``HostContractInterface.runtime`` (0: none)
+    :param host_api: the runtime's :class:`~luaplug.hostapi.HostApi`, whose ``get_last_error``
+        reports a failed call (``None``: the ``AbiError`` message only)
     :raises TypeError: ``impl`` lacks a declared function, or is not a factory when it must be
     """
 
-    def __init__(self, spec: ContractSpec, impl: object, *, singleton: bool = True, host_address: int = 0) -> None:
+    def __init__(
+        self,
+        spec: ContractSpec,
+        impl: object,
+        *,
+        singleton: bool = True,
+        host_address: int = 0,
+        host_api: HostApi | None = None,
+    ) -> None:
         if not singleton and not callable(impl):
             raise TypeError(f"host contract {spec.key}: singleton=False needs a factory (a callable), not {impl!r}")
         from .typed.types import python_name
@@ -237,6 +254,9 @@ class HostContract:
         self._lock = threading.Lock()
         self._instances: dict[int, object] = {}
         self._ids = itertools.count(1)
+        self._host_api = host_api
+        # The AbiError message of this thread's last failed call (valid until its next failure).
+        self._messages = threading.local()
         self._functions = [_Function(self, fn) for fn in spec.functions]
         # SAFETY: the handle, the callbacks, the function table and the interface are owned
         # by this object, which the runtime keeps for its whole life (the spec's "must stay
@@ -300,18 +320,37 @@ class HostContract:
         with self._lock:
             self._instances.pop(iid, None)
 
-    def _invoke(self, fn: _Function, iid: int, args: int, out: int) -> int:
+    def _invoke(self, fn: _Function, iid: int, args: int, out: int) -> tuple[int, str | None]:
+        """Run ``fn`` on instance ``iid``: the code and, on failure, the text the guest gets."""
         impl = self._instances.get(iid)
         if impl is None:
             emit(_log, logging.ERROR, "host contract %s: %s() on unknown instance %#x", self.key, fn.fn.name, iid)
-            return int(AbiErrorCode.InvalidPointer)
+            return int(AbiErrorCode.InvalidPointer), self._failed(f"{self.key}.{fn.fn.name}: unknown instance {iid:#x}")
         try:
             with reentry.user_code():
                 fn.run(impl, args, out)
-        except Exception:
+        except Exception as exc:
             emit(_log, logging.ERROR, "host contract %s function %s raised", self.key, fn.fn.name, exc_info=True)
-            return _FAILED
-        return 0
+            detail = str(exc)
+            text = f"{self.key}.{fn.fn.name}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+            _hostfailures.record(text, exc)
+            return _FAILED, self._failed(text)
+        return 0, None
+
+    def _failed(self, text: str) -> str:
+        """Report a failed call through ``get_last_error`` (when the host is known); ``text``."""
+        if self._host_api is not None:
+            self._host_api.set_last_error(text)
+        return text
+
+    def _message(self, text: str) -> tuple[Any, int]:
+        """``text`` in C memory kept until this thread's next failed call: ``(pointer, length)``."""
+        data = text.encode("utf-8", "replace")
+        # SAFETY: the guest reads AbiError.message right after the call returns, on this thread;
+        # the buffer lives until the next failure on the same thread replaces it.
+        buf = ffi.new("char[]", data)
+        self._messages.buf = buf
+        return ffi.cast("const uint8_t*", buf), len(data)
 
     def __repr__(self) -> str:
         return f"<HostContract {self.key} singleton={self.singleton}>"

@@ -25,7 +25,56 @@ from .errors import DuplicateProvider
 if TYPE_CHECKING:
     from .loader import ContractProvider
 
-__all__ = ["Registration", "Registry"]
+__all__ = ["Provider", "Registration", "Registry"]
+
+
+class Provider(str):
+    """One provider of a contract, as :meth:`luaplug.Runtime.providers` and
+    :meth:`~luaplug.Runtime.contracts` list it.
+
+    It is the string ``"name@major"`` (what ``contracts()`` always returned: it compares,
+    hashes and prints as that string) and says who provides the contract.
+
+    :ivar contract_name: the contract name without the major (``"text.Filter"``)
+    :ivar major: the contract's major version
+    :ivar bundle: the name of the providing bundle (``"<host>"`` for a contract a guest
+        registered outside any load)
+    :ivar plugin: the plugin name the provider registered under
+    :ivar bundle_id: the providing bundle's id
+    """
+
+    contract_name: str
+    major: int
+    bundle: str
+    plugin: str
+    bundle_id: int
+
+    def __new__(cls, contract_name: str, major: int, *, bundle: str, plugin: str, bundle_id: int = 0) -> Provider:
+        self = super().__new__(cls, f"{contract_name}@{major}")
+        self.__dict__.update(
+            contract_name=contract_name, major=major, bundle=bundle, plugin=plugin, bundle_id=bundle_id
+        )
+        return self
+
+    @classmethod
+    def of(cls, reg: Registration) -> Provider:
+        """The provider a registration describes."""
+        return cls(
+            reg.contract_name, reg.major, bundle=reg.bundle_name, plugin=reg.plugin_name, bundle_id=reg.bundle_id
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Provider is read-only (cannot set {name!r})")
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str, int], dict[str, object]]:
+        return (self.contract_name, self.major), {
+            "bundle": self.bundle,
+            "plugin": self.plugin,
+            "bundle_id": self.bundle_id,
+        }
+
+    def __repr__(self) -> str:
+        return f"Provider({str(self)!r}, bundle={self.bundle!r}, plugin={self.plugin!r})"
 
 
 @dataclass(eq=False)
@@ -99,6 +148,17 @@ class Registry:
                 slot = self._slots[index]
                 if slot.reg is not None and slot.reg.major >= min_major:
                     out.append((index, slot.generation))
+            return out
+
+    def registrations(self, contract_id: int) -> list[tuple[int, int, Registration]]:
+        """Every provider of ``contract_id`` as ``(index, generation, registration)``,
+        first-registered first (the order :meth:`find` picks in)."""
+        with self._lock:
+            out = []
+            for index in self._by_cid.get(contract_id, ()):
+                slot = self._slots[index]
+                if slot.reg is not None:
+                    out.append((index, slot.generation, slot.reg))
             return out
 
     def resolve(self, index: int, generation: int) -> Registration | None:

@@ -33,7 +33,7 @@ from .errors import (
 from .hostapi import HostApi
 from .ids import guest_contract_id, split_contract_name
 from .lualoader import LuaLoader
-from .registry import Registration, Registry
+from .registry import Provider, Registration, Registry
 from .sources import BundleSource, BytesSource, CodeSource, PathSource
 
 if TYPE_CHECKING:
@@ -81,6 +81,14 @@ def _memory_manifest(name: str) -> Manifest:
     from .manifest import Manifest
 
     return Manifest.in_memory(name)
+
+
+def _split_name(name: str, major: int) -> tuple[str, int]:
+    """``(name, major)`` of a contract given as ``"name@major"`` or as a name and ``major``."""
+    if "@" in name:
+        name, given = split_contract_name(name)
+        major = major if given is None else given
+    return name, major
 
 
 def _options(base: StateOptions, memory: int | None, instructions: int | None, untrusted: bool) -> StateOptions:
@@ -383,9 +391,36 @@ class Runtime(HostApiServices):
 
     def _commit(self, m: Manifest, regs: list[Registration], *, replacing: bool) -> None:
         """Publish a load's registrations all at once (the loader's last step)."""
+        before = {r.contract_id for r in self.registry.of_bundle(m.id)} if replacing else set()
         self.registry.commit(regs, replacing=m.id if replacing else None)
         self._host_contracts.commit(m.id, replacing=replacing)
         self.host_api.bump_revision()
+        for reg in regs:
+            if reg.contract_id not in before:
+                self._note_shadowed(reg)
+
+    def _note_shadowed(self, reg: Registration) -> None:
+        """Log (INFO) that ``reg``, just registered, is not the provider ``contract()`` picks.
+
+        INFO, not WARNING: several providers of one contract is a supported setup, reached
+        through :meth:`providers` and ``bundle=``; the line says where the new one went.
+        """
+        found = self.registry.registrations(reg.contract_id)
+        first = found[0][2] if found else None
+        if first is None or first is reg:
+            return
+        emit(
+            _log,
+            logging.INFO,
+            "contract %s of bundle %s (plugin %s) is shadowed by bundle %s (plugin %s), loaded first; "
+            "reach it with bundle=%r",
+            reg.display_name,
+            reg.bundle_name,
+            reg.plugin_name,
+            first.bundle_name,
+            first.plugin_name,
+            reg.bundle_name,
+        )
 
     @contextmanager
     def _initialising(self, m: Manifest, *, replacing: bool) -> Iterator[None]:
@@ -483,7 +518,7 @@ class Runtime(HostApiServices):
         spec = host_spec(contract, api)
         impl, singleton = resolve_impl(impl, singleton)
         self._check_open()
-        hc = HostContract(spec, impl, singleton=singleton, host_address=self.host_api.address)
+        hc = HostContract(spec, impl, singleton=singleton, host_address=self.host_api.address, host_api=self.host_api)
         with self._locked():
             self._host_contracts.add(HostEntry(hc.contract_id, hc.interface, 0, "<host>", keepalive=[hc]))
         return hc
@@ -494,23 +529,40 @@ class Runtime(HostApiServices):
 
     # -- contracts ----------------------------------------------------------------
 
-    def contract(self, name: str, major: int = 1) -> Contract:
+    def contract(self, name: str, major: int = 1, *, bundle: str | Bundle | None = None) -> Contract:
         """The contract ``name@major`` (``"name@major"`` is accepted as ``name``; a name holding
         an ``@`` is given as ``"a@b@1"``, or ``"a@b"`` with ``major``).
 
-        :raises ContractNotFoundError: no loaded bundle provides it
+        :param bundle: the providing bundle (a name or a :class:`Bundle`); ``None``: the
+            first-loaded provider (the first of :meth:`providers`)
+        :raises ContractNotFoundError: no loaded bundle provides it, or ``bundle`` does not
+            (the error then lists the bundles that do)
         """
-        if "@" in name:
-            name, given = split_contract_name(name)
-            major = major if given is None else given
-        found = self.registry.find(guest_contract_id(name, major), major)
-        if found is None:
-            raise ContractNotFoundError(name, major)
-        return Contract(self, name, major, found)
+        name, major = _split_name(name, major)
+        if bundle is None:
+            found = self.registry.find(guest_contract_id(name, major), major)
+            if found is None:
+                raise ContractNotFoundError(name, major)
+            return Contract(self, name, major, found)
+        wanted = str(bundle)
+        regs = self.registry.registrations(guest_contract_id(name, major))
+        for index, generation, reg in regs:
+            if reg.bundle_name == wanted:
+                return Contract(self, name, major, (index, generation))
+        raise ContractNotFoundError(name, major, bundle=wanted, providers=[r.bundle_name for _, _, r in regs])
 
-    def contracts(self) -> list[str]:
-        """``"name@major"`` of every registered contract."""
-        return [r.display_name for r in self.registry.providers()]
+    def providers(self, contract: str, major: int = 1) -> list[Provider]:
+        """Every loaded provider of ``contract`` (``"name@major"``, or a name and ``major``), in
+        load order: the first is the one :meth:`contract` and :meth:`bind` pick without ``bundle=``.
+        Empty when no loaded bundle provides it.
+        """
+        name, major = _split_name(contract, major)
+        return [Provider.of(reg) for _, _, reg in self.registry.registrations(guest_contract_id(name, major))]
+
+    def contracts(self) -> list[Provider]:
+        """Every registered contract provider: a :class:`Provider` is the string ``"name@major"``
+        (a contract with two providers is listed twice) with ``.bundle`` and ``.plugin``."""
+        return [Provider.of(r) for r in self.registry.providers()]
 
     def bind(
         self,
@@ -518,14 +570,17 @@ class Runtime(HostApiServices):
         contract: str | None = None,
         *,
         instance: bool = True,
+        bundle: str | Bundle | None = None,
     ) -> TypedProxy:
         """A typed proxy of ``contract`` as ``api`` (an ``api.toml`` path or a declaration) declares it.
+
+        :param bundle: the providing bundle to call (default: the first-loaded provider)
 
         See :func:`luaplug.typed.bind`.
         """
         from .typed import bind
 
-        return bind(self, api, contract, instance=instance)
+        return bind(self, api, contract, instance=instance, bundle=bundle)
 
     # -- lifetime -----------------------------------------------------------------
 

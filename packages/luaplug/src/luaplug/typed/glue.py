@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+from ..abi import AbiErrorCode
 from ..errors import ApiSpecError
 from ..ids import bundle_id, guest_contract_id, host_contract_id
 from .bundletoml import BundleSpec, Dependency
@@ -390,7 +391,33 @@ local function to_view(v)
   if type(v) ~= "string" then v = tostring(v) end
   return StringView_t(v, #v), v
 end
+
+local CODE_NAMES = { @CODE_NAMES@ }
+
+-- A failed call's returns: nil, a text naming the function (with the callee's AbiError
+-- message when it wrote one), the AbiErrorCode number.
+local function failure(what, err)
+  local code = tonumber(err.code)
+  local text = what .. " failed"
+  local m = err.message
+  if m.ptr ~= nil and m.len > 0 then
+    local message = ffi.string(m.ptr, m.len)
+    if message:sub(1, #what) == what then text = message else text = what .. ": " .. message end
+  end
+  return nil, text .. " (" .. (CODE_NAMES[code] or tostring(code)) .. ")", code
+end
+
+-- err.code = code; false (a call that could not be made).
+local function refuse(err, code)
+  err.code = code
+  return false
+end
 """
+
+_NO_FN: Final = int(AbiErrorCode.FunctionNotAvailable)
+_NOT_FOUND: Final = int(AbiErrorCode.NotFound)
+_NO_INTERFACE: Final = ": no interface: the caller was destroyed, or its provider is gone (NotFound)"
+_GENERIC: Final = int(AbiErrorCode.Generic)
 
 _CALLER_BUFFER: Final = """\
 local Buffer_t = ffi.typeof("Buffer")
@@ -403,13 +430,25 @@ end
 """
 
 
-def _caller_method(cls: str, fn_id: int, fn: FunctionSpec, pack: str, call: str) -> list[str]:
+def _caller_prelude() -> str:
+    """:data:`_CALLER_PRELUDE` with the ``AbiErrorCode`` names."""
+    names = ", ".join(f"[{int(c)}] = {_lua_string(c.name)}" for c in AbiErrorCode)
+    return _CALLER_PRELUDE.replace("@CODE_NAMES@", names)
+
+
+def _caller_method(cls: str, fn_id: int, fn: FunctionSpec, pack: str, call: str, what: str) -> list[str]:
     """``function <cls>:<fn>(params)``: pack the arguments, dispatch with ``call``, read the result.
 
-    Every failure (no interface, an unknown function, an error code) returns nil.
+    Every failure (no interface, an unknown function, an error code) returns ``nil, text, code``
+    (``what`` names the function in the text); a function without a result returns ``true``.
     """
     names = [p.name for p in fn.params]
-    lines = [f"function {cls}:{fn.name}({', '.join(names)})", "  if self._interface == nil then return nil end"]
+    lines = [
+        f"function {cls}:{fn.name}({', '.join(names)})",
+        "  if self._interface == nil then",
+        f"    return nil, {_lua_string(what + _NO_INTERFACE)}, {_NOT_FOUND}",
+        "  end",
+    ]
     keep: list[str] = []
 
     def value(p: ParamSpec, i: int) -> str:
@@ -448,11 +487,12 @@ def _caller_method(cls: str, fn_id: int, fn: FunctionSpec, pack: str, call: str)
         lines.append(f'  local out = ffi.new("{ret.ctype}[1]")')
         lines.append("  local out_ptr = out")
     lines.append("  local err = AbiError_t()")
-    lines.append(f"  if not {call}(self, {fn_id}, args_ptr, out_ptr, err) then return nil end")
+    lines.append(f"  local ok = {call}(self, {fn_id}, args_ptr, out_ptr, err)")
     if keep:
         lines.append(f"  local _ = {{ {', '.join(keep)} }}")
+    lines.append(f"  if not ok then return failure({_lua_string(what)}, err) end")
     if ret is None:
-        lines.append("  return nil")
+        lines.append("  return true")
     elif aggregate:
         lines.append("  return out")
     elif isinstance(ret, EnumType):
@@ -468,10 +508,13 @@ def _host_contracts_lua(api: ApiSpec, source: str) -> str:
     out += [
         "-- Callers of the host contracts, from a guest: Host<Name>Contract.from_host(host_ptr [, min_version])",
         "-- returns a caller (nil when the host serves no such contract); caller:<fn>(...) returns the",
-        "-- result (a StringView result as a StringView), nil on any failure.",
+        "-- result (a StringView result as a StringView; true for a function without one), or on any",
+        "-- failure nil, a text and the AbiErrorCode number (the text names the function and carries",
+        "-- what the host reported, a Python exception's type and text included):",
         '--   local hc = require("generated.guest.host_contracts")',
         "--   local logger = hc.HostLoggerContract.from_host(host_ptr, 0)",
-        _CALLER_PRELUDE,
+        '--   local ok, err, code = logger:log("hi")   -- or assert(logger:log("hi")) to raise',
+        _caller_prelude(),
     ]
     if _uses_buffer(api):
         out.append(_CALLER_BUFFER)
@@ -487,16 +530,16 @@ def _host_contracts_lua(api: ApiSpec, source: str) -> str:
         "  local dispatch = ffi.cast(uint8_ptr, iface) + DISPATCH",
         "  if iface.dispatch_type == 0 then",
         "    local native = ffi.cast(native_ptr, dispatch)",
-        "    if fn_id >= native.function_count or native.functions == nil then return false end",
+        f"    if fn_id >= native.function_count or native.functions == nil then return refuse(err, {_NO_FN}) end",
         "    local f = native.functions[fn_id]",
-        "    if f == nil then return false end",
+        f"    if f == nil then return refuse(err, {_NO_FN}) end",
         "    local data = self._instance ~= nil and self._instance.data or nil",
         "    ffi.cast(HostFn_t, f)(data, args_ptr, out_ptr, err)",
         "  elseif iface.dispatch_type == 1 then",
         "    local vm = ffi.cast(vm_ptr, dispatch)",
         "    vm.call(vm.loader_data, NullGuestInstance, fn_id, args_ptr, out_ptr, nil, err)",
         "  else",
-        "    return false",
+        f"    return refuse(err, {_GENERIC})",
         "  end",
         "  return err.code == 0",
         "end",
@@ -539,9 +582,19 @@ def _host_contracts_lua(api: ApiSpec, source: str) -> str:
             "  return self._interface ~= nil",
             "end",
             "",
+            "--- caller:destroy(): release the caller's own instance (a singleton's shared one stays);",
+            "--- the caller is invalid afterwards.",
+            f"function {cls}:destroy()",
+            "  local iface, instance = self._interface, self._instance",
+            "  self._interface, self._instance = nil, nil",
+            "  if iface ~= nil and instance ~= nil and instance.data ~= nil and not iface.singleton then",
+            "    iface.destroy_instance(iface, instance)",
+            "  end",
+            "end",
+            "",
         ]
         for i, fn in enumerate(c.functions):
-            out += _caller_method(cls, i, fn, f"{cls}{fn.pascal_name}Args", "call_host")
+            out += _caller_method(cls, i, fn, f"{cls}{fn.pascal_name}Args", "call_host", f"{c.key}.{fn.name}")
         out += [
             f"M.{cls.upper()}_ID = {cid:#x}ULL",
             f"M.{cls} = {cls}",
@@ -558,9 +611,10 @@ def _peer_callers_lua(api: ApiSpec, peers: list[tuple[ContractSpec, Dependency]]
     out += [
         "-- Callers of other bundles' guest contracts ([[dependency]]): <Name>Peer.resolve(host_ptr)",
         "-- returns a caller (nil when no loaded bundle provides it); caller:<fn>(...) returns the result",
-        "-- (a StringView result as a StringView in host.alloc memory), nil on any failure. A caller",
+        "-- (a StringView result as a StringView in host.alloc memory; true for a function without one),",
+        "-- or on any failure nil, a text naming the function and the AbiErrorCode number. A caller",
         "-- resolves again after the provider is reloaded.",
-        _CALLER_PRELUDE,
+        _caller_prelude(),
     ]
     if _uses_buffer(api):
         out.append(_CALLER_BUFFER)
@@ -571,20 +625,22 @@ def _peer_callers_lua(api: ApiSpec, peers: list[tuple[ContractSpec, Dependency]]
         'local DISPATCH = ffi.offsetof("GuestContractInterface", "dispatch")',
         "",
         "local function call_peer(self, fn_id, args_ptr, out_ptr, err)",
-        "  if self:live_revision() ~= self._cached_revision and not self:revalidate() then return false end",
+        "  if self:live_revision() ~= self._cached_revision and not self:revalidate() then",
+        f"    return refuse(err, {int(AbiErrorCode.StaleHandle)})",
+        "  end",
         "  local iface = self._interface",
         "  local dispatch = ffi.cast(uint8_ptr, iface) + DISPATCH",
         "  if iface.dispatch_type == 0 then",
         "    local native = ffi.cast(native_ptr, dispatch)",
-        "    if fn_id >= native.function_count or native.functions == nil then return false end",
+        f"    if fn_id >= native.function_count or native.functions == nil then return refuse(err, {_NO_FN}) end",
         "    local f = native.functions[fn_id]",
-        "    if f == nil then return false end",
+        f"    if f == nil then return refuse(err, {_NO_FN}) end",
         "    ffi.cast(GuestFn_t, f)(self._instance, args_ptr, out_ptr, err)",
         "  elseif iface.dispatch_type == 1 then",
         "    local vm = ffi.cast(vm_ptr, dispatch)",
         "    vm.call(vm.loader_data, self._instance, fn_id, args_ptr, out_ptr, nil, err)",
         "  else",
-        "    return false",
+        f"    return refuse(err, {_GENERIC})",
         "  end",
         "  return err.code == 0",
         "end",
@@ -653,7 +709,7 @@ def _peer_callers_lua(api: ApiSpec, peers: list[tuple[ContractSpec, Dependency]]
             "",
         ]
         for i, fn in enumerate(c.functions):
-            out += _caller_method(cls, i, fn, f"{cls}{fn.pascal_name}Args", "call_peer")
+            out += _caller_method(cls, i, fn, f"{cls}{fn.pascal_name}Args", "call_peer", f"{c.key}.{fn.name}")
         out += [
             f"M.{cls.upper()}_ID = {cid:#x}ULL",
             f"M.{cls} = {cls}",

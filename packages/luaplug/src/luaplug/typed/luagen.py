@@ -114,7 +114,11 @@ def generate_lua(api: ApiSpec, plugin: str, contracts: Sequence[str] | None = No
         raise ApiSpecError("declares no guest contract to generate glue for", path=api.path)
     for c in chosen:
         if c.kind != "guest":
-            raise ApiSpecError(f"{c.key} is a host contract: glue is generated for guest contracts", path=api.path)
+            raise ApiSpecError(
+                f"{c.key} is a host contract: the single-file glue implements guest contracts; its caller "
+                "(guest/host_contracts.lua) comes from codegen --bundle bundle.toml or --api api.toml",
+                path=api.path,
+            )
         for fn in c.functions:
             used = [p.type for p in fn.params] + ([fn.returns] if fn.returns is not None else [])
             odd = next((t for t in used if t.kind in ("struct", "bytes")), None)

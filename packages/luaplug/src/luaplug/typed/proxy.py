@@ -32,7 +32,7 @@ from .values import load, store
 
 if TYPE_CHECKING:
     from ..contract import Contract, Instance
-    from ..runtime import Runtime
+    from ..runtime import Bundle, Runtime
 
 __all__ = ["TypedProxy", "bind"]
 
@@ -251,10 +251,16 @@ class TypedProxy:
     """
 
     def __init__(
-        self, runtime: Runtime, spec: ContractSpec, *, instance: bool = True, arena_capacity: int = 4096
+        self,
+        runtime: Runtime,
+        spec: ContractSpec,
+        *,
+        instance: bool = True,
+        arena_capacity: int = 4096,
+        bundle: str | Bundle | None = None,
     ) -> None:
         self._spec = spec
-        self._contract: Contract = runtime.contract(spec.name, spec.major)
+        self._contract: Contract = runtime.contract(spec.name, spec.major, bundle=bundle)
         self._owns_instance = instance
         self._instance: Instance | None = self._contract.create_instance() if instance else self._contract.default
         self._closed = False
@@ -378,6 +384,7 @@ def bind(
     *,
     instance: bool = True,
     arena_capacity: int = 4096,
+    bundle: str | Bundle | None = None,
 ) -> TypedProxy:
     """A :class:`TypedProxy` for ``contract`` as ``api`` declares it.
 
@@ -385,8 +392,10 @@ def bind(
     :param contract: ``"name@major"`` (may be omitted when ``api`` declares one guest contract)
     :param instance: ``True``: a fresh instance owned by the proxy; ``False``: the default impl
     :param arena_capacity: bytes of the proxy's call arena (more is served by overflow blocks)
+    :param bundle: the providing bundle to call (a name or a :class:`~luaplug.Bundle`);
+        ``None``: the first-loaded provider (:meth:`luaplug.Runtime.providers`)
     :raises ApiSpecError: the declaration is invalid or does not declare ``contract``
-    :raises ContractNotFoundError: no loaded bundle provides it
+    :raises ContractNotFoundError: no loaded bundle provides it (or ``bundle`` does not)
     """
     spec = _resolve_spec(api, contract)
-    return TypedProxy(runtime, spec, instance=instance, arena_capacity=arena_capacity)
+    return TypedProxy(runtime, spec, instance=instance, arena_capacity=arena_capacity, bundle=bundle)
