@@ -708,19 +708,20 @@ local name = ffi.new("StringView[1]", {{"w\\255rld", 5}})
 local host, ctx = ffi.new("HostApi"), ffi.new("BundleInitContext[1]")
 local host_n = tonumber(ffi.cast("uintptr_t", ffi.cast("void*", host)))
 -- One guest call's worth of SDK use; the host enters it from C every time, as a dispatch does.
+-- abi.split and abi.to_str_utf8 are left out: their loops may start a root trace that then leaves the loop, which LuaJIT
+-- aborts or not depending on which hot counters collide (they are hashed by bytecode address).
 local function call()
     used = 0
     local h = guest.cast_host_interface(host_n)
     local c = guest.cast_context(ctx)
-    local s = abi.to_str(name[0]) .. abi.to_str(name + 0) .. abi.to_str_utf8(guest.string_view("ok"))
+    local s = abi.to_str(name[0]) .. abi.to_str(name + 0) .. abi.to_str(guest.string_view("ok"))
     local view = guest.alloc_string_arena(bump, 0, "hello, " .. s)
     local e = guest.err(guest.AbiErrorCode.NotFound, "missing")
     local fine = guest.ok()
     local tail = abi.strip_prefix(abi.to_str(view), "hello")
-    local parts = abi.split(view, ",")
     if abi.starts_with(tail, ",") and abi.ends_with(tail, "ok") and e.code == 4 and fine.code == 0
         and abi.starts_with(view, "hello") and abi.ends_with(name[0], "rld")
-        and abi.strip_prefix(name + 0, "x") == "w\\255rld" and #parts == 2 and parts[1] == "hello"
+        and abi.strip_prefix(name + 0, "x") == "w\\255rld"
         and h ~= nil and c ~= nil then
         return #tail
     end

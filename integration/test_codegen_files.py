@@ -14,7 +14,7 @@ from luaplug.ids import bundle_id, guest_contract_id, host_contract_id
 from luaplug.typed.bundletoml import load_bundle_toml, parse_bundle_toml
 from luaplug.typed.glue import generate_glue, host_caller_class, peer_class, plugin_setter
 
-GLUE = Path(__file__).resolve().parents[3] / "integration" / "glue"
+GLUE = Path(__file__).resolve().parent / "glue"
 
 
 @pytest.fixture
