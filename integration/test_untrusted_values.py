@@ -8,6 +8,7 @@ encodes the results; the bundle calls peer and host contracts through value-only
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,13 @@ def rt(runtime: luaplug.Runtime, bundles: Path) -> luaplug.Runtime:
 def calc(rt: luaplug.Runtime, bundles: Path) -> Iterator[typed.TypedProxy]:
     with rt.bind(bundles / BUNDLE / "api.toml", "value.Calc@1") as proxy:
         yield proxy
+
+
+def test_the_host_object_logs(runtime: luaplug.Runtime, bundles: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="luaplug.guest")
+    runtime.load(bundles / BUNDLE, untrusted=True)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "luaplug.guest"]
+    assert lines == [(logging.INFO, "[valuecalc] ready")]
 
 
 def test_scalars_round_trip(calc: typed.TypedProxy) -> None:
@@ -151,3 +159,18 @@ def test_a_struct_in_the_api_is_refused_for_untrusted_loads(runtime: luaplug.Run
     (d / "main.lua").write_text("function polyplug_init() return {}, { code = 0 } end", "utf-8")
     with pytest.raises(luaplug.InitFailed, match="untrusted bundles take integers"):
         runtime.load(d, untrusted=True)
+
+
+def test_a_peer_caller_follows_reloads_and_unloads(backend: str, bundles: Path, copy_bundle: object) -> None:
+    peer = copy_bundle("typed_calc")  # type: ignore[operator]
+    with luaplug.Runtime(backend, hot_reload=True) as rt:
+        rt.provide(MATH, Math(), api=bundles / "hostuser" / "api.toml")
+        rt.load(peer)
+        rt.load(bundles / BUNDLE, untrusted=True)
+        with rt.bind(bundles / BUNDLE / "api.toml", "value.Calc@1") as calc:
+            assert calc.peer_add(1, 2) == 3
+            rt.reload("typed_calc")
+            assert calc.peer_add(3, 4) == 7
+            rt.unload("typed_calc")
+            with pytest.raises(luaplug.DispatchError, match=r"typed\.Calc@1 is not available"):
+                calc.peer_add(1, 1)

@@ -116,5 +116,7 @@ end
 function polyplug_init(host)
   self_host = host
   seen(host)
+  host:log(3, "valuecalc", "ready")
+  seen(pcall(host.log, host, 9, "valuecalc", "no such level"))
   return { ["value.Calc@1"] = function(h) seen(h) return setmetatable({}, Calc) end }, { code = 0 }
 end
