@@ -427,6 +427,10 @@ def _hunt_step(draw: st.DrawFn) -> str:
                 "pcall = function(f, ...) return true, f(...) end",
                 "setmetatable(_G, { __index = function(_, k) return k end })",
                 "collectgarbage()",
+                f"keep(tostring({v}), tostring(host), tostring(host.log), tostring(coroutine.create(print)))",
+                f'keep(pcall(string.format, "%s %5s %p %q", {v}, {w}, {v}, {w}))',
+                f'keep(pcall(string.format, "%s", {v}))',
+                "keep(pcall(error, setmetatable({}, { __tostring = function() return tostring({}) end })))",
             ]
         )
     )

@@ -661,7 +661,7 @@ function polyplug_init(host)
     local t = TYPE(v)
     if t == "cdata" or t == "userdata" then bad = bad or t end
     if t == "number" and v >= 65536 and v < 2 ^ 63 and v == FLOOR(v) then numbers[#numbers + 1] = FORMAT("%%.0f", v) end
-    if t == "string" and FIND(v, "cdata<", 1, true) then bad = bad or v end
+    if t == "string" and (FIND(v, "cdata<", 1, true) or FIND(v, "0[xX]%%x%%x%%x%%x%%x%%x")) then bad = bad or v end
     if (t == "table" or t == "function" or t == "thread") and not seen[v] then
       seen[v] = true
       if t == "table" then

@@ -88,6 +88,10 @@ function Calc:probe()
   -- coroutines: a method run in a coroutine, its status and results
   local co = coroutine.create(function() return self_host:contract("host.Math@1") end)
   try(coroutine.resume, co)
+  -- the texts of objects: no heap address
+  for _, v in ipairs({ self_host, self_host.log, coroutine.create(print), newproxy(true), {}, print }) do
+    try(tostring, v) try(string.format, "%s|%5s|%-3s", v, v, v) try(string.format, "%p", v)
+  end
   try(require, "ffi") try(require, "polyplug_guest") try(require, "abi") try(require, "polyplug_abi")
   push(package.loaded.ffi) push(package.preload.ffi)
   local n = 0
@@ -97,6 +101,7 @@ function Calc:probe()
     if t == "cdata" or t == "userdata" then bad = bad or ("a " .. t .. " value") end
     if t == "number" and v >= 65536 and v < 2 ^ 63 and v == math.floor(v) then numbers[#numbers + 1] = ("%.0f"):format(v) end
     if t == "string" and v:find("cdata<", 1, true) then bad = bad or ("a cdata's text: " .. v) end
+    if t == "string" and v:find("0[xX]%x%x%x%x%x%x") then bad = bad or ("an address in a text: " .. v) end
     if (t == "table" or t == "function" or t == "thread") and not seen_set[v] then
       seen_set[v] = true
       n = n + 1

@@ -489,6 +489,50 @@ function P.destroy(cidx, iid)
   end
 end
 
+-- tostring and string.format of an untrusted bundle show no heap address: a table, function,
+-- thread or userdata without its own __tostring is "<type>: #<n>" (n numbers the objects in the
+-- order they are first shown), and "%p" is refused. print goes through the global tostring.
+local function hide_addresses()
+  local real_tostring, real_format, str_type = tostring, string.format, type
+  local smatch, sgmatch, select_, error_ = string.match, string.gmatch, select, error
+  local serial, next_serial = setmetatable({}, { __mode = "k" }), 0
+  local function safe_tostring(v)
+    local s = real_tostring(v)
+    local t = str_type(v)
+    if (t == "table" or t == "function" or t == "thread" or t == "userdata") and str_type(s) == "string" then
+      if smatch(s, "^[%a ]+: 0x%x+$") ~= nil then
+        local n = serial[v]
+        if n == nil then
+          next_serial = next_serial + 1
+          n = next_serial
+          serial[v] = n
+        end
+        return t .. ": #" .. n
+      end
+    end
+    return s
+  end
+  local function safe_format(fmt, ...)
+    if str_type(fmt) ~= "string" then return real_format(fmt, ...) end
+    local args, n = { ... }, select_("#", ...)
+    local i = 0
+    for spec in sgmatch(fmt, "%%[-+ #0]*%d*%.?%d*(.)") do
+      if spec ~= "%" then
+        i = i + 1
+        if spec == "p" then error_("untrusted mode: string.format does not take %p", 2) end
+        if spec == "s" and i <= n then
+          local v = args[i]
+          local vt = str_type(v)
+          if vt ~= "string" and vt ~= "number" then args[i] = safe_tostring(v) end
+        end
+      end
+    end
+    return real_format(fmt, unpack(args, 1, n))
+  end
+  G.tostring = safe_tostring
+  G.string.format = safe_format
+end
+
 -- getfenv/setfenv of an untrusted bundle: a function, or level 0/1 (its own globals, its own
 -- function); deeper levels would name luaplug's frames, which bundle code must not touch.
 local function confine_fenv()
@@ -650,6 +694,7 @@ function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
   for name in pairs(real_preload) do real_preload[name] = nil end
   real_loaded.ffi, real_loaded.debug, real_loaded.io, real_loaded.os = nil, nil, nil, nil
   confine_fenv()
+  hide_addresses()
   real_loaded["jit.util"], real_loaded["jit.profile"] = nil, nil
   real_package.loadlib, real_package.cpath, real_package.path = nil, "", ""
   local loaders = real_package.loaders
@@ -715,7 +760,7 @@ typedef void (*luaplug_v_hfn)(void*, const void*, void*, luaplug_v_err*);
 
 -- Captured now: bundle code may rewrite its globals and the string table before any call.
 local setmetatable, tostring_, error_, pcall_ = setmetatable, tostring, error, pcall
-local setfenv_, format, match = setfenv, string.format, string.match
+local setfenv_, format, match, gsub_ = setfenv, string.format, string.match, string.gsub
 local sort, concat = table.sort, table.concat
 local error = error_
 local u8p = nil
@@ -849,7 +894,10 @@ core.call = function(st, fn_id, args, out, decode)
   local ok, v = true, true
   if code ~= 0 then
     local text = ""
-    if err.message.ptr ~= nil and err.message.len > 0 then text = ": " .. dec_str(err.message) end
+    if err.message.ptr ~= nil and err.message.len > 0 then
+      -- the provider's text may show addresses (a Lua object's, a Python repr's): not here
+      text = ": " .. gsub_(dec_str(err.message), "0[xX]%x+", "0x?")
+    end
     ok, v = false, st.key .. " call failed with code " .. code .. text
   elseif decode ~= nil then
     ok, v = pcall_(decode, out)
