@@ -976,7 +976,12 @@ function P.values(glue_src)
   if host_num ~= 0 then vhost = ffi.cast("const luaplug_v_host*", host_num) end
   local f, err = G_load(glue_src, "=luaplug_glue", "t")
   if f == nil then error("value glue: " .. tostring(err), 0) end
-  setfenv_(f, setmetatable({}, { __metatable = false, __newindex = function() error("read-only", 2) end }))
+  -- The glue reads no global (everything arrives as upvalues): a global read is a bug, loudly.
+  setfenv_(f, setmetatable({}, {
+    __metatable = false,
+    __index = function(_, k) error("value glue: no global " .. tostring_(k), 2) end,
+    __newindex = function() error("read-only", 2) end,
+  }))
   local glue = f(ffi, core)
   value = { glue = glue }
   value.host_obj = make_host_obj(glue)
