@@ -20,6 +20,7 @@ __all__ = [
     "lua_string",
     "lua_value",
     "mutated_bytes",
+    "pointer_hunt",
     "toml_value",
 ]
 
@@ -35,6 +36,7 @@ MANIFEST_KEYS = (
     "needs_reinit_on_dep_reload",
     "bundle_dependencies",
     "dependencies",
+    "api",
 )
 
 _HUGE_INTS = st.sampled_from([0, -1, 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), 10**30, -(10**30)])
@@ -367,3 +369,74 @@ def escape_attempt(draw: st.DrawFn) -> str:
     """The body of one probe function: a few setup steps, then a grab (see above)."""
     steps = draw(st.lists(_escape_step(), max_size=4))
     return "\n".join([*steps, draw(_escape_grab())])
+
+
+# -- untrusted mode: no way to a pointer (issue 17, the boundary) ---------------------------------
+#
+# A hunt is Lua statements run by an untrusted bundle on the value protocol (its api.toml declares
+# iso.Counter@1 with `inc() -> i64` and host.Math@1). `host` is what polyplug_init got, and
+# `keep(...)` stores every value for the walk that follows (test_fuzz.py: no cdata, no userdata,
+# no number equal to a host address anywhere reachable). The steps call everything luaplug hands
+# the bundle with odd arguments, rewrite the globals and objects the glue might lean on, and try
+# the debug-less introspection that is left (getfenv levels, coroutines, error values).
+
+_HUNT_KEYS = st.sampled_from(['"iso.Counter@1"', '"host.Math@1"', '"iso.Counter"', '"nope@1"', "1", "nil", "{}"])
+
+
+def _hunt_value() -> st.SearchStrategy[str]:
+    """lua_value without the leaves an untrusted bundle cannot make (ffi) or that are its own
+    userdata (newproxy): the walk must find no userdata at all."""
+    return lua_value(1).map(
+        lambda v: (
+            v.replace("require('ffi').new('int[4]')", "2^40")
+            .replace("require('ffi').cast('void*', 0)", "-0.0")
+            .replace("newproxy(true)", "{}")
+        )
+    )
+
+
+@st.composite
+def _hunt_step(draw: st.DrawFn) -> str:
+    v = draw(_hunt_value())
+    w = draw(_hunt_value())
+    key = draw(_HUNT_KEYS)
+    return draw(
+        st.sampled_from(
+            [
+                f"keep(pcall(host.contract, host, {key}))",
+                f"keep(pcall(host.contract, {v}, {key}))",
+                f"keep(pcall(host.log, host, {v}, {w}, {v}))",
+                f"keep(pcall(host.log, host, 3, {w}, {v}))",
+                f'local c = host:contract("iso.Counter@1") if c then keep(pcall(c.inc, c, {v})) end',
+                f'local c = host:contract("iso.Counter@1") if c then keep(pcall(c.inc, {v})) end',
+                f'local c = host:contract("host.Math@1") if c then keep(pcall(c.add, c, {v}, {w})) end',
+                f'local c = host:contract("host.Math@1") if c then keep(pcall(c.greet, c, {v})) end',
+                'local c = host:contract("host.Math@1") if c then keep(pcall(c.boom, c)) end',
+                f"keep(pcall(getfenv, {draw(st.integers(-1, 8))}))",
+                f"keep(pcall(setfenv, {draw(st.integers(-1, 8))}, {{}}))",
+                f"keep(coroutine.resume(coroutine.create(host.contract), host, {key}))",
+                'keep(coroutine.resume(coroutine.wrap(function() return host:contract("iso.Counter@1") end)))',
+                f"keep(pcall(error, {v}))",
+                f"keep(tostring(host.contract), tostring({v}))",
+                f"host.contract = {draw(st.sampled_from(['nil', 'host.log', 'print']))}",
+                f'local c = host:contract("iso.Counter@1") if c then c.inc = {v} keep(c) end',
+                "string.format = function() return 'x' end",
+                "string.match = function() return nil end",
+                "tostring = function() return 'x' end",
+                "error = function() end",
+                "pcall = function(f, ...) return true, f(...) end",
+                "setmetatable(_G, { __index = function(_, k) return k end })",
+                "collectgarbage()",
+                f"keep(tostring({v}), tostring(host), tostring(host.log), tostring(coroutine.create(print)))",
+                f'keep(pcall(string.format, "%s %5s %p %q", {v}, {w}, {v}, {w}))',
+                f'keep(pcall(string.format, "%s", {v}))',
+                "keep(pcall(error, setmetatable({}, { __tostring = function() return tostring({}) end })))",
+            ]
+        )
+    )
+
+
+@st.composite
+def pointer_hunt(draw: st.DrawFn) -> str:
+    """The body of one hunt (see above)."""
+    return "\n".join(draw(st.lists(_hunt_step(), min_size=1, max_size=6)))

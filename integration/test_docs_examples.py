@@ -48,3 +48,49 @@ def test_the_docs_include_only_existing_examples() -> None:
     for page in DOCS.rglob("*.md"):
         for ref in re.findall(r'--8<-- "([^"]+)"', page.read_text("utf-8")):
             assert (EXAMPLES / ref.split(":")[0]).is_file(), f"{page}: {ref}"
+
+
+UNTRUSTED_API = """
+[[guest_contract]]
+name = "demo.Calc"
+version = "1.0.0"
+[[guest_contract.functions]]
+name = "add"
+params = [{ name = "a", type = "i32" }, { name = "b", type = "i32" }]
+return = "i32"
+[[guest_contract.functions]]
+name = "greet"
+params = [{ name = "name", type = "StringView" }]
+return = "StringView"
+[[guest_contract.functions]]
+name = "peer_add"
+params = [{ name = "a", type = "i32" }, { name = "b", type = "i32" }]
+return = "i32"
+
+[[guest_contract]]
+name = "other.Calc"
+version = "1.0.0"
+[[guest_contract.functions]]
+name = "add"
+params = [{ name = "a", type = "i32" }, { name = "b", type = "i32" }]
+return = "i32"
+"""
+
+
+def test_the_untrusted_how_to_bundle_runs_untrusted(backend: str, tmp_path: Path) -> None:
+    """The manifest and main.lua of how-to/untrusted-bundles.md, with an api.toml declaring what they use."""
+    import luaplug
+
+    page = (DOCS / "how-to" / "untrusted-bundles.md").read_text("utf-8")
+    (manifest,) = re.findall(r"```toml\n(.*?)```", page, re.S)
+    (main,) = re.findall(r"```lua\n(.*?)```", page, re.S)
+    (tmp_path / "manifest.toml").write_text(manifest, "utf-8")
+    (tmp_path / "main.lua").write_text(main, "utf-8")
+    (tmp_path / "api.toml").write_text(UNTRUSTED_API, "utf-8")
+    with luaplug.Runtime(backend) as rt:
+        rt.load(tmp_path, untrusted=True)
+        with rt.bind(tmp_path / "api.toml", "demo.Calc@1") as calc:
+            assert calc.add(2, 3) == 5
+            assert calc.greet("doc") == "hello, doc"
+            with pytest.raises(luaplug.DispatchError, match=r"other\.Calc@1 is not available"):
+                calc.peer_add(1, 2)

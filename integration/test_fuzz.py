@@ -31,7 +31,7 @@ try:
 except ImportError:  # lupa 1.x: its one Lua, LuaJIT where it was built against it (Debian's python3-lupa)
     lupa_luajit = pytest.importorskip("lupa")
 
-from _fuzz_strategies import escape_attempt, init_source, lua_value, mutated_bytes, toml_value
+from _fuzz_strategies import escape_attempt, init_source, lua_value, mutated_bytes, pointer_hunt, toml_value
 from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
@@ -614,5 +614,101 @@ def test_untrusted_escape_attempts(harness: Harness, escape_kit: Path, attempts:
     assert set(report) == {str(i) for i in range(len(attempts))}
     assert_contained(report)
     outcome("escaped nothing")
+    assert harness.state() == before
+    harness.check_known_good()
+
+
+# -- untrusted mode: no way to a pointer ----------------------------------------------------------
+
+HUNT_API = """
+[[guest_contract]]
+name = "iso.Counter"
+version = "1.0.0"
+[[guest_contract.functions]]
+name = "inc"
+return = "i64"
+
+[[host_contract]]
+name = "host.Math"
+version = "1.2.0"
+[[host_contract.functions]]
+name = "add"
+params = [{ name = "a", type = "i32" }, { name = "b", type = "i32" }]
+return = "i32"
+[[host_contract.functions]]
+name = "greet"
+params = [{ name = "who", type = "StringView" }]
+return = "StringView"
+[[host_contract.functions]]
+name = "boom"
+return = "i32"
+"""
+
+# The hunt runs in polyplug_init (every step protected by the pcall captured first), then walks
+# everything reachable and reports through the init status.
+HUNT = r"""
+local PCALL, TYPE, PAIRS, GETMT, GETFENV, FLOOR = pcall, type, pairs, getmetatable, getfenv, math.floor
+local FORMAT, FIND, CONCAT, MAXN = string.format, string.find, table.concat, table.maxn
+local kept = {}
+local function keep(...)
+  local n = select("#", ...)
+  for i = 1, n do kept[#kept + 1] = (select(i, ...)) end
+end
+function polyplug_init(host)
+  local steps = { %s }
+  for _, step in ipairs(steps) do PCALL(step, host) end
+  local seen, queue, bad, numbers = {}, { _G, GETMT(""), kept, host }, nil, {}
+  local i = 0
+  while i < #queue do
+    i = i + 1
+    local v = queue[i]
+    local t = TYPE(v)
+    if t == "cdata" or t == "userdata" then bad = bad or t end
+    if t == "number" and v >= 65536 and v < 2 ^ 63 and v == FLOOR(v) then numbers[#numbers + 1] = FORMAT("%%.0f", v) end
+    if t == "string" and (FIND(v, "cdata<", 1, true) or FIND(v, "0[xX]%%x%%x%%x%%x%%x%%x")) then bad = bad or v end
+    if (t == "table" or t == "function" or t == "thread") and not seen[v] then
+      seen[v] = true
+      if t == "table" then
+        for k, x in PAIRS(v) do queue[#queue + 1] = k queue[#queue + 1] = x end
+        queue[#queue + 1] = GETMT(v)
+      elseif t == "function" then
+        local ok, env = PCALL(GETFENV, v)
+        if ok then queue[#queue + 1] = env end
+      end
+    end
+  end
+  local report = bad and ("ESCAPED " .. bad) or ("SAFE " .. CONCAT(numbers, ","))
+  return {}, { code = 1, message = report }
+end
+"""
+
+_HOST_MATH: dict[int, object] = {}
+
+
+@FUZZ
+@given(hunts=st.lists(pointer_hunt(), min_size=1, max_size=3))
+def test_untrusted_code_finds_no_pointer(harness: Harness, bundles: Path, hunts: list[str]) -> None:
+    """Whatever an untrusted bundle does with what luaplug hands it (the host object, contract
+    callers, their results and errors), it never holds cdata, userdata or a host address."""
+    from test_host_contracts import MATH, Math
+
+    rt = harness.runtime
+    if id(rt) not in _HOST_MATH:
+        _HOST_MATH[id(rt)] = rt.provide(MATH, Math(), api=bundles / "hostuser" / "api.toml")
+    steps = ", ".join(f"function(host)\n{h}\nend" for h in hunts)
+    d = harness.fresh_dir()
+    manifest = manifest_for(f"hunt{harness.made}").decode().replace('provides = ["fuzz.A@1"]\n', "")
+    manifest += 'api = "api.toml"\n[[dependency]]\nkind = "contract"\ncontract = "iso.Counter"\n'
+    manifest += 'min_version = "1.0.0"\n'
+    write_bundle(d, manifest.encode(), (HUNT % steps).encode())
+    (d / "api.toml").write_text(HUNT_API, "utf-8")
+    before = harness.state()
+    with pytest.raises(luaplug.InitFailed) as info:
+        rt.load(d, untrusted=True)
+    report = info.value.error
+    assert report.startswith("SAFE"), report
+    numbers = {int(n) for n in report[5:].split(",") if n}
+    assert rt.host_api.address not in numbers
+    outcome("found no pointer")
     assert harness.state() == before
     harness.check_known_good()

@@ -19,6 +19,11 @@ def good(name: str = "demo", extra: str = "") -> str:
     return f'name = "{name}"\nid = {bundle_id(name)}\nloader = "lua"\nfile = "main.lua"\nversion = "1.2.3"\n{extra}'
 
 
+def test_the_api_key_names_a_file_in_the_bundle(tmp_path: Path) -> None:
+    assert manifest.load(write(tmp_path, good(extra='api = "contracts/api.toml"\n'))).api == "contracts/api.toml"
+    assert manifest.load(write(tmp_path, good())).api == ""
+
+
 def test_valid_manifest(tmp_path: Path) -> None:
     m = manifest.load(write(tmp_path, good(extra='provides = ["a.B@2", "c.D", "e.F@3.1.0"]\n')))
     assert m.name == "demo" and m.id == bundle_id("demo") and m.file == "main.lua"
@@ -96,6 +101,9 @@ def test_hex_and_large_ids(tmp_path: Path) -> None:
         (good(extra='[function_count]\n"a@1" = "x"\n'), "function_count"),
         (good(extra="needs_reinit_on_dep_reload = 1\n"), "needs_reinit_on_dep_reload"),
         (good(extra="bundle_dependencies = [1]\n"), "bundle_dependencies"),
+        (good(extra="api = 1\n"), "api"),
+        (good(extra='api = "/etc/api.toml"\n'), "api"),
+        (good(extra='api = "../other/api.toml"\n'), "api"),
         (good(extra='[[dependency]]\nkind = "weird"\n'), "dependency.kind"),
         (good(extra='[[dependency]]\nkind = "contract"\ncontract = "a.B"\nmin_version = "1.0.0"\ncontract_id = 5\n'),
          "dependency.contract_id"),

@@ -48,6 +48,10 @@ def init_error_text(kind: str, details: Sequence[object], bundle: str) -> str:
         return f"factory for contract '{d[0]}' failed building the default instance: {lua_error(d[1])}"
     if kind == "bad_name":
         return f"Lua handlers iteration error: contract names must be non-empty UTF-8, got {d[0]}"
+    if kind == "undeclared":  # untrusted: a key the api.toml does not declare as a guest contract
+        return f"untrusted bundle: {d[0]} is not a guest contract of its api.toml (declared: {d[1] or 'none'})"
+    if kind == "value_entry":  # untrusted: not a factory function
+        return f"untrusted bundle: contract '{d[0]}' needs a factory function, got {d[1]}"
     if kind == "empty":
         return "Lua plugin registered no contracts: polyplug_init returned an empty registrations table"
     return f"Lua polyplug_init failed: unexpected loader result {kind!r}"

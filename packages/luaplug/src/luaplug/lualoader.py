@@ -19,6 +19,7 @@ from .abi import core_ffi as ffi
 from .engine import CAP_NESTED_SAME_BUNDLE, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
 from .errors import (
     MEMORY_TEXT,
+    ApiSpecError,
     DuplicateProvider,
     InitFailed,
     InvalidSourceEncoding,
@@ -191,6 +192,30 @@ def _realpath_address() -> int:
 _REALPATH: int | None = None
 
 
+def _value_glue(manifest: Manifest, bundle_dir: str | None) -> str:
+    """The value glue of an untrusted bundle: from the manifest's ``api`` file (none: no contracts).
+
+    :raises ManifestError: the file resolves outside the bundle directory
+    :raises ApiSpecError: the file is missing, malformed, or declares what untrusted bundles cannot use
+    """
+    from .typed.apitoml import load_api  # untrusted loads only
+    from .typed.spec import ApiSpec
+    from .typed.valueglue import generate_value_glue
+
+    if not manifest.api or bundle_dir is None:
+        return generate_value_glue(ApiSpec())
+    real_dir = os.path.realpath(bundle_dir)
+    path = os.path.realpath(os.path.join(bundle_dir, manifest.api))
+    if os.path.commonpath([real_dir, path]) != real_dir:
+        raise ManifestError(
+            f"manifest parse error for {manifest.manifest_path}: key `api`: "
+            f"{manifest.api!r} resolves outside the bundle directory",
+            path=str(manifest.manifest_path),
+            key="api",
+        )
+    return generate_value_glue(load_api(path))
+
+
 def _entry_text(manifest: Manifest) -> str:
     """The entry file's path as error texts show it (pathlib's normal form)."""
     from pathlib import Path
@@ -350,11 +375,19 @@ class LuaLoader:
             state.prepend_package_field("path", f"{sdk}/?.lua;{sdk}/?.lua")
         if options.instruction_limit or options.untrusted:
             confined: tuple[str, str, int] = ("", "", 0)
+            glue = ""
             if options.untrusted:
                 real_dir = "" if bundle_dir is None else os.path.realpath(bundle_dir).replace("\\", "/")
-                confined = (real_dir, os.path.realpath(sdk).replace("\\", "/"), _realpath_address())
+                # No SDK root: every SDK module needs the ffi an untrusted bundle does not get.
+                confined = (real_dir, "", _realpath_address())
+                try:
+                    glue = _value_glue(manifest, bundle_dir)
+                except ApiSpecError as exc:
+                    raise InitFailed(manifest.name, f"untrusted bundle: its api.toml: {exc}") from exc
             try:
                 state.call_prelude("harden", options.instruction_limit or 0, 1 if options.untrusted else 0, *confined)
+                if options.untrusted:
+                    state.call_prelude("values", glue)
             except LuaError as exc:
                 raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         if text.startswith("\x1b"):

@@ -72,6 +72,9 @@ class Manifest:
     needs_reinit_on_dep_reload: bool = False
     dependencies: tuple[Dependency, ...] = ()
     bundle_dependencies: tuple[str, ...] = ()
+    #: the ``api.toml`` of the bundle's contracts, relative to :attr:`path` ("" when absent);
+    #: untrusted loads need it (docs: untrusted mode)
+    api: str = ""
 
     @classmethod
     def in_memory(cls, name: str, *, loader: str = "lua") -> Manifest:
@@ -213,7 +216,13 @@ class _Validator:
         reinit = self.data.get("needs_reinit_on_dep_reload", False)
         if not isinstance(reinit, bool):
             raise self.fail("needs_reinit_on_dep_reload", "expected a boolean")
+        api = self.data.get("api", "")
+        if not isinstance(api, str):
+            raise self.fail("api", "expected a path (string) relative to the bundle directory")
+        if api:
+            self.check_relative_key("api", api)
         return Manifest(
+            api=api,
             name=name,
             id=bid,
             loader=loader,
@@ -315,13 +324,16 @@ class _Validator:
         return self.check_relative(self.parse_file_entry())
 
     def check_relative(self, file: str) -> str:
-        # The entry file lives inside the bundle directory: a path that leaves it is
+        return self.check_relative_key("file", file)
+
+    def check_relative_key(self, key: str, file: str) -> str:
+        # The file lives inside the bundle directory: a path that leaves it is
         # refused before anything is read (the loader checks symlinks when it reads).
         parts = file.replace("\\", "/").split("/")
         if os.path.isabs(file) or file.startswith(("/", "\\")) or os.path.splitdrive(file)[0]:
-            raise self.fail("file", f"{file!r} is absolute: it must be a path inside the bundle directory")
+            raise self.fail(key, f"{file!r} is absolute: it must be a path inside the bundle directory")
         if ".." in parts:
-            raise self.fail("file", f"{file!r} leaves the bundle directory (`..`)")
+            raise self.fail(key, f"{file!r} leaves the bundle directory (`..`)")
         return file
 
     def parse_file_entry(self) -> str:

@@ -365,11 +365,20 @@ local function read_entry(cname, entry, chunk)
   return { name = cname, version = version, plugin = plugin, fns = fns, n = n, factory = factory }
 end
 
+-- The value protocol of untrusted bundles (section "Value protocol" below); nil: the raw protocol.
+local value = nil
+local read_value_entry
+
 local function run_init(host, ctx, chunk)
   local init = rawget(G, "polyplug_init")
   if type(init) ~= "function" then return "err", "missing_init" end
   local depth = enter()
-  local res = { xpcall(init, traceback, host, ctx) }
+  local res
+  if value ~= nil then
+    res = { xpcall(init, traceback, value.host_obj) }
+  else
+    res = { xpcall(init, traceback, host, ctx) }
+  end
   leave(depth)
   if not res[1] then return "err", "init_error", error_text(res[2]) end
   local regs, status = res[2], res[3]
@@ -388,7 +397,12 @@ local function run_init(host, ctx, chunk)
   end
   local found = {}
   for cname, entry in pairs(regs) do
-    local rec, kind, a, b, c = read_entry(cname, entry, chunk)
+    local rec, kind, a, b, c
+    if value ~= nil then
+      rec, kind, a, b, c = read_value_entry(cname, entry, chunk)
+    else
+      rec, kind, a, b, c = read_entry(cname, entry, chunk)
+    end
     if rec == nil then return "err", kind, a, b, c end
     found[#found + 1] = rec
   end
@@ -396,7 +410,7 @@ local function run_init(host, ctx, chunk)
   local out = { "ok", #found }
   for i, rec in ipairs(found) do
     local depth2 = enter()
-    local ok, impl = xpcall(rec.factory, traceback, host)
+    local ok, impl = xpcall(rec.factory, traceback, value == nil and host or nil)
     leave(depth2)
     if not ok then return "err", "factory_failed", rec.name, error_text(impl) end
     if impl == nil then impl = NILV end
@@ -427,7 +441,7 @@ function P.init(host, ctx, chunk)
   if res[2] == "ok" then
     -- Loading is over: drop what only loading needs, and collect, so the
     -- state keeps no garbage (its memory goes back to the process allocator).
-    P.init, P.run_chunk, P.setup, P.harden = nil, nil, nil, nil
+    P.init, P.run_chunk, P.setup, P.harden, P.values = nil, nil, nil, nil, nil
     if normal_pause ~= nil then
       -- back to the usual pause, unless the bundle chose its own while loading
       local now = collectgarbage("setpause", normal_pause)
@@ -475,8 +489,75 @@ function P.destroy(cidx, iid)
   end
 end
 
-local SAFE_FFI = { "cast", "new", "typeof", "sizeof", "alignof", "offsetof", "istype", "string", "copy",
-  "fill", "cdef", "metatype", "gc", "abi", "os", "arch", "errno" }
+-- tostring and string.format of an untrusted bundle show no heap address: a table, function,
+-- thread or userdata without its own __tostring is "<type>: #<n>" (n numbers the objects in the
+-- order they are first shown), and "%p" is refused. print goes through the global tostring.
+local function hide_addresses()
+  local real_tostring, real_format, str_type = tostring, string.format, type
+  local smatch, sgmatch, select_, error_ = string.match, string.gmatch, select, error
+  local serial, next_serial = setmetatable({}, { __mode = "k" }), 0
+  local function safe_tostring(v)
+    local s = real_tostring(v)
+    local t = str_type(v)
+    if (t == "table" or t == "function" or t == "thread" or t == "userdata") and str_type(s) == "string" then
+      if smatch(s, "^[%a ]+: 0x%x+$") ~= nil then
+        local n = serial[v]
+        if n == nil then
+          next_serial = next_serial + 1
+          n = next_serial
+          serial[v] = n
+        end
+        return t .. ": #" .. n
+      end
+    end
+    return s
+  end
+  local function safe_format(fmt, ...)
+    if str_type(fmt) ~= "string" then return real_format(fmt, ...) end
+    local args, n = { ... }, select_("#", ...)
+    local i = 0
+    for spec in sgmatch(fmt, "%%[-+ #0]*%d*%.?%d*(.)") do
+      if spec ~= "%" then
+        i = i + 1
+        if spec == "p" then error_("untrusted mode: string.format does not take %p", 2) end
+        if spec == "s" and i <= n then
+          local v = args[i]
+          local vt = str_type(v)
+          if vt ~= "string" and vt ~= "number" then args[i] = safe_tostring(v) end
+        end
+      end
+    end
+    return real_format(fmt, unpack(args, 1, n))
+  end
+  G.tostring = safe_tostring
+  G.string.format = safe_format
+end
+
+-- getfenv/setfenv of an untrusted bundle: a function, or level 0/1 (its own globals, its own
+-- function); deeper levels would name luaplug's frames, which bundle code must not touch.
+local function confine_fenv()
+  local getfenv, setfenv, error = G.getfenv, G.setfenv, error
+  G.getfenv = function(f)
+    if f == nil then f = 1 end
+    if type(f) == "number" then
+      if f == 0 then return getfenv(0) end
+      if f ~= 1 then error("untrusted mode: getfenv takes a function or level 0/1", 2) end
+      local env = getfenv(2)
+      return env
+    end
+    local env = getfenv(f)
+    return env
+  end
+  G.setfenv = function(f, t)
+    if type(f) == "number" then
+      if f ~= 1 then error("untrusted mode: setfenv takes a function or level 1", 2) end
+      local r = setfenv(2, t)
+      return r
+    end
+    local r = setfenv(f, t)
+    return r
+  end
+end
 
 -- Modules an untrusted bundle finds already loaded (os, io, debug, jit.util, jit.profile and
 -- the preloaded C modules are not among them).
@@ -581,21 +662,20 @@ function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
   local real_package = G.package
   local real_loaded, real_preload = real_package.loaded, real_package.preload
   local open = G.io.open
-  local safe = {}
-  for _, k in ipairs(SAFE_FFI) do safe[k] = ffi[k] end
   jit.util, jit.attach = nil, nil
   -- The bundle's own module tables: the real ones (reachable from the C `require`,
   -- `module` and the registry) keep the full ffi, debug, io, os and C loaders.
-  local loaded, preload = {}, { ffi = function() return safe end }
+  local loaded, preload = {}, {}
   for _, name in ipairs(UNTRUSTED_LOADED) do loaded[name] = real_loaded[name] end
-  loaded.ffi = safe
   local roots, shown = {}, {}
   if bundle_dir ~= nil and bundle_dir ~= "" then
     roots[#roots + 1] = { dir = bundle_dir, suffixes = { ".lua", ".init.lua" } }
     shown[#shown + 1] = bundle_dir .. "/?.lua;" .. bundle_dir .. "/?.init.lua"
   end
-  roots[#roots + 1] = { dir = sdk_dir, suffixes = { ".lua" } }
-  shown[#shown + 1] = sdk_dir .. "/?.lua"
+  if sdk_dir ~= nil and sdk_dir ~= "" then
+    roots[#roots + 1] = { dir = sdk_dir, suffixes = { ".lua" } }
+    shown[#shown + 1] = sdk_dir .. "/?.lua"
+  end
   local realpath = ffi.cast("char *(*)(const char *, char *)", realpath_fn)
   -- A view: writing `path`, `cpath` or `loaders` changes nothing `require` does.
   local package = {
@@ -612,11 +692,299 @@ function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
   G.require = closed_require(roots, realpath, open, loaded, preload)
   -- Defence in depth: what is left of the real tables holds no ffi or C loader either.
   for name in pairs(real_preload) do real_preload[name] = nil end
-  real_loaded.ffi, real_loaded.debug, real_loaded.io, real_loaded.os = safe, nil, nil, nil
+  real_loaded.ffi, real_loaded.debug, real_loaded.io, real_loaded.os = nil, nil, nil, nil
+  confine_fenv()
+  hide_addresses()
   real_loaded["jit.util"], real_loaded["jit.profile"] = nil, nil
   real_package.loadlib, real_package.cpath, real_package.path = nil, "", ""
   local loaders = real_package.loaders
   for i = #loaders, 1, -1 do loaders[i] = nil end
+end
+
+
+-- == Value protocol (untrusted bundles) =========================================================
+-- An untrusted bundle has no ffi and never holds an address. P.values compiles luaplug's value
+-- glue (generated from the bundle's api.toml by luaplug.typed.valueglue) with the real ffi, in
+-- an environment of its own, and keeps it here: nothing below is reachable from bundle code.
+-- The bundle's polyplug_init(host) gets `host_obj` (log, contract callers) and returns
+-- { ["name@major"] = factory }, status; factory(host) builds an impl whose methods take and
+-- return Lua values (numbers, booleans, strings).
+
+local VALUE_CDEF = [[
+typedef struct luaplug_v_sv { const uint8_t* ptr; size_t len; } luaplug_v_sv;
+typedef struct luaplug_v_err { uint32_t code; luaplug_v_sv message; } luaplug_v_err;
+typedef struct luaplug_v_inst { void* data; uint64_t contract_id; } luaplug_v_inst;
+typedef struct luaplug_v_handle { uint32_t index; uint32_t generation; } luaplug_v_handle;
+typedef struct luaplug_v_block { struct luaplug_v_block* next; size_t cap; size_t used; } luaplug_v_block;
+typedef struct luaplug_v_arena {
+  uint8_t* cur; uint8_t* lim; uint8_t* base; const void* host; luaplug_v_block* first;
+} luaplug_v_arena;
+typedef struct luaplug_v_ld { void* data; } luaplug_v_ld;
+typedef struct luaplug_v_version { uint32_t major; uint32_t minor; uint32_t patch; } luaplug_v_version;
+typedef struct luaplug_v_native { uint32_t function_count; void* const* functions; } luaplug_v_native;
+typedef struct luaplug_v_vm {
+  void (*call)(luaplug_v_ld, luaplug_v_inst, uint32_t, const void*, void*, luaplug_v_arena*, luaplug_v_err*);
+  luaplug_v_ld loader_data;
+} luaplug_v_vm;
+typedef union luaplug_v_dispatch { luaplug_v_native native; luaplug_v_vm vm; } luaplug_v_dispatch;
+typedef struct luaplug_v_giface {
+  uint64_t contract_id; luaplug_v_version contract_version; uint32_t dispatch_type;
+  void* create_instance; void* destroy_instance; luaplug_v_dispatch dispatch;
+} luaplug_v_giface;
+typedef struct luaplug_v_hinst { void* data; } luaplug_v_hinst;
+typedef struct luaplug_v_hiface {
+  uint64_t contract_id; luaplug_v_version contract_version; bool singleton; uint32_t dispatch_type;
+  void* runtime; void* user_data; void* create_instance; void* destroy_instance; luaplug_v_dispatch dispatch;
+} luaplug_v_hiface;
+typedef struct luaplug_v_host {
+  void* runtime; void* register_guest_contract;
+  uint8_t* (*alloc)(const struct luaplug_v_host*, size_t, size_t);
+  void (*free)(const struct luaplug_v_host*, uint8_t*, size_t, size_t);
+  luaplug_v_handle (*find_guest_contract)(const struct luaplug_v_host*, uint64_t, uint32_t);
+  void* find_all_guest_contracts;
+  const luaplug_v_giface* (*resolve_guest_contract)(const struct luaplug_v_host*, luaplug_v_handle);
+  luaplug_v_hinst (*get_host_contract)(const struct luaplug_v_host*, uint64_t, uint32_t);
+  const luaplug_v_hiface* (*resolve_host_contract_interface)(const struct luaplug_v_host*, uint64_t, uint32_t);
+  void* list_bundles; void* get_dependencies; void* load_bundle; void* reload_bundle;
+  void* register_host_contract; void* register_loader; void* get_last_error; void* get_error_len;
+  void* unload_bundle;
+  void (*log)(const struct luaplug_v_host*, uint32_t, luaplug_v_sv, luaplug_v_sv);
+  void (*create_guest_instance)(const struct luaplug_v_host*, const luaplug_v_giface*, const void*, luaplug_v_inst*);
+  void* destroy_guest_instance;
+  const uint64_t* (*revision_counter)(const struct luaplug_v_host*);
+  void* reserved;
+} luaplug_v_host;
+typedef void (*luaplug_v_gfn)(luaplug_v_inst, const void*, void*, luaplug_v_err*);
+typedef void (*luaplug_v_hfn)(void*, const void*, void*, luaplug_v_err*);
+]]
+
+-- Captured now: bundle code may rewrite its globals and the string table before any call.
+local setmetatable, tostring_, error_, pcall_ = setmetatable, tostring, error, pcall
+local setfenv_, format, match, gsub_ = setfenv, string.format, string.match, string.gsub
+local sort, concat = table.sort, table.concat
+local error = error_
+local u8p = nil
+
+local function vdescribe(v)
+  local t = type(v)
+  if t == "string" then return format("string %q", v) end
+  if t == "number" or t == "boolean" then return t .. " " .. tostring_(v) end
+  return t
+end
+
+local function value_fail(what, expected, v)
+  error(what .. ": expected " .. expected .. ", got " .. vdescribe(v), 0)
+end
+
+local function dec_str(sv)
+  local n = tonumber(sv.len)
+  if n == 0 then return "" end
+  if sv.ptr == nil then error("a StringView with a null pointer and length " .. n, 0) end
+  local s = ffi.string(sv.ptr, n)
+  return s
+end
+
+local core = {
+  tonumber = tonumber, error = error, dec_str = dec_str,
+  enc_int = function(v, lo, hi, what)
+    -- hi is exclusive: 2^bits bounds are exact doubles
+    if type(v) ~= "number" or v ~= floor(v) or v < lo or v >= hi then
+      value_fail(what, "an integer in [" .. format("%.0f", lo) .. ", " .. format("%.0f", hi) .. ")", v)
+    end
+    return v
+  end,
+  enc_float = function(v, what)
+    if type(v) ~= "number" then value_fail(what, "a number", v) end
+    return v
+  end,
+  enc_bool = function(v, what)
+    if type(v) ~= "boolean" then value_fail(what, "a boolean", v) end
+    return v
+  end,
+  enc_str_check = function(v, what)
+    if type(v) ~= "string" then value_fail(what, "a string", v) end
+    return v
+  end,
+  -- A string result into the call arena (alloc: the dispatcher's arena allocator).
+  write_str = function(sv, s, arena, alloc)
+    local n = #s
+    if n == 0 then
+      sv.ptr, sv.len = nil, 0
+      return
+    end
+    local p = tonumber(alloc(n, arena)) or 0
+    if p == 0 then error("arena allocation failed (" .. n .. " bytes)", 0) end
+    local dst = ffi.cast(u8p, p)
+    ffi.copy(dst, s, n)
+    sv.ptr, sv.len = dst, n
+  end,
+  invoke = function(impl, name, ...)
+    if impl == nil then error("the contract's factory built no implementation (nil)", 0) end
+    local f = impl[name]
+    if type(f) ~= "function" then error("the implementation has no method '" .. name .. "'", 0) end
+    local r = f(impl, ...)
+    return r
+  end,
+}
+
+-- The host object and the callers are plain tables of functions (no metatable): everything in
+-- them can be enumerated, and a bundle that rewrites them changes only its own view.
+-- Caller state per caller object (weak keys): the interface and instance cdata live only here.
+local caller_state = setmetatable({}, { __mode = "k" })
+core.state_of = function(obj)
+  local st = caller_state[obj]
+  if st == nil then error("call a contract method as caller:method(...)", 3) end
+  return st
+end
+
+local vhost = nil  -- the HostApi as luaplug_v_host*
+
+-- The provider was reloaded or unloaded since the caller resolved it: resolve again.
+local function refresh(st)
+  if st.kind ~= "guest" then return end
+  local rev = st.rev_ptr ~= nil and st.rev_ptr[0] or nil
+  if st.iface ~= nil and rev == st.rev then return end
+  local iface = vhost.resolve_guest_contract(vhost, st.handle)
+  if iface == nil then
+    st.iface = nil
+    return
+  end
+  local inst = ffi.new("luaplug_v_inst")
+  vhost.create_guest_instance(vhost, iface, nil, inst)
+  st.iface, st.inst, st.rev = iface, inst, rev
+end
+
+local function free_blocks(arena)
+  local b = arena.first
+  while b ~= nil do
+    local nxt = b.next
+    vhost.free(vhost, ffi.cast(u8p, b), b.cap, 8)
+    b = nxt
+  end
+  arena.first = nil
+end
+
+-- One call through the HostApi: (value) on success (true for a function without a result),
+-- (nil, message) on failure. Results are copied out of the call arena before it is freed.
+core.call = function(st, fn_id, args, out, decode)
+  refresh(st)
+  local iface = st.iface
+  if iface == nil then return nil, st.key .. " is not available" end
+  local arena = ffi.new("luaplug_v_arena")
+  arena.host = vhost
+  local err = ffi.new("luaplug_v_err")
+  local d = iface.dispatch
+  if iface.dispatch_type == 0 then
+    if fn_id >= d.native.function_count or d.native.functions == nil or d.native.functions[fn_id] == nil then
+      return nil, st.key .. ": no function " .. fn_id
+    end
+    if st.kind == "guest" then
+      ffi.cast("luaplug_v_gfn", d.native.functions[fn_id])(st.inst, args, out, err)
+    else
+      ffi.cast("luaplug_v_hfn", d.native.functions[fn_id])(st.inst.data, args, out, err)
+    end
+  elseif iface.dispatch_type == 1 then
+    local inst = st.inst
+    if st.kind ~= "guest" then inst = ffi.new("luaplug_v_inst") end
+    d.vm.call(d.vm.loader_data, inst, fn_id, args, out, arena, err)
+  else
+    return nil, st.key .. ": unknown dispatch type"
+  end
+  local code = tonumber(err.code)
+  local ok, v = true, true
+  if code ~= 0 then
+    local text = ""
+    if err.message.ptr ~= nil and err.message.len > 0 then
+      -- the provider's text may show addresses (a Lua object's, a Python repr's): not here
+      text = ": " .. gsub_(dec_str(err.message), "0[xX]%x+", "0x?")
+    end
+    ok, v = false, st.key .. " call failed with code " .. code .. text
+  elseif decode ~= nil then
+    ok, v = pcall_(decode, out)
+  end
+  free_blocks(arena)
+  if not ok then return nil, v end
+  return v
+end
+
+local LOG_TEXT = "host:log(level, target, message): level 1-5, target and message strings"
+local function make_host_obj(glue)
+  local methods, callers = {}, {}
+  function methods.log(_, level, target, message)
+    if type(level) ~= "number" or level < 1 or level > 5 or level % 1 ~= 0 then error(LOG_TEXT, 2) end
+    if type(target) == "number" then target = tostring_(target) end
+    if type(message) == "number" then message = tostring_(message) end
+    if type(target) ~= "string" or type(message) ~= "string" then error(LOG_TEXT, 2) end
+    if vhost == nil or vhost.log == nil then return end
+    vhost.log(vhost, level, ffi.new("luaplug_v_sv", target, #target), ffi.new("luaplug_v_sv", message, #message))
+  end
+  -- host:contract("name@major"): a caller of a contract of the bundle's api.toml, or nil and why.
+  function methods.contract(_, key)
+    if type(key) ~= "string" then error("host:contract(key): key is \"name@major\"", 2) end
+    local have = callers[key]
+    if have ~= nil then return have end
+    local id, m = glue.ids[key], glue.callers[key]
+    if id == nil or m == nil then return nil, key .. " is not declared in the bundle's api.toml" end
+    if vhost == nil then return nil, "no host" end
+    local st = { key = key, kind = id[1] }
+    if id[1] == "guest" then
+      st.handle = vhost.find_guest_contract(vhost, id[2], id[3])
+      if vhost.revision_counter ~= nil then
+        local p = vhost.revision_counter(vhost)
+        if p ~= nil then st.rev_ptr = p end
+      end
+      refresh(st)
+    else
+      st.iface = vhost.resolve_host_contract_interface(vhost, id[2], 0)
+      if st.iface ~= nil then st.inst = vhost.get_host_contract(vhost, id[2], 0) end
+    end
+    if st.iface == nil then return nil, key .. " is not available" end
+    local obj = {}
+    for name, f in pairs(m) do obj[name] = f end
+    caller_state[obj] = st
+    callers[key] = obj
+    return obj
+  end
+  return methods
+end
+
+function read_value_entry(key, factory, chunk)
+  if type(key) ~= "string" or value.glue.handlers[key] == nil then
+    local declared = {}
+    for k in pairs(value.glue.handlers) do declared[#declared + 1] = k end
+    sort(declared)
+    return nil, "undeclared", vdescribe(key), concat(declared, ", ")
+  end
+  if type(factory) ~= "function" then return nil, "value_entry", key, vdescribe(factory) end
+  local name, major = match(key, "^(.*)@(%d+)$")
+  local fns, n = value.glue.handlers[key], 0
+  while fns[n] ~= nil do n = n + 1 end
+  local host_obj = value.host_obj
+  return {
+    name = name, version = tonumber(major), plugin = chunk, fns = fns, n = n,
+    factory = function() return factory(host_obj) end,
+  }
+end
+
+--- Switch this state to the value protocol (untrusted mode): compile `glue_src` (the value
+--- glue of the bundle's api.toml) outside the bundle's environment.
+function P.values(glue_src)
+  if u8p == nil then
+    ffi.cdef(VALUE_CDEF)
+    u8p = ffi.typeof("uint8_t*")
+  end
+  if host_num ~= 0 then vhost = ffi.cast("const luaplug_v_host*", host_num) end
+  local f, err = G_load(glue_src, "=luaplug_glue", "t")
+  if f == nil then error("value glue: " .. tostring(err), 0) end
+  -- The glue reads no global (everything arrives as upvalues): a global read is a bug, loudly.
+  setfenv_(f, setmetatable({}, {
+    __metatable = false,
+    __index = function(_, k) error("value glue: no global " .. tostring_(k), 2) end,
+    __newindex = function() error("read-only", 2) end,
+  }))
+  local glue = f(ffi, core)
+  value = { glue = glue }
+  value.host_obj = make_host_obj(glue)
 end
 
 --- Drop everything the bundle built, so the state's memory goes with it.
