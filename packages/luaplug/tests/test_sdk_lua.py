@@ -708,8 +708,9 @@ local name = ffi.new("StringView[1]", {{"w\\255rld", 5}})
 local host, ctx = ffi.new("HostApi"), ffi.new("BundleInitContext[1]")
 local host_n = tonumber(ffi.cast("uintptr_t", ffi.cast("void*", host)))
 -- One guest call's worth of SDK use; the host enters it from C every time, as a dispatch does.
--- abi.split and abi.to_str_utf8 are left out: their loops may start a root trace that then leaves the loop, which LuaJIT
--- aborts or not depending on which hot counters collide (they are hashed by bytecode address).
+-- abi.split and abi.to_str_utf8 are left out: their loops may start a root trace that then leaves
+-- the loop, which LuaJIT aborts or not depending on which hot counters collide (they are hashed
+-- by bytecode address).
 local function call()
     used = 0
     local h = guest.cast_host_interface(host_n)
