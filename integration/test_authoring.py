@@ -229,3 +229,20 @@ def test_stringview_bytes_are_checked_for_utf8_before_the_call(runtime: luaplug.
         with pytest.raises(ValueError, match="not UTF-8"):
             calc.greet(bytearray(b"ok\xc3"))
         assert calc.count() == before + 1  # the proxy still works
+
+
+def test_a_duplicate_provide_names_the_contract(runtime: luaplug.Runtime) -> None:
+    from luaplug import typed
+
+    spec = typed.contract("host.Store@1", typed.function("size", returns="u32"), version="1.0.0", kind="host")
+
+    class Store:
+        def size(self) -> int:
+            return 0
+
+    runtime.provide("host.Store@1", Store(), api=spec)
+    with pytest.raises(luaplug.DuplicateProvider) as info:
+        runtime.provide("host.Store@1", Store(), api=spec)
+    text = str(info.value)
+    assert "host contract host.Store@1 (id 0x" in text and "by the host (Runtime.provide)" in text
+    assert info.value.contract == "host.Store@1"
