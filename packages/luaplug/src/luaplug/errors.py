@@ -88,8 +88,8 @@ class LoadError(LuaplugError):
 
     :ivar bundle: the bundle name
     :ivar error: the loader's message text (spec wording)
-    :ivar file: the entry file whose chunk or ``polyplug_init`` failed (the name polyplug
-        reports as the bundle's), or ``None``
+    :ivar file: the entry file whose ``polyplug_init`` (or a registration of it) failed, the
+        name polyplug reports as the bundle's there; else ``None``
     """
 
     def __init__(self, bundle: str, error: str, *, file: str | None = None) -> None:

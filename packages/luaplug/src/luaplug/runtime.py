@@ -493,9 +493,7 @@ class Runtime(HostApiServices):
         self._check_open()
         hc = HostContract(spec, impl, singleton=singleton, host_address=self.host_api.address)
         with self._locked():
-            self._host_contracts.add(
-                HostEntry(hc.contract_id, hc.interface, 0, "<host>", keepalive=[hc], name=hc.key)
-            )
+            self._host_contracts.add(HostEntry(hc.contract_id, hc.interface, 0, "<host>", keepalive=[hc], name=hc.key))
         return hc
 
     def host_contracts(self) -> list[int]:
