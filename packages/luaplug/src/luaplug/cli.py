@@ -403,11 +403,6 @@ def _cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
-class _SkipCallFailures(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Lua function call failed")
-
-
 # -- the parser -------------------------------------------------------------------
 
 
@@ -564,11 +559,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    # Without -v, a failed call is reported as the command's one-line error; its log would repeat it.
-    quiet = _SkipCallFailures()
-    loader_log = logging.getLogger("luaplug.loader")
-    if not args.verbose:
-        loader_log.addFilter(quiet)
     try:
         args.config_obj = resolve_config(args.config)
         return int(args.func(args))
@@ -582,5 +572,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if args.verbose else " (-v for details)"
         print(f"luaplug: {first}{hint}", file=sys.stderr)
         return 1
-    finally:
-        loader_log.removeFilter(quiet)
