@@ -166,3 +166,18 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
         assert "BUNDLE  " in out and "directory (holding manifest.toml)" in out
     if command == "call":
         assert "the function's name as the api.toml declares it" in out
+
+
+def test_check_reports_an_invalid_api_toml_without_failing_the_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not luaplug.available_backends():
+        pytest.skip("no backend available")
+    bundle = tmp_path / "upper"
+    assert main(["new", "upper", "--contract", "text.Filter@1", "--out", str(bundle)]) == 0
+    (bundle / "api.toml").write_text("[[guest_contract]]\nname = 1\n", "utf-8")
+    backend = luaplug.available_backends()[0]
+    assert main(["check", "--backend", backend, str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "warning  invalid api.toml: " in out and f"{backend:8s} loaded upper: text.Filter@1" in out
+    assert main(["check", "--strict", "--backend", backend, str(bundle)]) == 1

@@ -27,7 +27,7 @@ from ._version import __version__
 from .abi import core_ffi as ffi
 from .arena import CallArena
 from .config import Config, resolve_config
-from .errors import LuaplugError
+from .errors import ApiSpecError, LuaplugError
 from .runtime import Bundle, Runtime
 from .typed import ApiSpec, TypeSpec, load_api
 from .typed.bundletoml import load_bundle_toml
@@ -361,7 +361,10 @@ def _authoring_warnings(args: argparse.Namespace, bundle: Path) -> list[str]:
         out += load_manifest(bundle).warnings
     except LuaplugError:
         return out  # every backend's load reports the manifest error
-    api = _api_for(args, bundle, required=False)
+    try:
+        api = _api_for(args, bundle, required=False)
+    except ApiSpecError as exc:  # the bundle itself may still load: reported, not fatal
+        return [*out, f"invalid api.toml: {exc}"]
     if api is not None:
         out += api.warnings
     return out

@@ -285,7 +285,8 @@ class TypedProxy:
 
     def _retry(self, exc: DispatchError, fn_id: int) -> bool:
         """A call failed with ``exc``. A proxy of the default impl follows a reload: it
-        rebinds and calls again (``True``); every other failure re-raises (``False``)."""
+        rebinds and calls again (``True``); every other failure is named after the function
+        (:meth:`DispatchError.name_function`) and re-raised (``False``)."""
         c = self._compiled[fn_id]
         if exc.code == _STALE and not (self._owns_instance or self._closed):
             try:
