@@ -94,3 +94,29 @@ def test_the_untrusted_how_to_bundle_runs_untrusted(backend: str, tmp_path: Path
             assert calc.greet("doc") == "hello, doc"
             with pytest.raises(luaplug.DispatchError, match=r"other\.Calc@1 is not available"):
                 calc.peer_add(1, 2)
+
+
+@pytest.mark.parametrize("readme", ["README.md", "packages/luaplug/README.md"])
+def test_the_readme_examples_run(
+    readme: str, backend: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both examples of the README (typed first, then the C ABI) on the tutorial's bundle."""
+    text = (DOCS.parent / readme).read_text("utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2 and "rt.bind(" in blocks[0] and "ffi" in blocks[1]
+    monkeypatch.chdir(EXAMPLES)
+    monkeypatch.setenv("LUAPLUG_BACKEND", backend)
+    for block in blocks[:2]:
+        exec(compile(block, readme, "exec"), {})
+    assert capsys.readouterr().out.splitlines() == ["hello, world!", "0"]
+
+
+def test_the_tutorial_shows_every_file_as_it_is() -> None:
+    """The tutorial inlines its files (readable on GitHub and in a plain text viewer): each titled
+    block is the file of docs/examples it names, byte for byte."""
+    text = (DOCS / "tutorial.md").read_text("utf-8")
+    shown = re.findall(r'```\w+ title="([^"]+)"\n(.*?)```', text, re.S)
+    assert {name for name, _ in shown} == {"hello/api.toml", "hello/manifest.toml", "hello/main.lua", "first_host.py"}
+    for name, body in shown:
+        assert body == (EXAMPLES / name).read_text("utf-8"), name
+    assert "--8<--" not in text

@@ -3,7 +3,6 @@ implementations (``integration/glue``): loaded and called through luaplug on eve
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ import pytest
 
 import luaplug
 from luaplug import typed
-from luaplug.abi import ffi
 from luaplug.cli import main as cli_main
 
 GLUE = Path(__file__).resolve().parent / "glue"
@@ -112,18 +110,31 @@ def test_bad_struct_and_buffer_arguments_raise_before_the_call(scanner: typed.Ty
     assert scanner.cleared() == 0
 
 
-def test_a_missing_method_is_a_dispatch_error(
-    runtime: luaplug.Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_missing_method_fails_at_factory_time(runtime: luaplug.Runtime, tmp_path: Path) -> None:
     bundle = build(tmp_path, "counter_box")
     entry = bundle / "counter.lua"
     entry.write_text(entry.read_text("utf-8").replace("function self:label()", "function self:other()"), "utf-8")
+    # the default impl is built by the load: it fails there, naming the contract and the method
+    with pytest.raises(luaplug.InitFailed, match=r"shapes\.Counter@1: the impl lacks label\(\)"):
+        runtime.load(bundle)
+    assert runtime.contracts() == []
+
+
+def test_a_result_of_the_wrong_type_names_the_function(runtime: luaplug.Runtime, tmp_path: Path) -> None:
+    bundle = build(tmp_path, "counter_box")
+    entry = bundle / "counter.lua"
+    text = entry.read_text("utf-8").replace(
+        'function self:label() return "counter" end', "function self:label() return 7 end"
+    )
+    entry.write_text(text.replace("return self.total\n", "return 'many'\n"), "utf-8")
     runtime.load(bundle)
-    caplog.set_level(logging.CRITICAL, logger="luaplug.loader")
-    out = ffi.new("StringView*")
-    with luaplug.CallArena(256, host=runtime) as arena, pytest.raises(luaplug.DispatchError) as info:
-        runtime.contract("shapes.Counter@1").default.call(1, out=out, arena=arena)
-    assert "shapes.Counter@1 label: the impl has no method label" in (info.value.lua_error or "")
+    with runtime.bind(tmp_path / "glue" / "api.toml", "shapes.Counter@1") as counter:
+        with pytest.raises(luaplug.DispatchError) as info:
+            counter.label()
+        assert "shapes.Counter@1.label() must return a string, not a number" in str(info.value)
+        assert "alloc_string_arena" not in str(info.value)
+        with pytest.raises(luaplug.DispatchError, match=r"bump\(\) must return a number, not a string"):
+            counter.bump(1)
 
 
 def test_no_factory_fails_the_load_with_polyplug_inits_message(runtime: luaplug.Runtime, tmp_path: Path) -> None:

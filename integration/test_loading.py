@@ -103,7 +103,13 @@ def test_same_bundle_name_twice_is_refused(loaded: luaplug.Runtime, bundles: Pat
 
 PATH_CASES = [
     # (bundle, exception, bundle name on the error, exact text or None, prefix)
-    ("broken_noinit", luaplug.InitFailed, "main.lua", "Lua plugin missing polyplug_init function: bundle=main.lua", ""),
+    (
+        "broken_noinit",
+        luaplug.InitFailed,
+        "broken_noinit",
+        "Lua plugin missing polyplug_init function: bundle=main.lua",
+        "",
+    ),
     ("broken_syntax", luaplug.InitFailed, "broken_syntax", None, "Lua script load failed for main.lua: "),
     ("broken_chunk_error", luaplug.InitFailed, "broken_chunk_error", None, "Lua script load failed for main.lua: "),
 ]
@@ -119,6 +125,7 @@ def test_broken_bundle_on_disk(
     err = info.value
     assert isinstance(err, luaplug.LoadError)
     assert err.bundle == bundle
+    assert str(err).startswith(f"bundle {bundle!r}")
     if text is not None:
         assert err.error == text
     assert err.error.startswith(prefix)

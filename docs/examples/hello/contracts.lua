@@ -30,11 +30,29 @@ function M.set_hello_factory(factory, contract)
   if contract == nil then default_factory = factory else factories[contract] = factory end
 end
 
-local function factory_for(contract)
+local function bad_result(where, what, value)
+  local got = value == nil and "nil" or ("a " .. type(value))
+  error(where .. " must return " .. what .. ", not " .. got, 0)
+end
+
+-- The impl a factory built must have every method of the contract (checked once per impl).
+local function check_impl(impl, methods, contract)
+  if impl == nil then error(contract .. ": the factory returned nil, not an impl", 0) end
+  local missing = {}
+  for _, name in ipairs(methods) do
+    if impl[name] == nil then missing[#missing + 1] = name .. "()" end
+  end
+  if #missing > 0 then
+    error(contract .. ": the impl lacks " .. table.concat(missing, ", "), 0)
+  end
+  return impl
+end
+
+local function factory_for(contract, key, methods)
   return function(host_ptr)
     local f = factories[contract] or default_factory
     if f == nil then error("no factory for " .. contract .. ": call set_hello_factory first", 0) end
-    return f(host_ptr)
+    return check_impl(f(host_ptr), methods, key)
   end
 end
 
@@ -48,6 +66,7 @@ local function HelloGreeterContract_functions()
     local out_t = ffi.typeof("StringView*")
     functions[0] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local r = self:greet(to_str(ffi.cast(args_t, args_ptr)[0]))
+      if type(r) ~= "string" then bad_result("hello.Greeter@1.greet()", "a string", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = alloc_string_arena(arena_alloc, arena_ptr, r) end
     end
   end
@@ -57,6 +76,7 @@ local function HelloGreeterContract_functions()
     local out_t = ffi.typeof("uint32_t*")
     functions[1] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local r = self:greeted()
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("hello.Greeter@1.greeted()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -70,7 +90,7 @@ function M.register_hello(registrations)
   registrations["hello.Greeter"] = {
     contract_version = 1,
     plugin_name = M.PLUGIN_NAME,
-    factory = factory_for("hello.Greeter"),
+    factory = factory_for("hello.Greeter", "hello.Greeter@1", { "greet", "greeted" }),
     functions = HelloGreeterContract_functions(),
   }
   return registrations

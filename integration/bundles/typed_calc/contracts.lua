@@ -44,11 +44,29 @@ function M.set_typed_calc_factory(factory, contract)
   if contract == nil then default_factory = factory else factories[contract] = factory end
 end
 
-local function factory_for(contract)
+local function bad_result(where, what, value)
+  local got = value == nil and "nil" or ("a " .. type(value))
+  error(where .. " must return " .. what .. ", not " .. got, 0)
+end
+
+-- The impl a factory built must have every method of the contract (checked once per impl).
+local function check_impl(impl, methods, contract)
+  if impl == nil then error(contract .. ": the factory returned nil, not an impl", 0) end
+  local missing = {}
+  for _, name in ipairs(methods) do
+    if impl[name] == nil then missing[#missing + 1] = name .. "()" end
+  end
+  if #missing > 0 then
+    error(contract .. ": the impl lacks " .. table.concat(missing, ", "), 0)
+  end
+  return impl
+end
+
+local function factory_for(contract, key, methods)
   return function(host_ptr)
     local f = factories[contract] or default_factory
     if f == nil then error("no factory for " .. contract .. ": call set_typed_calc_factory first", 0) end
-    return f(host_ptr)
+    return check_impl(f(host_ptr), methods, key)
   end
 end
 
@@ -63,6 +81,7 @@ local function TypedCalcContract_functions()
     functions[0] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local a = ffi.cast(args_t, args_ptr)
       local r = self:add(a.a, a.b)
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("typed.Calc@1.add()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -78,6 +97,7 @@ local function TypedCalcContract_functions()
     local out_t = ffi.typeof("int64_t*")
     functions[2] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local r = self:negate(ffi.cast(args_t, args_ptr)[0])
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("typed.Calc@1.negate()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -87,6 +107,7 @@ local function TypedCalcContract_functions()
     local out_t = ffi.typeof("StringView*")
     functions[3] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local r = self:greet(to_str(ffi.cast(args_t, args_ptr)[0]))
+      if type(r) ~= "string" then bad_result("typed.Calc@1.greet()", "a string", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = alloc_string_arena(arena_alloc, arena_ptr, r) end
     end
   end
@@ -97,6 +118,7 @@ local function TypedCalcContract_functions()
     functions[4] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local a = ffi.cast(args_t, args_ptr)
       local r = self:widen(a.a, a.b, a.c)
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("typed.Calc@1.widen()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -107,6 +129,7 @@ local function TypedCalcContract_functions()
     functions[5] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local a = ffi.cast(args_t, args_ptr)
       local r = self:mix(a.a, a.b, a.c, a.d)
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("typed.Calc@1.mix()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -117,6 +140,7 @@ local function TypedCalcContract_functions()
     functions[6] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local a = ffi.cast(args_t, args_ptr)
       local r = self:scale(a.x, a.k)
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("typed.Calc@1.scale()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -126,6 +150,7 @@ local function TypedCalcContract_functions()
     local out_t = ffi.typeof("float*")
     functions[7] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local r = self:half(ffi.cast(args_t, args_ptr)[0])
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("typed.Calc@1.half()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -145,6 +170,7 @@ local function TypedCalcContract_functions()
     local out_t = ffi.typeof("uint8_t*")
     functions[9] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local r = self:next_color(ffi.cast(args_t, args_ptr)[0])
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("typed.Calc@1.next_color()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -155,6 +181,7 @@ local function TypedCalcContract_functions()
     functions[10] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local a = ffi.cast(args_t, args_ptr)
       local r = self:describe(to_str(a.tag), a.n, a.flag, a.color)
+      if type(r) ~= "string" then bad_result("typed.Calc@1.describe()", "a string", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = alloc_string_arena(arena_alloc, arena_ptr, r) end
     end
   end
@@ -164,6 +191,7 @@ local function TypedCalcContract_functions()
     local out_t = ffi.typeof("uint32_t*")
     functions[11] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
       local r = self:count()
+      if type(r) ~= "number" and type(r) ~= "cdata" then bad_result("typed.Calc@1.count()", "a number", r) end
       if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = r end
     end
   end
@@ -184,7 +212,7 @@ function M.register_typed_calc(registrations)
   registrations["typed.Calc"] = {
     contract_version = 1,
     plugin_name = M.PLUGIN_NAME,
-    factory = factory_for("typed.Calc"),
+    factory = factory_for("typed.Calc", "typed.Calc@1", { "add", "noop", "negate", "greet", "widen", "mix", "scale", "half", "both", "next_color", "describe", "count", "fail" }),
     functions = TypedCalcContract_functions(),
   }
   return registrations

@@ -148,3 +148,36 @@ def test_config_option(capsys: pytest.CaptureFixture[str], tmp_path: Path, backe
 def test_demo(capsys: pytest.CaptureFixture[str], backend: str) -> None:
     code, out, _ = run(capsys, "demo", "--backend", backend)
     assert code == 0 and "demo.Counter inc x3 -> 3" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from luaplug._version import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"luaplug {__version__}"
+
+
+@pytest.mark.parametrize("command", ["backends", "demo", "new", "inspect", "call", "check", "codegen"])
+def test_every_command_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"examples:\n  luaplug {command}" in out
+    if command in ("inspect", "call", "check"):
+        assert "BUNDLE  " in out and "directory (holding manifest.toml)" in out
+    if command == "call":
+        assert "the function's name as the api.toml declares it" in out
+
+
+def test_check_reports_an_invalid_api_toml_without_failing_the_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not luaplug.available_backends():
+        pytest.skip("no backend available")
+    bundle = tmp_path / "upper"
+    assert main(["new", "upper", "--contract", "text.Filter@1", "--out", str(bundle)]) == 0
+    (bundle / "api.toml").write_text("[[guest_contract]]\nname = 1\n", "utf-8")
+    backend = luaplug.available_backends()[0]
+    assert main(["check", "--backend", backend, str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "warning  invalid api.toml: " in out and f"{backend:8s} loaded upper: text.Filter@1" in out
+    assert main(["check", "--strict", "--backend", backend, str(bundle)]) == 1

@@ -137,6 +137,20 @@ def test_runtime_backend_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert rt.backend_name == first and rt.hot_reload is False
 
 
+def test_config_false_reads_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = _two_backends()[:2]
+    (tmp_path / "luaplug.toml").write_text(f'backend = "{second}"\nhot_reload = true\n', "utf-8")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")  # found from the current directory upward...
+    assert resolve_config().path == tmp_path / "luaplug.toml"
+    assert resolve_config(False) == Config()
+    with luaplug.Runtime(config=False) as rt:  # ...and ignored
+        assert (rt.backend_name, rt.hot_reload, rt.config.path) == (first, False, None)
+    monkeypatch.setenv(ENV_HOT_RELOAD, "1")  # the environment still applies
+    with luaplug.Runtime(config=False) as rt:
+        assert rt.hot_reload is True
+
+
 def test_runtime_with_an_explicit_file(tmp_path: Path) -> None:
     if not luaplug.available_backends():
         pytest.skip("no backend available")

@@ -161,3 +161,11 @@ def test_each_distribution_carries_the_license() -> None:
         cfg = configparser.ConfigParser()
         cfg.read(REPO / src / "setup.cfg", encoding="utf-8")
         assert (cfg["metadata"]["license"], cfg["metadata"]["license_files"]) == ("MIT", "LICENSE"), src
+
+
+@pytest.mark.skipif(not IN_CHECKOUT, reason="needs the repository's pyproject.toml files")
+def test_the_distributions_share_their_project_urls() -> None:
+    urls = [pyproject(src)["project"]["urls"] for _, src in DISTRIBUTIONS.values()]
+    assert {"Homepage", "Documentation", "Source", "Issues", "Changelog"} <= set(urls[0])
+    assert all(u == urls[0] for u in urls)
+    assert all(v.startswith("https://") for v in urls[0].values())

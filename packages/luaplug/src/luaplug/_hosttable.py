@@ -31,6 +31,14 @@ def version_matches(version: tuple[int, int], min_version: int) -> bool:
     return version[0] == (min_version >> 16) and version[1] >= (min_version & 0xFFFF)
 
 
+def _duplicate(entry: HostEntry, other: HostEntry) -> str:
+    """Why ``entry`` is refused: ``other`` has its id (named by contract when either knows it)."""
+    name = entry.name or other.name
+    what = f"{name} (id {entry.contract_id:#018x})" if name else f"{entry.contract_id:#018x}"
+    by = "the host (Runtime.provide)" if other.owner == 0 and other.owner_name == "<host>" else other.owner_name
+    return f"host contract {what} is already registered (by {by})"
+
+
 class HostContractTable:
     """The host contracts of one runtime.
 
@@ -61,10 +69,7 @@ class HostContractTable:
         with self._lock:
             other = self._conflict(entry.contract_id, -1, None)
             if other is not None:
-                raise DuplicateProvider(
-                    entry.owner_name,
-                    f"host contract {entry.contract_id:#018x} is already registered (by {other.owner_name})",
-                )
+                raise DuplicateProvider(entry.owner_name, _duplicate(entry, other), contract=entry.name or other.name)
             self._entries[entry.contract_id] = entry
 
     def stage(self, entry: HostEntry, *, replacing: bool) -> str | None:
@@ -72,7 +77,7 @@ class HostContractTable:
         with self._lock:
             other = self._conflict(entry.contract_id, entry.owner, entry.owner if replacing else None)
             if other is not None:
-                return f"host contract {entry.contract_id:#018x} is already registered (by {other.owner_name})"
+                return _duplicate(entry, other)
             self._staged.setdefault(entry.owner, []).append(entry)
         return None
 

@@ -177,7 +177,8 @@ def get_backend(name: str) -> BackendInfo:
     """
     found = installed_backends()
     if name not in found:
-        raise BackendNotFoundError(name, found)
+        blocked = name in _disabled()
+        raise BackendNotFoundError(name, found, disabled_by=ENV_DISABLED if blocked else None)
     return found[name]
 
 
@@ -196,6 +197,9 @@ def select_backend(name: str | None = None, *, configured: str | None = None) ->
     best = available_backends()
     if not best:
         found = installed_backends()
-        reasons = "; ".join(f"{b.name}: {b.probe()}" for b in found.values()) or "no backend is installed"
+        none = "no backend is installed"
+        if _disabled():
+            none = f"no backend is enabled ({ENV_DISABLED} disables {', '.join(sorted(_disabled()))})"
+        reasons = "; ".join(f"{b.name}: {b.probe()}" for b in found.values()) or none
         raise BackendUnavailableError("(any)", reasons, "install luaplug-lupa, or luaplug-cffi with libluajit-5.1-dev")
     return installed_backends()[best[0]]

@@ -1,9 +1,10 @@
 """The ``luaplug`` command.
 
-Subcommands: ``backends``, ``demo``, ``inspect BUNDLE``, ``call BUNDLE CONTRACT FN [ARGS...]``,
-``check BUNDLE``, ``codegen --bundle bundle.toml --out DIR`` (alias ``generate``, polyplugc's
-files) or ``codegen API --plugin NAME --out DIR`` (single-file glue). ``--backend`` and
-``--config`` work everywhere (``codegen`` runs no Lua and ignores them). Exit codes: 0 ok,
+Subcommands: ``backends``, ``demo``, ``new NAME --contract C@M``, ``inspect BUNDLE``,
+``call BUNDLE CONTRACT FN [ARGS...]``, ``check [--strict] BUNDLE``, ``codegen --bundle
+bundle.toml --out DIR`` (alias ``generate``, polyplugc's files) or ``codegen API --plugin NAME
+--out DIR`` (single-file glue). ``--backend`` and ``--config`` work everywhere (``codegen`` and
+``new`` run no Lua and ignore them). Exit codes: 0 ok,
 1 failure, 2 usage. Errors are one line on stderr; ``-v`` adds the traceback and debug logs.
 """
 
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from . import backends as _backends
+from ._keys import unregistered_provides
+from ._version import __version__
 from .abi import core_ffi as ffi
 from .arena import CallArena
 from .config import Config, resolve_config
-from .errors import BackendNotFoundError, LuaplugError
+from .errors import ApiSpecError, LuaplugError
 from .runtime import Bundle, Runtime
 from .typed import ApiSpec, TypeSpec, load_api
 from .typed.bundletoml import load_bundle_toml
@@ -90,7 +93,10 @@ def parse_value(t: TypeSpec, text: str) -> Any:
         members = t.python.__members__
         if text in members:
             return members[text]
-        return int(text, 0)
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a {t.name} (valid: {', '.join(members)}, or a number)") from None
     return int(text, 0)
 
 
@@ -171,6 +177,7 @@ def describe(rt: Runtime, bundle: Path, args: argparse.Namespace | None = None) 
         "provides": [f"{p.name}@{p.major}" for p in m.provides],
         "function_count": dict(m.function_count),
         "contracts": sorted(contracts, key=lambda c: str(c["contract"])),
+        "unregistered": unregistered_provides(m, rt.registry.of_bundle(b.id)),
     }
 
 
@@ -183,7 +190,7 @@ def _cmd_backends(args: argparse.Namespace) -> int:
         print("no luaplug backend is installed (pip install luaplug-lupa or luaplug-cffi)")
         return 1
     if args.backend and args.backend not in found:
-        raise BackendNotFoundError(args.backend, found)
+        _backends.get_backend(args.backend)  # raises, saying whether the name is disabled
     for info in sorted(found.values(), key=lambda b: (-b.priority, b.name)):
         if args.backend and info.name != args.backend:
             continue
@@ -283,20 +290,43 @@ def _cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+class _SkipAuthoringReports(logging.Filter):
+    """Drops the records ``luaplug check`` prints as its own ``warning`` lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "luaplug_authoring", False)
+
+
+_AUTHORING_LOGGERS = ("luaplug.manifest", "luaplug.typed", "luaplug.runtime")
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     names = [args.backend] if args.backend else _backends.available_backends()
     if not names:
         print("no luaplug backend is available")
         return 1
-    results: dict[str, dict[str, Any] | str] = {}
-    for name in names:
-        try:
-            with _runtime(args, name) as rt:
-                results[name] = describe(rt, bundle, args)
-        except LuaplugError as exc:
-            results[name] = f"load failed: {exc}"
-    ok = True
+    quiet = _SkipAuthoringReports()
+    for logger in _AUTHORING_LOGGERS:
+        logging.getLogger(logger).addFilter(quiet)
+    try:
+        warnings = _authoring_warnings(args, bundle)
+        results: dict[str, dict[str, Any] | str] = {}
+        for name in names:
+            try:
+                with _runtime(args, name) as rt:
+                    results[name] = describe(rt, bundle, args)
+            except LuaplugError as exc:
+                results[name] = f"load failed: {exc}"
+    finally:
+        for logger in _AUTHORING_LOGGERS:
+            logging.getLogger(logger).removeFilter(quiet)
+    for res in results.values():
+        if not isinstance(res, str):
+            warnings += [w for w in res["unregistered"] if w not in warnings]
+    for text in warnings:
+        print(f"warning  {text}")
+    ok = not (args.strict and warnings)
     for name, res in results.items():
         if isinstance(res, str):
             ok = False
@@ -315,9 +345,29 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 if res[key] != first[key]:
                     ok = False
                     print(f"differs  {key}: {first_name} {first[key]!r} vs {name} {res[key]!r}")
-    if ok:
+    if args.strict and warnings:
+        print(f"strict   {len(warnings)} warning(s) count as errors")
+    elif ok:
         print(f"same on {', '.join(names)}" if len(names) > 1 else f"ok on {names[0]} (the only backend checked)")
     return 0 if ok else 1
+
+
+def _authoring_warnings(args: argparse.Namespace, bundle: Path) -> list[str]:
+    """The unknown keys of the bundle's manifest and api.toml (``--api``, else ``BUNDLE/api.toml``)."""
+    from .manifest import load as load_manifest
+
+    out: list[str] = []
+    try:
+        out += load_manifest(bundle).warnings
+    except LuaplugError:
+        return out  # every backend's load reports the manifest error
+    try:
+        api = _api_for(args, bundle, required=False)
+    except ApiSpecError as exc:  # the bundle itself may still load: reported, not fatal
+        return [*out, f"invalid api.toml: {exc}"]
+    if api is not None:
+        out += api.warnings
+    return out
 
 
 def _cmd_codegen(args: argparse.Namespace) -> int:
@@ -346,9 +396,14 @@ def _cmd_codegen(args: argparse.Namespace) -> int:
     return 0
 
 
-class _SkipCallFailures(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Lua function call failed")
+def _cmd_new(args: argparse.Namespace) -> int:
+    from .scaffold import new_bundle
+
+    out = args.out if args.out is not None else args.name
+    for path in new_bundle(args.name, args.contract, out, args.api):
+        print(f"wrote {path}")
+    print(f"load it with: luaplug inspect {out}")
+    return 0
 
 
 # -- the parser -------------------------------------------------------------------
@@ -371,6 +426,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--backend", default=argparse.SUPPRESS, metavar="NAME", help="use this backend")
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help="luaplug.toml / pyproject.toml")
     parser = argparse.ArgumentParser(prog="luaplug", description="load and call Lua (LuaJIT) plugin bundles")
+    parser.add_argument("--version", action="version", version=f"luaplug {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--backend", metavar="NAME", help="use this backend (default: configuration, best available)")
     parser.add_argument("--config", metavar="PATH", help="configuration file (default: found from the current dir up)")
@@ -386,37 +442,105 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     def add(
-        name: str, help: str, func: Any, *, runs_bundle: bool = False, aliases: Sequence[str] = ()
+        name: str,
+        help: str,
+        func: Any,
+        *,
+        runs_bundle: bool = False,
+        aliases: Sequence[str] = (),
+        examples: Sequence[str] = (),
     ) -> argparse.ArgumentParser:
         parents = [common, limits] if runs_bundle else [common]
-        p = sub.add_parser(name, help=help, description=help, parents=parents, aliases=list(aliases))
+        epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=parents,
+            aliases=list(aliases),
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
-    add("backends", "list installed backends: availability, why not, LuaJIT version", _cmd_backends)
-    add("demo", "load the example bundles and call them on every available backend", _cmd_demo)
+    bundle_help = "the bundle: its directory (holding manifest.toml), or a file in it"
+    add(
+        "backends",
+        "list installed backends: availability, why not, LuaJIT version",
+        _cmd_backends,
+        examples=["luaplug backends", "luaplug backends --backend cffi"],
+    )
+    add(
+        "demo",
+        "load the example bundles and call them on every available backend",
+        _cmd_demo,
+        examples=["luaplug demo", "luaplug demo --backend lupa"],
+    )
+    p = add(
+        "new",
+        "write a new bundle that loads as written (with typed glue when an api.toml is given)",
+        _cmd_new,
+        examples=[
+            "luaplug new upper --contract text.Filter@1 --out plugins/upper",
+            "luaplug new upper --contract text.Filter@1 --api api.toml --out plugins/upper",
+        ],
+    )
+    p.add_argument("name", metavar="NAME", help="the bundle name (also its plugin name)")
+    p.add_argument("--contract", required=True, metavar="NAME@MAJOR", help="the guest contract it provides")
+    p.add_argument("--api", metavar="API_TOML", help="declares the contract: write glue and one method per function")
+    p.add_argument("-o", "--out", metavar="DIR", help="the bundle directory to write (default: ./NAME)")
     p = add(
         "inspect",
         "load a bundle (running its code and polyplug_init) and show its manifest and contracts",
         _cmd_inspect,
         runs_bundle=True,
+        examples=["luaplug inspect plugins/upper", "luaplug inspect plugins/upper --api api.toml"],
     )
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (or a file in it)")
+    p.add_argument("bundle", metavar="BUNDLE", help=bundle_help)
     p.add_argument("--api", metavar="API_TOML", help="show function signatures (default: BUNDLE/api.toml if any)")
-    p = add("call", "make one typed call and print the result", _cmd_call, runs_bundle=True)
-    p.add_argument("bundle", metavar="BUNDLE")
+    p = add(
+        "call",
+        "make one typed call and print the result",
+        _cmd_call,
+        runs_bundle=True,
+        examples=[
+            "luaplug call plugins/upper text.Filter@1 apply 'hello'",
+            "luaplug call plugins/calc typed.Calc@1 next_color Red --api api.toml",
+        ],
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help=bundle_help)
     p.add_argument("contract", metavar="CONTRACT", help="name@major (or the name alone)")
-    p.add_argument("function", metavar="FN")
-    p.add_argument("args", metavar="ARGS", nargs="*", help="the arguments, converted per the declared types")
+    p.add_argument("function", metavar="FN", help="the function's name as the api.toml declares it")
+    p.add_argument(
+        "args",
+        metavar="ARGS",
+        nargs="*",
+        help="the arguments, converted per the declared types (enums by name or number, structs as JSON)",
+    )
     p.add_argument("--api", metavar="API_TOML", help="the contract declaration (default: BUNDLE/api.toml)")
     p.add_argument("--default", action="store_true", help="call the default impl instead of a fresh instance")
-    p = add("check", "load a bundle on every available backend and report differences", _cmd_check, runs_bundle=True)
-    p.add_argument("bundle", metavar="BUNDLE")
+    p = add(
+        "check",
+        "load a bundle on every available backend and report differences, unknown keys and unregistered provides",
+        _cmd_check,
+        runs_bundle=True,
+        examples=["luaplug check plugins/upper", "luaplug check --strict plugins/upper"],
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help=bundle_help)
+    p.add_argument("--api", metavar="API_TOML", help="also check this api.toml (default: BUNDLE/api.toml if any)")
+    p.add_argument(
+        "--strict", action="store_true", help="unknown keys and unregistered `provides` entries are errors (exit 1)"
+    )
     p = add(
         "codegen",
         "generate guest glue (polyplugc's files and API, or --plugin single-file glue)",
         _cmd_codegen,
         aliases=["generate"],  # polyplugc's name for it
+        examples=[
+            "luaplug codegen --bundle bundle.toml --out .",
+            "luaplug codegen api.toml --plugin upper --out plugins/upper",
+        ],
     )
     p.add_argument("api", metavar="API_TOML", nargs="?", help="an api.toml (same as --api)")
     p.add_argument("--bundle", metavar="BUNDLE_TOML", help="an authoring bundle.toml: manifest.toml + guest/*.lua")
@@ -438,11 +562,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    # Without -v, a failed call is reported as the command's one-line error; its log would repeat it.
-    quiet = _SkipCallFailures()
-    loader_log = logging.getLogger("luaplug.loader")
-    if not args.verbose:
-        loader_log.addFilter(quiet)
     try:
         args.config_obj = resolve_config(args.config)
         return int(args.func(args))
@@ -456,5 +575,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if args.verbose else " (-v for details)"
         print(f"luaplug: {first}{hint}", file=sys.stderr)
         return 1
-    finally:
-        loader_log.removeFilter(quiet)

@@ -8,16 +8,17 @@ Precedence for every setting, highest first:
 4. the default (the best available backend; no hot reload).
 
 The file is the one passed explicitly (``Runtime(config=path)``, ``luaplug --config``), else
-the first found walking up from the current directory: in each directory a ``luaplug.toml``
-(settings at its top level) wins over a ``pyproject.toml`` that has a ``[tool.luaplug]``
-table; a ``pyproject.toml`` without one is passed over.
+the first found walking up from the *current directory* (so the same script run from another
+directory may find another file, or none; ``Runtime(config=False)`` reads no file at all): in
+each directory a ``luaplug.toml`` (settings at its top level) wins over a ``pyproject.toml``
+that has a ``[tool.luaplug]`` table; a ``pyproject.toml`` without one is passed over.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from .errors import ConfigError
 
@@ -193,11 +194,14 @@ def _pyproject_configures(path: str) -> bool:
     return _tool_table(data, p) is not None
 
 
-def resolve_config(config: Config | str | os.PathLike[str] | None = None) -> Config:
-    """The settings a runtime uses: ``config`` itself, the file it names, or the discovered one.
+def resolve_config(config: Config | str | os.PathLike[str] | Literal[False] | None = None) -> Config:
+    """The settings a runtime uses: ``config`` itself, the file it names, the discovered one
+    (``None``), or no file at all (``False``: the environment and the defaults only).
 
     :raises ConfigError: the file is invalid
     """
+    if config is False:
+        return Config()
     if isinstance(config, Config):
         return config
     path = config if config is not None else find_config()

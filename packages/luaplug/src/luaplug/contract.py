@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 from . import reentry
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
-from .errors import ContractNotFoundError, LuaplugError
+from .errors import ContractNotFoundError, LuaplugError, RuntimeClosedError
 from .errors import dispatch_error as _dispatch_error
 
 if TYPE_CHECKING:
@@ -115,9 +115,9 @@ class Instance:
 
         :raises DispatchError: carrying the code and, for a Lua error, its text
         """
-        code, text = self._invoke(fn_id, args, out, arena)
+        code, text = self._invoke(fn_id, args, out, arena, raising=True)
         if code:
-            raise _dispatch_error(code, self._contract.name, fn_id, text)
+            raise self._error(code, fn_id, text)
 
     # The names the per-instance entries fall back to.
     _py_dispatch = dispatch
@@ -125,14 +125,33 @@ class Instance:
 
     def _failed(self, code: int, fn_id: int, raising: bool) -> int:
         """A per-instance entry got a non-zero code: log the Lua error; return the code or raise."""
-        code, text = self._finish(code, fn_id, 0, 0, None)
+        code, text = self._finish(code, fn_id, 0, 0, None, raising)
         if raising and code:
-            raise _dispatch_error(code, self._contract.name, fn_id, text)
+            raise self._error(code, fn_id, text)
         return code
 
-    def _invoke(self, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
+    def _error(self, code: int, fn_id: int, text: str | None) -> LuaplugError:
+        """The exception a failed call raises: a stale handle is explained when the cause is known."""
+        hint = ""
+        if code == _STALE:
+            runtime = self._contract._runtime
+            if runtime._closed:
+                return RuntimeClosedError(
+                    f"{self._contract.name}: the runtime is closed (called after Runtime.close())"
+                )
+            reg = runtime.registry.resolve(*self._contract.handle)
+            if reg is not None and self._provider is not None and reg.provider is not self._provider:
+                hint = (
+                    f"bundle {reg.bundle_name!r} was reloaded and this instance belonged to its previous version:"
+                    " create a new instance, or bind the typed proxy again (Runtime.bind)"
+                )
+        return _dispatch_error(code, self._contract.name, fn_id, text, hint)
+
+    def _invoke(
+        self, fn_id: int, args: Any, out: Any, arena: CallArena | None, raising: bool = False
+    ) -> tuple[int, str | None]:
         if fn_id.__class__ is not int:  # an engine may take a float for an int: validate here
-            return self._finish(-1, fn_id, args, out, arena)
+            return self._finish(-1, fn_id, args, out, arena, raising)
         a = 0 if arena is None else arena._address or _closed()
         try:
             result = self._call(fn_id, self._id, args, out, a)
@@ -144,15 +163,18 @@ class Instance:
             raise self._translate(exc) from exc
         if result == 0:
             return 0, None
-        return self._finish(result, fn_id, args, out, arena)
+        return self._finish(result, fn_id, args, out, arena, raising)
 
     def _translate(self, exc: Exception) -> LuaplugError:
         if isinstance(exc, LuaplugError):
             return exc
         return self._provider.translate_error(exc) if self._provider is not None else LuaplugError(str(exc))
 
-    def _finish(self, result: Any, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
-        # The slow path: pointers that were not plain integers, and failures.
+    def _finish(
+        self, result: Any, fn_id: int, args: Any, out: Any, arena: CallArena | None, raising: bool = False
+    ) -> tuple[int, str | None]:
+        # The slow path: pointers that were not plain integers, and failures. A Lua error is
+        # logged at ERROR when only a code reports it (dispatch), at DEBUG when it is raised.
         if result == _NO_FUNCTION:
             _check_fn_id(fn_id)
         if result == -1:
@@ -173,12 +195,12 @@ class Instance:
 
         if result.__class__ is tuple:
             text = error_text(result[1])
-            log_call_failure(text)
+            log_call_failure(text, raised=raising)
             return int(result[0]), text
         if result == 1 and self._provider is not None:
             found = self._provider.last_error_text()
             if found is not None:
-                log_call_failure(found)
+                log_call_failure(found, raised=raising)
                 return 1, found
         return int(result), None
 
@@ -208,6 +230,7 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
     translate = provider.translate_error
     inside = reentry.INSIDE
     slow = inst._finish
+    error = inst._error
 
     # dispatch and call share this body on purpose (a shared helper would be
     # one more Python frame on every call).
@@ -251,9 +274,9 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
                 raise translate(exc) from exc
             if result == 0:
                 return
-        code, text = slow(result, fn_id, args, out, arena)
+        code, text = slow(result, fn_id, args, out, arena, True)
         if code:
-            raise _dispatch_error(code, inst._contract.name, fn_id, text)
+            raise error(code, fn_id, text)
 
     return dispatch, call
 

@@ -88,14 +88,18 @@ class ConfigError(_PlacedError):
 class LoadError(LuaplugError):
     """A bundle failed to load; nothing of it stays registered.
 
-    :ivar bundle: the bundle name (the chunk name once the chunk ran)
+    :ivar bundle: the bundle name
     :ivar error: the loader's message text (spec wording)
+    :ivar file: the entry file whose ``polyplug_init`` (or a registration of it) failed, the
+        name polyplug reports as the bundle's there; else ``None``
     """
 
-    def __init__(self, bundle: str, error: str) -> None:
-        super().__init__(f"bundle {bundle!r}: {error}")
+    def __init__(self, bundle: str, error: str, *, file: str | None = None) -> None:
+        where = f"bundle {bundle!r}" if file is None or file == bundle else f"bundle {bundle!r} ({file})"
+        super().__init__(f"{where}: {error}")
         self.bundle = bundle
         self.error = error
+        self.file = file
 
 
 class InitFailed(LoadError):
@@ -143,11 +147,16 @@ class BackendNotFoundError(LuaplugError):
     :ivar installed: names of the installed backends
     """
 
-    def __init__(self, name: str, installed: Iterable[str]) -> None:
+    def __init__(self, name: str, installed: Iterable[str], *, disabled_by: str | None = None) -> None:
         self.name = name
         self.installed = sorted(installed)
+        #: the environment variable that disabled ``name`` (``None``: it is not installed)
+        self.disabled_by = disabled_by
         listed = ", ".join(self.installed) or "none"
-        super().__init__(f"no luaplug backend named {name!r} (installed: {listed})")
+        if disabled_by is None:
+            super().__init__(f"no luaplug backend named {name!r} (installed: {listed})")
+        else:
+            super().__init__(f"luaplug backend {name!r} is disabled by {disabled_by} (enabled backends: {listed})")
 
 
 class BackendUnavailableError(LuaplugError):
@@ -191,15 +200,27 @@ class ContractNotFoundError(LuaplugError):
     :ivar major: the contract's major version
     :ivar bundle: the bundle asked for (``bundle=``), or ``None``
     :ivar providers: with ``bundle``, the names of the bundles that do provide it, in load order
+    :ivar loaded: without ``bundle``, the ``name@major`` of every loaded contract (``None``: not given)
     """
 
-    def __init__(self, name: str, major: int, *, bundle: str | None = None, providers: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        major: int,
+        *,
+        bundle: str | None = None,
+        providers: Iterable[str] = (),
+        loaded: Iterable[str] | None = None,
+    ) -> None:
         self.contract = name
         self.major = major
         self.bundle = bundle
         self.providers = list(providers)
+        self.loaded = None if loaded is None else sorted(set(loaded))
         if bundle is None:
             text = f"no loaded bundle provides contract {name}@{major}"
+            if self.loaded is not None:
+                text += f" (loaded: {', '.join(self.loaded)})" if self.loaded else " (no contract is loaded)"
         else:
             listed = ", ".join(repr(p) for p in self.providers) or "none"
             text = f"bundle {bundle!r} does not provide contract {name}@{major} (its providers: {listed})"
@@ -240,25 +261,49 @@ class DispatchError(LuaplugError):
     :ivar lua_error: the Lua error text with traceback, when the handler raised
     :ivar contract: ``"name@major"`` of the contract called
     :ivar fn_id: the function id called
+    :ivar function: the function's declared name, when the caller knows it ("" otherwise)
+    :ivar hint: what to do about it, when known (a stale instance after a reload)
 
     When the guest failed with the text of a Python host contract function's exception (it
     propagated the error its host caller returned), that exception is the ``__cause__``.
     """
 
-    def __init__(self, code: int, *, contract: str = "", fn_id: int = -1, lua_error: str | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        *,
+        contract: str = "",
+        fn_id: int = -1,
+        lua_error: str | None = None,
+        function: str = "",
+        hint: str = "",
+    ) -> None:
         try:
             self.code: AbiErrorCode | int = AbiErrorCode(code)
-            name = self.code.name
         except ValueError:
             self.code = code
-            name = str(code)
         self.contract = contract
         self.fn_id = fn_id
         self.lua_error = lua_error
-        text = f"call of {contract} function {fn_id} failed with {name} ({code})"
-        if lua_error:
-            text += f": {lua_error}"
-        super().__init__(text)
+        self.function = function
+        self.hint = hint
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        code = self.code
+        name = code.name if isinstance(code, AbiErrorCode) else str(code)
+        what = f"{self.contract}.{self.function}" if self.function else f"{self.contract} function {self.fn_id}"
+        text = f"call of {what} failed with {name} ({int(code)})"
+        if self.lua_error:
+            text += f": {self.lua_error}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def name_function(self, function: str) -> None:
+        """Name the function called (known to typed proxies) in the message."""
+        self.function = function
+        self.args = (self._text(),)
 
 
 class LuaError(LuaplugError):
@@ -298,7 +343,7 @@ class InitLimitError(InitFailed, InstructionLimitError):
     """A load was stopped by the bundle's instruction budget."""
 
 
-def dispatch_error(code: int, contract: str, fn_id: int, lua_error: str | None) -> DispatchError:
+def dispatch_error(code: int, contract: str, fn_id: int, lua_error: str | None, hint: str = "") -> DispatchError:
     """The :class:`DispatchError` (subclass) for a failed call's code and Lua error text."""
     cls: type[DispatchError] = DispatchError
     if lua_error is not None:
@@ -306,17 +351,17 @@ def dispatch_error(code: int, contract: str, fn_id: int, lua_error: str | None) 
             cls = DispatchMemoryError
         elif lua_error.startswith(LIMIT_TEXT):
             cls = DispatchLimitError
-    err = cls(code, contract=contract, fn_id=fn_id, lua_error=lua_error)
+    err = cls(code, contract=contract, fn_id=fn_id, lua_error=lua_error, hint=hint)
     cause = _hostfailures.take(lua_error)
     if cause is not None:  # the guest failed with the text of a host function's exception
         err.__cause__ = cause
     return err
 
 
-def init_failed(bundle: str, error: str, cause: str) -> InitFailed:
+def init_failed(bundle: str, error: str, cause: str, *, file: str | None = None) -> InitFailed:
     """The :class:`InitFailed` (subclass) for a load whose Lua error text is ``cause``."""
     if cause.startswith(MEMORY_TEXT):
-        return InitMemoryError(bundle, error)
+        return InitMemoryError(bundle, error, file=file)
     if cause.startswith(LIMIT_TEXT):
-        return InitLimitError(bundle, error)
-    return InitFailed(bundle, error)
+        return InitLimitError(bundle, error, file=file)
+    return InitFailed(bundle, error, file=file)

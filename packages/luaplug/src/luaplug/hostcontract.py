@@ -373,6 +373,8 @@ class HostEntry:
     owner_name: str
     keepalive: list[object] = field(default_factory=list)
     singleton_data: int = 0
+    #: ``"name@major"`` when known (a contract served from Python), else ""
+    name: str = ""
 
     @property
     def version(self) -> tuple[int, int]:

@@ -53,9 +53,10 @@ def error_text(value: object) -> str:
     return str(value)
 
 
-def log_call_failure(text: str) -> None:
-    """Spec §6: a handler's Lua error is logged at Error level."""
-    _log.error("Lua function call failed: %s", text)
+def log_call_failure(text: str, *, raised: bool = False) -> None:
+    """Spec §6: a handler's Lua error is logged at Error level; at DEBUG when it is also
+    raised to the Python caller (the exception carries it)."""
+    _log.log(logging.DEBUG if raised else logging.ERROR, "Lua function call failed: %s", text)
 
 
 class EngineContract(PythonBackedContract):
@@ -343,7 +344,9 @@ class LuaLoader:
                 runtime._commit(manifest, regs, replacing=replacing)
             except DuplicateProvider as exc:
                 raise InitFailed(
-                    chunk, _texts.registration_refused(exc.contract, "DuplicateProvider", exc.error)
+                    manifest.name,
+                    _texts.registration_refused(exc.contract, "DuplicateProvider", exc.error),
+                    file=chunk,
                 ) from exc
         except BaseException:
             state.retire()
@@ -410,12 +413,13 @@ class LuaLoader:
             res = state.call_prelude("init", runtime.host_api.address, int(ffi.cast("uintptr_t", ctx)), chunk)
         except LuaError as exc:
             cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
-            raise init_failed(chunk, _texts.init_error_text("init_error", [cause], chunk), cause) from exc
+            error = _texts.init_error_text("init_error", [cause], chunk)
+            raise init_failed(manifest.name, error, cause, file=chunk) from exc
         if not res or res[0] != "ok":
             kind = str(res[1]) if len(res) > 1 else "?"
             # The Lua error text, for the errors that carry one (memory, budget).
             cause = str(res[2]) if kind == "init_error" else str(res[3]) if kind == "factory_failed" else ""
-            raise init_failed(chunk, _texts.init_error_text(kind, list(res[2:]), chunk), cause)
+            raise init_failed(manifest.name, _texts.init_error_text(kind, list(res[2:]), chunk), cause, file=chunk)
         count = int(res[1])
         regs = []
         for i in range(count):

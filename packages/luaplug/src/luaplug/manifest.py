@@ -7,6 +7,7 @@ Everything is validated here, before any Lua runs; each problem raises
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import sys
@@ -17,6 +18,8 @@ from typing import Any
 
 from . import _simpletoml
 from ._files import read_bytes
+from ._keys import AUTHORING, unknown_keys
+from ._logdefer import emit
 from .errors import LoadError, ManifestError
 from .ids import bundle_id, guest_contract_id
 
@@ -25,6 +28,23 @@ __all__ = ["Dependency", "Manifest", "ProvidedContract", "load", "parse", "platf
 MANIFEST_NAME = "manifest.toml"
 _U64_MAX = (1 << 64) - 1
 _VERSION_RE = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
+_log = logging.getLogger("luaplug.manifest")
+#: Every key a manifest may have at its top level (others are reported, then ignored).
+KNOWN_KEYS: tuple[str, ...] = (
+    "name",
+    "id",
+    "version",
+    "loader",
+    "file",
+    "provides",
+    "function_count",
+    "needs_reinit_on_dep_reload",
+    "bundle_dependencies",
+    "dependency",
+    "api",
+)
+#: Every key of a ``[[dependency]]`` table.
+DEPENDENCY_KEYS: tuple[str, ...] = ("kind", "contract", "min_version", "contract_id", "bundle", "bundle_id")
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,7 @@ class Manifest:
     :ivar path: the bundle directory
     :ivar manifest_path: the ``manifest.toml`` file (or a pseudo path for in-memory bundles)
     :ivar file: the entry file for this platform, relative to :attr:`path` ("" when absent)
+    :ivar warnings: one text per unknown key (file, key and the nearest known key)
     """
 
     name: str
@@ -75,6 +96,7 @@ class Manifest:
     #: the ``api.toml`` of the bundle's contracts, relative to :attr:`path` ("" when absent);
     #: untrusted loads need it (docs: untrusted mode)
     api: str = ""
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def in_memory(cls, name: str, *, loader: str = "lua") -> Manifest:
@@ -163,9 +185,12 @@ def parse(text: str, manifest_path: str | Path) -> Manifest:
         except RecursionError:  # arrays or inline tables nested past the parser's depth
             raise _too_deep(mpath) from None
     try:
-        return _Validator(data, mpath).run()
+        manifest = _Validator(data, mpath).run()
     except RecursionError:  # dotted keys nesting a platform `file` table past Python's depth
         raise _too_deep(mpath) from None
+    for text in manifest.warnings:  # deferred when a runtime lock is held (a reload reads it)
+        emit(_log, logging.WARNING, "%s", text, extra=dict(AUTHORING))
+    return manifest
 
 
 def _too_deep(mpath: Path) -> ManifestError:
@@ -213,6 +238,9 @@ class _Validator:
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in fcount.items()
         ):
             raise self.fail("function_count", 'expected a table of "contract@major" = count')
+        found = unknown_keys(self.data, KNOWN_KEYS, "", str(self.mpath))
+        for i, d in enumerate(self.data.get("dependency", [])):
+            found += unknown_keys(d, DEPENDENCY_KEYS, f"dependency[{i}]", str(self.mpath))
         reinit = self.data.get("needs_reinit_on_dep_reload", False)
         if not isinstance(reinit, bool):
             raise self.fail("needs_reinit_on_dep_reload", "expected a boolean")
@@ -235,6 +263,7 @@ class _Validator:
             needs_reinit_on_dep_reload=reinit,
             dependencies=deps,
             bundle_dependencies=bundle_deps,
+            warnings=tuple(found),
         )
 
     def parse_u64(self, key: str, value: object, *, required: bool = False) -> int:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 from ._deps import InitScope, declared_contract_ids, depends_on, init_scope
 from ._eventhub import EventHub
 from ._hostservices import HostApiServices
 from ._hosttable import HostContractTable
+from ._keys import AUTHORING, unregistered_provides
 from ._logdefer import deferring, emit
 from .backends import select_backend
 from .config import Config, resolve_config
@@ -113,7 +115,7 @@ class Runtime(HostApiServices):
     :param collector: epoch domain for deferred reclamation (default: the process-wide one)
     :param config: a :class:`~luaplug.config.Config`, or the path of a ``luaplug.toml`` /
         ``pyproject.toml``; ``None`` finds one from the current directory upward
-        (:mod:`luaplug.config`)
+        (:mod:`luaplug.config`); ``False`` reads no file (environment and defaults only)
     :param memory_limit: bytes each bundle VM may hold (default for every load; ``None``: no cap).
         A bundle over it gets ``LuaMemoryError`` subclasses (:class:`~luaplug.InitMemoryError`
         from a load, :class:`~luaplug.DispatchMemoryError` from a call) and stays usable.
@@ -136,7 +138,7 @@ class Runtime(HostApiServices):
         *,
         hot_reload: bool | None = None,
         collector: Collector | None = None,
-        config: Config | str | os.PathLike[str] | None = None,
+        config: Config | str | os.PathLike[str] | Literal[False] | None = None,
         memory_limit: int | None = None,
         instruction_limit: int | None = None,
     ) -> None:
@@ -159,6 +161,8 @@ class Runtime(HostApiServices):
         self._host_contracts = HostContractTable(self.collector)
         #: ids (and names) of the bundles whose load or reload is running, on the thread holding the lock
         self._loading: dict[int, str] = {}
+        #: the typed proxies bound to this runtime: close() releases their instances first
+        self._proxies: weakref.WeakSet[TypedProxy] = weakref.WeakSet()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -275,6 +279,7 @@ class Runtime(HostApiServices):
                 loader.load(m, source, self, options)
             bundle = Bundle(m.name, m.id, m, source.kind, backend_name, options)
             self._bundles[m.name] = bundle
+            self._check_provides(m)
         emit(_log, logging.INFO, "loaded bundle %s on %s", m.name, backend_name)
         return bundle
 
@@ -326,6 +331,7 @@ class Runtime(HostApiServices):
             raise
         new = Bundle(m.name, m.id, m, "path", old.backend, old.options)
         self._bundles[name] = new
+        self._check_provides(m)
         provided = {r.contract_id for r in self.registry.of_bundle(new.id)}
         for dep in sorted(self._bundles.values(), key=lambda b: b.name):
             if dep.name in done or not dep.manifest.needs_reinit_on_dep_reload:
@@ -376,6 +382,11 @@ class Runtime(HostApiServices):
         others = {r.contract_id for r in self.registry.providers() if r.bundle_id != b.id}
         only_here = {r.contract_id for r in self.registry.of_bundle(b.id)} - others
         return sorted(d.name for d in self._bundles.values() if depends_on(d.manifest, b.name, b.id, only_here))
+
+    def _check_provides(self, m: Manifest) -> None:
+        """Warn about each ``provides`` entry the bundle's init did not register."""
+        for text in unregistered_provides(m, self.registry.of_bundle(m.id)):
+            emit(_log, logging.WARNING, "%s", text, extra=dict(AUTHORING))
 
     def _warn_live(self, bundle: Bundle, doing: str) -> None:
         live = self._loaders[bundle.backend].live_instances(bundle.id)
@@ -520,7 +531,7 @@ class Runtime(HostApiServices):
         self._check_open()
         hc = HostContract(spec, impl, singleton=singleton, host_address=self.host_api.address, host_api=self.host_api)
         with self._locked():
-            self._host_contracts.add(HostEntry(hc.contract_id, hc.interface, 0, "<host>", keepalive=[hc]))
+            self._host_contracts.add(HostEntry(hc.contract_id, hc.interface, 0, "<host>", keepalive=[hc], name=hc.key))
         return hc
 
     def host_contracts(self) -> list[int]:
@@ -542,7 +553,7 @@ class Runtime(HostApiServices):
         if bundle is None:
             found = self.registry.find(guest_contract_id(name, major), major)
             if found is None:
-                raise ContractNotFoundError(name, major)
+                raise ContractNotFoundError(name, major, loaded=self.contracts())
             return Contract(self, name, major, found)
         wanted = str(bundle)
         regs = self.registry.registrations(guest_contract_id(name, major))
@@ -588,8 +599,19 @@ class Runtime(HostApiServices):
         if self._closed:
             raise RuntimeClosedError("the runtime is closed")
 
+    def _adopt(self, proxy: TypedProxy) -> None:
+        """Track ``proxy``: :meth:`close` closes it before unloading (its instance is not live state)."""
+        with self._lock:
+            self._proxies.add(proxy)
+
     def close(self) -> None:
-        """Unload every bundle; VMs are reclaimed once calls in flight returned."""
+        """Close the typed proxies bound to the runtime (their methods then raise
+        :class:`~luaplug.RuntimeClosedError`), unload every bundle; VMs are reclaimed once
+        calls in flight returned."""
+        with self._lock:
+            proxies = [] if self._closed else list(self._proxies)
+        for proxy in proxies:
+            proxy._release()
         with self._locked():
             if self._closed:
                 return

@@ -4,11 +4,14 @@ Both dialects are read: polyplugc 0.1.3's (``[[plugin_contract]]``, enum values 
 may be expressions, ``[[types]]`` structs, ``Buffer``) and the later one (``[[guest_contract]]``,
 integer enum values, ``return = { type = ... }``). Tables read: ``[[plugin_contract]]`` (or
 ``[[guest_contract]]``, or the deprecated ``[[contract]]``: one of them), ``[[host_contract]]``,
-``[[enum]]`` and ``[[types]]``. Unknown keys are ignored; every error names the file and the key.
+``[[enum]]`` and ``[[types]]``. Unknown keys are ignored after a WARNING on the ``luaplug.typed``
+logger naming the file, the key and the nearest known key (kept in :attr:`ApiSpec.warnings`);
+every error names the file and the key.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from .. import _toml
+from .._keys import AUTHORING, unknown_keys
+from .._logdefer import emit
 from ..errors import ApiSpecError
 from .enumexpr import EnumExprError, evaluate
 from .spec import ApiSpec, ContractSpec, FunctionSpec, ParamSpec, resolve_type, validate_contract
@@ -31,6 +36,20 @@ _ABI_NAMES: Final = frozenset(
     "HostContractInstance HostContractInterface HostApi DependencyInfo Ed25519PublicKey ReloadPhase "
     "RuntimeConfig".split()
 )
+
+#: The keys each kind of table knows (both dialects).
+_KEYS: Final = {
+    "top": (*_GUEST_TABLES, "host_contract", "enum", "types"),
+    "contract": ("name", "version", "functions", "docs", "singleton"),
+    "function": ("name", "params", "return", "docs"),
+    "param": ("name", "type", "docs"),
+    "return": ("type", "docs"),
+    "enum": ("name", "repr", "variants", "docs", "bitflag"),
+    "variant": ("name", "value", "docs"),
+    "types": ("name", "fields", "docs"),
+    "field": ("name", "type", "docs"),
+}
+_log: Final = logging.getLogger("luaplug.typed")
 
 __all__ = ["load_api", "parse_api"]
 
@@ -72,7 +91,10 @@ def parse_api(source: str | Mapping[str, Any], *, path: str | None = None) -> Ap
             raise ApiSpecError("not valid TOML: values nested too deeply", path=path) from None
     else:
         data = source
-    return _Parser(path).parse(data)
+    spec = _Parser(path).parse(data)
+    for text in spec.warnings:
+        emit(_log, logging.WARNING, "%s", text, extra=dict(AUTHORING))
+    return spec
 
 
 _C_WORDS: Final = frozenset(
@@ -89,6 +111,10 @@ class _Parser:
         #: declared enums and structs by name (what a type reference may name besides built-ins)
         self.named: dict[str, EnumType | StructType] = {}
         self.pending: dict[str, str] = {}
+        self.warnings: list[str] = []
+
+    def unknown(self, table: Mapping[str, Any], kind: str, key: str) -> None:
+        self.warnings += unknown_keys(table, _KEYS[kind], key, self.path)
 
     def fail(self, message: str, key: str) -> ApiSpecError:
         return ApiSpecError(message, path=self.path, key=key)
@@ -109,6 +135,7 @@ class _Parser:
         return value
 
     def parse(self, data: Mapping[str, Any]) -> ApiSpec:
+        self.unknown(data, "top", "")
         enum_tables = self.array_of_tables(data, "enum")
         type_tables = self.array_of_tables(data, "types")
         self.claim_names(enum_tables, "enum")
@@ -136,7 +163,7 @@ class _Parser:
                 if tag in seen:
                     raise self.fail(f"contract {c.key} is declared twice (first at {seen[tag]})", f"{prefix}[{i}]")
                 seen[tag] = f"{prefix}[{i}]"
-        return ApiSpec(tuple(guests), tuple(hosts), tuple(enums), self.path, tuple(structs))
+        return ApiSpec(tuple(guests), tuple(hosts), tuple(enums), self.path, tuple(structs), tuple(self.warnings))
 
     def claim_names(self, tables: list[Mapping[str, Any]], what: str) -> None:
         """Check the names of enums and structs before any is resolved (they may refer to each other)."""
@@ -163,6 +190,7 @@ class _Parser:
                 cycle = " -> ".join([*visiting[visiting.index(name) :], name])
                 raise self.fail(f"struct {name} contains itself ({cycle})", key)
             visiting.append(name)
+            self.unknown(table, "types", key)
             raw = table.get("fields", [])
             if not isinstance(raw, list) or not raw:
                 raise self.fail("must be a non-empty array of {name, type} tables", f"{key}.fields")
@@ -171,6 +199,7 @@ class _Parser:
                 fkey = f"{key}.fields[{i}]"
                 if not isinstance(f, dict):
                     raise self.fail("must be a {name, type} table", fkey)
+                self.unknown(f, "field", fkey)
                 fname = self.text(f, "name", fkey)
                 if not fname.isidentifier() or not fname.isascii() or fname in _C_WORDS:
                     raise self.fail(f"field name {fname!r} is not usable in C and Lua", f"{fkey}.name")
@@ -192,6 +221,7 @@ class _Parser:
 
     def enum(self, table: Mapping[str, Any], key: str) -> EnumType:
         name = self.text(table, "name", key)
+        self.unknown(table, "enum", key)
         rep = table.get("repr", "i32")
         raw = table.get("variants", [])
         if not isinstance(raw, list):
@@ -204,6 +234,7 @@ class _Parser:
             vkey = f"{key}.variants[{i}]"
             if not isinstance(v, dict):
                 raise self.fail("must be a {name, value} table", vkey)
+            self.unknown(v, "variant", vkey)
             vname = self.text(v, "name", vkey)
             if vname in variants:
                 raise self.fail(f"variant {vname!r} is declared twice", f"{vkey}.name")
@@ -244,6 +275,7 @@ class _Parser:
 
     def contract(self, table: Mapping[str, Any], key: str, kind: Literal["guest", "host"]) -> ContractSpec:
         name = self.text(table, "name", key)
+        self.unknown(table, "contract", key)
         version = table.get("version")
         if version is None:
             raise self.fail("is missing", f"{key}.version")
@@ -257,6 +289,7 @@ class _Parser:
 
     def function(self, table: Mapping[str, Any], key: str) -> FunctionSpec:
         name = self.text(table, "name", key)
+        self.unknown(table, "function", key)
         raw = table.get("params", [])
         if not isinstance(raw, list):
             raise self.fail("must be an array of {name, type} tables", f"{key}.params")
@@ -265,10 +298,12 @@ class _Parser:
             pkey = f"{key}.params[{i}]"
             if not isinstance(p, dict):
                 raise self.fail("must be a {name, type} table", pkey)
+            self.unknown(p, "param", pkey)
             ptype = self.type_ref(p.get("type"), f"{pkey}.type")
             params.append(ParamSpec(self.text(p, "name", pkey), ptype, self.text(p, "docs", pkey, required=False)))
         ret = table.get("return")
         if isinstance(ret, dict):
+            self.unknown(ret, "return", f"{key}.return")
             ret = ret.get("type", "void")
             rkey = f"{key}.return.type"
         else:

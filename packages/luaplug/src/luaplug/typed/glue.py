@@ -27,6 +27,7 @@ from ..abi import AbiErrorCode
 from ..errors import ApiSpecError
 from ..ids import bundle_id, guest_contract_id, host_contract_id
 from .bundletoml import BundleSpec, Dependency
+from .luagen import GLUE_CHECKS, methods_table, result_check
 from .spec import ApiSpec, ContractSpec, FunctionSpec, ParamSpec
 from .types import EnumType, StructType, TypeSpec
 
@@ -174,7 +175,8 @@ def _lua_key(name: str) -> str:
 
 # -- contracts.lua ----------------------------------------------------------------------
 
-_CONTRACTS_PRELUDE: Final = """\
+_CONTRACTS_PRELUDE: Final = (
+    """\
 local ffi = require("ffi")
 local polyplug_guest = require("polyplug_guest")
 local modname = ...
@@ -196,8 +198,13 @@ local function method_of(impl, name, where)
   return method
 end
 
-local function no_result(where)
-  error(where .. ": the impl returned nil", 0)
+"""
+    + GLUE_CHECKS
+    + """
+-- factory(host_ptr) -> impl, the impl checked for every method of the contract `key`.
+local function checked_factory(factory, key, methods)
+  if factory == nil then return nil end
+  return function(host_ptr) return check_impl(factory(host_ptr), methods, key) end
 end
 
 -- A StringView result: a Lua string is copied into the call arena; a StringView is passed on.
@@ -207,10 +214,11 @@ local function put_string(out_ptr, arena_ptr, arena_alloc, result, where)
   elseif ffi.istype(StringView_t, result) then
     ffi.cast(StringView_ptr, out_ptr)[0] = result
   else
-    error(where .. ": the impl returned a " .. type(result) .. ", not a string", 0)
+    bad_result(where, "a string", result)
   end
 end
 """
+)
 
 _BUFFER_RESULT: Final = """\
 local Buffer_t = ffi.typeof("Buffer")
@@ -232,7 +240,7 @@ local function put_buffer(out_ptr, arena_ptr, arena_alloc, result, where)
   elseif ffi.istype(Buffer_t, result) then
     ffi.cast(Buffer_ptr, out_ptr)[0] = result
   else
-    error(where .. ": the impl returned a " .. type(result) .. ", not a Buffer", 0)
+    bad_result(where, "a Buffer or a string", result)
   end
 end
 """
@@ -243,7 +251,7 @@ def _read_arg(t: TypeSpec, expr: str) -> str:
 
 
 def _handler(c: ContractSpec, fn_id: int, fn: FunctionSpec) -> list[str]:
-    where = _lua_string(f"{c.key} {fn.name}")
+    where = _lua_string(f"{c.key}.{fn.name}()")
     n = len(fn.params)
     lines = [f"  -- {fn_id}: {fn.signature()}"]
     if n == 1:
@@ -268,7 +276,10 @@ def _handler(c: ContractSpec, fn_id: int, fn: FunctionSpec) -> list[str]:
     else:
         lines.append(f"    local result = {call}")
         lines.append("    if out_ptr ~= 0 then")
-        lines.append(f"      if result == nil then no_result({where}) end")
+        lines.append(f'      if result == nil then bad_result({where}, "a value", nil) end')
+        check = result_check(ret, "result", where) if ret.kind != "string" else ""
+        if check:
+            lines.append(f"      {check}")
         if ret.kind == "string":
             lines.append(f"      put_string(out_ptr, arena_ptr, arena_alloc, result, {where})")
         elif ret.kind == "bytes":
@@ -337,7 +348,8 @@ def _contracts_lua(bundle: BundleSpec | None, api: ApiSpec, source: str) -> str:
                 f"  registrations[{_lua_string(c.name)}] = {{",
                 f"    contract_version = {c.major},",
                 f"    plugin_name = {_lua_string(p.name)},",
-                f"    factory = factories[{_lua_string(p.name)}],",
+                f"    factory = checked_factory(factories[{_lua_string(p.name)}], {_lua_string(c.key)},"
+                f" {methods_table(c)}),",
                 f"    functions = {_ident(c.struct_name)}_functions(),",
                 "  }",
             ]

@@ -91,10 +91,50 @@ def _function(spec: ContractSpec, fn_id: int, fn: FunctionSpec) -> list[str]:
         lines.append(f"      {_method_call(fn.name, call_args)}")
     else:
         lines.append(f"      local r = {_method_call(fn.name, call_args)}")
+        check = result_check(fn.returns, "r", _lua_string(f"{spec.key}.{fn.name}()"))
+        if check:
+            lines.append(f"      {check}")
         value = "alloc_string_arena(arena_alloc, arena_ptr, r)" if fn.returns.kind == "string" else "r"
         lines.append(f"      if out_ptr ~= 0 then ffi.cast(out_t, out_ptr)[0] = {value} end")
     lines += ["    end", "  end"]
     return lines
+
+
+def result_check(t: TypeSpec, var: str, where: str) -> str:
+    """A Lua statement raising ``<where> must return a <kind>, not a <type>`` for a result of the wrong
+    Lua type ("" when any Lua value converts, or ``t`` is checked where it is stored)."""
+    if t.kind == "string":
+        return f'if type({var}) ~= "string" then bad_result({where}, "a string", {var}) end'
+    if t.kind in ("int", "float", "enum"):
+        return f'if type({var}) ~= "number" and type({var}) ~= "cdata" then bad_result({where}, "a number", {var}) end'
+    return ""
+
+
+#: The Lua helpers of :func:`result_check` and of the factory-time method check.
+GLUE_CHECKS: Final = """\
+local function bad_result(where, what, value)
+  local got = value == nil and "nil" or ("a " .. type(value))
+  error(where .. " must return " .. what .. ", not " .. got, 0)
+end
+
+-- The impl a factory built must have every method of the contract (checked once per impl).
+local function check_impl(impl, methods, contract)
+  if impl == nil then error(contract .. ": the factory returned nil, not an impl", 0) end
+  local missing = {}
+  for _, name in ipairs(methods) do
+    if impl[name] == nil then missing[#missing + 1] = name .. "()" end
+  end
+  if #missing > 0 then
+    error(contract .. ": the impl lacks " .. table.concat(missing, ", "), 0)
+  end
+  return impl
+end
+"""
+
+
+def methods_table(c: ContractSpec) -> str:
+    """The Lua list of ``c``'s function names."""
+    return "{ " + ", ".join(_lua_string(fn.name) for fn in c.functions) + " }"
 
 
 def _enum(e: EnumType) -> list[str]:
@@ -187,11 +227,12 @@ def generate_lua(api: ApiSpec, plugin: str, contracts: Sequence[str] | None = No
         "  if contract == nil then default_factory = factory else factories[contract] = factory end",
         "end",
         "",
-        "local function factory_for(contract)",
+        GLUE_CHECKS,
+        "local function factory_for(contract, key, methods)",
         "  return function(host_ptr)",
         "    local f = factories[contract] or default_factory",
         f'    if f == nil then error("no factory for " .. contract .. ": call {setter} first", 0) end',
-        "    return f(host_ptr)",
+        "    return check_impl(f(host_ptr), methods, key)",
         "  end",
         "end",
         "",
@@ -214,7 +255,7 @@ def generate_lua(api: ApiSpec, plugin: str, contracts: Sequence[str] | None = No
             f"  registrations[{_lua_string(c.name)}] = {{",
             f"    contract_version = {c.major},",
             "    plugin_name = M.PLUGIN_NAME,",
-            f"    factory = factory_for({_lua_string(c.name)}),",
+            f"    factory = factory_for({_lua_string(c.name)}, {_lua_string(c.key)}, {methods_table(c)}),",
             f"    functions = {c.struct_name}_functions(),",
             "  }",
         ]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..abi import AbiErrorCode, ffi
 from ..arena import CallArena
-from ..errors import ContractNotFoundError, DispatchError, LuaplugError
+from ..errors import ContractNotFoundError, DispatchError, LuaplugError, RuntimeClosedError
 from .apitoml import load_api
 from .spec import ApiSpec, ContractSpec, FunctionSpec
 from .types import EnumType, ScalarType, TypeSpec, python_name
@@ -59,7 +59,15 @@ def _string_arg(value: object, fn: str, param: str) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
+        data = bytes(value)
+        try:
+            data.decode("utf-8")  # a StringView is UTF-8 text: refused before the call, as a str never is
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{fn}() argument {param!r} (StringView): the bytes are not UTF-8 ({exc.reason} at index "
+                f"{exc.start}); declare the parameter as Buffer for binary data"
+            ) from None
+        return data
     raise TypeError(f"{fn}() argument {param!r} (StringView): expected str or bytes, not {type(value).__name__}")
 
 
@@ -273,6 +281,7 @@ class TypedProxy:
         self._arena_view: Any = ffi.buffer(ffi.cast("uint8_t*", self._arena_base), self._arena.capacity)
         self._compiled = [_Compiled(spec, i, fn) for i, fn in enumerate(spec.functions)]
         self._install()
+        runtime._adopt(self)
 
     def _install(self) -> None:
         for c in self._compiled:
@@ -282,20 +291,25 @@ class TypedProxy:
 
     def _retry(self, exc: DispatchError, fn_id: int) -> bool:
         """A call failed with ``exc``. A proxy of the default impl follows a reload: it
-        rebinds and calls again (``True``); every other failure re-raises (``False``)."""
-        if exc.code != _STALE or self._owns_instance or self._closed:
-            return False
-        try:
-            fresh = self._contract.default
-        except ContractNotFoundError:
-            return False
-        if fresh is self._instance:
-            return False
-        self._instance = fresh
-        self._install()
+        rebinds and calls again (``True``); every other failure is named after the function
+        (:meth:`DispatchError.name_function`) and re-raised (``False``)."""
         c = self._compiled[fn_id]
-        fresh.call(fn_id, c.args_address, c.out_address, self._arena)
-        return True
+        if exc.code == _STALE and not (self._owns_instance or self._closed):
+            try:
+                fresh: Instance | None = self._contract.default
+            except ContractNotFoundError:
+                fresh = None
+            if fresh is not None and fresh is not self._instance:
+                self._instance = fresh
+                self._install()
+                try:
+                    fresh.call(fn_id, c.args_address, c.out_address, self._arena)
+                except DispatchError as again:
+                    again.name_function(c.fn.name)
+                    raise
+                return True
+        exc.name_function(c.fn.name)
+        return False
 
     # -- introspection and lifetime -----------------------------------------------
 
@@ -320,12 +334,19 @@ class TypedProxy:
 
     def close(self) -> None:
         """Destroy the proxy's instance (not the default impl) and free its arena."""
+        self._shut(_closed_method)
+
+    def _release(self) -> None:
+        """Close the proxy because its runtime closes: its methods raise :class:`RuntimeClosedError`."""
+        self._shut(_runtime_closed_method)
+
+    def _shut(self, closed_method: Callable[[str, str], Callable[..., Any]]) -> None:
         if self._closed:
             return
         self._closed = True
         inst, self._instance = self._instance, None
         for c in self._compiled:
-            setattr(self, python_name(c.fn.name), _closed_method(c.fn.name))
+            setattr(self, python_name(c.fn.name), closed_method(self._spec.key, c.fn.name))
         if inst is not None and self._owns_instance:
             try:
                 inst.destroy()
@@ -356,9 +377,16 @@ class TypedProxy:
         return f"<TypedProxy {self._spec.key} {state}>"
 
 
-def _closed_method(name: str) -> Callable[..., Any]:
+def _closed_method(_contract: str, name: str) -> Callable[..., Any]:
     def closed(*_args: object, **_kwargs: object) -> Any:
         raise ValueError(f"{name}(): the proxy is closed")
+
+    return closed
+
+
+def _runtime_closed_method(contract: str, name: str) -> Callable[..., Any]:
+    def closed(*_args: object, **_kwargs: object) -> Any:
+        raise RuntimeClosedError(f"{contract}.{name}(): the runtime is closed (called after Runtime.close())")
 
     return closed
 

@@ -159,6 +159,7 @@ class ApiSpec:
     """Everything one ``api.toml`` declares.
 
     :ivar path: the file it came from (``None`` for Python declarations)
+    :ivar warnings: one text per unknown key of the file (file, key and the nearest known key)
     """
 
     guest_contracts: tuple[ContractSpec, ...] = ()
@@ -166,6 +167,7 @@ class ApiSpec:
     enums: tuple[EnumType, ...] = ()
     path: str | None = None
     types: tuple[StructType, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def contract(self, name: str) -> ContractSpec:
         """The guest (else host) contract ``"name@major"``, or ``"name"`` when only one major is declared.

@@ -1,0 +1,57 @@
+"""Unknown keys in authored files (``manifest.toml``, ``api.toml``).
+
+Both formats ignore keys they do not know, as polyplug does; a misspelt key would then
+change meaning silently (``retrun`` makes a function void). Every unknown key is reported
+once per parse as a WARNING naming the file, the key and the nearest known key;
+``luaplug check --strict`` turns the reports into a failure.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+    from .registry import Registration
+
+__all__ = ["AUTHORING", "unknown_keys", "unregistered_provides"]
+
+#: ``extra`` of every authoring warning record: ``luaplug check`` prints these itself.
+AUTHORING: Final = {"luaplug_authoring": True}
+
+
+def unknown_keys(table: Mapping[str, Any], known: Iterable[str], where: str, path: str | None) -> list[str]:
+    """One message per key of ``table`` not in ``known``.
+
+    :param where: the dotted key of ``table`` itself ("" for the top level)
+    """
+    names = tuple(known)
+    out = []
+    for key in table:
+        if key in names:
+            continue
+        full = f"{where}.{key}" if where else key
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        hint = f" (did you mean `{close[0]}`?)" if close else f" (known keys: {', '.join(sorted(names))})"
+        out.append(f"{path or '<api>'}: unknown key `{full}`{hint}")
+    return out
+
+
+def unregistered_provides(m: Manifest, registered: Iterable[Registration]) -> list[str]:
+    """One message per ``provides`` entry of ``m`` that no registration of its bundle matches."""
+    have = {r.contract_id: r.display_name for r in registered}
+    out = []
+    for p in m.provides:
+        if p.contract_id in have:
+            continue
+        spec = f"{p.name}@{p.major}"
+        close = difflib.get_close_matches(spec, list(have.values()), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        listed = ", ".join(sorted(have.values())) or "nothing"
+        out.append(
+            f"bundle {m.name!r}: {m.manifest_path} provides {spec}{hint}, "
+            f"but its polyplug_init registered no such contract (it registered: {listed})"
+        )
+    return out
