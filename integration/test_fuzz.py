@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -41,8 +42,12 @@ from luaplug.abi import ffi
 from luaplug.engine import CAP_REFUSES_BYTECODE
 from luaplug.ids import bundle_id, guest_contract_id
 
+#: Examples per fuzz test: 150, or LUAPLUG_FUZZ_EXAMPLES. The test command runs the full count once
+#: (the host Python's env) and fewer where the run checks an interpreter or a build rather than
+#: exploring inputs (the other Pythons of the matrix, the distribution builds).
+FUZZ_EXAMPLES = int(os.environ.get("LUAPLUG_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
-    max_examples=150,
+    max_examples=FUZZ_EXAMPLES,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
