@@ -187,10 +187,10 @@ def test_a_reload_keeps_the_limits(backend: str, copy_bundle: object) -> None:
 
 
 def test_a_reload_keeps_the_budget_and_untrusted_mode(backend: str, copy_bundle: object) -> None:
-    src = copy_bundle("counter")  # type: ignore[operator]
+    src = copy_bundle("valuecalc")  # type: ignore[operator]
     with luaplug.Runtime(backend, hot_reload=True) as rt:
         rt.load(src, instruction_limit=50_000, untrusted=True)
-        new = rt.reload("counter")
+        new = rt.reload("valuecalc")
         assert new.options == luaplug.engine.StateOptions(None, 50_000, True)
 
 
