@@ -226,20 +226,26 @@ class LuaLoader:
         options = self._options.get(manifest.id, DEFAULT_OPTIONS)
         self._load(manifest, PathSource(manifest.path), runtime, options, replacing=True)
 
-    def unload(self, bundle_id: int, runtime: Runtime) -> None:
+    def unload(self, bundle_id: int, runtime: Runtime, *, batched: bool = False) -> None:
+        """Retire the bundle's VM and reclaim it once no call is in it.
+
+        :param batched: reclaim it with a batch (:meth:`Collector.retire
+            <luaplug.epoch.Collector.retire>`; the caller collects), not at once
+        """
         with self._lock:
             state = self._live.pop(bundle_id, None)
             self._options.pop(bundle_id, None)
         if state is not None:
-            self._reclaim(state, runtime)
+            self._reclaim(state, runtime, batched=batched)
 
     def close(self, runtime: Runtime) -> None:
-        """Unload every VM this loader still owns."""
+        """Unload every VM this loader still owns (in batches: the caller collects)."""
         with self._lock:
             states = list(self._live.values())
             self._live.clear()
+            self._options.clear()
         for state in states:
-            self._reclaim(state, runtime)
+            self._reclaim(state, runtime, batched=True)
 
     def live_instances(self, bundle_id: int) -> int:
         """Live instances in the bundle's serving VM (counted without entering it)."""
@@ -261,12 +267,15 @@ class LuaLoader:
     # -- internals ----------------------------------------------------------------
 
     @staticmethod
-    def _reclaim(state: EngineState, runtime: Runtime) -> None:
+    def _reclaim(state: EngineState, runtime: Runtime, *, batched: bool = False) -> None:
         state.retire()
         # SAFETY: retired first, deferred second: a call that starts after the
         # retire returns StaleHandle without running Lua; one already in flight
         # (Python pin or the VM's in-flight count) holds the close back.
-        runtime.collector.defer(state.close, busy=state.in_flight)
+        if batched:
+            runtime.collector.retire(state.close, busy=state.in_flight)
+        else:
+            runtime.collector.defer(state.close, busy=state.in_flight)
 
     @staticmethod
     def resolve_source(manifest: Manifest, source: BundleSource) -> tuple[str, str, str | None]:
@@ -329,7 +338,8 @@ class LuaLoader:
             self._live[manifest.id] = state
             self._options[manifest.id] = options
         if old is not None:
-            self._reclaim(old, runtime)
+            # A superseded VM is closed with a batch of them, off the reload path.
+            self._reclaim(old, runtime, batched=True)
 
     def _init(
         self,
