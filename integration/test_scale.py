@@ -10,6 +10,7 @@ seconds per backend); the default run reloads 1,000 times.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ class VmCount:
     """Counts the VMs a runtime's engine creates and how often each is closed."""
 
     def __init__(self, rt: luaplug.Runtime) -> None:
-        self.states: list[EngineState] = []
+        #: every VM created (weakly: the count must not keep one alive)
+        self.states: list[weakref.ref[EngineState]] = []
         self.closes: dict[int, int] = {}
         #: VMs created and not closed yet
         self.open = 0
@@ -42,17 +44,19 @@ class VmCount:
 
         def new_state(**kwargs: Any) -> EngineState:
             state = make(**kwargs)
-            self.states.append(state)
-            key = id(state)
+            ref = weakref.ref(state)
+            self.states.append(ref)
+            key = len(self.states)
             self.closes[key] = 0
             self.open += 1
-            close = state.close
 
             def counted_close() -> None:
                 self.closes[key] += 1
                 if self.closes[key] == 1:
                     self.open -= 1
-                close()
+                s = ref()
+                assert s is not None
+                type(s).close(s)
 
             state.close = counted_close  # type: ignore[method-assign]
             return state
