@@ -267,3 +267,40 @@ def floor_load(sdk: Path, bundle_dir: Path) -> tuple[Any, Any, Any]:
     source = (bundle_dir / "main.lua").read_text("utf-8")
     functions, impl = load_bundle(source, "main.lua")
     return lua, functions, impl
+
+
+# -- the scale case's bundles ------------------------------------------------------------------
+
+_SCALE_MAIN = """\
+function polyplug_init(_host, _ctx)
+  local c = {{ factory = function() return {{}} end, functions = {{ [0] = function() end }} }}
+  return {{ ["{contract}"] = c }}, {{ code = 0 }}
+end
+"""
+
+
+def scale_bundles(root: Path, count: int) -> Path:
+    """``root/warm`` and ``count`` tiny distinct bundles ``root/s00000`` .. (bundle ``sNNNNN``
+    provides ``scale.SN@1``, one no-op function); returns ``root``."""
+    from luaplug.ids import bundle_id
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(-1, count):
+        name = "warm" if i < 0 else f"s{i:05d}"
+        contract = "scale.Warm" if i < 0 else f"scale.S{i}"
+        d = root / name
+        if d.exists():
+            continue
+        d.mkdir()
+        manifest = {
+            "name": name,
+            "id": bundle_id(name),
+            "loader": "lua",
+            "file": "main.lua",
+            "version": "1.0.0",
+            "provides": [f"{contract}@1"],
+            "function_count": {f"{contract}@1": 1},
+        }
+        (d / "manifest.toml").write_text(_manifest_text(manifest), "utf-8")
+        (d / "main.lua").write_text(_SCALE_MAIN.format(contract=contract), "utf-8")
+    return root

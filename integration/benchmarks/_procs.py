@@ -1,4 +1,4 @@
-"""Parent side of the subprocess cases: ``start`` (import + create a runtime) and ``load``.
+"""Parent side of the subprocess cases: ``start`` (import + create a runtime), ``load`` and ``scale``.
 
 Children run with the parent's interpreter. Byte-code caching is on for them, in a private
 ``PYTHONPYCACHEPREFIX`` (the tox envs set ``PYTHONDONTWRITEBYTECODE``, which would make
@@ -68,6 +68,13 @@ def start_sample(contender: str, bundle: Path, env: dict[str, str]) -> tuple[flo
     out = _run(["-c", _START.format(create=create, load=load)], env)
     start, with_load = out.split()
     return float(start), float(with_load)
+
+
+def scale_sample(backend: str, root: Path, n: int, calls: int, env: dict[str, str]) -> dict[str, Any]:
+    """One fresh process holding ``n`` distinct bundles (see ``_worker.py``)."""
+    out = _run([str(HERE / "_worker.py"), "scale", backend, str(root), str(n), str(calls)], env)
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 def load_sample(contender: str, root: Path, count: int, sdk: Path, env: dict[str, str]) -> dict[str, Any]:

@@ -137,6 +137,39 @@ def evaluate_targets(metrics: dict[str, Metric], backends: list[str]) -> list[Ta
     return out
 
 
+#: Bounds of the scale case (issue 20), judged at its largest bundle count.
+SCALE_FLAT: Final = 1.2
+SCALE_KIB: Final = 90.0
+SCALE_CLOSE_S: Final = 2.0
+
+
+def scale_targets(metrics: dict[str, Metric], backends: list[str], counts: tuple[int, ...]) -> list[Target]:
+    """The scale targets of issue 20 for every luaplug backend, at the largest count measured."""
+    out: list[Target] = []
+    if not counts:
+        return out
+    n = max(counts)
+
+    def bound(key: str, b: str, limit: float, text: str, value: float | None = None) -> None:
+        m = metrics.get(key)
+        v = value if value is not None else (None if m is None else m.median(b))
+        out.append(Target(key, b, text, "-" if v is None else _fmt(v), judge(v, limit, v)))
+
+    for b in backends:
+        bound(f"scale-flat@{n}", b, SCALE_FLAT, f"last 100 loads <={SCALE_FLAT:g}x the first 100")
+        one, many = metrics[f"scale-call@{min(counts)}"].median(b), metrics[f"scale-call@{n}"].median(b)
+        r = None if one is None or many is None or one <= 0 else many / one
+        out.append(
+            Target(
+                f"scale-call@{n}", b, f"<={SCALE_FLAT:g}x with {min(counts)} loaded", _ratio(r), judge(r, SCALE_FLAT, r)
+            )
+        )
+        bound(f"scale-mem@{n}", b, SCALE_KIB, f"<={SCALE_KIB:g} KiB/bundle")
+        bound(f"scale-close@{n}", b, SCALE_CLOSE_S, f"<{SCALE_CLOSE_S:g} s")
+        bound(f"scale-unload@{n}", b, SCALE_CLOSE_S, f"<{SCALE_CLOSE_S:g} s")
+    return out
+
+
 def table(metrics: list[Metric], contenders: list[str], targets: list[Target]) -> str:
     """The printed table: one row per metric and contender, targets beside their row."""
     by_row: dict[tuple[str, str], list[str]] = {}

@@ -1,17 +1,22 @@
-"""Subprocess side of the ``load`` case: one fresh process per contender and repeat.
+"""Subprocess side of the ``load`` and ``scale`` cases: one fresh process per contender and repeat.
 
 ``python _worker.py load CONTENDER ROOT COUNT SDK`` creates a runtime (``CONTENDER`` is a
 luaplug backend name, ``reference`` or ``floor``), loads ``ROOT/adder000`` as a warm-up,
 then ``ROOT/adder001`` .. ``ROOT/adder<COUNT>`` timing each load, and prints one JSON object:
 ``{"load_ms": [...], "rss_before_kib": int, "rss_after_kib": int}`` (RSS after a
 ``gc.collect()``, ``null`` where ``/proc`` is missing).
+
+``python _worker.py scale BACKEND ROOT N CALLS`` loads the N distinct bundles ``ROOT/s00000``
+.. (see :func:`scale_case`) into one luaplug runtime and prints one JSON object.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import statistics
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter_ns
@@ -55,10 +60,111 @@ def load_case(contender: str, root: Path, count: int, sdk: Path) -> dict[str, An
     return {"load_ms": times, "rss_before_kib": before, "rss_after_kib": after}
 
 
+def _call_ns(dispatch: Callable[[int], int], calls: int) -> float:
+    """ns per ``dispatch(0)``, the best of three loops (the cyclic GC off)."""
+    best = None
+    for _ in range(3):
+        t0 = perf_counter_ns()
+        for _ in range(calls):
+            dispatch(0)
+        elapsed = perf_counter_ns() - t0
+        best = elapsed if best is None else min(best, elapsed)
+    assert best is not None
+    return best / calls
+
+
+def _storm(dispatches: list[Callable[[int], int]], calls: int, threads: int = 4) -> float:
+    """calls/s of ``threads`` threads each making ``calls`` calls, spread round-robin over every bundle."""
+    n = len(dispatches)
+    plans = [[dispatches[(k + threads * j) % n] for j in range(calls)] for k in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+
+    def run(plan: list[Callable[[int], int]]) -> None:
+        barrier.wait()
+        for d in plan:
+            d(0)
+
+    workers = [threading.Thread(target=run, args=(plan,)) for plan in plans]
+    for t in workers:
+        t.start()
+    barrier.wait()
+    t0 = perf_counter_ns()
+    for t in workers:
+        t.join()
+    return threads * calls * 1e9 / (perf_counter_ns() - t0)
+
+
+def scale_case(backend: str, root: Path, n: int, calls: int) -> dict[str, Any]:
+    """N distinct bundles in one runtime of ``backend``.
+
+    Loads are timed one by one with the cyclic GC off (as every timing loop of the runner;
+    its full collections cost an amortized constant per object and land in whichever
+    window they happen to fall); RSS is read after a collection. Then: a call's cost on
+    the last bundle loaded, a 4-thread call storm over all N, ``rt.close()``; and in a
+    second runtime loading them again, unloading all N one by one (newest first).
+    """
+    import luaplug
+
+    dirs = [root / f"s{i:05d}" for i in range(n)]
+    rt = luaplug.Runtime(backend)
+    rt.load(root / "warm")  # lazy imports, the first VM
+    rt.unload("warm")
+    gc.collect()
+    before = rss_kib()
+    times: list[float] = []
+    gc.disable()
+    try:
+        for d in dirs:
+            t0 = perf_counter_ns()
+            rt.load(d)
+            times.append((perf_counter_ns() - t0) / 1e6)
+    finally:
+        gc.enable()
+    gc.collect()
+    after = rss_kib()
+    dispatches = [rt.contract(f"scale.S{i}@1").default.dispatch for i in range(n)]
+    gc.collect()
+    gc.disable()
+    try:
+        call_ns = _call_ns(dispatches[-1], calls)
+        storm = _storm(dispatches, calls)
+    finally:
+        gc.enable()
+    del dispatches
+    gc.collect()  # the instances the storm used: they no longer hold their VMs
+    t0 = perf_counter_ns()
+    rt.close()
+    close_s = (perf_counter_ns() - t0) / 1e9
+    rt = luaplug.Runtime(backend)
+    for d in dirs:
+        rt.load(d)
+    names = [d.name for d in reversed(dirs)]
+    t0 = perf_counter_ns()
+    for name in names:
+        rt.unload(name)
+    unload_s = (perf_counter_ns() - t0) / 1e9
+    rt.close()
+    k = min(100, n)
+    return {
+        "load_ms": statistics.median(times),
+        "first_ms": statistics.median(times[:k]),
+        "last_ms": statistics.median(times[-k:]),
+        "kib_per_bundle": None if before is None or after is None else (after - before) / n,
+        "call_ns": call_ns,
+        "storm_calls_s": storm,
+        "close_s": close_s,
+        "unload_s": unload_s,
+    }
+
+
 def main(argv: list[str]) -> int:
     """Entry point; see the module docstring."""
+    if len(argv) == 5 and argv[0] == "scale":
+        _, backend, root, n, calls = argv
+        print(json.dumps(scale_case(backend, Path(root), int(n), int(calls))))
+        return 0
     if len(argv) != 5 or argv[0] != "load":
-        print("usage: _worker.py load CONTENDER ROOT COUNT SDK", file=sys.stderr)
+        print("usage: _worker.py load CONTENDER ROOT COUNT SDK | scale BACKEND ROOT N CALLS", file=sys.stderr)
         return 2
     _, contender, root, count, sdk = argv
     print(json.dumps(load_case(contender, Path(root), int(count), Path(sdk))))

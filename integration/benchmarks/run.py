@@ -9,6 +9,9 @@ cases alone). Contenders, in one process run:
   (``integration/reference/adapter.py``), when installed; else its column is skipped;
 - ``floor``: a direct lupa call of a cached Lua function with the same 5 arguments.
 
+The ``scale`` case runs luaplug's backends alone: 1 to 10,000 distinct tiny bundles in one runtime
+(``--quick``: up to 1,000), one fresh process per backend and count (``_worker.py scale``).
+
 Each repeat measures every case on every contender, the contenders interleaved (their order
 rotates per repeat); the table gives the median and the best repeat, and cost ratios to the
 reference and to the floor (contender's cost / other's cost: below 1 is cheaper). Call
@@ -42,6 +45,7 @@ from _common import (
     add_integration_to_path,
     bundle_copy,
     empty_loop,
+    scale_bundles,
 )
 from _contenders import (
     SPIN_ROUNDS,
@@ -52,8 +56,8 @@ from _contenders import (
     ReferenceContender,
     Worker,
 )
-from _procs import child_env, load_sample, start_sample
-from _report import FLOOR, REFERENCE, Metric, document, evaluate_targets, table
+from _procs import child_env, load_sample, scale_sample, start_sample
+from _report import FLOOR, REFERENCE, Metric, document, evaluate_targets, scale_targets, table
 
 import luaplug
 
@@ -75,9 +79,33 @@ class Plan:
         self.reloads = 3 if quick else 7  # per repeat; the sample is their median
         self.load_count = 100
         self.thread_calls = {"spin": 1_500 if quick else 12_000, "add": 20_000 if quick else 80_000}
+        #: bundle counts of the scale case (one fresh process each, per backend, one sample)
+        self.scale_counts: tuple[int, ...] = (1, 10, 100, 1_000) if quick else (1, 10, 100, 1_000, 10_000)
+        self.scale_calls = 5_000 if quick else 20_000  # per call loop and per storm thread
 
 
-def make_metrics() -> dict[str, Metric]:
+def scale_metrics(counts: tuple[int, ...]) -> list[Metric]:
+    """The rows of the scale case, one per quantity and bundle count."""
+    kinds = [
+        ("load", "ms/load", False, "scale-load@N: median load of N distinct tiny bundles into one runtime (GC off)"),
+        ("flat", "last/first", False, "scale-flat@N: median of the last 100 loads over the first 100's"),
+        ("mem", "KiB/bundle", False, "scale-mem@N: RSS growth per bundle"),
+        ("call", "ns/call", False, "scale-call@N: dispatch(0) on the last bundle loaded, N loaded"),
+        ("storm", "kcalls/s", True, "scale-storm@N: 4 threads calling round-robin over all N bundles"),
+        ("close", "s", False, "scale-close@N: rt.close() with N bundles loaded"),
+        ("unload", "s", False, "scale-unload@N: unloading all N one by one (newest first)"),
+    ]
+    out = []
+    for kind, unit, higher, note in kinds:
+        for i, n in enumerate(counts):
+            if kind == "flat" and n < 200:
+                continue  # the windows would overlap
+            last = i == len(counts) - 1
+            out.append(Metric(f"scale-{kind}@{n}", unit, higher_better=higher, ratios=False, note=note if last else ""))
+    return out
+
+
+def make_metrics(scale_counts: tuple[int, ...] = ()) -> dict[str, Metric]:
     """Every row group of the table, in print order."""
     ms = [
         Metric("noop", "ns/call", note="noop: Instance.dispatch(1) of iso.Adder@1 (a no-op handler)"),
@@ -117,6 +145,7 @@ def make_metrics() -> dict[str, Metric]:
         Metric("threads-add-1t", "kcalls/s", higher_better=True),
         Metric("threads-add-2t", "kcalls/s", higher_better=True),
         Metric("threads-add", "2T/1T", higher_better=True, ratios=False, note="threads-add: the same with add calls"),
+        *scale_metrics(scale_counts),
     ]
     return {m.key: m for m in ms}
 
@@ -133,6 +162,8 @@ CASES: dict[str, tuple[str, ...]] = {
     "threads-add": ("threads-add-1t", "threads-add-2t", "threads-add"),
     "start": ("start", "start+load"),
     "load": ("load", "memory"),
+    # Its rows depend on the bundle counts (Plan.scale_counts): see scale_metrics.
+    "scale": (),
 }
 #: The call cases: one contender method each (``sdk-greet`` -> ``sdk_greet``).
 CALL_CASES: tuple[str, ...] = ("noop", "add", "greet", "sdk-greet")
@@ -230,7 +261,7 @@ def measure(
     contenders: list[Contender], plan: Plan, loads: Path, bundles: BenchBundles, work: Path, cases: list[str]
 ) -> dict[str, Metric]:
     """Every repeat of every case in ``cases``, contenders interleaved (the order rotates per repeat)."""
-    metrics = make_metrics()
+    metrics = make_metrics(plan.scale_counts if "scale" in cases else ())
     env = child_env(work / "pycache")
     workloads = [w for w, case in (("spin", "threads"), ("add", "threads-add")) if case in cases]
     workers = {(c.name, w): (c.worker(w, 0), c.worker(w, 1)) for c in contenders for w in workloads}
@@ -284,7 +315,31 @@ def measure(
                 before, after = result["rss_before_kib"], result["rss_after_kib"]
                 if before is not None and after is not None:
                     metrics["memory"].add(c.name, (after - before) / plan.load_count)
+    if "scale" in cases:
+        measure_scale(contenders, plan, work, env, metrics)
     return metrics
+
+
+def measure_scale(
+    contenders: list[Contender], plan: Plan, work: Path, env: dict[str, str], metrics: dict[str, Metric]
+) -> None:
+    """The scale case: one fresh process per luaplug backend and bundle count, one sample each."""
+    root = scale_bundles(work / "scale", max(plan.scale_counts))
+    for n in plan.scale_counts:
+        print(f"  scale: {n} bundles", file=sys.stderr, flush=True)
+        for c in contenders:
+            if not isinstance(c, LuaplugContender):
+                continue
+            r = scale_sample(c.name, root, n, plan.scale_calls, env)
+            metrics[f"scale-load@{n}"].add(c.name, r["load_ms"])
+            if f"scale-flat@{n}" in metrics:
+                metrics[f"scale-flat@{n}"].add(c.name, r["last_ms"] / r["first_ms"])
+            if r["kib_per_bundle"] is not None:
+                metrics[f"scale-mem@{n}"].add(c.name, r["kib_per_bundle"])
+            metrics[f"scale-call@{n}"].add(c.name, r["call_ns"])
+            metrics[f"scale-storm@{n}"].add(c.name, r["storm_calls_s"] / 1e3)
+            metrics[f"scale-close@{n}"].add(c.name, r["close_s"])
+            metrics[f"scale-unload@{n}"].add(c.name, r["unload_s"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -380,7 +435,11 @@ def main(argv: list[str] | None = None) -> int:
                 c.close()
     names = [c.name for c in contenders]
     measured = {key for case in cases for key in CASES[case]}
+    if "scale" in cases:
+        measured |= {m.key for m in scale_metrics(plan.scale_counts)}
     targets = [t for t in evaluate_targets(metrics, backends) if t.metric in measured]
+    if "scale" in cases:
+        targets += scale_targets(metrics, backends, plan.scale_counts)
     print(table(list(metrics.values()), names, targets))
     print()
     for m in metrics.values():

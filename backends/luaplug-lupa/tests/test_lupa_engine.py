@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import re
 import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,8 @@ from luaplug.engine import (
     StateOptions,
     prelude_source,
 )
+from luaplug.epoch import Collector
+from luaplug.ids import bundle_id
 from luaplug_lupa import engine as lupa_engine
 
 PROBE = """
@@ -219,3 +223,40 @@ def test_instances_are_served_by_the_c_entry(rt: luaplug.Runtime) -> None:
     assert info.value.code == luaplug.AbiErrorCode.FunctionNotAvailable
     with pytest.raises(OverflowError):
         inst.dispatch(1 << 40)
+
+
+def _lua_runtimes() -> int:
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == "LuaRuntime")
+
+
+@pytest.mark.parametrize("how", ["close", "reload"])
+def test_reclaimed_vms_are_freed_without_the_cyclic_gc(how: str, tmp_path: Path) -> None:
+    """A closed VM's LuaRuntime goes at once: no contract keeps it until a cyclic collection."""
+    src = (
+        "function polyplug_init() return "
+        '{{ ["t.R{i}"] = {{ factory = function() return {{}} end, functions = {{}} }} }}, {{ code = 0 }} end'
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        base = _lua_runtimes()
+        rt = luaplug.Runtime("lupa", hot_reload=True, collector=Collector())
+        for i in range(5):
+            d = tmp_path / f"r{i}"
+            d.mkdir()
+            manifest = (
+                f'name = "r{i}"\nid = {bundle_id(f"r{i}")}\nloader = "lua"\nfile = "main.lua"\nversion = "1.0.0"\n'
+            )
+            (d / "manifest.toml").write_text(manifest)
+            (d / "main.lua").write_text(src.format(i=i))
+            rt.load(d)
+        assert _lua_runtimes() == base + 5
+        if how == "reload":
+            for i in range(5):
+                rt.reload(f"r{i}")
+            rt.collector.collect()  # the batch of superseded VMs
+            assert _lua_runtimes() == base + 5
+        rt.close()
+        assert _lua_runtimes() == base
+    finally:
+        gc.enable()

@@ -109,3 +109,45 @@ def test_release_empties_keepalives_once_pins_are_gone() -> None:
     assert first == [] and second == []
     c.release([])  # nothing to release: nothing deferred
     assert c.pending == 0
+
+
+def test_retired_functions_run_in_batches() -> None:
+    c = epoch.Collector()
+    ran: list[int] = []
+    for i in range(epoch.RETIRE_BATCH - 1):
+        c.retire(lambda i=i: ran.append(i))
+    assert ran == [] and c.pending == epoch.RETIRE_BATCH - 1
+    c.retire(lambda: ran.append(-1))  # fills the batch: deferred, and with nothing pinned, run
+    assert len(ran) == epoch.RETIRE_BATCH and c.pending == 0
+    c.retire(lambda: ran.append(99))
+    assert c.collect() == 1  # collect defers a partial batch too
+    assert ran[-1] == 99 and c.pending == 0
+
+
+def test_a_retired_function_waits_for_pins_active_at_retire_time() -> None:
+    c = epoch.Collector()
+    ran: list[str] = []
+    g1 = c.pin()
+    c.retire(lambda: ran.append("a"))
+    assert c.pinned == 1
+    c.defer(lambda: None)  # rotates the bucket g1 sits in before the batch is deferred
+    g2 = c.pin()
+    c.collect()  # the batch is deferred now, behind g1 (older) and g2 (newer)
+    assert ran == []
+    g1.release()
+    c.collect()
+    assert ran == []  # g2 was taken before the batch was deferred: it waits for it too
+    g2.release()
+    assert c.collect() == 1 and ran == ["a"]
+
+
+def test_retired_busy_entries_wait_one_by_one() -> None:
+    c = epoch.Collector()
+    busy = {"a": True, "b": False}
+    ran: list[str] = []
+    c.retire(lambda: ran.append("a"), busy=lambda: busy["a"])
+    c.retire(lambda: ran.append("b"), busy=lambda: busy["b"])
+    assert c.collect() == 1 and ran == ["b"]
+    assert c.pending == 1
+    busy["a"] = False
+    assert c.collect() == 1 and ran == ["b", "a"]

@@ -135,3 +135,39 @@ def test_contract_not_found_names_the_bundle_and_the_providers() -> None:
     assert str(err) == "bundle 'b9' does not provide contract x.Y@1 (its providers: 'b1', 'b2')"
     assert (err.contract, err.major, err.bundle, err.providers) == ("x.Y", 1, "b9", ["b1", "b2"])
     assert "(its providers: none)" in str(ContractNotFoundError("x.Y", 1, bundle="b9"))
+
+
+class _CountingSlots(list):  # type: ignore[type-arg]
+    """The registry's slot list, counting walks over it."""
+
+    walks = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        _CountingSlots.walks += 1
+        return super().__iter__()
+
+
+def test_a_bundles_changes_never_walk_every_slot(registry: Registry) -> None:
+    for b in range(1, 51):
+        registry.commit([reg(f"x.C{b}", b), reg(f"x.D{b}", b)])
+    registry._slots = _CountingSlots(registry._slots)
+    _CountingSlots.walks = 0
+    assert [r.contract_name for r in registry.of_bundle(7)] == ["x.C7", "x.D7"]
+    registry.commit([reg("x.C9", 9), reg("x.E9", 9)], replacing=9)  # a reload drops x.D9, adds x.E9
+    assert [r.contract_name for r in registry.of_bundle(9)] == ["x.C9", "x.E9"]
+    assert len(registry.invalidate_bundle(12)) == 2
+    assert registry.of_bundle(12) == []
+    assert _CountingSlots.walks == 0
+    assert registry.find(guest_contract_id("x.D9", 1)) is None
+    assert registry.find(guest_contract_id("x.E9", 1)) is not None
+    assert len(registry.providers()) == 98
+
+
+def test_sole_provided_counts_only_contracts_no_other_bundle_provides(registry: Registry) -> None:
+    registry.commit([reg("x.A", 1), reg("x.B", 1)])
+    registry.commit([reg("x.B", 2), reg("x.C", 2)])
+    assert registry.sole_provided(1) == {guest_contract_id("x.A", 1)}
+    assert registry.sole_provided(2) == {guest_contract_id("x.C", 1)}
+    registry.invalidate_bundle(1)
+    assert registry.sole_provided(2) == {guest_contract_id("x.B", 1), guest_contract_id("x.C", 1)}
+    assert registry.sole_provided(1) == set()

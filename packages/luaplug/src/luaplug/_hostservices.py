@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import reentry
-from ._deps import depends_on, init_scope
+from ._deps import DependencyIndex, depends_on, init_scope
 from ._logdefer import deferring, emit
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
@@ -77,6 +77,7 @@ class HostApiServices:
     hot_reload: bool
     _host_contracts: HostContractTable
     _bundles: dict[str, Bundle]
+    _dep_index: DependencyIndex
     _loaders: dict[str, LuaLoader]
     _loading: dict[int, str]
     _lock: threading.RLock
@@ -287,8 +288,9 @@ class HostApiServices:
             b = out[i]
             i += 1
             provided = {r.contract_id for r in self.registry.of_bundle(b.id)}
-            for dep in self._bundles.values():
-                if dep.name in seen or not dep.manifest.needs_reinit_on_dep_reload:
+            for name in sorted(self._dep_index.candidates(b.name, b.id, provided)):
+                dep = self._bundles.get(name)
+                if dep is None or name in seen or not dep.manifest.needs_reinit_on_dep_reload:
                     continue
                 if depends_on(dep.manifest, b.name, b.id, provided):
                     seen.add(dep.name)

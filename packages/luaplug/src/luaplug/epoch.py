@@ -23,6 +23,12 @@ Invariants:
   this count; a retired VM takes no new calls, so the count only falls and
   the wait is bounded. This keeps the Python host's call path free of any
   Python-level pin (two list operations cost a quarter of a lupa call).
+* Reclamation that can wait (a VM a reload superseded) is *retired* rather
+  than deferred: it joins a batch of at most :data:`RETIRE_BATCH` entries,
+  which is deferred as a whole when full or at :meth:`Collector.collect`.
+  Deferring later only waits for more pins, never fewer, so a batched entry
+  still runs after every pin active at its ``retire``; at most
+  ``RETIRE_BATCH - 1`` entries wait in a batch, so nothing leaks.
 """
 
 from __future__ import annotations
@@ -33,9 +39,14 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Final, final
 
-__all__ = ["Collector", "Guard", "collect", "default_collector", "defer", "pin"]
+__all__ = ["RETIRE_BATCH", "Collector", "Guard", "collect", "default_collector", "defer", "pin"]
 
 _log = logging.getLogger("luaplug.epoch")
+
+#: How many retired entries a batch collects before it is deferred.
+RETIRE_BATCH: Final = 32
+
+_Entry = tuple[tuple[list[None], ...], Callable[[], object], Callable[[], bool] | None]
 
 
 @final
@@ -67,7 +78,7 @@ class Guard:
 class Collector:
     """One epoch domain: pins, deferred functions and their collection."""
 
-    __slots__ = ("_bucket", "_lock", "_pending", "_watch")
+    __slots__ = ("_bucket", "_lock", "_pending", "_retired", "_watch")
 
     def __init__(self) -> None:
         #: The bucket new pins go to. Hot paths read it directly:
@@ -75,7 +86,9 @@ class Collector:
         self._bucket: list[None] = []
         self._lock = threading.Lock()
         self._watch: list[list[None]] = []
-        self._pending: list[tuple[tuple[list[None], ...], Callable[[], object], Callable[[], bool] | None]] = []
+        self._pending: list[_Entry] = []
+        #: the batch of :meth:`retire`: ``(fn, busy)`` not deferred yet
+        self._retired: list[tuple[Callable[[], object], Callable[[], bool] | None]] = []
 
     def pin(self) -> Guard:
         """Pin the current epoch; the returned guard must be released."""
@@ -92,19 +105,49 @@ class Collector:
             while it returns true, ``fn`` keeps waiting; it is asked again at
             every :meth:`collect`, so it must only ever go from true to false
         """
+        self._defer_all([(fn, busy)])
+
+    def retire(self, fn: Callable[[], object], *, busy: Callable[[], bool] | None = None) -> None:
+        """:meth:`defer` ``fn`` in a batch: the batch is deferred once it holds
+        :data:`RETIRE_BATCH` entries, or by the next :meth:`collect`.
+
+        For reclamation that need not happen now (a superseded VM): the caller
+        pays one deferral per batch instead of one per object.
+        """
         with self._lock:
-            old = self._bucket
-            self._bucket = []
-            self._watch.append(old)
-            waits = tuple(b for b in self._watch if b)
-            self._pending.append((waits, fn, busy))
-        self.collect()
+            self._retired.append((fn, busy))
+            if len(self._retired) < RETIRE_BATCH:
+                return
+            batch, self._retired = self._retired, []
+        self._defer_all(batch)
+
+    def _defer_all(self, fns: list[tuple[Callable[[], object], Callable[[], bool] | None]]) -> None:
+        """:meth:`defer` each of ``fns`` behind the same pins (one rotation, one collection)."""
+        with self._lock:
+            self._enqueue_locked(fns)
+        self._collect_ready()
+
+    def _enqueue_locked(self, fns: list[tuple[Callable[[], object], Callable[[], bool] | None]]) -> None:
+        # Rotate the current bucket out: the entries wait for it and every older non-empty one.
+        old = self._bucket
+        self._bucket = []
+        self._watch.append(old)
+        waits = tuple(b for b in self._watch if b)
+        self._pending.extend((waits, fn, busy) for fn, busy in fns)
 
     def collect(self) -> int:
-        """Run every deferred function whose pins are all released.
+        """Defer the batch of :meth:`retire`, then run every deferred function whose pins are all released.
 
         :returns: how many functions ran
         """
+        with self._lock:
+            if self._retired:
+                batch, self._retired = self._retired, []
+                self._enqueue_locked(batch)
+        return self._collect_ready()
+
+    def _collect_ready(self) -> int:
+        """Run every deferred function whose pins are all released (the batch of :meth:`retire` waits)."""
         with self._lock:
             self._watch = [b for b in self._watch if b]
             ready: list[Callable[[], object]] = []
@@ -138,8 +181,8 @@ class Collector:
 
     @property
     def pending(self) -> int:
-        """How many deferred functions wait for pins to be released."""
-        return len(self._pending)
+        """How many deferred or retired functions have not run yet."""
+        return len(self._pending) + len(self._retired)
 
     @property
     def pinned(self) -> int:

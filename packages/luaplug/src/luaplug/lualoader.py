@@ -7,6 +7,7 @@ reload and unload through the epoch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -132,6 +133,14 @@ class EngineContract(PythonBackedContract):
     def last_error_text(self) -> str | None:
         return self.state.last_error_text()
 
+    def drop_vm(self) -> None:
+        """Forget the VM's dispatcher once the VM is closed: every later call answers ``StaleHandle``.
+
+        An engine whose VM lives as long as something references it (lupa) then frees it at
+        once instead of when the cyclic GC finds this contract's cycle through its C handle.
+        """
+        self._fast = _stale_call
+
     def bound_call(self, instance_id: int) -> Any:
         if self._blocked():
             # Binding may enter the VM, which is running on this thread.
@@ -157,6 +166,18 @@ class EngineContract(PythonBackedContract):
         if self._iface is None:
             self._iface = self.state.interface(self, self.cidx)
         return self._iface
+
+
+def _stale_call(*_args: object) -> int:
+    """The dispatcher of a contract whose VM was closed."""
+    return int(AbiErrorCode.StaleHandle)
+
+
+def _close_vm(state: EngineState, providers: list[EngineContract]) -> None:
+    """Close ``state`` and drop its contracts' references to it (the reclamation of a retired VM)."""
+    state.close()
+    for provider in providers:
+        provider.drop_vm()
 
 
 def _check_inside(bundle_dir: str, manifest: Manifest) -> None:
@@ -239,6 +260,8 @@ class LuaLoader:
         self._lock = threading.Lock()
         self._live: dict[int, EngineState] = {}
         self._options: dict[int, StateOptions] = {}
+        #: the contracts each serving VM provides (dropped with it)
+        self._providers: dict[int, list[EngineContract]] = {}
 
     # -- the protocol -------------------------------------------------------------
 
@@ -252,20 +275,28 @@ class LuaLoader:
         options = self._options.get(manifest.id, DEFAULT_OPTIONS)
         self._load(manifest, PathSource(manifest.path), runtime, options, replacing=True)
 
-    def unload(self, bundle_id: int, runtime: Runtime) -> None:
+    def unload(self, bundle_id: int, runtime: Runtime, *, batched: bool = False) -> None:
+        """Retire the bundle's VM and reclaim it once no call is in it.
+
+        :param batched: reclaim it with a batch (:meth:`Collector.retire
+            <luaplug.epoch.Collector.retire>`; the caller collects), not at once
+        """
         with self._lock:
             state = self._live.pop(bundle_id, None)
             self._options.pop(bundle_id, None)
+            providers = self._providers.pop(bundle_id, [])
         if state is not None:
-            self._reclaim(state, runtime)
+            self._reclaim(state, providers, runtime, batched=batched)
 
     def close(self, runtime: Runtime) -> None:
-        """Unload every VM this loader still owns."""
+        """Unload every VM this loader still owns (in batches: the caller collects)."""
         with self._lock:
-            states = list(self._live.values())
+            states = [(state, self._providers.get(bid, [])) for bid, state in self._live.items()]
             self._live.clear()
-        for state in states:
-            self._reclaim(state, runtime)
+            self._options.clear()
+            self._providers.clear()
+        for state, providers in states:
+            self._reclaim(state, providers, runtime, batched=True)
 
     def live_instances(self, bundle_id: int) -> int:
         """Live instances in the bundle's serving VM (counted without entering it)."""
@@ -287,12 +318,18 @@ class LuaLoader:
     # -- internals ----------------------------------------------------------------
 
     @staticmethod
-    def _reclaim(state: EngineState, runtime: Runtime) -> None:
+    def _reclaim(
+        state: EngineState, providers: list[EngineContract], runtime: Runtime, *, batched: bool = False
+    ) -> None:
         state.retire()
         # SAFETY: retired first, deferred second: a call that starts after the
         # retire returns StaleHandle without running Lua; one already in flight
         # (Python pin or the VM's in-flight count) holds the close back.
-        runtime.collector.defer(state.close, busy=state.in_flight)
+        close = functools.partial(_close_vm, state, providers)
+        if batched:
+            runtime.collector.retire(close, busy=state.in_flight)
+        else:
+            runtime.collector.defer(close, busy=state.in_flight)
 
     @staticmethod
     def resolve_source(manifest: Manifest, source: BundleSource) -> tuple[str, str, str | None]:
@@ -352,12 +389,16 @@ class LuaLoader:
             state.retire()
             state.close()
             raise
+        providers = [r.provider for r in regs if isinstance(r.provider, EngineContract)]
         with self._lock:
             old = self._live.get(manifest.id)
+            old_providers = self._providers.get(manifest.id, [])
             self._live[manifest.id] = state
             self._options[manifest.id] = options
+            self._providers[manifest.id] = providers
         if old is not None:
-            self._reclaim(old, runtime)
+            # A superseded VM is closed with a batch of them, off the reload path.
+            self._reclaim(old, old_providers, runtime, batched=True)
 
     def _init(
         self,

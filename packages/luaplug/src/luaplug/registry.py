@@ -127,6 +127,8 @@ class Registry:
         self._slots: list[_Slot] = []
         self._free: list[int] = []
         self._by_cid: dict[int, list[int]] = {}
+        #: slot indices of each bundle's live registrations (a bundle's changes never scan every slot)
+        self._by_bundle: dict[int, list[int]] = {}
         self._collector = collector
 
     # -- lookups ------------------------------------------------------------------
@@ -176,8 +178,21 @@ class Registry:
             return [s.reg for s in self._slots if s.reg is not None]
 
     def of_bundle(self, bundle_id: int) -> list[Registration]:
-        """Live registrations of one bundle."""
-        return [r for r in self.providers() if r.bundle_id == bundle_id]
+        """Live registrations of one bundle, in slot order."""
+        with self._lock:
+            return [self._slots[i].reg for i in sorted(self._by_bundle.get(bundle_id, ()))]  # type: ignore[misc]
+
+    def sole_provided(self, bundle_id: int) -> set[int]:
+        """The contract ids that bundle ``bundle_id`` provides and no other bundle does."""
+        with self._lock:
+            out = set()
+            for index in self._by_bundle.get(bundle_id, ()):
+                reg = self._slots[index].reg
+                assert reg is not None
+                others = self._by_cid.get(reg.contract_id, ())
+                if all(self._slots[i].reg.bundle_id == bundle_id for i in others):  # type: ignore[union-attr]
+                    out.add(reg.contract_id)
+            return out
 
     # -- changes ------------------------------------------------------------------
 
@@ -225,9 +240,8 @@ class Registry:
         with self._lock:
             kept: dict[int, int] = {}
             if replacing is not None:
-                for index, slot in enumerate(self._slots):
-                    if slot.reg is not None and slot.reg.bundle_id == replacing:
-                        kept[slot.reg.contract_id] = index
+                for index in sorted(self._by_bundle.get(replacing, ())):
+                    kept[self._slots[index].reg.contract_id] = index  # type: ignore[union-attr]
             for reg in regs:
                 index = kept.pop(reg.contract_id, -1)
                 if index >= 0:
@@ -239,6 +253,7 @@ class Registry:
                     self._slots.append(_Slot())
                 self._slots[index].reg = reg
                 self._by_cid.setdefault(reg.contract_id, []).append(index)
+                self._by_bundle.setdefault(reg.bundle_id, []).append(index)
             for index in kept.values():
                 old.append(self._withdraw_locked(index))
         self._release(old)
@@ -247,11 +262,7 @@ class Registry:
     def invalidate_bundle(self, bundle_id: int) -> list[Registration]:
         """Withdraw every provider of a bundle; their handles go stale."""
         with self._lock:
-            out = [
-                self._withdraw_locked(i)
-                for i, s in enumerate(self._slots)
-                if s.reg is not None and s.reg.bundle_id == bundle_id
-            ]
+            out = [self._withdraw_locked(i) for i in sorted(self._by_bundle.get(bundle_id, ()))]
         self._release(out)
         return out
 
@@ -264,6 +275,10 @@ class Registry:
         self._by_cid[reg.contract_id].remove(index)
         if not self._by_cid[reg.contract_id]:
             del self._by_cid[reg.contract_id]
+        mine = self._by_bundle[reg.bundle_id]
+        mine.remove(index)
+        if not mine:
+            del self._by_bundle[reg.bundle_id]
         self._free.append(index)
         return reg
 

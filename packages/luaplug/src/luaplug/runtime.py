@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
-from ._deps import InitScope, declared_contract_ids, depends_on, init_scope
+from ._deps import DependencyIndex, InitScope, declared_contract_ids, depends_on, init_scope
 from ._eventhub import EventHub
 from ._hostservices import HostApiServices
 from ._hosttable import HostContractTable
@@ -155,6 +155,8 @@ class Runtime(HostApiServices):
         # One loader per backend in use; the runtime's own is created eagerly.
         self._loaders: dict[str, LuaLoader] = {info.name: self.loader}
         self._bundles: dict[str, Bundle] = {}
+        #: the loaded bundles by what they depend on (kept with ``_bundles``)
+        self._dep_index = DependencyIndex()
         self._lock = threading.RLock()
         self._closed = False
         self._events = EventHub()
@@ -280,6 +282,7 @@ class Runtime(HostApiServices):
             bundle = Bundle(m.name, m.id, m, source.kind, backend_name, options)
             self._bundles[m.name] = bundle
             self._check_provides(m)
+            self._dep_index.add(m)
         emit(_log, logging.INFO, "loaded bundle %s on %s", m.name, backend_name)
         return bundle
 
@@ -332,9 +335,12 @@ class Runtime(HostApiServices):
         new = Bundle(m.name, m.id, m, "path", old.backend, old.options)
         self._bundles[name] = new
         self._check_provides(m)
+        self._dep_index.remove(old.manifest)
+        self._dep_index.add(m)
         provided = {r.contract_id for r in self.registry.of_bundle(new.id)}
-        for dep in sorted(self._bundles.values(), key=lambda b: b.name):
-            if dep.name in done or not dep.manifest.needs_reinit_on_dep_reload:
+        for dep_name in sorted(self._dep_index.candidates(new.name, new.id, provided)):
+            dep = self._bundles.get(dep_name)
+            if dep is None or dep.name in done or not dep.manifest.needs_reinit_on_dep_reload:
                 continue
             if depends_on(dep.manifest, new.name, new.id, provided):
                 try:
@@ -359,16 +365,18 @@ class Runtime(HostApiServices):
             self._unload_locked(b)
         emit(_log, logging.INFO, "unloaded bundle %s", name)
 
-    def _unload_locked(self, b: Bundle) -> None:
+    def _unload_locked(self, b: Bundle, *, batched: bool = False) -> None:
+        """Withdraw ``b`` and retire its VM (``batched``: with a batch the caller collects)."""
         from .events import Phase
 
         self._post(Phase.Unloading, b)
-        self._bundles.pop(b.name, None)
+        if self._bundles.pop(b.name, None) is not None:
+            self._dep_index.remove(b.manifest)
         self._warn_live(b, "unloading")
         self.registry.invalidate_bundle(b.id)
         self._host_contracts.withdraw(b.id)
         self.host_api.bump_revision()
-        self._loaders[b.backend].unload(b.id, self)
+        self._loaders[b.backend].unload(b.id, self, batched=batched)
 
     def dependents(self, bundle: str | Bundle) -> list[str]:
         """Names of the loaded bundles that declared a dependency on ``bundle`` (sorted).
@@ -379,9 +387,13 @@ class Runtime(HostApiServices):
         b = self._bundles.get(str(bundle))
         if b is None:
             return []
-        others = {r.contract_id for r in self.registry.providers() if r.bundle_id != b.id}
-        only_here = {r.contract_id for r in self.registry.of_bundle(b.id)} - others
-        return sorted(d.name for d in self._bundles.values() if depends_on(d.manifest, b.name, b.id, only_here))
+        only_here = self.registry.sole_provided(b.id)
+        out = []
+        for name in self._dep_index.candidates(b.name, b.id, only_here):
+            d = self._bundles.get(name)
+            if d is not None and depends_on(d.manifest, b.name, b.id, only_here):
+                out.append(name)
+        return sorted(out)
 
     def _check_provides(self, m: Manifest) -> None:
         """Warn about each ``provides`` entry the bundle's init did not register."""
@@ -617,12 +629,13 @@ class Runtime(HostApiServices):
                 return
             for b in list(self._bundles.values()):
                 try:
-                    self._unload_locked(b)  # dependents too: everything goes
+                    self._unload_locked(b, batched=True)  # dependents too: everything goes
                 except LuaplugError:
                     emit(_log, logging.ERROR, "unloading %s at close failed", b.name, exc_info=True)
             for loader in self._loaders.values():
                 loader.close(self)
             self._closed = True
+        self.collector.collect()  # the batches of retired VMs: closed while the HostApi still answers
         self.host_api.detach()
         self.collector.collect()
 
