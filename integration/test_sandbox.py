@@ -17,6 +17,7 @@ import pytest
 import luaplug
 from luaplug import cli
 from luaplug.abi import ffi
+from luaplug.engine import CAP_MEMORY_LIMIT
 from luaplug.ids import bundle_id
 
 lupa_luajit = pytest.importorskip("lupa.luajit21")  # a test tool here: it makes bytecode
@@ -504,6 +505,7 @@ def test_cli_instruction_limit_stops_a_runaway_load(
     assert "instruction limit exceeded" in capsys.readouterr().err
 
 
+@pytest.mark.requires(CAP_MEMORY_LIMIT)
 def test_cli_memory_limit_stops_a_greedy_load(backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = write_bundle(tmp_path / "greedy", "local t = {} for i = 1, 1e6 do t[i] = string.rep('x', 64) .. i end\n")
     assert cli.main(["check", "--backend", backend, "--memory-limit", str(16 * 2**20), str(d)]) == 1
