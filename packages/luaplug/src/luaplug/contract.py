@@ -114,7 +114,10 @@ class Instance:
     def _invoke(self, fn_id: int, args: Any, out: Any, arena: CallArena | None) -> tuple[int, str | None]:
         a = 0 if arena is None else arena._address or _closed()
         try:
-            result = self._call(fn_id, self._id, args, out, a)
+            # Only plain ints reach the engine: any other object is converted on
+            # the slow path first (an engine handed a Python object may allocate
+            # for it outside a protected call, and so fail, in a full VM).
+            result = self._call(fn_id, self._id, args, out, a) if type(args) is int and type(out) is int else -1
         except TypeError:
             result = -1
         except (OverflowError, ValueError):  # argument conversion: the caller's error
@@ -194,7 +197,10 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
             return _REENTRANT
         try:
             # Fewer arguments are cheaper to convert: omitted pointers are null.
-            if arena is None:
+            # Only plain ints reach the engine (see Instance._invoke).
+            if type(args) is not int or type(out) is not int:
+                result = -1
+            elif arena is None:
                 result = fast(fn_id, args, out) if out or args else fast(fn_id)
             else:
                 result = fast(fn_id, args, out, arena._address or _closed())
@@ -213,7 +219,9 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
             result: Any = _REENTRANT
         else:
             try:
-                if arena is None:
+                if type(args) is not int or type(out) is not int:
+                    result = -1
+                elif arena is None:
                     result = fast(fn_id, args, out) if out or args else fast(fn_id)
                 else:
                     result = fast(fn_id, args, out, arena._address or _closed())

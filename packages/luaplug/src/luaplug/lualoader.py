@@ -263,6 +263,9 @@ class LuaLoader:
         host = runtime.host_api.address
         try:
             state = self.engine.new_state(host_address=host, bundle=manifest.name, options=options)
+        except LuaMemoryError as exc:
+            # A cap too small for the VM and luaplug's prelude.
+            raise init_failed(manifest.name, f"Lua VM init failed: {exc}", MEMORY_TEXT) from exc
         except LuaplugError as exc:
             raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         try:
