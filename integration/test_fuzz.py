@@ -29,7 +29,7 @@ import pytest
 pytest.importorskip("hypothesis")
 lupa_luajit = pytest.importorskip("lupa.luajit21")
 
-from _fuzz_strategies import init_source, lua_value, mutated_bytes, toml_value
+from _fuzz_strategies import init_source, limit_attack, lua_value, mutated_bytes, toml_value
 from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
@@ -357,6 +357,25 @@ def test_random_factory_results(harness: Harness, impl: str, raising: bool) -> N
         inst.destroy()
     assert c.default.dispatch(0) == AbiErrorCode.Ok
     rt.unload("fuzzfactory")
+    harness.check_known_good()
+
+
+@settings(FUZZ, max_examples=40)
+@given(untrusted=st.booleans(), data=st.data())
+def test_budget_and_cap_attacks_are_stopped(harness: Harness, untrusted: bool, data: st.DataObject) -> None:
+    """Attacks on the instruction budget and the memory cap (issue 17): the call ends with a
+    luaplug error, the bundle stays usable and unloads."""
+    source = data.draw(limit_attack(untrusted))
+    rt = harness.runtime
+    rt.load_code(source, "fuzzlimit", instruction_limit=200_000, memory_limit=4 * 2**20, untrusted=untrusted)
+    try:
+        inst = rt.contract("fuzz.L@1").default
+        with pytest.raises(luaplug.DispatchError):
+            inst.call(0)
+        assert inst.dispatch(1) == AbiErrorCode.Ok
+    finally:
+        rt.unload("fuzzlimit")
+    rt.collector.collect()
     harness.check_known_good()
 
 
