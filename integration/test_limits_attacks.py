@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -309,3 +310,150 @@ print("done")
 """,
     )
     assert out.split() == ["done"]
+
+
+# -- registrations go with their bundle -----------------------------------------------------------
+
+HOSTREG = Path(__file__).resolve().parent / "bundles" / "hostreg" / "main.lua"
+
+
+def _hostreg_variants() -> tuple[str, str]:
+    """From the hostreg bundle (builds the host contract guest.Clock@1 with Lua callbacks): a
+    bundle registering it during a call of atk.Reg@1 fn 0, and a reader, atk.Read@1 fn 0."""
+    src = HOSTREG.read_text("utf-8")
+    head = src[: src.index("function polyplug_init(")]
+    reg = head + textwrap.dedent(
+        """
+        local function register(self)
+          local host = guest.cast_host_interface(self.host)
+          local err = ffi.new("AbiError[1]")
+          host.register_host_contract(host, build_interface(), err)
+        end
+        function polyplug_init()
+          return { ["atk.Reg"] = { factory = function(h) return { host = h } end,
+            functions = { [0] = register } } }, { code = 0 }
+        end
+        """
+    )
+    reader = head + textwrap.dedent(
+        """
+        function polyplug_init()
+          return { ["atk.Read"] = { factory = function(h) return { host = h } end,
+            functions = { [0] = read } } }, { code = 0 }
+        end
+        """
+    )
+    return reg, reader
+
+
+def test_a_host_contract_registered_during_a_call_goes_with_its_bundle(backend: str) -> None:
+    reg, reader = _hostreg_variants()
+    out = run_attack(
+        backend,
+        f"""
+reg, reader = {reg!r}, {reader!r}
+with luaplug.Runtime(BACKEND) as rt:
+    b = rt.load_code(reg, "registrar")
+    rt.contract("atk.Reg@1").default.call(0)
+    rt.load_code(reader, "reader")
+    out = ffi.new("uint32_t*")
+    r = rt.contract("atk.Read@1").default
+    r.call(0, None, out)
+    print(out[0])
+    rt.unload(b)  # its VM, and the callbacks behind guest.Clock, go away
+    rt.collector.collect()
+    out[0] = 0
+    r.call(0, None, out)
+    print(out[0])
+""",
+    )
+    # 42: the clock's tick; then 1000 + HostContractNotFound (100): the entry went with its bundle
+    assert out.split() == ["42", "1100"]
+
+
+ALIASER = """
+local ffi = require("ffi")
+local abi = require("polyplug_abi")
+local guest = require("polyplug_guest")
+local keep = {}
+local function seven(_, _, out) ffi.cast("uint32_t*", out)[0] = 7 end
+local function alias(self)
+  local host = guest.cast_host_interface(self.host)
+  local h = host.find_guest_contract(host, abi.guest_contract_id("atk.Own", 1), 1)
+  local iface = host.resolve_guest_contract(host, h)
+  local copy = ffi.new("GuestContractInterface")
+  ffi.copy(copy, iface, ffi.sizeof("GuestContractInterface"))
+  copy.contract_id = abi.guest_contract_id("atk.Alias", 1)
+  local name, cname = "alias-plugin", "atk.Alias@1"
+  local desc = ffi.new("PluginDescriptor")
+  desc.name.ptr, desc.name.len = ffi.cast("const uint8_t*", name), #name
+  desc.contract_name.ptr, desc.contract_name.len = ffi.cast("const uint8_t*", cname), #cname
+  desc.version.major = 1
+  local err = ffi.new("AbiError[1]")
+  keep[#keep + 1] = { copy, desc, name, cname }
+  host.register_guest_contract(host, desc, copy, err)
+  ALIAS_CODE = err[0].code
+end
+function polyplug_init()
+  return { ["atk.Own"] = { factory = function(h) return { host = h } end,
+    functions = { [0] = seven, [1] = alias } } }, { code = 0 }
+end
+"""
+
+
+CALLER = """
+local ffi = require("ffi")
+local abi = require("polyplug_abi")
+local guest = require("polyplug_guest")
+local function call_alias(self, _, out_addr)
+  local out = ffi.cast("void*", out_addr)
+  local host = guest.cast_host_interface(self.host)
+  local h = host.find_guest_contract(host, abi.guest_contract_id("atk.Alias", 1), 1)
+  local iface = h.index ~= 0xFFFFFFFF and host.resolve_guest_contract(host, h) or nil
+  if iface == nil then ffi.cast("uint32_t*", out)[0] = 404 return end
+  local inst = ffi.new("GuestContractInstance[1]")
+  host.create_guest_instance(host, iface, nil, inst)
+  local err = ffi.new("AbiError[1]")
+  iface.dispatch.vm.call(iface.dispatch.vm.loader_data, inst[0], 0, nil, out, nil, err)
+  host.destroy_guest_instance(host, iface, inst[0])
+end
+function polyplug_init()
+  return { ["atk.Call"] = { factory = function(h) return { host = h } end,
+    functions = { [0] = call_alias } } }, { code = 0 }
+end
+"""
+
+
+ALIAS_ONLY = ALIASER.replace('["atk.Own"]', '["atk.Other"]').replace("[0] = seven, [1] = alias", "[0] = alias")
+
+
+@pytest.mark.parametrize("aliased_by", ["itself", "another bundle"])
+def test_a_contract_registered_under_another_name_goes_with_the_vm_behind_it(backend: str, aliased_by: str) -> None:
+    # atk.Alias@1 is atk.Own@1's interface under another name, registered during a call by the
+    # bundle that serves it or by another one; the bundle that serves it is unloaded.
+    if aliased_by == "itself":
+        setup = f"own = rt.load_code({ALIASER!r}, 'owner')\nrt.contract('atk.Own@1').default.call(1)"
+    else:
+        setup = (
+            f"own = rt.load_code({ALIASER!r}, 'owner')\n"
+            f"rt.load_code({ALIAS_ONLY!r}, 'aliaser')\n"
+            "rt.contract('atk.Other@1').default.call(0)"
+        )
+    out = run_attack(
+        backend,
+        f"""
+with luaplug.Runtime(BACKEND) as rt:
+{textwrap.indent(setup, "    ")}
+    rt.load_code({CALLER!r}, "caller")
+    out = ffi.new("uint32_t*")
+    call = rt.contract("atk.Call@1").default
+    call.call(0, None, out)
+    print(out[0])
+    rt.unload(own)  # the alias points into its VM
+    rt.collector.collect()
+    out[0] = 0
+    call.call(0, None, out)
+    print(out[0])
+""",
+    )
+    assert out.split() == ["7", "404"]

@@ -211,6 +211,12 @@ class LuaLoader:
             state = self._live.get(bundle_id)
         return 0 if state is None else state.live_instances()
 
+    def running_here(self, bundle_id: int) -> bool:
+        """Whether Lua code of the bundle's serving VM runs on the calling thread."""
+        with self._lock:
+            state = self._live.get(bundle_id)
+        return state is not None and state.active_on_this_thread()
+
     @property
     def live_states(self) -> int:
         """How many VMs are serving (superseded ones awaiting reclaim excluded)."""

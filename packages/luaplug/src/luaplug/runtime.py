@@ -148,6 +148,7 @@ class Runtime(HostApiServices):
         self._closed = False
         self._events = EventHub()
         self._host_contracts = HostContractTable(self.collector)
+        self._init_aliases: dict[int, list[Registration]] = {}
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -372,6 +373,10 @@ class Runtime(HostApiServices):
     def _commit(self, m: Manifest, regs: list[Registration], *, replacing: bool) -> None:
         """Publish a load's registrations all at once (the loader's last step)."""
         self.registry.commit(regs, replacing=m.id if replacing else None)
+        for alias in self._init_aliases.pop(m.id, []):
+            # Registered through the HostApi by this load's init: owned by the bundle from now
+            # on (a later reload or unload withdraws it with the VM it points into).
+            alias.bundle_id, alias.bundle_name = m.id, m.name
         self._host_contracts.commit(m.id, replacing=replacing)
         self.host_api.bump_revision()
 
@@ -385,6 +390,7 @@ class Runtime(HostApiServices):
             yield
         except BaseException:
             self._host_contracts.discard(m.id)
+            self.registry.withdraw(self._init_aliases.pop(m.id, []))
             raise
         finally:
             init_scope.scope = prev
