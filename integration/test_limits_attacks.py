@@ -457,3 +457,63 @@ with luaplug.Runtime(BACKEND) as rt:
 """,
     )
     assert out.split() == ["7", "404"]
+
+
+# -- mutual peer calls ---------------------------------------------------------------------------
+
+MUTUAL = """
+jit.off()  -- the spin below must re-read memory another thread writes
+local ffi = require("ffi")
+local abi = require("polyplug_abi")
+local guest = require("polyplug_guest")
+local ME, OWN, OTHER = @ME@, "@OWN@", "@OTHER@"
+-- fn 0(flags): flags[ME] = 1, wait for flags[1 - ME], call OTHER fn 1, flags[2 + ME] = its code
+local function meet(self, args)
+  local flags = ffi.cast("volatile int32_t*", args)
+  flags[ME] = 1
+  while flags[1 - ME] == 0 do end
+  local host = guest.cast_host_interface(self.host)
+  local iface = host.resolve_guest_contract(host, host.find_guest_contract(host, abi.guest_contract_id(OTHER, 1), 1))
+  local inst = ffi.new("GuestContractInstance[1]")
+  host.create_guest_instance(host, iface, nil, inst)
+  local err = ffi.new("AbiError[1]")
+  iface.dispatch.vm.call(iface.dispatch.vm.loader_data, inst[0], 1, nil, nil, nil, err)
+  host.destroy_guest_instance(host, iface, inst[0])
+  flags[2 + ME] = err[0].code
+end
+function polyplug_init()
+  return { [OWN] = { factory = function(h) return { host = h } end,
+    functions = { [0] = meet, [1] = function() end } } }, { code = 0 }
+end
+"""
+
+
+def test_mutual_peer_calls_from_two_threads_fail_one_call_instead_of_hanging(backend: str) -> None:
+    p = MUTUAL.replace("@ME@", "0").replace("@OWN@", "atk.P").replace("@OTHER@", "atk.Q")
+    q = MUTUAL.replace("@ME@", "1").replace("@OWN@", "atk.Q").replace("@OTHER@", "atk.P")
+    out = run_attack(
+        backend,
+        f"""
+import threading
+with luaplug.Runtime(BACKEND) as rt:
+    rt.load_code({p!r}, "p")
+    rt.load_code({q!r}, "q")
+    flags = ffi.new("int32_t[4]")
+    addr = int(ffi.cast("uintptr_t", flags))
+    codes = {{}}
+    def run(name):
+        codes[name] = int(rt.contract(name).default.dispatch(0, addr))
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("atk.P@1", "atk.Q@1")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(codes["atk.P@1"], codes["atk.Q@1"], sorted([flags[2], flags[3]]))
+    # one thread alone: P calls Q as before
+    flags[0:4] = [0, 1, 0, 0]
+    print(int(rt.contract("atk.P@1").default.dispatch(0, addr)), flags[2])
+""",
+    )
+    lines = out.splitlines()
+    assert lines[0] == "0 0 [0, 9]", out  # one peer call refused with ReentrantCall, the other served
+    assert lines[1] == "0 0", out
