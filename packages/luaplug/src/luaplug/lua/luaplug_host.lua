@@ -101,6 +101,7 @@ local MIN_BLOCK = 4096
 local NILV = {}
 
 local P = {}
+local capped_state = false  -- the state has a memory cap (set by P.setup)
 -- The real ffi module stays reachable for the state's whole life (through P,
 -- which the engine keeps): LuaJIT keeps the table of ffi.gc finalizers only as
 -- an upvalue of ffi.gc, and closing a state whose finalizer table was
@@ -254,6 +255,7 @@ end
 --- `capped` is true when the state has a memory limit.
 function P.setup(host, cell_addr, thread_fn_addr, alloc_fn, capped)
   host_num = host or 0
+  capped_state = capped and true or false
   if capped then
     collectgarbage("setpause", normal_pause)
     collectgarbage("restart", -1)
@@ -299,6 +301,26 @@ end
 
 local function make_dispatcher(c)
   local fns, insts, n = c.fns, c.insts, c.n
+  if budget == nil and not capped_state then
+    -- Neither a budget nor a cap: no hook can fire here and only the process
+    -- allocator can fail, so the bookkeeping runs unprotected (one call less).
+    return function(fn_id, iid, args, out, arena)
+      if cell[2] ~= 0 then return 5 end
+      if type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then return -1 end
+      if fn_id < 0 or fn_id >= n then return 6 end
+      local inst = insts[iid]
+      if inst == nil then return 6 end
+      if inst == NILV then inst = nil end
+      if c.busy then return 9 end
+      local depth = enter()
+      c.busy = true
+      local ok, err = xpcall(fns[fn_id], traceback, inst, args, out, arena, guest_arena_alloc)
+      c.busy = false
+      leave(depth)
+      if ok then return 0 end
+      return 1, error_text(after_failure(err))
+    end
+  end
   return function(fn_id, iid, args, out, arena)
     if cell[2] ~= 0 then return 5 end
     -- -1: an argument is not an address number; the caller converts and retries
