@@ -105,7 +105,7 @@ local capped_state = false  -- the state has a memory cap (set by P.setup)
 -- The real ffi module stays reachable for the state's whole life (through P,
 -- which the engine keeps): LuaJIT keeps the table of ffi.gc finalizers only as
 -- an upvalue of ffi.gc, and closing a state whose finalizer table was
--- collected crashes. Untrusted bundles see a copy of the module without gc.
+-- collected crashes (P.harden drops the module from an untrusted bundle's reach).
 P.ffi_module = ffi
 local cell = nil  -- set by P.setup
 local current_thread = function() return 1 end
@@ -811,7 +811,7 @@ end
 --- Limits and restrictions, applied before any bundle code runs.
 --- `limit` > 0: an instruction budget per call (the JIT goes off for good);
 --- `untrusted` ~= 0: the bundle's globals lose os, io, debug, dofile/loadfile, module,
---- bytecode loading, C modules and the raw ffi, and get a closed `require` (see docs:
+--- newproxy, bytecode loading, C modules and ffi, and get a closed `require` (see docs:
 --- untrusted mode) over `bundle_dir` (a real path, "" for none) and `sdk_dir`;
 --- `realpath_fn` is the address of the C library's realpath(3).
 function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
