@@ -13,9 +13,11 @@ import math
 from hypothesis import strategies as st
 
 __all__ = [
+    "LIMIT_API",
     "MANIFEST_KEYS",
     "escape_attempt",
     "init_source",
+    "limit_attack",
     "lua_function",
     "lua_string",
     "lua_value",
@@ -440,3 +442,66 @@ def _hunt_step(draw: st.DrawFn) -> str:
 def pointer_hunt(draw: st.DrawFn) -> str:
     """The body of one hunt (see above)."""
     return "\n".join(draw(st.lists(_hunt_step(), min_size=1, max_size=6)))
+
+
+#: Steps of a handler that tries to run past its instruction budget or memory cap (issue 17);
+#: each ends or is stopped by the budget.
+_LIMIT_STEPS = (
+    "error = function() end",
+    "error = nil; setmetatable(_G, { __index = function() return function() end end })",
+    'pcall(function() load("while true do end", "=luaplug_host")() end)',
+    "xpcall(function() while true do end end, function() while true do end end)",
+    "pcall(setfenv, 3, {})",
+    "pcall(function() local e = getfenv(alloc); setfenv(function() end, e) end)",
+    "for _ = 1, 100 do pcall(function() while true do end end) end",
+    "pcall(function() local t = {} for i = 1, 1e7 do t[i] = string.rep('m', 64) .. i end end)",
+    "pcall(function() debug.sethook() end)",
+    "pcall(function() local h = debug.gethook(); debug.getupvalue(h, 1)() end)",
+    "local s = 0; for i = 1, 1000 do s = s + i end",
+)
+
+
+#: Finalizer attacks: untrusted bundles have neither newproxy nor ffi, so these must fail there.
+_UNTRUSTED_STEPS = (
+    "pcall(function() local p = newproxy(true); getmetatable(p).__gc = function() while true do end end; K = p end)",
+    "pcall(function() local ffi = require('ffi'); K = ffi.gc(ffi.new('int[1]'), function() while true do end end) end)",
+)
+
+
+@st.composite
+def limit_attack(draw: st.DrawFn, untrusted: bool = False) -> str:
+    """Lua source of a contract ``fuzz.L@1`` whose fn 0 runs 1-4 budget/cap attacks in a row
+    and ends spinning; fn 1 does nothing. ``untrusted``: for a bundle loaded untrusted, on the
+    value protocol (its api.toml: :data:`LIMIT_API`; methods ``attack`` and ``noop``)."""
+    pool = _LIMIT_STEPS + (_UNTRUSTED_STEPS if untrusted else ())
+    steps = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4))
+    body = "\n    ".join(steps)
+    if untrusted:
+        return (
+            "local L = {}\n"
+            "function L.attack(_, alloc)\n    " + body + "\n    while true do end\n  end\n"
+            "function L.noop() end\n"
+            "function polyplug_init()\n"
+            "  return { ['fuzz.L@1'] = function() return L end }, { code = 0 }\n"
+            "end\n"
+        )
+    return (
+        "local F = { [0] = function(_, _, _, _, alloc)\n    "
+        + body
+        + "\n    while true do end\n  end, [1] = function() end }\n"
+        "function polyplug_init()\n"
+        "  return { ['fuzz.L'] = { factory = function() return {} end, functions = F } }, { code = 0 }\n"
+        "end\n"
+    )
+
+
+#: The api.toml of an untrusted limit_attack bundle.
+LIMIT_API = """
+[[guest_contract]]
+name = "fuzz.L"
+version = "1.0.0"
+[[guest_contract.functions]]
+name = "attack"
+[[guest_contract.functions]]
+name = "noop"
+"""

@@ -32,7 +32,16 @@ try:
 except ImportError:  # lupa 1.x: its one Lua, LuaJIT where it was built against it (Debian's python3-lupa)
     lupa_luajit = pytest.importorskip("lupa")
 
-from _fuzz_strategies import escape_attempt, init_source, lua_value, mutated_bytes, pointer_hunt, toml_value
+from _fuzz_strategies import (
+    LIMIT_API,
+    escape_attempt,
+    init_source,
+    limit_attack,
+    lua_value,
+    mutated_bytes,
+    pointer_hunt,
+    toml_value,
+)
 from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
@@ -366,6 +375,34 @@ def test_random_factory_results(harness: Harness, impl: str, raising: bool) -> N
         inst.destroy()
     assert c.default.dispatch(0) == AbiErrorCode.Ok
     rt.unload("fuzzfactory")
+    harness.check_known_good()
+
+
+@settings(FUZZ, max_examples=40)
+@given(untrusted=st.booleans(), data=st.data())
+def test_budget_and_cap_attacks_are_stopped(harness: Harness, untrusted: bool, data: st.DataObject) -> None:
+    """Attacks on the instruction budget and the memory cap (issue 17): the call ends with a
+    luaplug error, the bundle stays usable and unloads."""
+    source = data.draw(limit_attack(untrusted))
+    rt = harness.runtime
+    limits = {"instruction_limit": 200_000, "memory_limit": 4 * 2**20}
+    if untrusted:
+        # an untrusted bundle is on the value protocol: a directory with its api.toml
+        d = harness.fresh_dir()
+        manifest = manifest_for("fuzzlimit").decode().replace('provides = ["fuzz.A@1"]\n', "")
+        write_bundle(d, (manifest + 'api = "api.toml"\n').encode(), source.encode())
+        (d / "api.toml").write_text(LIMIT_API, "utf-8")
+        rt.load(d, untrusted=True, **limits)
+    else:
+        rt.load_code(source, "fuzzlimit", **limits)
+    try:
+        inst = rt.contract("fuzz.L@1").default
+        with pytest.raises(luaplug.DispatchError):
+            inst.call(0)
+        assert inst.dispatch(1) == AbiErrorCode.Ok
+    finally:
+        rt.unload("fuzzlimit")
+    rt.collector.collect()
     harness.check_known_good()
 
 

@@ -174,3 +174,46 @@ def test_a_peer_caller_follows_reloads_and_unloads(backend: str, bundles: Path, 
             rt.unload("typed_calc")
             with pytest.raises(luaplug.DispatchError, match=r"typed\.Calc@1 is not available"):
                 calc.peer_add(1, 1)
+
+
+FENV_PROBE = r"""
+function polyplug_init(host)
+  local out = {}
+  local function note(what, ok, v)
+    -- a leak: a call that worked and handed out (or changed) an environment other than _G
+    if ok and v ~= _G and v ~= nil then out[#out + 1] = what end
+  end
+  local targets = { tostring = tostring, format = string.format, log = host.log, contract = host.contract,
+    require = require, load = load }
+  for name, f in pairs(targets) do
+    note("getfenv(" .. name .. ")", pcall(getfenv, f))
+    local ok = pcall(setfenv, f, {})
+    if ok then out[#out + 1] = "setfenv(" .. name .. ")" end
+  end
+  for _, level in ipairs({ "2", "3", 2.0, 3 }) do
+    note("getfenv(" .. tostring(level) .. ")", pcall(getfenv, level))
+    if pcall(setfenv, level, {}) then out[#out + 1] = "setfenv(" .. tostring(level) .. ")" end
+  end
+  if newproxy ~= nil then out[#out + 1] = "newproxy" end
+  return {}, { code = 1, message = "LEAKS " .. table.concat(out, ",") }
+end
+"""
+
+
+@pytest.mark.parametrize("limit", [None, 1_000_000], ids=["no-budget", "budget"])
+def test_untrusted_code_gets_no_environment_of_luaplug(
+    runtime: luaplug.Runtime, tmp_path: Path, limit: int | None
+) -> None:
+    """getfenv/setfenv of an untrusted bundle take a function or level 0/1 (numbers or numeric
+    strings alike) and never hand out or change the environment of luaplug's own functions (the
+    table that exempts its frames from the instruction budget); newproxy is gone."""
+    d = tmp_path / "fenv"
+    d.mkdir()
+    (d / "manifest.toml").write_text(
+        f'name = "fenv"\nid = {bundle_id("fenv")}\nloader = "lua"\nfile = "main.lua"\nversion = "1.0.0"\n',
+        "utf-8",
+    )
+    (d / "main.lua").write_text(FENV_PROBE, "utf-8")
+    with pytest.raises(luaplug.InitFailed) as info:
+        runtime.load(d, untrusted=True, instruction_limit=limit)
+    assert info.value.error == "LEAKS "

@@ -89,7 +89,7 @@ function Calc:probe()
   local co = coroutine.create(function() return self_host:contract("host.Math@1") end)
   try(coroutine.resume, co)
   -- the texts of objects: no heap address
-  for _, v in ipairs({ self_host, self_host.log, coroutine.create(print), newproxy(true), {}, print }) do
+  for _, v in ipairs({ self_host, self_host.log, coroutine.create(print), {}, print }) do
     try(tostring, v) try(string.format, "%s|%5s|%-3s", v, v, v) try(string.format, "%p", v)
   end
   try(require, "ffi") try(require, "polyplug_guest") try(require, "abi") try(require, "polyplug_abi")

@@ -41,9 +41,14 @@
 #define ABI_STALE 5
 #define ABI_INVALID_POINTER 8
 
+/* A thread, as the lock-order graph sees it: the VM it is blocked on, if any. */
+typedef struct lp_thread { struct lp_vm *waiting_for; } lp_thread;
+
 typedef struct lp_vm {
     lua_State *L;
     pthread_mutex_t mu;
+    lp_thread *owner;    /* the thread holding mu (NULL: none); read and written under graph_mu */
+    int depth;           /* mu's recursion depth (written by its holder) */
     int prelude_ref;
     int disp_ref;
     int closed;
@@ -69,6 +74,70 @@ typedef struct lp_contract {
  * handler's Lua error, kind 1 a failed create_instance. Never called with a
  * state lock held. */
 static void lp_log_failure(int kind, const char *text, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* state locks with deadlock detection                                        */
+/* Mutual peer calls (A calls B on one thread while B calls A on another)    */
+/* would wait for each other forever. Every thread records the VM it blocks  */
+/* on and every VM its holder, under one global mutex; a thread about to      */
+/* block on a VM whose chain of holders and their waits leads back to itself  */
+/* is refused instead (the other threads of the cycle then proceed).          */
+
+static pthread_mutex_t graph_mu = PTHREAD_MUTEX_INITIALIZER;
+static __thread lp_thread tl_self = {NULL};
+
+/* Lock vm->mu; 0, or -1 (not locked) when waiting would close a cycle. */
+static int vm_lock(lp_vm *vm) {
+    if (pthread_mutex_trylock(&vm->mu) != 0) {
+        pthread_mutex_lock(&graph_mu);
+        /* the walk is bounded: a chain longer than any real one is treated as a cycle */
+        int steps = 0;
+        for (lp_thread *t = vm->owner; t != NULL; steps++) {
+            if (t == &tl_self || steps > 4096) {
+                pthread_mutex_unlock(&graph_mu);
+                return -1;
+            }
+            lp_vm *w = t->waiting_for;
+            if (w == NULL || w->owner == t) break;
+            t = w->owner;
+        }
+        tl_self.waiting_for = vm;
+        pthread_mutex_unlock(&graph_mu);
+        pthread_mutex_lock(&vm->mu);
+        pthread_mutex_lock(&graph_mu);
+        tl_self.waiting_for = NULL;
+        pthread_mutex_unlock(&graph_mu);
+    }
+    if (vm->depth++ == 0) {
+        pthread_mutex_lock(&graph_mu);
+        vm->owner = &tl_self;
+        pthread_mutex_unlock(&graph_mu);
+    }
+    return 0;
+}
+
+static void vm_unlock(lp_vm *vm) {
+    if (--vm->depth == 0) {
+        pthread_mutex_lock(&graph_mu);
+        vm->owner = NULL;
+        pthread_mutex_unlock(&graph_mu);
+    }
+    pthread_mutex_unlock(&vm->mu);
+}
+
+/* vm_lock for host-side steps (setup, close): never refused (they hold no other state). */
+static void vm_lock_wait(lp_vm *vm) {
+    pthread_mutex_lock(&vm->mu);
+    if (vm->depth++ == 0) {
+        pthread_mutex_lock(&graph_mu);
+        vm->owner = &tl_self;
+        pthread_mutex_unlock(&graph_mu);
+    }
+}
+
+#define ABI_REENTRANT 9
+
+#define REENTRANT_TEXT "peer call refused: it would deadlock (mutual calls between bundle VMs on two threads)"
 
 /* ------------------------------------------------------------------------ */
 /* thread-local last error                                                    */
@@ -257,19 +326,19 @@ void lp_free_buf(char *p) {
 
 /* Returns LP_OK, or LP_ERR_CLOSED when a call is running on this thread. */
 int lp_close(lp_vm *vm) {
-    pthread_mutex_lock(&vm->mu);
+    vm_lock_wait(vm);
     if (vm->L != NULL) {
         /* A call of this thread is on the stack: closing now would pull the
          * state from under it. The caller retries later. */
         if (lua_gettop(vm->L) != 0) {
-            pthread_mutex_unlock(&vm->mu);
+            vm_unlock(vm);
             return LP_ERR_CLOSED;
         }
         lua_close(vm->L);
         vm->L = NULL;
     }
     vm->closed = 1;
-    pthread_mutex_unlock(&vm->mu);
+    vm_unlock(vm);
     return LP_OK;
 }
 
@@ -319,11 +388,11 @@ static int setup_body(lua_State *L) {
 int lp_setup(lp_vm *vm, const char *src, size_t len, double host, double cell, double thread_fn) {
     setup_args a = {vm, src, len, host, cell, thread_fn, 0};
     vm->host = host;
-    pthread_mutex_lock(&vm->mu);
+    vm_lock_wait(vm);
     int rc = lua_cpcall(vm->L, setup_body, &a);
     if (rc != 0) take_error(vm->L);
     lua_settop(vm->L, 0);
-    pthread_mutex_unlock(&vm->mu);
+    vm_unlock(vm);
     return status_of(a.rc ? a.rc : rc);
 }
 
@@ -347,11 +416,11 @@ static int prepend_body(lua_State *L) {
 
 int lp_prepend_field(lp_vm *vm, const char *field, const char *entries, size_t len) {
     field_args a = {field, entries, len};
-    pthread_mutex_lock(&vm->mu);
+    vm_lock_wait(vm);
     int rc = lua_cpcall(vm->L, prepend_body, &a);
     if (rc != 0) take_error(vm->L);
     lua_settop(vm->L, 0);
-    pthread_mutex_unlock(&vm->mu);
+    vm_unlock(vm);
     return status_of(rc);
 }
 
@@ -403,9 +472,12 @@ int lp_call(lp_vm *vm, const char *entry, int nargs, const lp_value *args, lp_va
     call_args a = {vm, entry, nargs, args, NULL, 0};
     *nres = 0;
     *res = NULL;
-    pthread_mutex_lock(&vm->mu);
+    if (vm_lock(vm) != 0) {
+        set_error(REENTRANT_TEXT, strlen(REENTRANT_TEXT));
+        return LP_ERR_RUN;
+    }
     if (vm->L == NULL) {
-        pthread_mutex_unlock(&vm->mu);
+        vm_unlock(vm);
         set_error("the bundle VM is closed", 23);
         return LP_ERR_CLOSED;
     }
@@ -414,7 +486,7 @@ int lp_call(lp_vm *vm, const char *entry, int nargs, const lp_value *args, lp_va
     int rc = lua_cpcall(L, call_body, &a);
     if (rc != 0) take_error(L);
     lua_settop(L, top);
-    pthread_mutex_unlock(&vm->mu);
+    vm_unlock(vm);
     *nres = a.nres;
     *res = a.res;   /* the caller frees it with lp_free_results, also after an error */
     return status_of(rc);
@@ -472,9 +544,9 @@ static int dispatch_locked(lp_vm *vm, int cidx, uint32_t fn_id, double iid,
 
 int lp_dispatch(lp_vm *vm, int cidx, uint32_t fn_id, uint64_t iid, uintptr_t args, uintptr_t out, uintptr_t arena) {
     int logged = 0;
-    pthread_mutex_lock(&vm->mu);
+    if (vm_lock(vm) != 0) return ABI_REENTRANT;
     int code = dispatch_locked(vm, cidx, fn_id, (double)iid, args, out, arena, &logged);
-    pthread_mutex_unlock(&vm->mu);
+    vm_unlock(vm);
     return code;
 }
 
@@ -493,10 +565,15 @@ void lp_vm_call(VmLoaderDataC ld, InstanceC inst, uint32_t fn_id, const void *ar
     int logged = 0;
     lp_contract *c = (lp_contract *)ld.data;
     if (c != NULL && c->vm != NULL) {
-        pthread_mutex_lock(&c->vm->mu);
-        code = dispatch_locked(c->vm, c->cidx, fn_id, (double)(uintptr_t)inst.data, (uintptr_t)args,
-                               (uintptr_t)out, (uintptr_t)arena, &logged);
-        pthread_mutex_unlock(&c->vm->mu);
+        if (vm_lock(c->vm) != 0) {
+            code = ABI_REENTRANT;
+            set_error(REENTRANT_TEXT, strlen(REENTRANT_TEXT));
+            logged = 1;
+        } else {
+            code = dispatch_locked(c->vm, c->cidx, fn_id, (double)(uintptr_t)inst.data, (uintptr_t)args,
+                                   (uintptr_t)out, (uintptr_t)arena, &logged);
+            vm_unlock(c->vm);
+        }
         if (logged) lp_log_failure(0, tl_err ? tl_err : "", tl_err_len);
     }
     if (err != NULL) {

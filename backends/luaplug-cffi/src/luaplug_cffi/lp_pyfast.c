@@ -118,10 +118,13 @@ static PyObject *lp_fast(PyObject *self, PyObject *const *args, size_t nargsf, P
     if (b->owner == NULL) goto slow;
     lp_vm *vm = b->c->vm;
     Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&vm->mu);
-    code = dispatch_locked(vm, b->c->cidx, (uint32_t)fn_id, b->iid, (uintptr_t)a, (uintptr_t)o,
-                           (uintptr_t)r, &logged);
-    pthread_mutex_unlock(&vm->mu);
+    if (vm_lock(vm) != 0) {
+        code = ABI_REENTRANT;
+    } else {
+        code = dispatch_locked(vm, b->c->cidx, (uint32_t)fn_id, b->iid, (uintptr_t)a, (uintptr_t)o,
+                               (uintptr_t)r, &logged);
+        vm_unlock(vm);
+    }
     Py_END_ALLOW_THREADS
     if (code == 0) {
         if (b->mode) Py_RETURN_NONE;

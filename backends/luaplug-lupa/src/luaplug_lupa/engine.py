@@ -20,8 +20,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
+from luaplug.abi import core_ffi as _cffi
 from luaplug.engine import (
     CAP_MEMORY_LIMIT,
     CAP_PARALLEL_STATES,
@@ -32,7 +33,7 @@ from luaplug.engine import (
     StateOptions,
     prelude_source,
 )
-from luaplug.errors import LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
+from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
 from luaplug.loader import ContractProvider, FastCall
 from luaplug.pyinterface import PythonBackedContract, python_interface
 
@@ -85,6 +86,9 @@ except ImportError:  # built without a C compiler: the core's Python closures se
     _bind_entry = None  # type: ignore[assignment]
 
 __all__ = ["LupaEngine", "LupaState"]
+
+#: Bytes a capped state must have free once set up (see LupaState).
+_SETUP_RESERVE: Final = 16 * 1024
 
 _LuaErrors: tuple[type[Exception], ...] = (_lupa.LuaError,) if _lupa is not None else ()
 # lupa 1.x has no LuaMemoryError (it has no allocator of its own to run out of).
@@ -144,7 +148,10 @@ class LupaState(EngineState):
             # Where lupa has one, always its counting allocator (max_memory 0: no cap):
             # it uses the process allocator, which reuses what earlier states freed,
             # where LuaJIT's own would keep a private arena per state.
-            limit = {"max_memory": options.memory_limit or 0} if _MAX_MEMORY else {}
+            # The cap is set once the prelude is in: lupa allocates outside a
+            # protected call while it sets a state up, and an allocation failing
+            # there ends the process (Lua's panic).
+            limit = {"max_memory": 0} if _MAX_MEMORY else {}
             rt = _lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False, **limit)
             g = rt.globals()
             # Taken before the prelude runs (it may restrict the globals); load() with a
@@ -157,8 +164,23 @@ class LupaState(EngineState):
             self._prelude.setup(
                 host_address, self.cell_address, self.thread_fn_address, None, options.memory_limit is not None
             )
+        if options.memory_limit:
+            # What loading still asks of lupa outside protected calls (package
+            # paths, names) must fit under the cap.
+            if rt.get_memory_used() + _SETUP_RESERVE > options.memory_limit:
+                raise LuaMemoryError(MEMORY_TEXT)
+            rt.set_max_memory(options.memory_limit)
         self._rt: Any = rt
         self._entries: dict[str, Any] = {}  # prelude entries, looked up once
+
+    def run_chunk(self, source: str, chunk_name: str) -> None:
+        # The text goes in by address: the prelude copies it into the VM inside a
+        # protected call, where a copy over the cap is an ordinary memory error
+        # (lupa would push it unprotected).
+        data = source.encode("utf-8")
+        buf = _cffi.from_buffer(data)
+        res = self.call_prelude("run_chunk_at", int(_cffi.cast("uintptr_t", buf)), len(data), chunk_name)
+        self._chunk_result(res)
 
     def prepend_package_field(self, field: str, entries: str) -> None:
         with _mapped():

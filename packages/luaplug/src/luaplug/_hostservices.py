@@ -84,6 +84,9 @@ class HostApiServices:
     _events: EventHub
     #: seconds a guest's bundle operation waits for the runtime lock (:data:`GUEST_LOCK_WAIT`)
     _guest_lock_wait: float = GUEST_LOCK_WAIT
+    #: Contracts a bundle's init registered through the HostApi, by bundle id: owned by that
+    #: bundle once its load commits (Runtime._commit), withdrawn if it fails.
+    _init_aliases: dict[int, list[Registration]]
 
     if TYPE_CHECKING:  # provided by Runtime
 
@@ -92,6 +95,21 @@ class HostApiServices:
         def unload(self, bundle: str) -> None: ...
 
         def _reload_locked(self, old: Bundle, done: set[str], manifest: Manifest | None = None) -> Bundle: ...
+
+    def _owner(self) -> tuple[int, str] | str:
+        """Who owns what the HostApi registers now: ``(bundle id, name)`` of the one bundle
+        whose Lua code runs on this thread, ``(0, "<guest>")`` when none does, or why no owner
+        can be told (a nested peer call runs several bundles on this thread).
+
+        Everything a bundle registers points into its VM, so it goes when the bundle goes."""
+        running = [
+            (b.id, b.name)
+            for b in list(self._bundles.values())
+            if (loader := self._loaders.get(b.backend)) is not None and loader.running_here(b.id)
+        ]
+        if len(running) > 1:
+            return "a registration from a nested peer call (several bundles run on this thread) is refused"
+        return running[0] if running else (0, "<guest>")
 
     def _host_find(self, contract_id: int, min_major: int) -> tuple[int, int] | None:
         scope = init_scope.scope
@@ -122,9 +140,13 @@ class HostApiServices:
 
         scope = init_scope.scope
         if scope is None:
-            # Outside a load nothing owns it: it stays for the runtime's life.
+            # Outside a load: owned by the bundle running on this thread (none: the runtime).
+            owner = self._owner()
+            if isinstance(owner, str):
+                self.host_api.set_last_error(owner)
+                return AbiErrorCode.Generic, owner
             try:
-                self._host_contracts.add(guest_entry(iface, 0, "<guest>"))
+                self._host_contracts.add(guest_entry(iface, owner[0], owner[1]))
             except DuplicateProvider as exc:
                 self.host_api.set_last_error(exc.error)
                 return AbiErrorCode.DuplicateProvider, exc.error
@@ -135,6 +157,15 @@ class HostApiServices:
             self.host_api.set_last_error(text)
             return AbiErrorCode.DuplicateProvider, text
         return AbiErrorCode.Ok, ""
+
+    def _served_by(self, iface: Any) -> tuple[int, str] | None:
+        """``(bundle id, name)`` of the loaded bundle whose contract has this dispatch target."""
+        vm = iface.dispatch.vm
+        for reg in self.registry.providers():
+            own = reg.iface.dispatch.vm
+            if reg.bundle_id and own.loader_data.data == vm.loader_data.data and own.call == vm.call:
+                return reg.bundle_id, reg.bundle_name
+        return None
 
     def _host_resolve(self, index: int, generation: int) -> Any:
         reg = self.registry.resolve(index, generation)
@@ -163,13 +194,22 @@ class HostApiServices:
         major = int(desc.version.major) if given is None else given
         if not name or guest_contract_id(name, major) != iface.contract_id:
             return AbiErrorCode.Generic, "contract id does not match the descriptor's name"
+        scope = init_scope.scope
+        # The interface points into a bundle's VM: the registration goes with that bundle. An
+        # interface a loaded bundle serves is that bundle's; any other is the registering
+        # bundle's (during init: once its load commits, see _init_aliases).
+        served = self._served_by(iface)
+        owner = served or ((0, "<host>") if scope is not None else self._owner())
+        if isinstance(owner, str):
+            self.host_api.set_last_error(owner)
+            return AbiErrorCode.Generic, owner
         reg = Registration(
             contract_id=int(iface.contract_id),
             contract_name=name,
             major=major,
             plugin_name=plugin,
-            bundle_id=0,
-            bundle_name="<host>",
+            bundle_id=owner[0],
+            bundle_name=owner[1] if owner[0] else "<host>",
             iface=Registration.copy_interface(iface),
         )
         try:
@@ -177,6 +217,8 @@ class HostApiServices:
         except DuplicateProvider as exc:
             self.host_api.set_last_error(str(exc))
             return AbiErrorCode.DuplicateProvider, str(exc)
+        if scope is not None and served is None:
+            self._init_aliases.setdefault(scope.manifest.id, []).append(reg)
         self.host_api.bump_revision()
         return AbiErrorCode.Ok, ""
 

@@ -154,7 +154,10 @@ class Instance:
             return self._finish(-1, fn_id, args, out, arena, raising)
         a = 0 if arena is None else arena._address or _closed()
         try:
-            result = self._call(fn_id, self._id, args, out, a)
+            # Only plain ints reach the engine: any other object is converted on
+            # the slow path first (an engine handed a Python object may allocate
+            # for it outside a protected call, and so fail, in a full VM).
+            result = self._call(fn_id, self._id, args, out, a) if type(args) is int and type(out) is int else -1
         except TypeError:
             result = -1
         except (OverflowError, ValueError):  # argument conversion: the caller's error
@@ -241,7 +244,10 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
             return slow(-1, fn_id, args, out, arena)[0]
         try:
             # Fewer arguments are cheaper to convert: omitted pointers are null.
-            if arena is None:
+            # Only plain ints reach the engine (see Instance._invoke).
+            if type(args) is not int or type(out) is not int:
+                result = -1
+            elif arena is None:
                 result = fast(fn_id, args, out) if out or args else fast(fn_id)
             else:
                 result = fast(fn_id, args, out, arena._address or _closed())
@@ -262,7 +268,9 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
             result = -1
         else:
             try:
-                if arena is None:
+                if type(args) is not int or type(out) is not int:
+                    result = -1
+                elif arena is None:
                     result = fast(fn_id, args, out) if out or args else fast(fn_id)
                 else:
                     result = fast(fn_id, args, out, arena._address or _closed())

@@ -123,7 +123,11 @@ class EngineState(ABC):
         :raises LuaMemoryError: out of memory
         :raises LuaError: it raised
         """
-        res = self.call_prelude("run_chunk", source, chunk_name)
+        self._chunk_result(self.call_prelude("run_chunk", source, chunk_name))
+
+    @staticmethod
+    def _chunk_result(res: tuple[Any, ...]) -> None:
+        """Raise for what the prelude's ``run_chunk`` answered, unless it is ``ok``."""
         kind = res[0] if res else "error"
         if kind == "ok":
             return

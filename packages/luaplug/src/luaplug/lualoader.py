@@ -60,6 +60,56 @@ def log_call_failure(text: str, *, raised: bool = False) -> None:
     _log.log(logging.DEBUG if raised else logging.ERROR, "Lua function call failed: %s", text)
 
 
+# Deadlock detection for peer calls served through Python (engines whose VM lock
+# is taken inside the engine): the state each thread may be blocked on, under
+# _waits_lock. A state's holder is read from its cell (the thread running Lua
+# in it). A thread about to wait on a state whose chain of holders and their
+# waits leads back to itself is refused: mutual peer calls from two threads
+# fail one call instead of hanging both.
+_waits_lock: Final = threading.Lock()
+_waiting: dict[int, EngineState] = {}
+_DEADLOCK_TEXT: Final = "peer call refused: it would deadlock (mutual calls between bundle VMs on two threads)"
+
+
+def _holder(state: EngineState) -> int | None:
+    cell = state.cell
+    return int(cell[0]) if cell[1] != 0 and cell[0] != 0 else None
+
+
+def _closes_cycle(target: EngineState, me: int) -> bool:
+    """Whether ``me`` waiting on ``target`` would close a cycle (``_waits_lock`` held)."""
+    holder = _holder(target)
+    for _ in range(len(_waiting) + 1):
+        if holder is None:
+            return False
+        if holder == me:
+            return True
+        waits_on = _waiting.get(holder)
+        if waits_on is None:
+            return False
+        nxt = _holder(waits_on)
+        if nxt == holder:  # it holds what it waited for: it runs, it does not wait
+            return False
+        holder = nxt
+    return True
+
+
+def _wait_for(state: EngineState) -> int | None:
+    """Record that this thread may block on ``state``: its id, or ``None`` when waiting would
+    close a cycle (then nothing is recorded). Pair with :func:`_done_waiting`."""
+    me = threading.get_ident()
+    with _waits_lock:
+        if _closes_cycle(state, me):
+            return None
+        _waiting[me] = state
+    return me
+
+
+def _done_waiting(me: int) -> None:
+    with _waits_lock:
+        _waiting.pop(me, None)
+
+
 class EngineContract(PythonBackedContract):
     """A contract served by the prelude of one engine state."""
 
@@ -88,12 +138,18 @@ class EngineContract(PythonBackedContract):
     def create_instance(self) -> int:
         if self.state.retired or self._blocked():
             return 0
-        self._drain()
+        me = _wait_for(self.state)
+        if me is None:
+            _log.error("Lua create_instance: factory call failed: %s", _DEADLOCK_TEXT)
+            return 0
         try:
+            self._drain()
             res = self.state.call_prelude("create", self.cidx)
         except LuaplugError as exc:
             _log.error("Lua create_instance: factory call failed: %s", exc)
             return 0
+        finally:
+            _done_waiting(me)
         iid = int(res[0]) if res and res[0] else 0
         if not iid:
             _log.error("Lua create_instance: factory call failed: %s", res[1] if len(res) > 1 else "unknown error")
@@ -107,11 +163,18 @@ class EngineContract(PythonBackedContract):
             # the instance at the next safe entry instead.
             self._pending_destroy.append(instance_id)
             return
-        self._drain()
+        me = _wait_for(self.state)
+        if me is None:
+            # Waiting would deadlock: drop the instance at the next safe entry instead.
+            self._pending_destroy.append(instance_id)
+            return
         try:
+            self._drain()
             self.state.call_prelude("destroy", self.cidx, instance_id)
         except LuaplugError as exc:
             _log.error("Lua destroy_instance failed: %s", exc)
+        finally:
+            _done_waiting(me)
 
     def _drain(self) -> None:
         while self._pending_destroy:
@@ -120,7 +183,15 @@ class EngineContract(PythonBackedContract):
     def call_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
         if self._blocked():
             return AbiErrorCode.ReentrantCall
-        result = self._fast(fn_id, instance_id, args, out, arena)
+        # A peer call: it may block on the VM, held by another thread.
+        me = _wait_for(self.state)
+        if me is None:
+            log_call_failure(_DEADLOCK_TEXT)
+            return AbiErrorCode.ReentrantCall
+        try:
+            result = self._fast(fn_id, instance_id, args, out, arena)
+        finally:
+            _done_waiting(me)
         if result == 0:
             return 0
         if isinstance(result, tuple):
@@ -373,6 +444,9 @@ class LuaLoader:
         host = runtime.host_api.address
         try:
             state = self.engine.new_state(host_address=host, bundle=manifest.name, options=options)
+        except LuaMemoryError as exc:
+            # A cap too small for the VM and luaplug's prelude.
+            raise init_failed(manifest.name, f"Lua VM init failed: {exc}", MEMORY_TEXT) from exc
         except LuaplugError as exc:
             raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         try:

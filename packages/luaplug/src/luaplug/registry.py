@@ -266,6 +266,12 @@ class Registry:
         self._release(out)
         return out
 
+    def withdraw(self, regs: list[Registration]) -> None:
+        """Withdraw these registrations (those still published); their handles go stale."""
+        with self._lock:
+            out = [self._withdraw_locked(i) for i, s in enumerate(self._slots) if s.reg is not None and s.reg in regs]
+        self._release(out)
+
     def _withdraw_locked(self, index: int) -> Registration:
         slot = self._slots[index]
         reg = slot.reg

@@ -165,6 +165,7 @@ class Runtime(HostApiServices):
         self._loading: dict[int, str] = {}
         #: the typed proxies bound to this runtime: close() releases their instances first
         self._proxies: weakref.WeakSet[TypedProxy] = weakref.WeakSet()
+        self._init_aliases: dict[int, list[Registration]] = {}
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -416,6 +417,10 @@ class Runtime(HostApiServices):
         """Publish a load's registrations all at once (the loader's last step)."""
         before = {r.contract_id for r in self.registry.of_bundle(m.id)} if replacing else set()
         self.registry.commit(regs, replacing=m.id if replacing else None)
+        for alias in self._init_aliases.pop(m.id, []):
+            # Registered through the HostApi by this load's init: owned by the bundle from now
+            # on (a later reload or unload withdraws it with the VM it points into).
+            alias.bundle_id, alias.bundle_name = m.id, m.name
         self._host_contracts.commit(m.id, replacing=replacing)
         self.host_api.bump_revision()
         for reg in regs:
@@ -456,6 +461,7 @@ class Runtime(HostApiServices):
             yield
         except BaseException:
             self._host_contracts.discard(m.id)
+            self.registry.withdraw(self._init_aliases.pop(m.id, []))
             raise
         finally:
             self._loading.pop(m.id, None)

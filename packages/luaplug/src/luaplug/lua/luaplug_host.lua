@@ -35,8 +35,16 @@ collectgarbage("restart", -1)  -- -1: the threshold follows the new pause now
 
 local ffi = require("ffi")
 local G = _G
+local error, setmetatable, raw_getfenv, raw_setfenv = error, setmetatable, getfenv, setfenv
+-- Every function of this file (and every closure it makes later) runs with
+-- HOST_ENV as its environment: the budget hook tells luaplug's own frames from
+-- the bundle's by this table, which no bundle can get hold of (getfenv and
+-- setfenv refuse to hand it out or to change it, see P.harden). Globals still
+-- read through to the state's globals, as before.
+local HOST_ENV = setmetatable({}, { __index = G })
+raw_setfenv(1, HOST_ENV)
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
-local xpcall, pcall, rawget, unpack, maxn = xpcall, pcall, rawget, unpack, table.maxn
+local xpcall, pcall, rawget, unpack, maxn, next = xpcall, pcall, rawget, unpack, table.maxn, next
 local debug_traceback, find, sub = debug.traceback, string.find, string.sub
 -- The error handler of every protected call here: the traceback ends at the
 -- bundle's frames (the prelude's own xpcall and what called it are cut), so the
@@ -62,10 +70,13 @@ local G_load, G_require, collectgarbage = load, require, collectgarbage
 local MEMORY_TEXT = "not enough memory"
 
 -- LuaJIT runs no emergency collection when an allocation fails: after a guest
--- call failed for memory, collect now, so what it built is given back and the
+-- call failed for memory (or was stopped by the budget, or its traceback
+-- failed: maybe with a full heap), collect now, so what it built is given back and the
 -- bundle stays usable under its cap.
 local function after_failure(err)
-  if err == MEMORY_TEXT then collectgarbage("collect") end
+  if err == MEMORY_TEXT or err == "instruction limit exceeded" or err == "error in error handling" then
+    collectgarbage("collect")
+  end
   return err
 end
 
@@ -90,6 +101,12 @@ local MIN_BLOCK = 4096
 local NILV = {}
 
 local P = {}
+local capped_state = false  -- the state has a memory cap (set by P.setup)
+-- The real ffi module stays reachable for the state's whole life (through P,
+-- which the engine keeps): LuaJIT keeps the table of ffi.gc finalizers only as
+-- an upvalue of ffi.gc, and closing a state whose finalizer table was
+-- collected crashes (P.harden drops the module from an untrusted bundle's reach).
+P.ffi_module = ffi
 local cell = nil  -- set by P.setup
 local current_thread = function() return 1 end
 local host_num = 0
@@ -150,35 +167,48 @@ local guest_arena_alloc = arena_alloc
 -- Instruction budget per entry (nil: none), set by P.harden.
 local budget = nil
 local LIMIT_TEXT = "instruction limit exceeded"
+-- True from the moment the running entry went over its budget until the next
+-- entry arms a fresh one.
+local exceeded = false
 
+-- The count hook. It uses captured functions only (the bundle may replace any
+-- global) and allocates nothing (it also fires when the heap is full).
 local function on_budget()
   -- Past the budget every further bundle instruction fails: a bundle that
   -- catches the error (pcall in a loop) is stopped at its next instruction.
   sethook(on_budget, "", 1)
-  local info = getinfo(2, "S")
-  if info ~= nil and info.source == "=luaplug_host" then return end
+  exceeded = true
+  -- luaplug's own frames always complete (level 2: the interrupted function).
+  if raw_getfenv(2) == HOST_ENV then return end
   error(LIMIT_TEXT, 0)
 end
 
 -- xpcall(f, traceback, ...) with the budget armed; the previous hook (an outer
--- entry's) is put back afterwards.
-local function budgeted(f, ...)
+-- entry's) is put back afterwards. Returns (ok, value) only and allocates
+-- nothing outside the protected call, so a full heap cannot make it throw.
+local function budgeted(f, a1, a2, a3, a4, a5)
   local h, m, c = gethook()
+  local outer = exceeded
+  exceeded = false
   sethook(on_budget, "", budget)
-  local r = { xpcall(f, traceback, ...) }
+  local ok, v = xpcall(f, traceback, a1, a2, a3, a4, a5)
   sethook(h, m, c)
-  if not r[1] then after_failure(r[2]) end
-  return unpack(r, 1, maxn(r))
+  -- Over budget is a failure even when the bundle caught the error and
+  -- returned at once (`return pcall(spin)`: no instruction of its own left).
+  if ok and exceeded then ok, v = false, LIMIT_TEXT end
+  exceeded = outer
+  if not ok then after_failure(v) end
+  return ok, v
 end
 
 -- (ok, value) of a protected guest call. Not a tail call: the traceback must
 -- show xpcall, where it is cut.
-local function guest_pcall(f, ...)
+local function guest_pcall(f, a1)
   if budget ~= nil then
-    local ok, v = budgeted(f, ...)
+    local ok, v = budgeted(f, a1)
     return ok, v
   end
-  local ok, v = xpcall(f, traceback, ...)
+  local ok, v = xpcall(f, traceback, a1)
   if not ok then after_failure(v) end
   return ok, v
 end
@@ -211,12 +241,24 @@ function P.run_chunk(src, name)
   return "error", error_text(e)
 end
 
+--- run_chunk of `len` bytes of text at address `addr` (copied into the VM here,
+--- inside a protected call, so a text over the memory cap fails cleanly).
+function P.run_chunk_at(addr, len, name)
+  local ok, src = pcall(ffi.string, ffi.cast("const char*", addr), len)
+  if not ok then
+    if src == MEMORY_TEXT then return "memory", src end
+    return "error", error_text(src)
+  end
+  return P.run_chunk(src, name)
+end
+
 --- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses
 --- (0: use an internal cell / no thread ids); `alloc_fn` (the address of a C
 --- `uint64_t (double size, double arena, double host)`) replaces the Lua arena_alloc;
 --- `capped` is true when the state has a memory limit.
 function P.setup(host, cell_addr, thread_fn_addr, alloc_fn, capped)
   host_num = host or 0
+  capped_state = capped and true or false
   if capped then
     collectgarbage("setpause", normal_pause)
     collectgarbage("restart", -1)
@@ -267,8 +309,45 @@ local function conversion_error(v, to)
   return "error converting Lua " .. conversion_type(v) .. " to " .. to
 end
 
+-- One handler call: (ok, err). Runs inside the dispatcher's pcall. No tail
+-- calls: the traceback must show xpcall, where it is cut.
+local function run_guest(f, inst, args, out, arena)
+  enter()
+  local ok, err
+  if budget == nil then
+    ok, err = xpcall(f, traceback, inst, args, out, arena, guest_arena_alloc)
+  else
+    ok, err = budgeted(f, inst, args, out, arena, guest_arena_alloc)
+  end
+  return ok, err
+end
+
 local function make_dispatcher(c)
   local fns, insts, n = c.fns, c.insts, c.n
+  if budget == nil and not capped_state then
+    -- Neither a budget nor a cap: no hook can fire here and only the process
+    -- allocator can fail, so the bookkeeping runs unprotected (one call less).
+    return function(fn_id, iid, args, out, arena)
+      if cell[2] ~= 0 then return 5 end
+      -- -1: as in the protected dispatcher below
+      if type(fn_id) ~= "number" or type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then
+        return -1
+      end
+      if fn_id % 1 ~= 0 or args < 0 or out < 0 or arena < 0 then return -1 end
+      if fn_id < 0 or fn_id >= n then return 6 end
+      local inst = insts[iid]
+      if inst == nil then return 6 end
+      if inst == NILV then inst = nil end
+      if c.busy then return 9 end
+      local depth = enter()
+      c.busy = true
+      local ok, err = xpcall(fns[fn_id], traceback, inst, args, out, arena, guest_arena_alloc)
+      c.busy = false
+      leave(depth)
+      if ok then return 0 end
+      return 1, error_text(after_failure(err))
+    end
+  end
   return function(fn_id, iid, args, out, arena)
     if cell[2] ~= 0 then return 5 end
     -- -1: fn_id is not an integer or an argument is not an address number; the caller
@@ -282,16 +361,14 @@ local function make_dispatcher(c)
     if inst == nil then return 6 end
     if inst == NILV then inst = nil end
     if c.busy then return 9 end
-    local depth = enter()
+    local depth = cell[1]
     c.busy = true
-    local ok, err
-    if budget == nil then
-      ok, err = xpcall(fns[fn_id], traceback, inst, args, out, arena, guest_arena_alloc)
-    else
-      ok, err = budgeted(fns[fn_id], inst, args, out, arena, guest_arena_alloc)
-    end
+    -- Whatever fails inside (a full heap included), busy and the cell are put
+    -- back: stores into existing fields and the cell allocate nothing.
+    local pok, ok, err = pcall(run_guest, fns[fn_id], inst, args, out, arena)
     c.busy = false
     leave(depth)
+    if not pok then ok, err = false, ok end
     if ok then return 0 end
     return 1, error_text(after_failure(err))
   end
@@ -435,13 +512,14 @@ function P.init(host, ctx, chunk)
   if budget == nil then
     res = { pcall(run_init, host, ctx, chunk) }
   else
-    res = { budgeted(run_init, host, ctx, chunk) }
+    local ok, packed = budgeted(function() return { true, run_init(host, ctx, chunk) } end)
+    res = ok and packed or { false, packed }
   end
   if not res[1] then return "err", "init_error", error_text(res[2]) end
   if res[2] == "ok" then
     -- Loading is over: drop what only loading needs, and collect, so the
     -- state keeps no garbage (its memory goes back to the process allocator).
-    P.init, P.run_chunk, P.setup, P.harden, P.values = nil, nil, nil, nil, nil
+    P.init, P.run_chunk, P.run_chunk_at, P.setup, P.harden, P.values = nil, nil, nil, nil, nil, nil
     if normal_pause ~= nil then
       -- back to the usual pause, unless the bundle chose its own while loading
       local now = collectgarbage("setpause", normal_pause)
@@ -464,14 +542,21 @@ function P.bind(cidx, iid)
   return function(fn_id, args, out, arena) return d(fn_id, iid, args or 0, out or 0, arena or 0) end
 end
 
+local function create_guest(factory)
+  enter()
+  local ok, impl = guest_pcall(factory, host_num)
+  return ok, impl
+end
+
 --- A fresh instance of contract `cidx` (spec §7): its id, or 0 and a reason.
 function P.create(cidx)
   local c = contracts[cidx]
   if c == nil or cell[2] ~= 0 then return 0, "the bundle VM was retired" end
   if c.busy then return 0, "reentrant create_instance from inside a call of the same contract" end
-  local depth = enter()
-  local ok, impl = guest_pcall(c.factory, host_num)
+  local depth = cell[1]
+  local pok, ok, impl = pcall(create_guest, c.factory)
   leave(depth)
+  if not pok then ok, impl = false, ok end
   if not ok then return 0, error_text(impl) end
   local id = c.next_id
   c.next_id = id + 1
@@ -531,32 +616,6 @@ local function hide_addresses()
   end
   G.tostring = safe_tostring
   G.string.format = safe_format
-end
-
--- getfenv/setfenv of an untrusted bundle: a function, or level 0/1 (its own globals, its own
--- function); deeper levels would name luaplug's frames, which bundle code must not touch.
-local function confine_fenv()
-  local getfenv, setfenv, error = G.getfenv, G.setfenv, error
-  G.getfenv = function(f)
-    if f == nil then f = 1 end
-    if type(f) == "number" then
-      if f == 0 then return getfenv(0) end
-      if f ~= 1 then error("untrusted mode: getfenv takes a function or level 0/1", 2) end
-      local env = getfenv(2)
-      return env
-    end
-    local env = getfenv(f)
-    return env
-  end
-  G.setfenv = function(f, t)
-    if type(f) == "number" then
-      if f ~= 1 then error("untrusted mode: setfenv takes a function or level 1", 2) end
-      local r = setfenv(2, t)
-      return r
-    end
-    local r = setfenv(f, t)
-    return r
-  end
 end
 
 -- Modules an untrusted bundle finds already loaded (os, io, debug, jit.util, jit.profile and
@@ -642,10 +701,117 @@ local function closed_require(roots, realpath, open, loaded, preload)
   end
 end
 
+local HOST_FUNCTION_TEXT = "luaplug's own functions are not open to bundle code"
+
+-- Whether `f` is one of this file's functions (a C function never is).
+local function is_host_fn(f)
+  return type(f) == "function" and raw_getfenv(f) == HOST_ENV
+end
+
+-- getfenv/setfenv's first argument as the function it names (a level is
+-- resolved here, so the check and the change see the same function); 0 stays
+-- the running thread.
+local function fenv_target(f)
+  if type(f) == "function" then return f end
+  local level = f == nil and 1 or tonumber(f)
+  if level == nil or level < 0 then error("bad argument #1 (level must be non-negative)", 3) end
+  if level == 0 then return 0 end
+  -- + 2: this function and the wrapper that called it
+  local info = getinfo(level + 2, "f")
+  if info == nil then error("bad argument #1 (invalid level)", 3) end
+  return info.func
+end
+
+-- getfenv/setfenv as bundle code sees them under a budget or in untrusted mode: they never hand
+-- out or change the environment of a function of luaplug's (HOST_ENV). In untrusted mode they
+-- also take only a function or level 0/1 (getfenv) / 1 (setfenv): deeper levels would name
+-- luaplug's frames, which bundle code must not touch.
+local function guard_fenv(untrusted)
+  G.getfenv = function(f)
+    if untrusted and type(f) ~= "function" and f ~= nil then
+      local level = tonumber(f)
+      if level ~= 0 and level ~= 1 then error("untrusted mode: getfenv takes a function or level 0/1", 2) end
+    end
+    local env = raw_getfenv(fenv_target(f))
+    if env == HOST_ENV then error(HOST_FUNCTION_TEXT, 2) end
+    return env
+  end
+  G.setfenv = function(f, t)
+    if untrusted and type(f) ~= "function" and tonumber(f) ~= 1 then
+      error("untrusted mode: setfenv takes a function or level 1", 2)
+    end
+    local target = fenv_target(f)
+    if raw_getfenv(target) == HOST_ENV then error(HOST_FUNCTION_TEXT, 2) end
+    local r = raw_setfenv(target, t)
+    return r
+  end
+end
+
+-- The instruction budget must hold against the bundle: it cannot reach the
+-- hook, the exemption of luaplug's frames (HOST_ENV) or the functions that
+-- arm it, and an error handler of its own never runs past the budget.
+local function guard_budget(dbg)
+  local raw_getupvalue, raw_setupvalue = dbg.getupvalue, dbg.setupvalue
+  local raw_upvalueid, raw_upvaluejoin = dbg.upvalueid, dbg.upvaluejoin
+  local raw_dgetfenv, raw_dsetfenv = dbg.getfenv, dbg.setfenv
+  local raw_getlocal, raw_setlocal, raw_getinfo = dbg.getlocal, dbg.setlocal, getinfo
+  G.xpcall = function(f, handler, ...)
+    if type(handler) ~= "function" then return xpcall(f, handler, ...) end
+    -- Past the budget the handler would run with hooks off (LuaJIT calls it
+    -- inside the hook that raised the error): the error goes back unhandled.
+    return xpcall(f, function(e)
+      if exceeded then return e end
+      return handler(e)
+    end, ...)
+  end
+  if dbg.sethook == nil then return end
+  dbg.sethook = function() error("debug.sethook is reserved by luaplug's instruction limit", 2) end
+  dbg.gethook = function() return nil end
+  local function refuse_host(raw)
+    if raw == nil then return nil end
+    return function(f, ...)
+      if is_host_fn(f) then error(HOST_FUNCTION_TEXT, 2) end
+      return raw(f, ...)
+    end
+  end
+  dbg.getupvalue, dbg.setupvalue = refuse_host(raw_getupvalue), refuse_host(raw_setupvalue)
+  dbg.upvalueid = refuse_host(raw_upvalueid)
+  if raw_upvaluejoin ~= nil then
+    dbg.upvaluejoin = function(f1, n1, f2, n2)
+      if is_host_fn(f1) or is_host_fn(f2) then error(HOST_FUNCTION_TEXT, 2) end
+      return raw_upvaluejoin(f1, n1, f2, n2)
+    end
+  end
+  dbg.getfenv = function(o)
+    local env = raw_dgetfenv(o)
+    if env == HOST_ENV then error(HOST_FUNCTION_TEXT, 2) end
+    return env
+  end
+  dbg.setfenv = function(o, t)
+    if raw_dgetfenv(o) == HOST_ENV then error(HOST_FUNCTION_TEXT, 2) end
+    return raw_dsetfenv(o, t)
+  end
+  -- getlocal/setlocal([thread,] level, n): not into a frame of luaplug's.
+  local function frame_guard(raw)
+    return function(a, b, ...)
+      local info
+      if type(a) == "thread" then
+        if type(b) == "number" then info = raw_getinfo(a, b, "f") end
+      elseif type(a) == "number" then
+        info = raw_getinfo(a + 1, "f")
+      end
+      if info ~= nil and is_host_fn(info.func) then error(HOST_FUNCTION_TEXT, 2) end
+      if type(a) == "number" then return raw(a + 1, b, ...) end
+      return raw(a, b, ...)
+    end
+  end
+  dbg.getlocal, dbg.setlocal = frame_guard(raw_getlocal), frame_guard(raw_setlocal)
+end
+
 --- Limits and restrictions, applied before any bundle code runs.
 --- `limit` > 0: an instruction budget per call (the JIT goes off for good);
 --- `untrusted` ~= 0: the bundle's globals lose os, io, debug, dofile/loadfile, module,
---- bytecode loading, C modules and the raw ffi, and get a closed `require` (see docs:
+--- newproxy, bytecode loading, C modules and ffi, and get a closed `require` (see docs:
 --- untrusted mode) over `bundle_dir` (a real path, "" for none) and `sdk_dir`;
 --- `realpath_fn` is the address of the C library's realpath(3).
 function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
@@ -656,9 +822,11 @@ function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
     jit.flush()
     -- The budget relies on the interpreter and on owning the hook.
     jit.on = function() end
-    debug.sethook = function() error("debug.sethook is reserved by luaplug's instruction limit", 2) end
+    guard_budget(G.debug or {})
   end
-  if untrusted == nil or untrusted == 0 then return end
+  local confined = untrusted ~= nil and untrusted ~= 0
+  if budget ~= nil or confined then guard_fenv(confined) end
+  if not confined then return end
   local real_package = G.package
   local real_loaded, real_preload = real_package.loaded, real_package.preload
   local open = G.io.open
@@ -688,12 +856,14 @@ function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
   -- Source text only: a chunk given as bytecode fails to load.
   G.load = function(chunk, name, _mode, env) return G_load(chunk, name, "t", env) end
   G.loadstring = function(s, name) return G_load(s, name, "t") end
+  -- No finalizers: LuaJIT runs them with hooks off (outside any budget), at any allocation
+  -- and when the VM closes. (ffi.gc and ffi.metatype's __gc are out of reach: no ffi.)
+  G.newproxy = nil
   G.package = package
   G.require = closed_require(roots, realpath, open, loaded, preload)
   -- Defence in depth: what is left of the real tables holds no ffi or C loader either.
   for name in pairs(real_preload) do real_preload[name] = nil end
   real_loaded.ffi, real_loaded.debug, real_loaded.io, real_loaded.os = nil, nil, nil, nil
-  confine_fenv()
   hide_addresses()
   real_loaded["jit.util"], real_loaded["jit.profile"] = nil, nil
   real_package.loadlib, real_package.cpath, real_package.path = nil, "", ""
