@@ -605,17 +605,25 @@ def _host_contracts_lua(api: ApiSpec, source: str) -> str:
             "end",
             "",
         ]
-        for i, fn in enumerate(c.functions):
-            out += _caller_method(cls, i, fn, f"{cls}{fn.pascal_name}Args", "call_host", f"{c.key}.{fn.name}")
-        out += [
-            f"M.{cls.upper()}_ID = {cid:#x}ULL",
-            f"M.{cls} = {cls}",
-            "-- polyplugc's glue makes the class a global too.",
-            f"{cls} = {cls}",
-            "",
-        ]
+        out += _caller_methods(cls, cid, c, "call_host")
     out += ["return M", ""]
     return "\n".join(out)
+
+
+def _caller_methods(cls: str, cid: int, c: ContractSpec, call: str) -> list[str]:
+    """A caller class's methods (one per function, through the glue's ``call``) and its exports:
+    ``M.<CLS>_ID``, ``M.<Cls>`` and the global ``<Cls>`` polyplugc's glue defines too."""
+    out: list[str] = []
+    for i, fn in enumerate(c.functions):
+        out += _caller_method(cls, i, fn, f"{cls}{fn.pascal_name}Args", call, f"{c.key}.{fn.name}")
+    out += [
+        f"M.{cls.upper()}_ID = {cid:#x}ULL",
+        f"M.{cls} = {cls}",
+        "-- polyplugc's glue makes the class a global too.",
+        f"{cls} = {cls}",
+        "",
+    ]
+    return out
 
 
 def _peer_callers_lua(api: ApiSpec, peers: list[tuple[ContractSpec, Dependency]], source: str) -> str:
@@ -720,15 +728,7 @@ def _peer_callers_lua(api: ApiSpec, peers: list[tuple[ContractSpec, Dependency]]
             "end",
             "",
         ]
-        for i, fn in enumerate(c.functions):
-            out += _caller_method(cls, i, fn, f"{cls}{fn.pascal_name}Args", "call_peer", f"{c.key}.{fn.name}")
-        out += [
-            f"M.{cls.upper()}_ID = {cid:#x}ULL",
-            f"M.{cls} = {cls}",
-            "-- polyplugc's glue makes the class a global too.",
-            f"{cls} = {cls}",
-            "",
-        ]
+        out += _caller_methods(cls, cid, c, "call_peer")
     out += ["return M", ""]
     return "\n".join(out)
 
