@@ -371,11 +371,19 @@ def _authoring_warnings(args: argparse.Namespace, bundle: Path) -> list[str]:
 
 
 def _cmd_codegen(args: argparse.Namespace) -> int:
-    if args.lang != "lua":
-        raise UsageError(f"unsupported --lang {args.lang!r} (supported: lua)")
+    if args.lang not in ("lua", "python"):
+        raise UsageError(f"unsupported --lang {args.lang!r} (supported: lua, python)")
     api_path = args.api or args.api_option
     if args.api and args.api_option:
         raise UsageError("give the api.toml once (API_TOML or --api)")
+    if args.lang == "python":
+        # the typed module for Python hosts: OUT/contracts.py (luaplug.typed.pygen)
+        from .typed.pygen import write_python
+
+        if not api_path or args.bundle or args.plugin is not None or args.contract:
+            raise UsageError("--lang python takes an api.toml alone (API_TOML or --api)")
+        print(f"wrote {write_python(load_api(api_path), args.out)}")
+        return 0
     if args.bundle and api_path:
         raise UsageError("give --bundle or an api.toml, not both")
     if args.plugin is not None:
@@ -540,12 +548,13 @@ def _parser() -> argparse.ArgumentParser:
         examples=[
             "luaplug codegen --bundle bundle.toml --out .",
             "luaplug codegen api.toml --plugin upper --out plugins/upper",
+            "luaplug codegen api.toml --lang python --out myapp  # myapp/contracts.py",
         ],
     )
     p.add_argument("api", metavar="API_TOML", nargs="?", help="an api.toml (same as --api)")
     p.add_argument("--bundle", metavar="BUNDLE_TOML", help="an authoring bundle.toml: manifest.toml + guest/*.lua")
     p.add_argument("--api", dest="api_option", metavar="API_TOML", help="an api.toml alone: guest/*.lua, no plugins")
-    p.add_argument("-l", "--lang", default="lua", help="target language (lua)")
+    p.add_argument("-l", "--lang", default="lua", help="target language: lua, or python (a typed module)")
     p.add_argument("--plugin", metavar="NAME", help="luaplug's single-file glue for plugin NAME: OUT/contracts.lua")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--contract", action="append", metavar="NAME@MAJOR", help="--plugin glue: only these contracts")
