@@ -48,7 +48,7 @@ from hypothesis import strategies as st
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
-from luaplug.engine import CAP_REFUSES_BYTECODE
+from luaplug.engine import CAP_MEMORY_LIMIT, CAP_REFUSES_BYTECODE
 from luaplug.ids import bundle_id, guest_contract_id
 
 #: Examples per fuzz test: 150, or LUAPLUG_FUZZ_EXAMPLES. The test command runs the full count once
@@ -378,6 +378,7 @@ def test_random_factory_results(harness: Harness, impl: str, raising: bool) -> N
     harness.check_known_good()
 
 
+@pytest.mark.requires(CAP_MEMORY_LIMIT)
 @settings(FUZZ, max_examples=40)
 @given(untrusted=st.booleans(), data=st.data())
 def test_budget_and_cap_attacks_are_stopped(harness: Harness, untrusted: bool, data: st.DataObject) -> None:
