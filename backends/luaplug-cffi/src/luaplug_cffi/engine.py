@@ -13,21 +13,25 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
-from luaplug.abi import DispatchType
-from luaplug.abi import core_ffi as abi_ffi
-from luaplug.engine import (
+from luaplug.backend import (
     CAP_MEMORY_LIMIT,
     CAP_NESTED_SAME_BUNDLE,
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
     DEFAULT_OPTIONS,
+    ContractProvider,
+    DispatchType,
     Engine,
     EngineState,
+    FastCall,
+    LuaError,
+    LuaMemoryError,
+    LuaplugError,
+    LuaSyntaxError,
     StateOptions,
+    abi_ffi,
     prelude_source,
 )
-from luaplug.errors import LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
-from luaplug.loader import ContractProvider, FastCall
 
 try:
     from . import _native

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from luaplug.backends import BackendInfo, BackendRegistry
-from luaplug.hookspecs import hookimpl
+from luaplug.backend import BackendInfo, BackendRegistry, hookimpl
 
 
 @hookimpl

@@ -22,20 +22,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, Final
 
-from luaplug.abi import core_ffi as _cffi
-from luaplug.engine import (
+from luaplug.backend import (
     CAP_MEMORY_LIMIT,
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
     DEFAULT_OPTIONS,
+    MEMORY_TEXT,
+    ContractProvider,
     Engine,
     EngineState,
+    FastCall,
+    LuaError,
+    LuaMemoryError,
+    LuaplugError,
+    LuaSyntaxError,
+    PythonBackedContract,
     StateOptions,
     prelude_source,
+    python_interface,
 )
-from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
-from luaplug.loader import ContractProvider, FastCall
-from luaplug.pyinterface import PythonBackedContract, python_interface
+from luaplug.backend import (
+    abi_ffi as _cffi,
+)
 
 
 def _py(value: Any) -> Any:
