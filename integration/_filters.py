@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 from luaplug.cli import main as cli_main
+from luaplug.testing import BUNDLES_DIR
 
-FILTERS = Path(__file__).resolve().parent / "bundles" / "filters"
+FILTERS = BUNDLES_DIR / "filters"
 
 
 def build_filters(tmp_path: Path) -> Path:

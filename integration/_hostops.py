@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from luaplug.ids import bundle_id
+from luaplug.testing import BUNDLES_DIR
 
-BUNDLES = Path(__file__).resolve().parent / "bundles"
+BUNDLES = BUNDLES_DIR
 
 #: bundle name -> the contract its copy serves (main.lua picks it by bundle id)
 CONTRACTS = {"hostops": "ops.HostOps", "hostops_peer": "ops.Peer", "hostops_more": "ops.More"}

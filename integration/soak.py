@@ -17,13 +17,13 @@ import gc
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import luaplug
 from luaplug.abi import ffi
 from luaplug.epoch import Collector
+from luaplug.testing import BUNDLES_DIR
 
-BUNDLES = Path(__file__).resolve().parent / "bundles"
+BUNDLES = BUNDLES_DIR
 MIB = 1024 * 1024
 
 

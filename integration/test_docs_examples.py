@@ -120,3 +120,18 @@ def test_the_tutorial_shows_every_file_as_it_is() -> None:
     for name, body in shown:
         assert body == (EXAMPLES / name).read_text("utf-8"), name
     assert "--8<--" not in text
+
+
+def test_writing_a_backend_shows_the_example_backend_as_it_is() -> None:
+    """The backend guide inlines the example backend's files (the ones `tox -e kit-example`
+    installs and runs the conformance kit on), byte for byte."""
+    text = (DOCS / "writing-a-backend.md").read_text("utf-8")
+    shown = re.findall(r'```\w+ title="([^"]+)"\n(.*?)```', text, re.S)
+    example = EXAMPLES / "minimal_backend"
+    files = {p.relative_to(EXAMPLES).as_posix() for p in example.rglob("*") if p.suffix in (".py", ".toml")}
+    files = {f for f in files if "/build/" not in f and ".egg-info" not in f}
+    assert {name for name, _ in shown} == files
+    for name, body in shown:
+        assert body == (EXAMPLES / name).read_text("utf-8"), name
+    imported = re.findall(r"^\s*(?:from|import) (luaplug[\w.]*)", "".join(body for _, body in shown), re.M)
+    assert set(imported) == {"luaplug.backend"}

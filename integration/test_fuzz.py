@@ -50,6 +50,7 @@ from luaplug import AbiErrorCode
 from luaplug.abi import ffi
 from luaplug.engine import CAP_MEMORY_LIMIT, CAP_REFUSES_BYTECODE
 from luaplug.ids import bundle_id, guest_contract_id
+from luaplug.testing import BUNDLES_DIR
 
 #: Examples per fuzz test: 150, or LUAPLUG_FUZZ_EXAMPLES. The test command runs the full count once
 #: (the host Python's env) and fewer where the run checks an interpreter or a build rather than
@@ -176,7 +177,7 @@ def manifest_for(name: str, provides: str = "fuzz.A@1") -> bytes:
 
 # -- manifests ---------------------------------------------------------------------------------
 
-BUNDLES = Path(__file__).resolve().parent / "bundles"
+BUNDLES = BUNDLES_DIR
 #: The entry file the manifest fuzzers load: fuzzprobe's handlers never dereference a pointer.
 PROBE_MAIN = (BUNDLES / "fuzzprobe" / "main.lua").read_bytes()
 
@@ -733,7 +734,7 @@ _HOST_MATH: dict[int, object] = {}
 def test_untrusted_code_finds_no_pointer(harness: Harness, bundles: Path, hunts: list[str]) -> None:
     """Whatever an untrusted bundle does with what luaplug hands it (the host object, contract
     callers, their results and errors), it never holds cdata, userdata or a host address."""
-    from test_host_contracts import MATH, Math
+    from luaplug.testing.test_host_contracts import MATH, Math
 
     rt = harness.runtime
     if id(rt) not in _HOST_MATH:

@@ -13,7 +13,7 @@
 #      Debian's packages meet every declared dependency;
 #   5. `luaplug backends` and what each backend runs on: lupa on python3-lupa, whose extension
 #      links the system libluajit-5.1, cffi on the same library;
-#   6. the unit tests from the sdists, then the integration suite on lupa and on cffi, against
+#   6. the unit tests from the sdists, then the conformance kit and the integration suite on lupa and on cffi, against
 #      the installed wheels.
 #
 # Elsewhere it prints one line and exits 0: on a system that is not Debian, or as a user other
@@ -144,8 +144,8 @@ dist_test_trees
 step "unit tests from the sdists, against the installed wheels"
 LUAPLUG_DIST_DIR="$work" dist_pytest "$vpy" -q "${unit_dirs[@]}" "$@" 2>&1 | tee "$work/logs/unit.log"
 for name in lupa cffi; do
-  step "integration suite on $name, against the installed wheels"
-  dist_pytest "$vpy" -q "$work/suite/integration" --backend "$name" "$@" 2>&1 | tee "$work/logs/integration-$name.log"
+  step "conformance kit and integration suite on $name, against the installed wheels"
+  dist_pytest "$vpy" -q --pyargs luaplug.testing "$work/suite/integration" --backend "$name" "$@" 2>&1 | tee "$work/logs/integration-$name.log"
 done
 
 step "done in $((SECONDS - started))s on $release: $version, lupa on $lupa_links"

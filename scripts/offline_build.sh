@@ -10,8 +10,9 @@
 #   4. the wheels installed (pip install --no-index --find-links) into a fresh venv that sees, besides
 #      them, only the running environment's packages (as a distribution's python3-cffi, python3-lupa,
 #      python3-pytest): the import check proves luaplug comes from that venv's site-packages;
-#   5. the unit tests unpacked from the sdists, then the integration suite (a copy of integration/, every
-#      installed backend), run from a directory where no source tree is importable; the unit run includes
+#   5. the unit tests unpacked from the sdists, then the conformance kit from the installed wheel (--pyargs
+#      luaplug.testing) with the integration suite (a copy of integration/), on every installed backend, run
+#      from a directory where no source tree is importable; the unit run includes
 #      tests/test_distributions.py, which inspects the sdists and wheels built here.
 #
 # Steps 1-4 run without network: in a network namespace (unshare -rn) when the system allows it,
@@ -101,8 +102,8 @@ dist_test_trees
 step "unit tests from the sdists, against the installed wheels"
 LUAPLUG_DIST_DIR="$work" dist_pytest "$vpy" -q "${unit_dirs[@]}" "$@"
 
-step "integration suite on every installed backend, against the installed wheels"
-dist_pytest "$vpy" -q "$work/suite/integration" "$@"
+step "conformance kit (pytest --pyargs luaplug.testing) and integration suite on every installed backend, against the installed wheels"
+dist_pytest "$vpy" -q --pyargs luaplug.testing "$work/suite/integration" "$@"
 
 step "done in $((SECONDS - started))s: $version"
 dist_sizes

@@ -13,6 +13,8 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Final
 
+from luaplug.testing import BUNDLES_DIR
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the tox envs run 3.11
@@ -20,7 +22,7 @@ else:  # pragma: no cover - the tox envs run 3.11
 
 HERE: Final = Path(__file__).resolve().parent
 INTEGRATION: Final = HERE.parent
-SUITE_BUNDLES: Final = INTEGRATION / "bundles"
+SUITE_BUNDLES: Final = BUNDLES_DIR
 BENCH_BUNDLES: Final = HERE / "bundles"
 
 #: ``[function_count]`` entries for manifests that lack the table (the reference refuses them).

@@ -7,12 +7,12 @@ Prints the per-call time of the typed proxy next to the raw ``Instance.call`` it
 from __future__ import annotations
 
 import timeit
-from pathlib import Path
 
 import luaplug
 from luaplug.abi import ffi
+from luaplug.testing import BUNDLES_DIR
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "typed_calc"
+BUNDLE = BUNDLES_DIR / "typed_calc"
 
 
 def per_call(fn: object, n: int = 200_000) -> float:

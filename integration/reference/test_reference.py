@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cdata import address, rep_arg, string_arg, text_of
-from _init_cases import CASES, good_registrations, init_returning
 
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
 from luaplug.ids import bundle_id, guest_contract_id
+from luaplug.testing import BUNDLES_DIR
+from luaplug.testing._cdata import address, rep_arg, string_arg, text_of
+from luaplug.testing._init_cases import CASES, good_registrations, init_returning
 
 from .adapter import ReferenceContract, ReferenceRuntime, ReferenceRuntimeError, reference_available, vendored_copy
 
-BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+BUNDLES = BUNDLES_DIR
 
 _REASON = reference_available()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")

@@ -20,10 +20,11 @@ import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
 from luaplug.ids import bundle_id, guest_contract_id
+from luaplug.testing import BUNDLES_DIR
 
 from .adapter import ReferenceRuntime, reference_available, vendored_copy
 
-BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+BUNDLES = BUNDLES_DIR
 _REASON = reference_available()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cdata import text_of
 
 import luaplug
 from luaplug.abi import ffi
+from luaplug.testing import BUNDLES_DIR
+from luaplug.testing._cdata import text_of
 
 from .adapter import ReferenceRuntime, reference_available, vendored_copy
 
-BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+BUNDLES = BUNDLES_DIR
 
 _REASON = reference_available()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")

@@ -18,10 +18,11 @@ from luaplug import AbiErrorCode, Event, Phase
 from luaplug.abi import ffi
 from luaplug.hostcontract import HostContract, host_spec
 from luaplug.ids import guest_contract_id, host_contract_id
+from luaplug.testing import BUNDLES_DIR
 
 from .adapter import ReferenceRuntime, ReferenceRuntimeError, reference_available, vendored_copy
 
-BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+BUNDLES = BUNDLES_DIR
 _REASON = reference_available()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 

@@ -8,13 +8,11 @@ import pytest
 
 import luaplug
 from luaplug.cli import main
+from luaplug.testing import BUNDLES_DIR
 
-BUNDLES = Path(__file__).resolve().parents[3] / "integration" / "bundles"
+BUNDLES = BUNDLES_DIR
 TYPED = BUNDLES / "typed_calc"
-# The sdist ships these tests but not the repository's integration bundles.
-needs_bundles = pytest.mark.skipif(
-    not TYPED.is_dir(), reason="needs the repository's integration/bundles (not shipped in the sdist)"
-)
+needs_bundles = pytest.mark.skipif(not TYPED.is_dir(), reason="needs the conformance kit's bundles (luaplug.testing)")
 
 
 @pytest.fixture

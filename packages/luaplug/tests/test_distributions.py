@@ -122,11 +122,34 @@ def test_wheel_holds_only_its_package(dist: str) -> None:
 
 @pytest.mark.parametrize("dist", list(PACKAGES))
 def test_nothing_from_the_test_trees_is_shipped(dist: str) -> None:
+    """Tests ship only as the conformance kit (``luaplug/testing/``)."""
     for name in wheel_files(dist):
         path = PurePosixPath(name)
-        assert not {"tests", "test", "integration", "bundles", "__pycache__"} & set(path.parts), name
+        assert "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo", ".o"), name
+        if path.parts[:2] == ("luaplug", "testing"):
+            continue
+        assert not {"tests", "test", "integration", "bundles"} & set(path.parts), name
         assert not path.name.startswith("test_") and path.name != "conftest.py", name
-        assert path.suffix not in (".pyc", ".pyo", ".o"), name
+
+
+def test_core_wheel_ships_the_conformance_kit() -> None:
+    """``pytest --pyargs luaplug.testing --luaplug-backend NAME`` needs the kit's cases, its
+    conftest, its bundles and the pytest plugin that registers the option."""
+    files = package_files("luaplug")
+    assert {
+        "luaplug/testing/__init__.py",
+        "luaplug/testing/conftest.py",
+        "luaplug/testing/plugin.py",
+        "luaplug/testing/fixtures.py",
+        "luaplug/testing/test_dispatch.py",
+        "luaplug/testing/bundles/adder/manifest.toml",
+        "luaplug/testing/bundles/adder/main.lua",
+    } <= files
+    bundles_in_sdist = {n.removeprefix("src/") for n in sdist_files("luaplug") if "/testing/bundles/" in n}
+    assert "luaplug/testing/bundles/adder/main.lua" in bundles_in_sdist
+    assert bundles_in_sdist <= files
+    entry_points = wheel_files("luaplug")[f"luaplug-{VERSION}.dist-info/entry_points.txt"].decode()
+    assert "[pytest11]\nluaplug = luaplug.testing.plugin\n" in entry_points
 
 
 @pytest.mark.parametrize("dist", list(PACKAGES))

@@ -247,7 +247,7 @@ def test_declaration_errors(runtime: luaplug.Runtime, api: Path) -> None:
 
 def test_host_calls_from_init_and_from_a_peer(runtime: luaplug.Runtime, bundles: Path, api: Path) -> None:
     """A host function that calls back into the runtime (a lookup) from inside a Lua call."""
-    seen: list[list[str]] = []
+    seen: list[list[luaplug.Provider]] = []
 
     class Looking(Math):
         def add(self, a: int, b: int) -> int:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from luaplug.engine import CAP_MEMORY_LIMIT
-
 #: Only bounds a hang; nothing here measures time.
 HANG_TIMEOUT = int(os.environ.get("LUAPLUG_ATTACK_TIMEOUT", "120"))
 
@@ -256,7 +254,7 @@ print("closed")
 # -- the host process neither dies nor hangs ------------------------------------------------------------
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 def test_an_entry_file_larger_than_the_cap_fails_the_load(backend: str) -> None:
     out = run_attack(
         backend,
@@ -274,7 +272,7 @@ with luaplug.Runtime(BACKEND) as rt:
     assert out.split() == ["InitMemoryError", "True", "still", "loads"]
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 @pytest.mark.parametrize("cap", [1, 200, 5000])
 def test_a_tiny_memory_cap_fails_the_load(backend: str, cap: int) -> None:
     out = run_attack(
@@ -291,7 +289,7 @@ with luaplug.Runtime(BACKEND) as rt:
     assert out.split() == ["InitMemoryError", "[]"]
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 def test_running_out_of_memory_around_a_call_leaves_the_contract_usable(backend: str) -> None:
     # fn 0 fills the cap to the last few bytes (every failure caught), then spins past its budget
     # catching the limit error: luaplug's own bookkeeping around the handler meets a full heap

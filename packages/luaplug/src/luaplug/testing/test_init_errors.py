@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _init_cases import CASES, GOOD_ENTRY, good_registrations, init_returning
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT
+from luaplug.testing._init_cases import CASES, GOOD_ENTRY, good_registrations, init_returning
 
 
 @pytest.fixture
@@ -167,7 +166,7 @@ def test_every_backend_reports_the_same_error_texts(bundles: Path) -> None:
         assert _failure_texts(other, bundles) == first
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 def test_a_chunk_out_of_memory_carries_the_memory_label(runtime: luaplug.Runtime) -> None:
     """The Lua runtime's label of an allocation failure, as polyplug's Lua runtime (mlua) words it."""
     greedy = "local t = {} for i = 1, 1e7 do t[i] = string.rep('y', 64) .. i end\n"

@@ -15,7 +15,6 @@ import pytest
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
-from luaplug.engine import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES
 
 RESULT = "struct { int32_t code; int32_t value; int32_t created; } *"
 
@@ -73,7 +72,7 @@ def test_reentry_mark_is_cleared_after_an_error(runtime: luaplug.Runtime, bundle
 def test_nested_call_into_another_contract_of_the_same_bundle(runtime: luaplug.Runtime, bundles: Path) -> None:
     runtime.load(bundles / "multi")
     a = runtime.contract("iso.MultiA@1").default
-    nested = CAP_NESTED_SAME_BUNDLE in runtime.capabilities
+    nested = "nested_same_bundle_calls" in runtime.capabilities
     for _ in range(200):  # never a crash, whatever the backend can do
         r = ffi.new(RESULT)
         a.call(0, 0, r)
@@ -121,7 +120,7 @@ def test_second_thread_waits_for_the_vm(runtime: luaplug.Runtime, bundles: Path,
     assert (out1[0], out2[0]) == (1, 2)
 
 
-@pytest.mark.requires(CAP_PARALLEL_STATES)
+@pytest.mark.requires("parallel_states")
 def test_other_bundles_run_while_one_vm_is_busy(runtime: luaplug.Runtime, bundles: Path) -> None:
     runtime.load(bundles / "gate")
     runtime.load(bundles / "counter")

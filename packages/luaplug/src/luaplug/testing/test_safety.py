@@ -9,7 +9,6 @@ import pytest
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.engine import CAP_REFUSES_BYTECODE
 from luaplug.ids import bundle_id
 
 PROBE = "iso.PathProbe@1"
@@ -166,7 +165,7 @@ end
 """
 
 
-@pytest.mark.requires(CAP_REFUSES_BYTECODE)
+@pytest.mark.requires("refuses_bytecode")
 def test_precompiled_bytecode_is_refused(runtime: luaplug.Runtime) -> None:
     runtime.load_code(BYTECODE_SOURCE, "dumper")
     out = ffi.new("StringView*")

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cdata import string_arg
 
 import luaplug
 from luaplug import AbiErrorCode, DispatchError
 from luaplug.abi import ffi
+from luaplug.testing._cdata import string_arg
 
 NOT_UTF8 = [b"\xff,x", b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"ok\xe2\x28\xa1", b"\x80", b"a\x00\xfe"]
 

@@ -7,7 +7,6 @@ import pytest
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT
 
 MiB = 1024 * 1024
 
@@ -61,7 +60,7 @@ def test_a_loaded_bundle_has_the_usual_pause(backend: str) -> None:
     assert now == 200  # LuaJIT's default
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 def test_a_capped_bundle_has_the_usual_pause(backend: str) -> None:
     with luaplug.Runtime(backend) as rt:
         capped_now, capped_at_load, _ = probe(rt, memory_limit=64 * MiB)

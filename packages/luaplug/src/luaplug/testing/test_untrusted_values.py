@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_host_contracts import MATH, Math
 
 import luaplug
 from luaplug import typed
 from luaplug.abi import core_ffi as ffi
 from luaplug.ids import bundle_id
+from luaplug.testing.test_host_contracts import MATH, Math
 
 BUNDLE = "valuecalc"
 

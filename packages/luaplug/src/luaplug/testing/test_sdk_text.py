@@ -1,6 +1,6 @@
 """polyplug 0.1.3's guest SDK helpers as a bundle written in polyplug's style uses them.
 
-``integration/bundles/sdktext`` follows polyplugc 0.1.3's glue (an author factory given the
+``luaplug/testing/bundles/sdktext`` follows polyplugc 0.1.3's glue (an author factory given the
 host pointer; methods called with StringView cdata; returned Lua strings copied into the call
 arena) and calls ``polyplug_abi``'s string and id helpers on the StringViews it is given, as
 0.1.3's helpers take them, plus ``polyplug_guest.log`` and ``alloc_string``.
@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cdata import text_of
 
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
 from luaplug.ids import guest_contract_id
+from luaplug.testing._cdata import text_of
 
 STARTS, ENDS, STRIP, SPLIT, SPLIT_DEFAULT, GUARD, COPY, LOG, GUEST_ID = range(9)
 

@@ -3,13 +3,14 @@ per call, and bundles run without os/io/debug/bytecode/C modules/raw ffi."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT
+from luaplug.backend import StateOptions
 
 MiB = 1024 * 1024
 
@@ -47,7 +48,7 @@ def int_arg(n: int) -> object:
 # -- memory ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 def test_a_call_over_the_memory_limit_fails_and_the_bundle_stays_usable(backend: str, bundles: Path) -> None:
     with luaplug.Runtime(backend, memory_limit=8 * MiB) as rt:
         rt.load_code(HUNGRY, "hungry")
@@ -68,7 +69,7 @@ def test_a_call_over_the_memory_limit_fails_and_the_bundle_stays_usable(backend:
         assert out[0] == 1
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 def test_a_load_over_the_memory_limit_fails_cleanly(backend: str, bundles: Path) -> None:
     greedy = "local t = {} for i = 1, 1e7 do t[i] = string.rep('y', 64) .. i end\n" + HUNGRY
     with luaplug.Runtime(backend) as rt:
@@ -82,7 +83,7 @@ def test_a_load_over_the_memory_limit_fails_cleanly(backend: str, bundles: Path)
         rt.contract("iso.Hungry@1").default.call(0, int_arg(64))
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 def test_a_load_may_lift_the_runtime_default(backend: str) -> None:
     with luaplug.Runtime(backend, memory_limit=4 * MiB) as rt:
         capped = rt.load_code(HUNGRY, "capped")
@@ -98,12 +99,12 @@ def test_a_load_may_lift_the_runtime_default(backend: str) -> None:
 def test_a_memory_cap_on_a_backend_without_the_capability_is_refused(backend: str, bundles: Path) -> None:
     with luaplug.Runtime(backend) as rt:
         rt.load(bundles / "counter")
-        if CAP_MEMORY_LIMIT in rt.capabilities:
+        if "memory_limit" in rt.capabilities:
             assert rt.load_code(HUNGRY, "hungry", memory_limit=4 * MiB).options.memory_limit == 4 * MiB
             return
         with pytest.raises(luaplug.CapabilityError) as info:
             rt.load_code(HUNGRY, "hungry", memory_limit=4 * MiB)
-        assert (info.value.backend, info.value.capability) == (backend, CAP_MEMORY_LIMIT)
+        assert (info.value.backend, info.value.capability) == (backend, "memory_limit")
         assert rt.contracts() == ["iso.Counter@1"]  # nothing of it ran or stayed
         rt.load_code(HUNGRY, "hungry")  # uncapped, it loads
         rt.contract("iso.Hungry@1").default.call(0, int_arg(64))
@@ -119,10 +120,10 @@ def test_limits_must_be_non_negative_ints(backend: str, bad: object) -> None:
 
 
 @pytest.fixture
-def budgeted(backend: str) -> luaplug.Runtime:
+def budgeted(backend: str) -> Iterator[luaplug.Runtime]:
     rt = luaplug.Runtime(backend, instruction_limit=200_000)
     rt.load_code(HUNGRY, "hungry")
-    yield rt  # type: ignore[misc]
+    yield rt
     rt.close()
 
 
@@ -177,13 +178,13 @@ def test_a_runaway_load_is_stopped(backend: str, bundles: Path) -> None:
         assert out[0] == 1
 
 
-@pytest.mark.requires(CAP_MEMORY_LIMIT)
+@pytest.mark.requires("memory_limit")
 def test_a_reload_keeps_the_limits(backend: str, copy_bundle: object) -> None:
     src = copy_bundle("valuecalc")  # type: ignore[operator]
     with luaplug.Runtime(backend, hot_reload=True) as rt:
         rt.load(src, instruction_limit=50_000, memory_limit=8 * MiB, untrusted=True)
         new = rt.reload("valuecalc")
-        assert new.options == luaplug.engine.StateOptions(8 * MiB, 50_000, True)
+        assert new.options == StateOptions(8 * MiB, 50_000, True)
 
 
 def test_a_reload_keeps_the_budget_and_untrusted_mode(backend: str, copy_bundle: object) -> None:
@@ -191,7 +192,7 @@ def test_a_reload_keeps_the_budget_and_untrusted_mode(backend: str, copy_bundle:
     with luaplug.Runtime(backend, hot_reload=True) as rt:
         rt.load(src, instruction_limit=50_000, untrusted=True)
         new = rt.reload("valuecalc")
-        assert new.options == luaplug.engine.StateOptions(None, 50_000, True)
+        assert new.options == StateOptions(None, 50_000, True)
 
 
 # -- untrusted mode -----------------------------------------------------------------------------------

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cdata import address, rep_arg, string_arg, text_of
 
 import luaplug
 from luaplug.abi import ffi
+from luaplug.testing._cdata import address, rep_arg, string_arg, text_of
 
 HEADER = 24
 
