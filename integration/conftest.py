@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from luaplug.testing import BACKEND_DEST
 from luaplug.testing.fixtures import *  # noqa: F403
-from luaplug.testing.plugin import BACKEND_DEST
 
 # Test modules import their helpers (_fuzz_strategies, soak, test_fuzz) as top-level
 # modules; make that work under --import-mode=importlib too (the offline build uses it).

@@ -6,7 +6,7 @@ spec the test asserts the spec's value; where it deviates, the test asserts the 
 and is marked ``xfail(strict=True)`` with the deviation (also listed in docs/differences.md).
 
 The reference refuses any manifest whose ``provides`` entries lack a ``[function_count]``
-entry, so every bundle in ``integration/bundles`` has one (spec §15);
+entry, so every bundle in ``luaplug/testing/bundles`` has one (spec §15);
 ``test_bundle_without_function_count_loads`` records the deviation on copies without it.
 """
 

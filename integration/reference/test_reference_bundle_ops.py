@@ -1,5 +1,5 @@
 """HostApi bundle operations called by guests, on the reference runtime (polyplug 0.1.3) and on
-luaplug side by side: the same ``hostops`` bundle (``integration/bundles/hostops``), vendored
+luaplug side by side: the same ``hostops`` bundle (``luaplug/testing/bundles/hostops``), vendored
 (spec §15), runs the same commands on both.
 
 Where the reference deviates from the spec or from luaplug, the test says which (strict
@@ -69,7 +69,7 @@ class Side:
         self.host_address: int = rt.host_api_address
 
     def copy(self, bundle: str) -> Path:
-        """A vendored copy of ``integration/bundles/<bundle>`` for this side."""
+        """A vendored copy of ``luaplug/testing/bundles/<bundle>`` for this side."""
         root = self.root / f"{bundle}-{len(list(self.root.iterdir()))}"
         root.mkdir()
         return vendored_copy(BUNDLES / bundle, root)

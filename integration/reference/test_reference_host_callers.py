@@ -1,7 +1,7 @@
 """The generated host caller (``host_contracts.lua``) over a raising Python host contract, on the
 reference runtime (polyplug 0.1.3) and on luaplug: the guest gets the same ``nil, text, code``.
 
-The ``filters`` bundles of ``integration/bundles`` (glue generated at test time), vendored.
+The ``filters`` bundles of ``luaplug/testing/bundles`` (glue generated at test time), vendored.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The guest SDK helpers side by side: ``integration/bundles/sdktext`` (polyplugc 0.1.3-style glue
+"""The guest SDK helpers side by side: ``luaplug/testing/bundles/sdktext`` (polyplugc 0.1.3-style glue
 calling ``polyplug_abi``'s helpers on StringViews) with luaplug's SDK vendored, on the reference
 runtime and on luaplug, gives the same bytes for every call."""
 

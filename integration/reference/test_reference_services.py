@@ -1,7 +1,7 @@
 """Runtime services on the reference runtime (polyplug 0.1.3): host contracts, dependencies,
 several providers, lifecycle events, transactional loads.
 
-The same bundles as ``integration/test_host_contracts.py`` & co., vendored (spec §15). Where the
+The same bundles as ``luaplug/testing/test_host_contracts.py`` & co., vendored (spec §15). Where the
 reference agrees with runtime-semantics the test asserts it; where it deviates, the test asserts
 the spec and is a strict ``xfail`` naming the deviation (also in docs/differences.md).
 """

@@ -18,4 +18,7 @@ from pathlib import Path
 #: The kit's plugin bundles (one directory each, with its ``manifest.toml``).
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
 
-__all__ = ["BUNDLES_DIR"]
+#: The ``dest`` of ``--luaplug-backend``; a suite may add its own spelling of the option with it.
+BACKEND_DEST = "luaplug_backend"
+
+__all__ = ["BACKEND_DEST", "BUNDLES_DIR"]

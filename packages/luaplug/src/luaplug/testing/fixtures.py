@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 import luaplug
-from luaplug.testing import BUNDLES_DIR
-from luaplug.testing.plugin import BACKEND_DEST
+from luaplug.testing import BACKEND_DEST, BUNDLES_DIR
 
 __all__ = ["backend_capabilities", "bundles", "copy_bundle", "pytest_generate_tests", "runtime", "_requires"]
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-#: The ``dest`` of ``--luaplug-backend``; a suite may add its own spelling of the option with it.
-BACKEND_DEST = "luaplug_backend"
+from luaplug.testing import BACKEND_DEST
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
