@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: installs what luaplug needs, then
 #   scripts/dev.sh demo   -> the demo host on every available backend
-#   scripts/dev.sh test   -> every test (lint, types, the Python matrix, integration per backend, the reference,
+#   scripts/dev.sh test   -> every test (lint, types, the Python matrix, the kit and integration per backend, the
+#                            kit on the example backend of docs/, the reference,
 #                            the offline and Debian-packages builds, docs, a quick benchmark)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +67,7 @@ case "$what" in
     lane=$!
     rc=0
     PATH="$PWD/.tox/pythons:$PATH" "$venv/bin/tox" -q \
-      -e "lint,type,${matrix:+$matrix,}integration-lupa,integration-cffi,reference,docs" -- "$@" || rc=$?
+      -e "lint,type,${matrix:+$matrix,}integration-lupa,integration-cffi,kit-example,reference,docs" -- "$@" || rc=$?
     lane_rc=0
     wait "$lane" || lane_rc=$?
     printf '\n== the distribution builds: tox -e packaging, scripts/debian_build.sh (exit %s)\n' "$lane_rc"
