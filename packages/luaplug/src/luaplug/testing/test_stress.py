@@ -96,7 +96,7 @@ class Caller:
         code = inst.dispatch(0, self.sv_in, self.sv_out, self.arena)
         if code == 0:
             got = bytes(ffi.buffer(self.sv_out.ptr, self.sv_out.len))
-            base = address(self.arena._struct.base)
+            base = address(ffi.cast("CallArena*", self.arena.address).base)
             p = address(self.sv_out.ptr)
             if got != b"hello, " + self.name or not base <= p < base + self.arena.capacity:
                 self.tally.fail(f"greeter gave {got!r} at {p:#x} (own arena at {base:#x})")
