@@ -11,7 +11,7 @@ def luaplug_register_backends(register: BackendRegistry) -> None:
         BackendInfo(
             name="minilupa",
             engine="luaplug_minilupa.engine:MiniEngine",  # imported only when the backend is probed or used
-            priority=0,  # below luaplug's own backends: chosen only by name
+            priority=0,  # below luaplug's own backends when no backend is named
             description="LuaJIT 2.1 through lupa.luajit21, in pure Python (the example of docs/writing-a-backend.md)",
             install_hint="pip install luaplug-minilupa (lupa wheels bundle LuaJIT 2.1)",
         )
