@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import reentry
 from ._deps import DependencyIndex, depends_on, init_scope
-from ._logdefer import deferring, emit
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
 from .errors import DuplicateProvider, HotReloadDisabled, LuaplugError, RuntimeClosedError
+from .events import deferring, emit
 from .ids import bundle_id, guest_contract_id, split_contract_name
 from .registry import Registration
 
 if TYPE_CHECKING:
-    from ._eventhub import EventHub
-    from ._hosttable import HostContractTable
+    from .events import EventHub
     from .hostapi import HostApi
+    from .hostcontract import HostContractTable
     from .lualoader import LuaLoader
     from .manifest import Dependency, Manifest
     from .registry import Registry
@@ -260,7 +260,7 @@ class HostApiServices:
         the calling guest's Lua call.
         """
         try:
-            with reentry.user_code(), self._events.deferring(), deferring():
+            with reentry.user_code(), deferring():
                 if not self._lock.acquire(timeout=self._guest_lock_wait):
                     return AbiErrorCode.Generic, (
                         f"the runtime is busy: another thread held its lock for {self._guest_lock_wait:g} s "

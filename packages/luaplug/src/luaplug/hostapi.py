@@ -19,10 +19,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from . import _libc, _texts, reentry
-from ._logdefer import emit
+from . import _libc, reentry
 from .abi import NULL_HANDLE_INDEX, AbiErrorCode, LogLevel
 from .abi import core_ffi as ffi
+from .errors import host_contract_interface_not_found, host_contract_unavailable
+from .events import emit
 
 __all__ = ["HostApi", "HostServices", "default_host", "default_host_address", "guest_logger"]
 
@@ -247,7 +248,7 @@ def _cb_get_host_contract(host: Any, contract_id: int, min_version: int) -> Any:
         code, data = AbiErrorCode.HostContractCallFailed, 0
     owner: HostApi = ffi.from_handle(host.runtime)
     if code != AbiErrorCode.Ok:
-        owner.set_last_error(_texts.host_contract_unavailable(code, contract_id, min_version))
+        owner.set_last_error(host_contract_unavailable(code, contract_id, min_version))
         return {"data": ffi.NULL}
     owner.set_last_error("")  # what the instance factory gave, null included
     return {"data": ffi.cast("void*", data)}
@@ -261,7 +262,7 @@ def _cb_resolve_host_contract(host: Any, contract_id: int, min_version: int) -> 
     iface = services._host_resolve_host_contract(contract_id, min_version)
     if iface == ffi.NULL:  # a success leaves the last error as it was
         owner: HostApi = ffi.from_handle(host.runtime)
-        owner.set_last_error(_texts.host_contract_interface_not_found(contract_id, min_version))
+        owner.set_last_error(host_contract_interface_not_found(contract_id, min_version))
     return iface
 
 

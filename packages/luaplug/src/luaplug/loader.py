@@ -11,9 +11,8 @@ from .ids import guest_contract_id
 
 if TYPE_CHECKING:
     from .engine import StateOptions
-    from .manifest import Manifest
+    from .manifest import BundleSource, Manifest
     from .runtime import Runtime
-    from .sources import BundleSource
 
 __all__ = ["BundleLoader", "ContractProvider", "FastCall"]
 

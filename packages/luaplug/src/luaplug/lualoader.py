@@ -13,8 +13,6 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _texts
-from ._files import read_bytes
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
 from .engine import CAP_NESTED_SAME_BUNDLE, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
@@ -30,13 +28,18 @@ from .errors import (
     LuaSyntaxError,
     ManifestError,
     ManifestMissingFile,
+    init_error_text,
     init_failed,
+    lua_error,
+    missing_entry_file,
+    registration_refused,
+    script_load_failed,
 )
 from .loader import FastCall
+from .manifest import BundleSource, BytesSource, CodeSource, PathSource, read_bytes
 from .pyinterface import PythonBackedContract
 from .registry import Registration
 from .sdk import sdk_path
-from .sources import BundleSource, BytesSource, CodeSource, PathSource
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -416,7 +419,7 @@ class LuaLoader:
                 _check_inside(bundle_dir, manifest)
                 raw = read_bytes(entry)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):  # ValueError: a NUL
-                raise InitFailed(manifest.name, _texts.missing_entry_file(_entry_text(manifest))) from None
+                raise InitFailed(manifest.name, missing_entry_file(_entry_text(manifest))) from None
             except OSError as exc:
                 raise InitFailed(manifest.name, f"Lua script load failed at {_entry_text(manifest)}: {exc}") from exc
             try:
@@ -456,7 +459,7 @@ class LuaLoader:
             except DuplicateProvider as exc:
                 raise InitFailed(
                     manifest.name,
-                    _texts.registration_refused(exc.contract, "DuplicateProvider", exc.error),
+                    registration_refused(exc.contract, "DuplicateProvider", exc.error),
                     file=chunk,
                 ) from exc
         except BaseException:
@@ -510,13 +513,13 @@ class LuaLoader:
                 raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         if text.startswith("\x1b"):
             # LuaJIT marks bytecode with an ESC first byte; only source text is accepted.
-            raise InitFailed(manifest.name, _texts.script_load_failed(chunk, "precompiled bytecode is refused"))
+            raise InitFailed(manifest.name, script_load_failed(chunk, "precompiled bytecode is refused"))
         try:
             state.run_chunk(text, chunk)
         except LuaError as exc:
             cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
-            error = _texts.lua_error(cause, syntax=isinstance(exc, LuaSyntaxError))
-            raise init_failed(manifest.name, _texts.script_load_failed(chunk, error), cause) from exc
+            error = lua_error(cause, syntax=isinstance(exc, LuaSyntaxError))
+            raise init_failed(manifest.name, script_load_failed(chunk, error), cause) from exc
         # SAFETY: ctx and the path bytes stay alive until init returns (locals).
         path_text = (bundle_dir if bundle_dir is not None else str(manifest.manifest_path)).encode("utf-8")
         path_buf = ffi.new("char[]", path_text)
@@ -528,13 +531,13 @@ class LuaLoader:
             res = state.call_prelude("init", runtime.host_api.address, int(ffi.cast("uintptr_t", ctx)), chunk)
         except LuaError as exc:
             cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
-            error = _texts.init_error_text("init_error", [cause], chunk)
+            error = init_error_text("init_error", [cause], chunk)
             raise init_failed(manifest.name, error, cause, file=chunk) from exc
         if not res or res[0] != "ok":
             kind = str(res[1]) if len(res) > 1 else "?"
             # The Lua error text, for the errors that carry one (memory, budget).
             cause = str(res[2]) if kind == "init_error" else str(res[3]) if kind == "factory_failed" else ""
-            raise init_failed(manifest.name, _texts.init_error_text(kind, list(res[2:]), chunk), cause, file=chunk)
+            raise init_failed(manifest.name, init_error_text(kind, list(res[2:]), chunk), cause, file=chunk)
         count = int(res[1])
         regs = []
         for i in range(count):

@@ -17,13 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from . import _simpletoml
-from ._files import read_bytes
 from ._keys import AUTHORING, unknown_keys
-from ._logdefer import emit
 from .errors import LoadError, ManifestError
+from .events import emit
 from .ids import bundle_id, guest_contract_id
 
-__all__ = ["Dependency", "Manifest", "ProvidedContract", "load", "parse", "platform_key"]
+__all__ = [
+    "BundleSource",
+    "BytesSource",
+    "CodeSource",
+    "Dependency",
+    "Manifest",
+    "PathSource",
+    "ProvidedContract",
+    "load",
+    "parse",
+    "platform_key",
+    "read_bytes",
+    "toml_reader",
+]
 
 MANIFEST_NAME = "manifest.toml"
 _U64_MAX = (1 << 64) - 1
@@ -176,11 +188,11 @@ def parse(text: str, manifest_path: str | Path) -> Manifest:
     mpath = Path(manifest_path)
     data = _simpletoml.loads(text)  # the common simple form, several times faster
     if data is None:
-        from . import _toml
+        toml = toml_reader()
 
         try:
-            data = _toml.loads(text)
-        except _toml.TOMLDecodeError as exc:
+            data = toml.loads(text)
+        except toml.TOMLDecodeError as exc:
             raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
         except RecursionError:  # arrays or inline tables nested past the parser's depth
             raise _too_deep(mpath) from None
@@ -390,3 +402,80 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, obje
         else:
             out.append((key, v))
     return out
+
+
+# -- the TOML reader -------------------------------------------------------------------------
+
+
+def toml_reader() -> Any:
+    """The TOML reader module: ``tomllib``, or ``tomli`` before Python 3.11.
+
+    Imported on first use (it costs milliseconds): manifests in ``_simpletoml``'s subset and
+    a runtime without a configuration file read no TOML.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # pragma: no cover - exercised on 3.10 only
+
+    return tomli  # pragma: no cover
+
+
+# -- reading the small files of a load (a manifest, an entry file) ----------------------------
+# ``open(path, "rb").read()`` makes eight system calls (an ``ioctl`` for the tty check, ``fstat``
+# and ``lseek`` among them); :func:`read_bytes` makes four.
+
+_CHUNK = 1 << 16
+_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole content of the file at ``path``.
+
+    :raises OSError: as ``open()`` would (``FileNotFoundError``, ``NotADirectoryError``,
+        ``IsADirectoryError`` when ``path`` is a directory, ``PermissionError``...)
+    :raises ValueError: ``path`` holds a NUL character
+    """
+    fd = os.open(path, _FLAGS)
+    try:
+        first = os.read(fd, _CHUNK)
+        chunks = [first]
+        # Read to the end (b""): a short read is not proof of it on every file system.
+        while first:
+            first = os.read(fd, _CHUNK)
+            chunks.append(first)
+        return chunks[0] if len(chunks) == 2 else b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# -- where a bundle's Lua source comes from (spec §10) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class PathSource:
+    """A bundle directory on disk: the entry file is read from it, and the
+    directory goes first on ``package.path``."""
+
+    path: Path
+    kind: str = "path"
+
+
+@dataclass(frozen=True)
+class CodeSource:
+    """In-memory Lua source text; no directory on ``package.path``, no hot reload."""
+
+    code: str
+    kind: str = "code"
+
+
+@dataclass(frozen=True)
+class BytesSource:
+    """In-memory bytes that must be UTF-8 Lua source."""
+
+    data: bytes
+    kind: str = "bytes"
+
+
+BundleSource = PathSource | CodeSource | BytesSource

@@ -13,11 +13,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 from ._deps import DependencyIndex, InitScope, declared_contract_ids, depends_on, init_scope
-from ._eventhub import EventHub
 from ._hostservices import HostApiServices
-from ._hosttable import HostContractTable
 from ._keys import AUTHORING, unregistered_provides
-from ._logdefer import deferring, emit
 from .backends import select_backend
 from .config import Config, resolve_config
 from .contract import Contract
@@ -32,11 +29,13 @@ from .errors import (
     LuaplugError,
     RuntimeClosedError,
 )
+from .events import EventHub, deferring, emit
 from .hostapi import HostApi
+from .hostcontract import HostContractTable
 from .ids import guest_contract_id, split_contract_name
 from .lualoader import LuaLoader
+from .manifest import BundleSource, BytesSource, CodeSource, PathSource
 from .registry import Provider, Registration, Registry
-from .sources import BundleSource, BytesSource, CodeSource, PathSource
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -172,7 +171,7 @@ class Runtime(HostApiServices):
         # The log sink never runs under the runtime lock: records made while it
         # is held (guest logs during init included) are emitted after release.
         # Events likewise: delivered in order once the outermost section released the lock.
-        with self._events.deferring(), deferring(), self._lock:
+        with deferring(), self._lock:
             yield
 
     # -- properties ---------------------------------------------------------------
