@@ -7,13 +7,12 @@ import logging
 import pytest
 
 from luaplug import typed
-from luaplug._deps import declared_contract_ids, depends_on
 from luaplug.abi import AbiErrorCode
 from luaplug.abi import core_ffi as ffi
 from luaplug.events import Event, EventHub, Phase
 from luaplug.hostcontract import HostContract, version_matches
 from luaplug.ids import bundle_id, guest_contract_id, host_contract_id
-from luaplug.manifest import parse
+from luaplug.manifest import declared_contract_ids, depends_on, parse
 
 
 @pytest.mark.parametrize(

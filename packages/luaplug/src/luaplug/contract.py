@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import reentry
 from .abi import AbiErrorCode
@@ -15,15 +16,41 @@ from .errors import dispatch_error as _dispatch_error
 if TYPE_CHECKING:
     from .arena import CallArena
     from .loader import ContractProvider
-    from .runtime import Runtime
+    from .registry import Registry
 
-__all__ = ["Contract", "Instance"]
+__all__ = ["Contract", "Instance", "error_text", "log_call_failure"]
+
+#: Where a failed call's Lua error is logged (spec §6).
+_call_log: Final = logging.getLogger("luaplug.loader")
 
 _STALE: Final = int(AbiErrorCode.StaleHandle)
 _NO_FUNCTION: Final = int(AbiErrorCode.FunctionNotAvailable)
 _REENTRANT: Final = int(AbiErrorCode.ReentrantCall)
 _U32: Final = 1 << 32
 _U64: Final = 1 << 64
+
+
+class ContractSource(Protocol):
+    """What a :class:`Contract` needs of the runtime it came from."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+def error_text(value: object) -> str:
+    """A Lua error value as text (engines may hand over bytes)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def log_call_failure(text: str, *, raised: bool = False) -> None:
+    """Spec §6: a handler's Lua error is logged at Error level; at DEBUG when it is also
+    raised to the Python caller (the exception carries it)."""
+    _call_log.log(logging.DEBUG if raised else logging.ERROR, "Lua function call failed: %s", text)
 
 
 def _check_fn_id(fn_id: int) -> None:
@@ -135,7 +162,7 @@ class Instance:
         hint = ""
         if code == _STALE:
             runtime = self._contract._runtime
-            if runtime._closed:
+            if runtime.closed:
                 return RuntimeClosedError(
                     f"{self._contract.name}: the runtime is closed (called after Runtime.close())"
                 )
@@ -194,8 +221,6 @@ class Instance:
                 raise self._translate(exc) from exc
             if result == 0:
                 return 0, None
-        from .lualoader import error_text, log_call_failure
-
         if result.__class__ is tuple:
             text = error_text(result[1])
             log_call_failure(text, raised=raising)
@@ -304,7 +329,7 @@ class Contract:
     contract is stale and :meth:`create_instance` raises.
     """
 
-    def __init__(self, runtime: Runtime, name: str, major: int, handle: tuple[int, int]) -> None:
+    def __init__(self, runtime: ContractSource, name: str, major: int, handle: tuple[int, int]) -> None:
         self._runtime = runtime
         self.contract_name = name
         self.major = major

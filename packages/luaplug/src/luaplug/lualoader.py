@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
+from .contract import error_text, log_call_failure
 from .engine import CAP_NESTED_SAME_BUNDLE, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
 from .errors import (
     MEMORY_TEXT,
     ApiSpecError,
-    DuplicateProvider,
     InitFailed,
     InvalidSourceEncoding,
     LuaError,
@@ -32,7 +32,6 @@ from .errors import (
     init_failed,
     lua_error,
     missing_entry_file,
-    registration_refused,
     script_load_failed,
 )
 from .loader import FastCall
@@ -42,25 +41,12 @@ from .registry import Registration
 from .sdk import sdk_path
 
 if TYPE_CHECKING:
+    from .epoch import Collector
     from .manifest import Manifest
-    from .runtime import Runtime
 
-__all__ = ["EngineContract", "LuaLoader", "log_call_failure"]
+__all__ = ["EngineContract", "Loaded", "LuaLoader"]
 
 _log: Final = logging.getLogger("luaplug.loader")
-
-
-def error_text(value: object) -> str:
-    """A Lua error value as text (engines may hand over bytes)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def log_call_failure(text: str, *, raised: bool = False) -> None:
-    """Spec §6: a handler's Lua error is logged at Error level; at DEBUG when it is also
-    raised to the Python caller (the exception carries it)."""
-    _log.log(logging.DEBUG if raised else logging.ERROR, "Lua function call failed: %s", text)
 
 
 # Deadlock detection for peer calls served through Python (engines whose VM lock
@@ -312,6 +298,32 @@ def _value_glue(manifest: Manifest, bundle_dir: str | None) -> str:
     return generate_value_glue(load_api(path))
 
 
+class Loaded:
+    """A bundle a loader set up, not yet published: its VM and the registrations of its contracts.
+
+    The runtime commits :attr:`registrations` to its registry, then hands it back to
+    :meth:`LuaLoader.adopt` (the VM serves) or, when the commit failed,
+    :meth:`LuaLoader.discard` (the VM is closed).
+    """
+
+    __slots__ = ("chunk", "manifest", "options", "registrations", "state")
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        state: EngineState,
+        registrations: list[Registration],
+        options: StateOptions,
+        chunk: str,
+    ) -> None:
+        self.manifest = manifest
+        self.state = state
+        self.registrations = registrations
+        self.options = options
+        #: the entry chunk's name (what error texts call the file)
+        self.chunk = chunk
+
+
 def _entry_text(manifest: Manifest) -> str:
     """The entry file's path as error texts show it (pathlib's normal form)."""
     from pathlib import Path
@@ -328,8 +340,9 @@ class LuaLoader:
     name = "lua"
     supports_hot_reload = True
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, collector: Collector) -> None:
         self.engine = engine
+        self._collector = collector
         self._nested = CAP_NESTED_SAME_BUNDLE in engine.capabilities
         self._lock = threading.Lock()
         self._live: dict[int, EngineState] = {}
@@ -340,16 +353,41 @@ class LuaLoader:
     # -- the protocol -------------------------------------------------------------
 
     def load(
-        self, manifest: Manifest, source: BundleSource, runtime: Runtime, options: StateOptions = DEFAULT_OPTIONS
-    ) -> None:
-        self._load(manifest, source, runtime, options, replacing=False)
+        self, manifest: Manifest, source: BundleSource, host_address: int, options: StateOptions = DEFAULT_OPTIONS
+    ) -> Loaded:
+        """Set the bundle up in a fresh VM with ``options``: what it registers, not yet published.
 
-    def reload(self, manifest: Manifest, runtime: Runtime) -> None:
-        """Reload with the options the bundle was loaded with."""
+        :raises LoadError: with the spec's text; no VM stays open
+        """
+        return self._load(manifest, source, host_address, options)
+
+    def reload(self, manifest: Manifest, host_address: int) -> Loaded:
+        """:meth:`load` from the bundle's path, with the options it was loaded with."""
         options = self._options.get(manifest.id, DEFAULT_OPTIONS)
-        self._load(manifest, PathSource(manifest.path), runtime, options, replacing=True)
+        return self._load(manifest, PathSource(manifest.path), host_address, options)
 
-    def unload(self, bundle_id: int, runtime: Runtime, *, batched: bool = False) -> None:
+    def adopt(self, loaded: Loaded) -> None:
+        """Serve the bundle from ``loaded``'s VM (its registrations are committed); a VM it
+        supersedes is reclaimed with a batch, once no call is in it."""
+        m = loaded.manifest
+        providers = [r.provider for r in loaded.registrations if isinstance(r.provider, EngineContract)]
+        with self._lock:
+            old = self._live.get(m.id)
+            old_providers = self._providers.get(m.id, [])
+            self._live[m.id] = loaded.state
+            self._options[m.id] = loaded.options
+            self._providers[m.id] = providers
+        if old is not None:
+            # A superseded VM is closed with a batch of them, off the reload path.
+            self._reclaim(old, old_providers, batched=True)
+
+    @staticmethod
+    def discard(loaded: Loaded) -> None:
+        """Close ``loaded``'s VM (its registrations were not committed)."""
+        loaded.state.retire()
+        loaded.state.close()
+
+    def unload(self, bundle_id: int, *, batched: bool = False) -> None:
         """Retire the bundle's VM and reclaim it once no call is in it.
 
         :param batched: reclaim it with a batch (:meth:`Collector.retire
@@ -360,9 +398,9 @@ class LuaLoader:
             self._options.pop(bundle_id, None)
             providers = self._providers.pop(bundle_id, [])
         if state is not None:
-            self._reclaim(state, providers, runtime, batched=batched)
+            self._reclaim(state, providers, batched=batched)
 
-    def close(self, runtime: Runtime) -> None:
+    def close(self) -> None:
         """Unload every VM this loader still owns (in batches: the caller collects)."""
         with self._lock:
             states = [(state, self._providers.get(bid, [])) for bid, state in self._live.items()]
@@ -370,7 +408,7 @@ class LuaLoader:
             self._options.clear()
             self._providers.clear()
         for state, providers in states:
-            self._reclaim(state, providers, runtime, batched=True)
+            self._reclaim(state, providers, batched=True)
 
     def live_instances(self, bundle_id: int) -> int:
         """Live instances in the bundle's serving VM (counted without entering it)."""
@@ -391,19 +429,16 @@ class LuaLoader:
 
     # -- internals ----------------------------------------------------------------
 
-    @staticmethod
-    def _reclaim(
-        state: EngineState, providers: list[EngineContract], runtime: Runtime, *, batched: bool = False
-    ) -> None:
+    def _reclaim(self, state: EngineState, providers: list[EngineContract], *, batched: bool = False) -> None:
         state.retire()
         # SAFETY: retired first, deferred second: a call that starts after the
         # retire returns StaleHandle without running Lua; one already in flight
         # (Python pin or the VM's in-flight count) holds the close back.
         close = functools.partial(_close_vm, state, providers)
         if batched:
-            runtime.collector.retire(close, busy=state.in_flight)
+            self._collector.retire(close, busy=state.in_flight)
         else:
-            runtime.collector.defer(close, busy=state.in_flight)
+            self._collector.defer(close, busy=state.in_flight)
 
     @staticmethod
     def resolve_source(manifest: Manifest, source: BundleSource) -> tuple[str, str, str | None]:
@@ -440,42 +475,22 @@ class LuaLoader:
                 raise InvalidSourceEncoding(manifest.name) from exc
         raise TypeError(f"unknown bundle source {source!r}")
 
-    def _load(
-        self, manifest: Manifest, source: BundleSource, runtime: Runtime, options: StateOptions, *, replacing: bool
-    ) -> None:
+    def _load(self, manifest: Manifest, source: BundleSource, host_address: int, options: StateOptions) -> Loaded:
         text, chunk, bundle_dir = self.resolve_source(manifest, source)
-        host = runtime.host_api.address
         try:
-            state = self.engine.new_state(host_address=host, bundle=manifest.name, options=options)
+            state = self.engine.new_state(host_address=host_address, bundle=manifest.name, options=options)
         except LuaMemoryError as exc:
             # A cap too small for the VM and luaplug's prelude.
             raise init_failed(manifest.name, f"Lua VM init failed: {exc}", MEMORY_TEXT) from exc
         except LuaplugError as exc:
             raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         try:
-            regs = self._init(state, manifest, text, chunk, bundle_dir, runtime, options)
-            try:
-                runtime._commit(manifest, regs, replacing=replacing)
-            except DuplicateProvider as exc:
-                raise InitFailed(
-                    manifest.name,
-                    registration_refused(exc.contract, "DuplicateProvider", exc.error),
-                    file=chunk,
-                ) from exc
+            regs = self._init(state, manifest, text, chunk, bundle_dir, host_address, options)
         except BaseException:
             state.retire()
             state.close()
             raise
-        providers = [r.provider for r in regs if isinstance(r.provider, EngineContract)]
-        with self._lock:
-            old = self._live.get(manifest.id)
-            old_providers = self._providers.get(manifest.id, [])
-            self._live[manifest.id] = state
-            self._options[manifest.id] = options
-            self._providers[manifest.id] = providers
-        if old is not None:
-            # A superseded VM is closed with a batch of them, off the reload path.
-            self._reclaim(old, old_providers, runtime, batched=True)
+        return Loaded(manifest, state, regs, options, chunk)
 
     def _init(
         self,
@@ -484,7 +499,7 @@ class LuaLoader:
         text: str,
         chunk: str,
         bundle_dir: str | None,
-        runtime: Runtime,
+        host_address: int,
         options: StateOptions,
     ) -> list[Registration]:
         sdk = str(sdk_path()).replace("\\", "/")
@@ -528,7 +543,7 @@ class LuaLoader:
         ctx.bundle_path.ptr = ffi.cast("const uint8_t*", path_buf)
         ctx.bundle_path.len = len(path_text)
         try:
-            res = state.call_prelude("init", runtime.host_api.address, int(ffi.cast("uintptr_t", ctx)), chunk)
+            res = state.call_prelude("init", host_address, int(ffi.cast("uintptr_t", ctx)), chunk)
         except LuaError as exc:
             cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
             error = init_error_text("init_error", [cause], chunk)

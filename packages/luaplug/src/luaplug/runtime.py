@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
-from ._deps import DependencyIndex, InitScope, declared_contract_ids, depends_on, init_scope
-from ._hostservices import HostApiServices
 from ._keys import AUTHORING, unregistered_provides
 from .backends import select_backend
 from .config import Config, resolve_config
@@ -24,17 +22,28 @@ from .errors import (
     CapabilityError,
     ContractNotFoundError,
     DependencyError,
+    DuplicateProvider,
     HotReloadDisabled,
+    InitFailed,
     LoadError,
     LuaplugError,
     RuntimeClosedError,
+    registration_refused,
 )
 from .events import EventHub, deferring, emit
-from .hostapi import HostApi
+from .hostapi import GUEST_LOCK_WAIT, HostApi, InitScope, RuntimeServices, init_scope
 from .hostcontract import HostContractTable
 from .ids import guest_contract_id, split_contract_name
-from .lualoader import LuaLoader
-from .manifest import BundleSource, BytesSource, CodeSource, PathSource
+from .lualoader import Loaded, LuaLoader
+from .manifest import (
+    BundleSource,
+    BytesSource,
+    CodeSource,
+    DependencyIndex,
+    PathSource,
+    declared_contract_ids,
+    depends_on,
+)
 from .registry import Provider, Registration, Registry
 
 if TYPE_CHECKING:
@@ -104,7 +113,7 @@ def _options(base: StateOptions, memory: int | None, instructions: int | None, u
     )
 
 
-class Runtime(HostApiServices):
+class Runtime:
     """Loads bundles into isolated Lua VMs and hands out their contracts.
 
     :param backend: backend name; ``None`` selects (``LUAPLUG_BACKEND``, then the configuration,
@@ -131,6 +140,9 @@ class Runtime(HostApiServices):
     are not (each VM serializes its own).
     """
 
+    #: seconds a guest's bundle operation waits for the runtime lock (:data:`~luaplug.hostapi.GUEST_LOCK_WAIT`)
+    _guest_lock_wait: float = GUEST_LOCK_WAIT
+
     def __init__(
         self,
         backend: str | None = None,
@@ -148,9 +160,11 @@ class Runtime(HostApiServices):
         self.engine = info.engine_class()()
         self.hot_reload: bool = self.config.hot_reload_setting(hot_reload)
         self.collector: Collector = collector if collector is not None else default_collector
-        self.host_api = HostApi(self)
+        #: what the HostApi callbacks ask of this runtime
+        self._services = RuntimeServices(self)
+        self.host_api = HostApi(self._services)
         self.registry = Registry(self.collector)
-        self.loader = LuaLoader(self.engine)
+        self.loader = LuaLoader(self.engine, self.collector)
         # One loader per backend in use; the runtime's own is created eagerly.
         self._loaders: dict[str, LuaLoader] = {info.name: self.loader}
         self._bundles: dict[str, Bundle] = {}
@@ -164,6 +178,8 @@ class Runtime(HostApiServices):
         self._loading: dict[int, str] = {}
         #: the typed proxies bound to this runtime: close() releases their instances first
         self._proxies: weakref.WeakSet[TypedProxy] = weakref.WeakSet()
+        #: Contracts a bundle's init registered through the HostApi, by bundle id: owned by that
+        #: bundle once its load commits (:meth:`_commit`), withdrawn if it fails.
         self._init_aliases: dict[int, list[Registration]] = {}
 
     @contextmanager
@@ -175,6 +191,11 @@ class Runtime(HostApiServices):
             yield
 
     # -- properties ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ran."""
+        return self._closed
 
     @property
     def host_api_address(self) -> int:
@@ -262,7 +283,7 @@ class Runtime(HostApiServices):
         loader = self._loaders.get(name)
         if loader is None:
             info = select_backend(name)
-            loader = self._loaders[name] = LuaLoader(info.engine_class()())
+            loader = self._loaders[name] = LuaLoader(info.engine_class()(), self.collector)
         return name, loader
 
     def _load(self, m: Manifest, source: BundleSource, backend: str | None, options: StateOptions) -> Bundle:
@@ -278,7 +299,7 @@ class Runtime(HostApiServices):
             if options.memory_limit is not None and CAP_MEMORY_LIMIT not in loader.engine.capabilities:
                 raise CapabilityError(backend_name, CAP_MEMORY_LIMIT, "memory_limit")
             with self._initialising(m, replacing=False):
-                loader.load(m, source, self, options)
+                self._publish(loader, loader.load(m, source, self.host_api.address, options), replacing=False)
             bundle = Bundle(m.name, m.id, m, source.kind, backend_name, options)
             self._bundles[m.name] = bundle
             self._check_provides(m)
@@ -328,7 +349,8 @@ class Runtime(HostApiServices):
             self._post(Phase.Preparing, old)
             self._warn_live(old, "reloading")
             with self._initialising(m, replacing=True):
-                self._loaders[old.backend].reload(m, self)
+                loader = self._loaders[old.backend]
+                self._publish(loader, loader.reload(m, self.host_api.address), replacing=True)
         except BaseException as exc:
             self._post(Phase.Failed, old, getattr(exc, "error", None) or str(exc))
             raise
@@ -376,7 +398,7 @@ class Runtime(HostApiServices):
         self.registry.invalidate_bundle(b.id)
         self._host_contracts.withdraw(b.id)
         self.host_api.bump_revision()
-        self._loaders[b.backend].unload(b.id, self, batched=batched)
+        self._loaders[b.backend].unload(b.id, batched=batched)
 
     def dependents(self, bundle: str | Bundle) -> list[str]:
         """Names of the loaded bundles that declared a dependency on ``bundle`` (sorted).
@@ -412,8 +434,26 @@ class Runtime(HostApiServices):
                 live,
             )
 
+    def _publish(self, loader: LuaLoader, loaded: Loaded, *, replacing: bool) -> None:
+        """Commit what ``loader`` loaded and let its VM serve; on a refused registration, close the VM.
+
+        :raises InitFailed: a contract it registers is provided already (``DuplicateProvider``)
+        """
+        m = loaded.manifest
+        try:
+            self._commit(m, loaded.registrations, replacing=replacing)
+        except DuplicateProvider as exc:
+            loader.discard(loaded)
+            raise InitFailed(
+                m.name, registration_refused(exc.contract, "DuplicateProvider", exc.error), file=loaded.chunk
+            ) from exc
+        except BaseException:
+            loader.discard(loaded)
+            raise
+        loader.adopt(loaded)
+
     def _commit(self, m: Manifest, regs: list[Registration], *, replacing: bool) -> None:
-        """Publish a load's registrations all at once (the loader's last step)."""
+        """Publish a load's registrations all at once."""
         before = {r.contract_id for r in self.registry.of_bundle(m.id)} if replacing else set()
         self.registry.commit(regs, replacing=m.id if replacing else None)
         for alias in self._init_aliases.pop(m.id, []):
@@ -638,7 +678,7 @@ class Runtime(HostApiServices):
                 except LuaplugError:
                     emit(_log, logging.ERROR, "unloading %s at close failed", b.name, exc_info=True)
             for loader in self._loaders.values():
-                loader.close(self)
+                loader.close()
             self._closed = True
         self.collector.collect()  # the batches of retired VMs: closed while the HostApi still answers
         self.host_api.detach()
