@@ -61,7 +61,7 @@ def _chosen_backends(config: pytest.Config) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "requires(capability): skip unless the runtime's backend has this capability (luaplug.engine.CAP_*)",
+        "requires(capability): skip unless the runtime's backend has this capability (luaplug.backend.CAP_*)",
     )
     config.stash[_BACKENDS_KEY] = _chosen_backends(config)
 

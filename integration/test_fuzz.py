@@ -48,7 +48,7 @@ from hypothesis import strategies as st
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT, CAP_REFUSES_BYTECODE
+from luaplug.backend import CAP_MEMORY_LIMIT, CAP_REFUSES_BYTECODE
 from luaplug.ids import bundle_id, guest_contract_id
 
 #: Examples per fuzz test: 150, or LUAPLUG_FUZZ_EXAMPLES. The test command runs the full count once

@@ -7,7 +7,7 @@ import pytest
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT
+from luaplug.backend import CAP_MEMORY_LIMIT
 
 MiB = 1024 * 1024
 

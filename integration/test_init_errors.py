@@ -14,7 +14,7 @@ from _init_cases import CASES, GOOD_ENTRY, good_registrations, init_returning
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT
+from luaplug.backend import CAP_MEMORY_LIMIT
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT
+from luaplug.backend import CAP_MEMORY_LIMIT
 
 MiB = 1024 * 1024
 
@@ -183,7 +183,7 @@ def test_a_reload_keeps_the_limits(backend: str, copy_bundle: object) -> None:
     with luaplug.Runtime(backend, hot_reload=True) as rt:
         rt.load(src, instruction_limit=50_000, memory_limit=8 * MiB, untrusted=True)
         new = rt.reload("valuecalc")
-        assert new.options == luaplug.engine.StateOptions(8 * MiB, 50_000, True)
+        assert new.options == luaplug.backend.StateOptions(8 * MiB, 50_000, True)
 
 
 def test_a_reload_keeps_the_budget_and_untrusted_mode(backend: str, copy_bundle: object) -> None:
@@ -191,7 +191,7 @@ def test_a_reload_keeps_the_budget_and_untrusted_mode(backend: str, copy_bundle:
     with luaplug.Runtime(backend, hot_reload=True) as rt:
         rt.load(src, instruction_limit=50_000, untrusted=True)
         new = rt.reload("valuecalc")
-        assert new.options == luaplug.engine.StateOptions(None, 50_000, True)
+        assert new.options == luaplug.backend.StateOptions(None, 50_000, True)
 
 
 # -- untrusted mode -----------------------------------------------------------------------------------

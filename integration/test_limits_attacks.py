@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from luaplug.engine import CAP_MEMORY_LIMIT
+from luaplug.backend import CAP_MEMORY_LIMIT
 
 #: Only bounds a hang; nothing here measures time.
 HANG_TIMEOUT = int(os.environ.get("LUAPLUG_ATTACK_TIMEOUT", "120"))

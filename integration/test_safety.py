@@ -9,7 +9,7 @@ import pytest
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.engine import CAP_REFUSES_BYTECODE
+from luaplug.backend import CAP_REFUSES_BYTECODE
 from luaplug.ids import bundle_id
 
 PROBE = "iso.PathProbe@1"

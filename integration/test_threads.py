@@ -15,7 +15,7 @@ import pytest
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
-from luaplug.engine import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES
+from luaplug.backend import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES
 
 RESULT = "struct { int32_t code; int32_t value; int32_t created; } *"
 

@@ -8,7 +8,6 @@ once per parse as a WARNING naming the file, the key and the nearest known key;
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,6 +21,13 @@ __all__ = ["AUTHORING", "unknown_keys", "unregistered_provides"]
 AUTHORING: Final = {"luaplug_authoring": True}
 
 
+def _close_matches(word: str, candidates: Iterable[str]) -> list[str]:
+    """The one candidate closest to ``word``, if any is close (only a mistake needs difflib)."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+
+
 def unknown_keys(table: Mapping[str, Any], known: Iterable[str], where: str, path: str | None) -> list[str]:
     """One message per key of ``table`` not in ``known``.
 
@@ -33,7 +39,7 @@ def unknown_keys(table: Mapping[str, Any], known: Iterable[str], where: str, pat
         if key in names:
             continue
         full = f"{where}.{key}" if where else key
-        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        close = _close_matches(key, names)
         hint = f" (did you mean `{close[0]}`?)" if close else f" (known keys: {', '.join(sorted(names))})"
         out.append(f"{path or '<api>'}: unknown key `{full}`{hint}")
     return out
@@ -47,7 +53,7 @@ def unregistered_provides(m: Manifest, registered: Iterable[Registration]) -> li
         if p.contract_id in have:
             continue
         spec = f"{p.name}@{p.major}"
-        close = difflib.get_close_matches(spec, list(have.values()), n=1, cutoff=0.6)
+        close = _close_matches(spec, list(have.values()))
         hint = f" (did you mean {close[0]}?)" if close else ""
         listed = ", ".join(sorted(have.values())) or "nothing"
         out.append(

@@ -15,7 +15,7 @@ from .errors import dispatch_error as _dispatch_error
 
 if TYPE_CHECKING:
     from .arena import CallArena
-    from .loader import ContractProvider
+    from .backend.engine import ContractProvider
     from .registry import Registry
 
 __all__ = ["Contract", "Instance", "error_text", "log_call_failure"]

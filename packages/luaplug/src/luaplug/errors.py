@@ -181,7 +181,7 @@ class CapabilityError(LuaplugError):
     """A load asked for something its backend lacks the capability for (nothing ran).
 
     :ivar backend: the backend's name
-    :ivar capability: the capability it lacks (``luaplug.engine.CAP_*``)
+    :ivar capability: the capability it lacks (``luaplug.backend.CAP_*``)
     """
 
     def __init__(self, backend: str, capability: str, wanted: str) -> None:

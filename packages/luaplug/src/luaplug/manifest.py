@@ -153,8 +153,8 @@ def load(path: str | Path) -> Manifest:
     :param path: the bundle directory, its ``manifest.toml``, or any file inside it
     :raises ManifestError: when the file is missing, unparsable or invalid
     """
-    # Strings and one open(): every load and reload reads a manifest, and each pathlib
-    # step costs microseconds. Path() once, for its normal form (error texts show it).
+    # Strings and one open() on the hot path (every load and reload reads a manifest);
+    # Path() once, for its normal form (error texts show it).
     p = str(path) if isinstance(path, Path) else str(Path(path))
     base = os.path.basename(p)
     if base == MANIFEST_NAME or (os.path.splitext(base)[1] == ".toml" and os.path.isfile(p)):
@@ -189,7 +189,7 @@ def _parse_cached(text: str, manifest_path: str) -> Manifest:
 def parse(text: str, manifest_path: str | Path) -> Manifest:
     """Validate manifest ``text`` read from ``manifest_path`` (in the reference order)."""
     mpath = Path(manifest_path)
-    data = _simpletoml.loads(text)  # the common simple form, several times faster
+    data = _simpletoml.loads(text)  # the common simple form; None: tomllib reads it
     if data is None:
         toml = toml_reader()
 
@@ -413,8 +413,8 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, obje
 def toml_reader() -> Any:
     """The TOML reader module: ``tomllib``, or ``tomli`` before Python 3.11.
 
-    Imported on first use (it costs milliseconds): manifests in ``_simpletoml``'s subset and
-    a runtime without a configuration file read no TOML.
+    Imported on first use: manifests in ``_simpletoml``'s subset and a runtime without a
+    configuration file read no TOML.
     """
     if sys.version_info >= (3, 11):
         import tomllib
@@ -426,8 +426,8 @@ def toml_reader() -> Any:
 
 
 # -- reading the small files of a load (a manifest, an entry file) ----------------------------
-# ``open(path, "rb").read()`` makes eight system calls (an ``ioctl`` for the tty check, ``fstat``
-# and ``lseek`` among them); :func:`read_bytes` makes four.
+# :func:`read_bytes` opens, reads and closes: none of the tty check, ``fstat`` and ``lseek`` of
+# ``open(path, "rb").read()``.
 
 _CHUNK = 1 << 16
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)

@@ -13,10 +13,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 from ._keys import AUTHORING, unregistered_provides
-from .backends import select_backend
+from .backend.discovery import select_backend
+from .backend.engine import CAP_MEMORY_LIMIT, DEFAULT_OPTIONS, StateOptions
+from .backend.loader import Loaded, LuaLoader
 from .config import Config, resolve_config
 from .contract import Contract
-from .engine import CAP_MEMORY_LIMIT, DEFAULT_OPTIONS, StateOptions
 from .epoch import Collector, default_collector
 from .errors import (
     CapabilityError,
@@ -34,7 +35,6 @@ from .events import EventHub, deferring, emit
 from .hostapi import GUEST_LOCK_WAIT, HostApi, InitScope, RuntimeServices, init_scope
 from .hostcontract import HostContractTable
 from .ids import guest_contract_id, split_contract_name
-from .lualoader import Loaded, LuaLoader
 from .manifest import (
     BundleSource,
     BytesSource,
@@ -209,7 +209,7 @@ class Runtime:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """The backend's capability names (``luaplug.engine.CAP_*``)."""
+        """The backend's capability names (``luaplug.backend.CAP_*``)."""
         return self.engine.capabilities
 
     @property

@@ -1,8 +1,10 @@
-"""The Lua loader protocol (spec §2-§10) over any :class:`~luaplug.engine.Engine`.
+"""The Lua loader protocol (spec §2-§10) over any :class:`~luaplug.backend.Engine`.
 
-Everything engine-independent lives here: source resolution, package paths,
-init and its error texts, registration (all or nothing), instance calls,
-reload and unload through the epoch.
+Everything engine-independent of a load lives here: source resolution, package paths, the
+untrusted-mode hardening, running the entry chunk and ``polyplug_init`` (the texts of their
+failures are in :mod:`luaplug.errors`), the providers of the contracts it registered (with
+their C interfaces), and the reclamation of retired VMs through the epoch. A load returns what
+it loaded (:class:`Loaded`); the runtime commits it to its registry, all or nothing.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from .abi import AbiErrorCode
-from .abi import core_ffi as ffi
-from .contract import error_text, log_call_failure
-from .engine import CAP_NESTED_SAME_BUNDLE, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
-from .errors import (
+from ..abi import AbiErrorCode, DispatchType
+from ..abi import core_ffi as ffi
+from ..contract import error_text, log_call_failure
+from ..errors import (
     MEMORY_TEXT,
     ApiSpecError,
     InitFailed,
@@ -34,19 +35,130 @@ from .errors import (
     missing_entry_file,
     script_load_failed,
 )
-from .loader import FastCall
-from .manifest import BundleSource, BytesSource, CodeSource, PathSource, read_bytes
-from .pyinterface import PythonBackedContract
-from .registry import Registration
-from .sdk import sdk_path
+from ..manifest import BundleSource, BytesSource, CodeSource, PathSource, read_bytes
+from ..registry import Registration
+from ..sdk import sdk_path
+from .engine import (
+    CAP_NESTED_SAME_BUNDLE,
+    DEFAULT_OPTIONS,
+    ContractProvider,
+    Engine,
+    EngineState,
+    FastCall,
+    StateOptions,
+)
 
 if TYPE_CHECKING:
-    from .epoch import Collector
-    from .manifest import Manifest
+    from ..epoch import Collector
+    from ..manifest import Manifest
 
-__all__ = ["EngineContract", "Loaded", "LuaLoader"]
+__all__ = ["EngineContract", "Loaded", "LuaLoader", "PythonBackedContract", "python_interface"]
 
 _log: Final = logging.getLogger("luaplug.loader")
+_callback_log: Final = logging.getLogger("luaplug.hostapi")
+
+
+# -- a C GuestContractInterface whose pointers call back into Python ---------------------------
+# For engines whose dispatch lives in Python (lupa), every contract gets real ``vm.call`` /
+# ``create_instance`` / ``destroy_instance`` pointers, so guests of any backend call it through
+# ``HostApi`` (spec §13). ``loader_data`` holds a cffi handle to the provider; the handle lives
+# as long as the registration's keepalive list (released through the epoch).
+
+# Instance ids are Lua numbers (doubles): past 2**53 no id can name a live instance.
+_MAX_INSTANCE_ID: Final = 2**53
+
+
+class PythonBackedContract(ContractProvider):
+    """A provider the C callbacks can drive: one extra method."""
+
+    _c_handle: Any = None
+
+    def call_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
+        """Dispatch for a foreign caller; returns the code (errors already logged)."""
+        raise NotImplementedError
+
+    def create_from_c(self) -> int:
+        """Create an instance for a foreign caller (0 on failure)."""
+        return self.create_instance()
+
+
+def _on_error(exc_type: Any, exc: Any, tb: Any) -> None:
+    _callback_log.error("contract callback raised", exc_info=(exc_type, exc, tb))
+
+
+def _u(ptr: Any) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+# The VmCallFn, declared with word types (INTERNAL_CDEF): the pointers arrive as
+# ints and the AbiError {u32 code; StringView message} is written as three words.
+@ffi.callback(
+    "void(*)(VmLoaderData, InstanceWords, uint32_t, uintptr_t, uintptr_t, uintptr_t, uint64_t*)",
+    onerror=_on_error,
+)
+def _vm_call_words(loader_data: Any, inst: Any, fn_id: int, args: int, out: int, arena: int, err: Any) -> None:
+    code: int = AbiErrorCode.InvalidPointer
+    if loader_data.data != ffi.NULL:
+        provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+        iid = inst.data
+        if iid > _MAX_INSTANCE_ID:
+            code = AbiErrorCode.FunctionNotAvailable  # never a live instance
+        else:
+            try:
+                code = provider.call_from_c(fn_id, iid, args, out, arena)
+            except Exception:  # the caller's AbiError is written whatever happens
+                _callback_log.exception("contract call from C failed")
+                code = AbiErrorCode.Generic
+    if err != ffi.NULL:
+        err[0] = code  # code and its padding
+        err[1] = 0  # message.ptr
+        err[2] = 0  # message.len
+
+
+_vm_call: Final = ffi.cast("VmCallFn", _vm_call_words)
+
+
+@ffi.callback("void(*)(VmLoaderData, const HostApi*, const void*, GuestContractInstance*)", onerror=_on_error)
+def _create(loader_data: Any, host: Any, args: Any, out: Any) -> None:
+    if out == ffi.NULL:
+        return
+    out.data = ffi.NULL
+    out.contract_id = 0
+    if loader_data.data == ffi.NULL:
+        return
+    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+    iid = provider.create_from_c()
+    if iid:
+        out.data = ffi.cast("void*", iid)
+        out.contract_id = provider.contract_id
+
+
+@ffi.callback("void(*)(VmLoaderData, const HostApi*, GuestContractInstance)", onerror=_on_error)
+def _destroy(loader_data: Any, host: Any, inst: Any) -> None:
+    if loader_data.data == ffi.NULL:
+        return
+    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+    iid = _u(inst.data)
+    if iid <= _MAX_INSTANCE_ID:
+        provider.destroy_instance(iid)
+
+
+def python_interface(provider: PythonBackedContract) -> Any:
+    """A ``GuestContractInterface*`` calling ``provider``.
+
+    The provider keeps the handle (``loader_data``) alive as ``_c_handle``.
+    """
+    handle = ffi.new_handle(provider)
+    provider._c_handle = handle
+    iface = ffi.new("GuestContractInterface*")
+    iface.contract_id = provider.contract_id
+    iface.contract_version.major = provider.major
+    iface.dispatch_type = DispatchType.VirtualMachine
+    iface.create_instance = _create
+    iface.destroy_instance = _destroy
+    iface.dispatch.vm.call = _vm_call
+    iface.dispatch.vm.loader_data.data = handle
+    return iface
 
 
 # Deadlock detection for peer calls served through Python (engines whose VM lock
@@ -280,9 +392,9 @@ def _value_glue(manifest: Manifest, bundle_dir: str | None) -> str:
     :raises ManifestError: the file resolves outside the bundle directory
     :raises ApiSpecError: the file is missing, malformed, or declares what untrusted bundles cannot use
     """
-    from .typed.apitoml import load_api  # untrusted loads only
-    from .typed.spec import ApiSpec
-    from .typed.valueglue import generate_value_glue
+    from ..typed.apitoml import load_api  # untrusted loads only
+    from ..typed.spec import ApiSpec
+    from ..typed.valueglue import generate_value_glue
 
     if not manifest.api or bundle_dir is None:
         return generate_value_glue(ApiSpec())
@@ -446,8 +558,7 @@ class LuaLoader:
         if isinstance(source, PathSource):
             if not manifest.file:
                 raise ManifestMissingFile(manifest.name)
-            # One open() on a string path: every load reads its entry file, and the
-            # pathlib steps (join, stat, open) cost more than the read.
+            # One open() on a string path (every load reads its entry file): no pathlib.
             bundle_dir = os.fspath(manifest.path)
             entry = os.path.join(bundle_dir, manifest.file)
             try:
@@ -503,6 +614,9 @@ class LuaLoader:
         options: StateOptions,
     ) -> list[Registration]:
         sdk = str(sdk_path()).replace("\\", "/")
+        # polyplug's loader prepends its guest-SDK and ABI-module directories as two entries;
+        # luaplug ships both in one directory, so the same entry twice keeps package.path
+        # entry for entry the shape a bundle sees on the reference.
         if bundle_dir is not None:
             d = bundle_dir.replace("\\", "/")
             state.prepend_package_field("path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
