@@ -13,9 +13,8 @@ from ._version import __version__
 from .abi import AbiErrorCode, DispatchType, LogLevel
 from .arena import CallArena
 from .backend.discovery import available_backends, installed_backends
-from .backend.engine import ContractProvider
 from .config import Config
-from .contract import Contract, Instance
+from .contract import Contract, ContractProvider, Instance
 from .errors import (
     ApiSpecError,
     BackendNotFoundError,

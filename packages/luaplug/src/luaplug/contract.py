@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import logging
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import reentry
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
-from .errors import ContractNotFoundError, LuaplugError, RuntimeClosedError
+from .errors import MEMORY_TEXT, ContractNotFoundError, LuaError, LuaMemoryError, LuaplugError, RuntimeClosedError
 from .errors import dispatch_error as _dispatch_error
+from .ids import guest_contract_id
 
 if TYPE_CHECKING:
     from .arena import CallArena
-    from .backend.engine import ContractProvider
-    from .registry import Registry
 
-__all__ = ["Contract", "Instance", "error_text", "log_call_failure"]
+__all__ = ["Contract", "ContractProvider", "FastCall", "Instance", "error_text", "log_call_failure"]
 
 #: Where a failed call's Lua error is logged (spec §6).
 _call_log: Final = logging.getLogger("luaplug.loader")
@@ -30,11 +30,106 @@ _U32: Final = 1 << 32
 _U64: Final = 1 << 64
 
 
+#: A backend's Python-side dispatch: ``(fn_id, instance_id, args, out, arena)``
+#: (all integers; pointers as addresses) -> ``0``, an error code, or
+#: ``(code, lua_error_text)``.
+FastCall = Callable[[int, int, int, int, int], Any]
+
+
+class ContractProvider(ABC):
+    """One contract as a loader registers it: dispatch, create, destroy, and a
+    C interface (``GuestContractInterface``) whose pointers work from any caller.
+    """
+
+    contract_name: str
+    major: int
+    plugin_name: str
+    function_count: int
+
+    @property
+    def contract_id(self) -> int:
+        """``guest_contract_id(contract_name, major)``."""
+        return guest_contract_id(self.contract_name, self.major)
+
+    @property
+    def display_name(self) -> str:
+        """``"name@major"``."""
+        return f"{self.contract_name}@{self.major}"
+
+    @property
+    @abstractmethod
+    def fast_call(self) -> FastCall:
+        """The backend's own dispatch for Python hosts (no C pointer on the way)."""
+
+    def bound_call(self, instance_id: int) -> Callable[..., Any]:
+        """:attr:`fast_call` with the instance id bound: ``(fn_id, args=0, out=0, arena=0)``."""
+        fast = self.fast_call
+        return lambda fn_id, args=0, out=0, arena=0: fast(fn_id, instance_id, args, out, arena)
+
+    @property
+    def reentry_blocked(self) -> Callable[[], bool] | None:
+        """For engines that cannot re-enter a running VM: whether a call from
+        the calling thread now would re-enter it (``None``: they can)."""
+        return None
+
+    def translate_error(self, exc: Exception) -> LuaplugError:
+        """luaplug's exception for an engine's own exception that escaped a call."""
+        if isinstance(exc, MemoryError):
+            return LuaMemoryError(str(exc) or MEMORY_TEXT)
+        return LuaError(str(exc))
+
+    def native_entry(self, instance_id: int, instance: Any, mode: int) -> Any:
+        """A backend's C-level callable serving :meth:`Instance.dispatch <luaplug.Instance.dispatch>`
+        (``mode`` 0) or ``call`` (``mode`` 1) for one instance, or ``None``.
+
+        It handles the plain-int fast case itself and delegates everything else
+        to the instance's ``_py_dispatch``/``_py_call``/``_failed``. Those
+        methods do not check re-entry: an engine that cannot re-enter a
+        running VM refuses such a call in its entry (``_failed(ReentrantCall, ...)``)
+        before it delegates anything.
+        """
+        return None
+
+    @abstractmethod
+    def create_instance(self) -> int:
+        """Build a fresh instance; its id (from 1, per contract), or 0 on failure."""
+
+    @abstractmethod
+    def destroy_instance(self, instance_id: int) -> None:
+        """Drop an instance (0 is a no-op)."""
+
+    @abstractmethod
+    def interface(self) -> Any:
+        """A ``GuestContractInterface*`` with working create/destroy/vm.call pointers."""
+
+    def last_error_text(self) -> str | None:
+        """The calling thread's last Lua error text, for engines whose fast call
+        returns a bare code 1 (``None`` when the text came with the result)."""
+        return None
+
+
+class _Registered(Protocol):
+    """A registration (:class:`luaplug.registry.Registration`), as a contract reads it."""
+
+    @property
+    def provider(self) -> ContractProvider | None: ...
+
+    @property
+    def iface(self) -> Any: ...
+
+    @property
+    def bundle_name(self) -> str: ...
+
+
+class _Registry(Protocol):
+    def resolve(self, index: int, generation: int) -> _Registered | None: ...
+
+
 class ContractSource(Protocol):
     """What a :class:`Contract` needs of the runtime it came from."""
 
     @property
-    def registry(self) -> Registry: ...
+    def registry(self) -> _Registry: ...
 
     @property
     def closed(self) -> bool: ...

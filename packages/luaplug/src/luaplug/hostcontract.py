@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import _hostfailures, _libc, reentry
 from .abi import AbiErrorCode, DispatchType
@@ -44,7 +44,6 @@ from .ids import host_contract_id
 
 if TYPE_CHECKING:  # luaplug.typed is imported on first use: importing luaplug stays light
     from .epoch import Collector
-    from .hostapi import HostApi
     from .typed.spec import ApiSpec, ContractSpec, FunctionSpec
     from .typed.types import TypeSpec
 
@@ -59,6 +58,13 @@ __all__ = [
 ]
 
 _log: Final = logging.getLogger("luaplug.hostcontract")
+
+
+class _LastError(Protocol):
+    """A ``HostApi`` (:class:`luaplug.hostapi.HostApi`), as a host contract reports through it."""
+
+    def set_last_error(self, text: str) -> None: ...
+
 
 #: A native host function: ``fn(instance, args, out, AbiError* out_err)``. The instance
 #: (``HostContractInstance``, one pointer) travels in the same register as a ``void*``.
@@ -239,7 +245,7 @@ class HostContract:
         *,
         singleton: bool = True,
         host_address: int = 0,
-        host_api: HostApi | None = None,
+        host_api: _LastError | None = None,
     ) -> None:
         if not singleton and not callable(impl):
             raise TypeError(f"host contract {spec.key}: singleton=False needs a factory (a callable), not {impl!r}")

@@ -14,13 +14,16 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _simpletoml
-from ._keys import AUTHORING, unknown_keys
+from ._keys import AUTHORING, close_matches, unknown_keys
 from .errors import LoadError, ManifestError
 from .events import emit
 from .ids import bundle_id, guest_contract_id
+
+if TYPE_CHECKING:
+    from .registry import Registration
 
 __all__ = [
     "BundleSource",
@@ -37,6 +40,7 @@ __all__ = [
     "parse",
     "platform_key",
     "read_bytes",
+    "unregistered_provides",
     "toml_reader",
 ]
 
@@ -564,3 +568,21 @@ class DependencyIndex:
             out |= get(("cid", cid), set())
         out.discard(name)
         return out
+
+
+def unregistered_provides(m: Manifest, registered: Iterable[Registration]) -> list[str]:
+    """One message per ``provides`` entry of ``m`` that no registration of its bundle matches."""
+    have = {r.contract_id: r.display_name for r in registered}
+    out = []
+    for p in m.provides:
+        if p.contract_id in have:
+            continue
+        spec = f"{p.name}@{p.major}"
+        close = close_matches(spec, list(have.values()))
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        listed = ", ".join(sorted(have.values())) or "nothing"
+        out.append(
+            f"bundle {m.name!r}: {m.manifest_path} provides {spec}{hint}, "
+            f"but its polyplug_init registered no such contract (it registered: {listed})"
+        )
+    return out

@@ -23,7 +23,7 @@ from .epoch import Collector
 from .errors import DuplicateProvider
 
 if TYPE_CHECKING:
-    from .backend.engine import ContractProvider
+    from .contract import ContractProvider
 
 __all__ = ["Provider", "Registration", "Registry"]
 

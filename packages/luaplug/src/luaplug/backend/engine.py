@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Final
 
 from .. import _libc
 from ..abi import core_ffi as ffi
-from ..errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
-from ..ids import guest_contract_id
+from ..contract import ContractProvider, FastCall
+from ..errors import LuaError, LuaMemoryError, LuaSyntaxError
 
 __all__ = [
     "CAP_MEMORY_LIMIT",
@@ -45,84 +45,6 @@ CAP_REFUSES_BYTECODE: Final = "refuses_bytecode"
 #: The engine caps a VM's memory (``StateOptions.memory_limit``); without it, the core
 #: refuses a load that asks for a cap (:class:`~luaplug.errors.CapabilityError`).
 CAP_MEMORY_LIMIT: Final = "memory_limit"
-
-
-#: A backend's Python-side dispatch: ``(fn_id, instance_id, args, out, arena)``
-#: (all integers; pointers as addresses) -> ``0``, an error code, or
-#: ``(code, lua_error_text)``.
-FastCall = Callable[[int, int, int, int, int], Any]
-
-
-class ContractProvider(ABC):
-    """One contract as a loader registers it: dispatch, create, destroy, and a
-    C interface (``GuestContractInterface``) whose pointers work from any caller.
-    """
-
-    contract_name: str
-    major: int
-    plugin_name: str
-    function_count: int
-
-    @property
-    def contract_id(self) -> int:
-        """``guest_contract_id(contract_name, major)``."""
-        return guest_contract_id(self.contract_name, self.major)
-
-    @property
-    def display_name(self) -> str:
-        """``"name@major"``."""
-        return f"{self.contract_name}@{self.major}"
-
-    @property
-    @abstractmethod
-    def fast_call(self) -> FastCall:
-        """The backend's own dispatch for Python hosts (no C pointer on the way)."""
-
-    def bound_call(self, instance_id: int) -> Callable[..., Any]:
-        """:attr:`fast_call` with the instance id bound: ``(fn_id, args=0, out=0, arena=0)``."""
-        fast = self.fast_call
-        return lambda fn_id, args=0, out=0, arena=0: fast(fn_id, instance_id, args, out, arena)
-
-    @property
-    def reentry_blocked(self) -> Callable[[], bool] | None:
-        """For engines that cannot re-enter a running VM: whether a call from
-        the calling thread now would re-enter it (``None``: they can)."""
-        return None
-
-    def translate_error(self, exc: Exception) -> LuaplugError:
-        """luaplug's exception for an engine's own exception that escaped a call."""
-        if isinstance(exc, MemoryError):
-            return LuaMemoryError(str(exc) or MEMORY_TEXT)
-        return LuaError(str(exc))
-
-    def native_entry(self, instance_id: int, instance: Any, mode: int) -> Any:
-        """A backend's C-level callable serving :meth:`Instance.dispatch <luaplug.Instance.dispatch>`
-        (``mode`` 0) or ``call`` (``mode`` 1) for one instance, or ``None``.
-
-        It handles the plain-int fast case itself and delegates everything else
-        to the instance's ``_py_dispatch``/``_py_call``/``_failed``. Those
-        methods do not check re-entry: an engine that cannot re-enter a
-        running VM refuses such a call in its entry (``_failed(ReentrantCall, ...)``)
-        before it delegates anything.
-        """
-        return None
-
-    @abstractmethod
-    def create_instance(self) -> int:
-        """Build a fresh instance; its id (from 1, per contract), or 0 on failure."""
-
-    @abstractmethod
-    def destroy_instance(self, instance_id: int) -> None:
-        """Drop an instance (0 is a no-op)."""
-
-    @abstractmethod
-    def interface(self) -> Any:
-        """A ``GuestContractInterface*`` with working create/destroy/vm.call pointers."""
-
-    def last_error_text(self) -> str | None:
-        """The calling thread's last Lua error text, for engines whose fast call
-        returns a bare code 1 (``None`` when the text came with the result)."""
-        return None
 
 
 @lru_cache(maxsize=1)
