@@ -58,12 +58,12 @@ class ContractProvider(ABC):
 
     @property
     @abstractmethod
-    def fast_call(self) -> FastCall:
+    def dispatcher(self) -> FastCall:
         """The backend's own dispatch for Python hosts (no C pointer on the way)."""
 
-    def bound_call(self, instance_id: int) -> Callable[..., Any]:
-        """:attr:`fast_call` with the instance id bound: ``(fn_id, args=0, out=0, arena=0)``."""
-        fast = self.fast_call
+    def bound_dispatcher(self, instance_id: int) -> Callable[..., Any]:
+        """:attr:`dispatcher` with the instance id bound: ``(fn_id, args=0, out=0, arena=0)``."""
+        fast = self.dispatcher
         return lambda fn_id, args=0, out=0, arena=0: fast(fn_id, instance_id, args, out, arena)
 
     @property
@@ -197,7 +197,7 @@ class Instance:
         self._contract = contract
         self._provider: ContractProvider | None = provider
         self._id = instance_id
-        self._call = provider.fast_call
+        self._dispatcher = provider.dispatcher
         self._bind(provider)
 
     def _bind(self, provider: ContractProvider) -> None:
@@ -230,14 +230,14 @@ class Instance:
         The call is pinned by the engine (the VM's in-flight count), so an
         unload or reload on another thread waits for it to return.
         """
-        return self._invoke(fn_id, args, out, arena)[0]
+        return self._dispatch_result(fn_id, args, out, arena)[0]
 
     def call(self, fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> None:
         """Like :meth:`dispatch`, but a non-zero code raises.
 
         :raises DispatchError: carrying the code and, for a Lua error, its text
         """
-        code, text = self._invoke(fn_id, args, out, arena, raising=True)
+        code, text = self._dispatch_result(fn_id, args, out, arena, raising=True)
         if code:
             raise self._error(code, fn_id, text)
 
@@ -247,7 +247,7 @@ class Instance:
 
     def _failed(self, code: int, fn_id: int, raising: bool) -> int:
         """A per-instance entry got a non-zero code: log the Lua error; return the code or raise."""
-        code, text = self._finish(code, fn_id, 0, 0, None, raising)
+        code, text = self._dispatch_slow(code, fn_id, 0, 0, None, raising)
         if raising and code:
             raise self._error(code, fn_id, text)
         return code
@@ -269,17 +269,17 @@ class Instance:
                 )
         return _dispatch_error(code, self._contract.name, fn_id, text, hint)
 
-    def _invoke(
+    def _dispatch_result(
         self, fn_id: int, args: Any, out: Any, arena: CallArena | None, raising: bool = False
     ) -> tuple[int, str | None]:
         if fn_id.__class__ is not int:  # an engine may take a float for an int: validate here
-            return self._finish(-1, fn_id, args, out, arena, raising)
+            return self._dispatch_slow(-1, fn_id, args, out, arena, raising)
         a = 0 if arena is None else arena._address or _closed()
         try:
             # Only plain ints reach the engine: any other object is converted on
             # the slow path first (an engine handed a Python object may allocate
             # for it outside a protected call, and so fail, in a full VM).
-            result = self._call(fn_id, self._id, args, out, a) if type(args) is int and type(out) is int else -1
+            result = self._dispatcher(fn_id, self._id, args, out, a) if type(args) is int and type(out) is int else -1
         except TypeError:
             result = -1
         except (OverflowError, ValueError):  # argument conversion: the caller's error
@@ -288,14 +288,14 @@ class Instance:
             raise self._translate(exc) from exc
         if result == 0:
             return 0, None
-        return self._finish(result, fn_id, args, out, arena, raising)
+        return self._dispatch_slow(result, fn_id, args, out, arena, raising)
 
     def _translate(self, exc: Exception) -> LuaplugError:
         if isinstance(exc, LuaplugError):
             return exc
         return self._provider.translate_error(exc) if self._provider is not None else LuaplugError(str(exc))
 
-    def _finish(
+    def _dispatch_slow(
         self, result: Any, fn_id: int, args: Any, out: Any, arena: CallArena | None, raising: bool = False
     ) -> tuple[int, str | None]:
         # The slow path: pointers that were not plain integers, and failures. A Lua error is
@@ -305,7 +305,7 @@ class Instance:
         if result == -1:
             fn_id = _fn_id(fn_id)
             try:
-                result = self._call(
+                result = self._dispatcher(
                     fn_id, self._id, _address(args), _address(out), 0 if arena is None else arena.address
                 )
             except TypeError as exc:
@@ -330,7 +330,7 @@ class Instance:
     def destroy(self) -> None:
         """Drop the instance's state in its VM (the default impl is never dropped)."""
         provider, self._provider = self._provider, None
-        self._call = _stale
+        self._dispatcher = _stale
         # Back to the methods, which now answer StaleHandle without entering the VM.
         self.__dict__.pop("dispatch", None)
         self.__dict__.pop("call", None)
@@ -348,11 +348,11 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
     Engines that cannot re-enter a running VM get the re-entry check: it
     costs one dict truth test unless Python code runs inside a Lua call.
     """
-    fast = provider.bound_call(inst._id)
+    fast = provider.bound_dispatcher(inst._id)
     blocked = provider.reentry_blocked
     translate = provider.translate_error
     inside = reentry.INSIDE
-    slow = inst._finish
+    slow = inst._dispatch_slow
     error = inst._error
 
     # dispatch and call share this body on purpose (a shared helper would be
@@ -364,7 +364,7 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
             return slow(-1, fn_id, args, out, arena)[0]
         try:
             # Fewer arguments are cheaper to convert: omitted pointers are null.
-            # Only plain ints reach the engine (see Instance._invoke).
+            # Only plain ints reach the engine (see Instance._dispatch_result).
             if type(args) is not int or type(out) is not int:
                 result = -1
             elif arena is None:

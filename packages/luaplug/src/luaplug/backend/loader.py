@@ -73,7 +73,7 @@ class PythonBackedContract(ContractProvider):
 
     _c_handle: Any = None
 
-    def call_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
+    def dispatch_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
         """Dispatch for a foreign caller; returns the code (errors already logged)."""
         raise NotImplementedError
 
@@ -105,7 +105,7 @@ def _vm_call_words(loader_data: Any, inst: Any, fn_id: int, args: int, out: int,
             code = AbiErrorCode.FunctionNotAvailable  # never a live instance
         else:
             try:
-                code = provider.call_from_c(fn_id, iid, args, out, arena)
+                code = provider.dispatch_from_c(fn_id, iid, args, out, arena)
             except Exception:  # the caller's AbiError is written whatever happens
                 _callback_log.exception("contract call from C failed")
                 code = AbiErrorCode.Generic
@@ -223,15 +223,15 @@ class EngineContract(PythonBackedContract):
         self.major = major
         self.plugin_name = plugin_name
         self.function_count = nfuncs
-        self._fast: FastCall = state.dispatcher(cidx)
+        self._dispatcher: FastCall = state.dispatcher(cidx)
         # Engines that cannot re-enter a running state refuse such calls here.
         self._guard_reentry = not nested
         self._pending_destroy: list[int] = []
         self._iface: Any = None
 
     @property
-    def fast_call(self) -> FastCall:
-        return self._fast
+    def dispatcher(self) -> FastCall:
+        return self._dispatcher
 
     def _blocked(self) -> bool:
         return self._guard_reentry and self.state.active_on_this_thread()
@@ -281,7 +281,7 @@ class EngineContract(PythonBackedContract):
         while self._pending_destroy:
             self.state.call_prelude("destroy", self.cidx, self._pending_destroy.pop())
 
-    def call_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
+    def dispatch_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
         if self._blocked():
             return AbiErrorCode.ReentrantCall
         # A peer call: it may block on the VM, held by another thread.
@@ -290,7 +290,7 @@ class EngineContract(PythonBackedContract):
             log_call_failure(_DEADLOCK_TEXT)
             return AbiErrorCode.ReentrantCall
         try:
-            result = self._fast(fn_id, instance_id, args, out, arena)
+            result = self._dispatcher(fn_id, instance_id, args, out, arena)
         finally:
             _done_waiting(me)
         if result == 0:
@@ -311,19 +311,19 @@ class EngineContract(PythonBackedContract):
         An engine whose VM lives as long as something references it (lupa) then frees it at
         once instead of when the cyclic GC finds this contract's cycle through its C handle.
         """
-        self._fast = _stale_call
+        self._dispatcher = _stale_call
 
-    def bound_call(self, instance_id: int) -> Any:
+    def bound_dispatcher(self, instance_id: int) -> Any:
         if self._blocked():
             # Binding may enter the VM, which is running on this thread.
-            return super().bound_call(instance_id)
+            return super().bound_dispatcher(instance_id)
         try:
             bound = self.state.bound_dispatcher(self.cidx, instance_id)
         except LuaplugError:
             # Retired or closed meanwhile (a racing unload): the generic path
             # answers StaleHandle without entering the VM.
             bound = None
-        return bound if bound is not None else super().bound_call(instance_id)
+        return bound if bound is not None else super().bound_dispatcher(instance_id)
 
     @property
     def reentry_blocked(self) -> Any:
