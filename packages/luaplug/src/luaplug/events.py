@@ -148,9 +148,6 @@ class EventHub:
             self._callbacks = tuple(rest)
         return True
 
-    #: :func:`deferring`, reachable from a hub
-    deferring = staticmethod(deferring)
-
     def post(self, event: Event) -> None:
         """Deliver ``event`` now, or when this thread leaves its outermost :func:`deferring`."""
         queue = _pending.queue

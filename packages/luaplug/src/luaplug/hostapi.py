@@ -28,7 +28,7 @@ from .abi import core_ffi as ffi
 from .errors import host_contract_interface_not_found, host_contract_unavailable
 from .events import emit
 
-__all__ = ["HostApi", "HostServices", "default_host", "default_host_address", "guest_logger"]
+__all__ = ["HostApi", "HostServices", "default_host", "guest_logger"]
 
 #: Logger guest messages arrive at (``HostApi.log``); the guest's scope is kept
 #: in the record attribute ``scope`` and prefixed to the message.
@@ -433,8 +433,3 @@ def default_host() -> HostApi:
             if _default is None:
                 _default = HostApi(None)
     return _default
-
-
-def default_host_address() -> int:
-    """Address of :func:`default_host`'s struct."""
-    return default_host().address

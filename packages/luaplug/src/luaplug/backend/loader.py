@@ -450,7 +450,6 @@ class LuaLoader:
     """
 
     name = "lua"
-    supports_hot_reload = True
 
     def __init__(self, engine: Engine, collector: Collector) -> None:
         self.engine = engine
