@@ -198,7 +198,7 @@ def test_luaplug_new_refuses_an_undeclared_contract(tmp_path: Path, bundles: Pat
 
 
 def test_a_disabled_backend_says_so(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
-    from luaplug import backends
+    from luaplug.backend import discovery as backends
 
     monkeypatch.setenv("LUAPLUG_DISABLED_BACKENDS", backend)
     backends.reset()

@@ -48,7 +48,7 @@ from hypothesis import strategies as st
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT, CAP_REFUSES_BYTECODE
+from luaplug.backend import CAP_MEMORY_LIMIT, CAP_REFUSES_BYTECODE
 from luaplug.ids import bundle_id, guest_contract_id
 from luaplug.testing import BUNDLES_DIR
 

@@ -17,7 +17,7 @@ import pytest
 import luaplug
 from luaplug import cli
 from luaplug.abi import ffi
-from luaplug.engine import CAP_MEMORY_LIMIT
+from luaplug.backend import CAP_MEMORY_LIMIT
 from luaplug.ids import bundle_id
 
 lupa_luajit = pytest.importorskip("lupa.luajit21")  # a test tool here: it makes bytecode

@@ -19,7 +19,7 @@ import pytest
 
 import luaplug
 import luaplug.runtime
-from luaplug.engine import EngineState
+from luaplug.backend import EngineState
 from luaplug.epoch import RETIRE_BATCH, Collector
 
 TINY = """

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import luaplug
-from luaplug import backends
 from luaplug.abi import ffi
-from luaplug.engine import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES
+from luaplug.backend import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES
+from luaplug.backend import discovery as backends
 from luaplug_cffi import _build
 from luaplug_cffi import engine as cffi_engine
 
@@ -81,7 +81,7 @@ def test_unavailable_without_the_compiled_module_and_others_still_found() -> Non
     code = (
         "import sys; sys.modules['luaplug_cffi._native'] = None\n"
         "import luaplug\n"
-        "from luaplug import backends\n"
+        "from luaplug.backend import discovery as backends\n"
         "info = backends.installed_backends()['cffi']\n"
         "print('REASON', info.probe())\n"
         "print('AVAILABLE', backends.available_backends())\n"

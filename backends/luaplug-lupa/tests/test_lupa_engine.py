@@ -17,8 +17,7 @@ import pytest
 
 import luaplug
 import luaplug.runtime
-from luaplug import backends
-from luaplug.engine import (
+from luaplug.backend import (
     CAP_MEMORY_LIMIT,
     CAP_NESTED_SAME_BUNDLE,
     CAP_PARALLEL_STATES,
@@ -26,6 +25,7 @@ from luaplug.engine import (
     StateOptions,
     prelude_source,
 )
+from luaplug.backend import discovery as backends
 from luaplug.epoch import Collector
 from luaplug.ids import bundle_id
 from luaplug_lupa import engine as lupa_engine

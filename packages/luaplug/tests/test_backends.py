@@ -1,23 +1,20 @@
 """Backend discovery through pluggy entry points, tested with fake distributions: metadata
-directories on a ``sys.path`` of their own (read by ``luaplug._entrypoints``), and fake
-``importlib.metadata`` distributions (pluggy's own loading, the fallback)."""
+directories on a ``sys.path`` of their own, read through ``importlib.metadata``."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import luaplug
 import luaplug.runtime
-from luaplug import BackendNotFoundError, BackendUnavailableError, CapabilityError, _entrypoints, backends
-from luaplug.engine import CAP_MEMORY_LIMIT, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
-from luaplug.hookspecs import hookimpl
+from luaplug import BackendNotFoundError, BackendUnavailableError, CapabilityError
+from luaplug.backend import CAP_MEMORY_LIMIT, DEFAULT_OPTIONS, Engine, EngineState, StateOptions, hookimpl
+from luaplug.backend import discovery as backends
 
 
 class FakeEngine(Engine):
@@ -47,22 +44,8 @@ def _plugin(name: str, engine: str, priority: int) -> types.ModuleType:
     return mod
 
 
-class _EP:
-    def __init__(self, name: str, module: str) -> None:
-        self.name, self.value, self.group = name, module, "luaplug"
-
-    def load(self) -> Any:
-        return sys.modules[self.value]
-
-
-class _Dist:
-    def __init__(self, eps: list[_EP]) -> None:
-        self.entry_points = eps
-        self.metadata = {"name": "fake-dist"}
-
-
-@pytest.fixture(params=["sys.path", "importlib.metadata"])
-def fake_world(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+@pytest.fixture
+def fake_world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     mods = {
         "fake_plugin_good": _plugin("good", f"{__name__}:FakeEngine", 5),
         "fake_plugin_better": _plugin("better", f"{__name__}:FakeEngine", 9),
@@ -71,16 +54,12 @@ def fake_world(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, 
     }
     for k, v in mods.items():
         monkeypatch.setitem(sys.modules, k, v)
-    if request.param == "sys.path":
-        info = tmp_path / "fake_dist-1.0.dist-info"
-        info.mkdir()
-        lines = "".join(f"{m.split('_')[-1]} = {m}\n" for m in mods)
-        (info / "entry_points.txt").write_text(f"[luaplug]\n{lines}", "utf-8")
-        monkeypatch.setattr(sys, "path", [str(tmp_path)])  # the plugin modules are in sys.modules
-    else:
-        dist = _Dist([_EP(m.split("_")[-1], m) for m in mods])
-        monkeypatch.setattr(importlib.metadata, "distributions", lambda: [dist])
-        monkeypatch.setattr(_entrypoints, "entry_points", lambda group: None)
+    info = tmp_path / "fake_dist-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-dist\nVersion: 1.0\n", "utf-8")
+    lines = "".join(f"{m.split('_')[-1]} = {m}\n" for m in mods)
+    (info / "entry_points.txt").write_text(f"[luaplug]\n{lines}", "utf-8")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # the plugin modules are in sys.modules
     monkeypatch.delenv("LUAPLUG_BACKEND", raising=False)
     monkeypatch.delenv("LUAPLUG_DISABLED_BACKENDS", raising=False)
     backends.reset()

@@ -1,4 +1,4 @@
-"""luaplug._files.read_bytes: what open().read() gives, errors included."""
+"""luaplug.manifest.read_bytes: what open().read() gives, errors included."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from luaplug._files import read_bytes
+from luaplug.manifest import read_bytes
 
 
 @pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 7])

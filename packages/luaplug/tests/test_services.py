@@ -7,13 +7,12 @@ import logging
 import pytest
 
 from luaplug import typed
-from luaplug._deps import declared_contract_ids, depends_on
 from luaplug.abi import AbiErrorCode
 from luaplug.abi import core_ffi as ffi
-from luaplug.events import Event, EventHub, Phase
+from luaplug.events import Event, EventHub, Phase, deferring, emit
 from luaplug.hostcontract import HostContract, version_matches
 from luaplug.ids import bundle_id, guest_contract_id, host_contract_id
-from luaplug.manifest import parse
+from luaplug.manifest import declared_contract_ids, depends_on, parse
 
 
 @pytest.mark.parametrize(
@@ -123,8 +122,8 @@ def test_event_hub_defers_and_isolates_failures(caplog: pytest.LogCaptureFixture
     hub.subscribe(bad)
     hub.subscribe(got.append)
     e1, e2 = Event(Phase.Preparing, 1, "a"), Event(Phase.Reloaded, 1, "a")
-    with hub.deferring():
-        with hub.deferring():
+    with deferring():
+        with deferring():
             hub.post(e1)
         hub.post(e2)
         assert got == []
@@ -132,6 +131,33 @@ def test_event_hub_defers_and_isolates_failures(caplog: pytest.LogCaptureFixture
     assert "raised on Preparing" in caplog.text
     with pytest.raises(TypeError):
         hub.subscribe(3)  # type: ignore[arg-type]
+
+
+def test_events_and_log_records_wait_in_one_queue_in_the_order_they_were_made() -> None:
+    hub = EventHub()
+    seen: list[str] = []
+    hub.subscribe(lambda e: seen.append(f"event {e.phase.name}"))
+
+    class Sink(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(f"log {record.getMessage()}")
+
+    logger = logging.getLogger("luaplug.test_queue")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(Sink())
+    with deferring():
+        hub.post(Event(Phase.Preparing, 1, "a"))
+        emit(logger, logging.INFO, "between")
+        hub.post(Event(Phase.Reloaded, 1, "a"))
+        with deferring():  # a nested section delivers nothing on its own
+            emit(logger, logging.INFO, "last")
+        assert seen == []
+    assert seen == ["event Preparing", "log between", "event Reloaded", "log last"]
+    # Outside any section both are delivered at once.
+    hub.post(Event(Phase.Unloading, 1, "a"))
+    emit(logger, logging.INFO, "now")
+    assert seen[-2:] == ["event Unloading", "log now"]
 
 
 def test_dependency_helpers() -> None:

@@ -1,36 +1,26 @@
-"""What ``import luaplug`` and creating a runtime import: only what a runtime needs.
+"""What a user feels of ``import luaplug``: the optional parts stay unimported, and it works.
 
 Each case runs in a fresh interpreter, so the test process's own imports do not count.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
-from importlib import import_module
 from pathlib import Path
 
 import pytest
 
 import luaplug
 
-#: Never imported by ``import luaplug`` + ``luaplug.Runtime(...)`` in a directory without a
-#: luaplug configuration: each costs milliseconds and serves rarely used paths only.
-HEAVY = (
-    "importlib.metadata",  # backends are found by luaplug._entrypoints
-    "tomllib",  # manifests in the simple subset, configuration files
-    "tomli",
-    "pathlib",
-    "platform",  # platform file tables of manifests
-    "zipfile",
-    "email",
-    "luaplug.manifest",  # the first load imports it
-    "luaplug.hostcontract",  # the first host contract served or registered imports it
-    "luaplug.events",  # the first event posted imports it
+#: Imported on first use only: each serves a rarely used path and costs start-up time.
+OPTIONAL = (
     "luaplug.typed",
     "luaplug.cli",
+    "tomllib",  # the TOML reader (manifests beyond the simple subset, configuration files)
+    "tomli",
+    "importlib.metadata",  # backend discovery, when a runtime is created
 )
 
 
@@ -49,57 +39,40 @@ def imported_after(code: str, cwd: Path) -> dict[str, object]:
     return out
 
 
-def test_import_luaplug_imports_nothing_else(tmp_path: Path) -> None:
-    modules = imported_after("import luaplug", tmp_path)["modules"]
-    assert modules == ["__future__", "luaplug"]  # __future__: its ``annotations`` import
+def _optional(modules: object) -> list[str]:
+    assert isinstance(modules, list)
+    return sorted(m for m in modules if any(m == name or m.startswith(f"{name}.") for name in OPTIONAL))
+
+
+def test_import_luaplug_leaves_the_optional_parts_unimported(tmp_path: Path) -> None:
+    out = imported_after("import luaplug\nresult = luaplug.Runtime.__name__", tmp_path)
+    assert out["result"] == "Runtime"
+    assert _optional(out["modules"]) == []
 
 
 @pytest.mark.parametrize("backend", ["lupa", "cffi"])
-def test_creating_a_runtime_stays_light(backend: str, tmp_path: Path) -> None:
+def test_a_fresh_interpreter_loads_and_calls(backend: str, tmp_path: Path) -> None:
     if backend not in luaplug.available_backends():
         pytest.skip(f"the {backend} backend is not available here")
     # Another project's pyproject.toml on the way up: passed over without a TOML parser.
-    (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "host"\ndependencies = ["luaplug", "luaplug-cffi"]\n# luaplug is configured elsewhere\n',
-        "utf-8",
-    )
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "host"\n# luaplug is configured elsewhere\n', "utf-8")
+    counter = Path(luaplug.__file__).parent / "examples" / "counter"
     code = (
         "import luaplug\n"
-        f"rt = luaplug.Runtime({backend!r})\n"
-        "from luaplug import backends\n"
-        f"result = [rt.backend_name, backends.plugin_manager().get_plugin({backend!r}).__name__, rt.config.path]\n"
+        "from luaplug.abi import core_ffi as ffi\n"
+        f"with luaplug.Runtime({backend!r}) as rt:\n"
+        f"    rt.load({str(counter)!r})\n"
+        "    inst = rt.contract('demo.Counter').create_instance()\n"
+        "    out = ffi.new('int64_t*')\n"
+        "    inst.call(0, 0, out)\n"
+        "    inst.call(0, 0, out)\n"
+        "    result = [rt.backend_name, int(out[0]), rt.config.path]\n"
     )
     out = imported_after(code, tmp_path)
-    # Found through its entry point (group "luaplug", entry name = backend name) and pluggy.
-    assert out["result"] == [backend, f"luaplug_{backend}.plugin", None]
-    modules = set(out["modules"])  # type: ignore[call-overload]
-    assert "pluggy" in modules and "logging" in modules
-    # What pluggy imports itself is not luaplug's doing: pluggy < 1.2 imports importlib.metadata
-    # (and with it email, zipfile, pathlib...) as it is imported; later ones only when asked to.
-    by_pluggy = set(imported_after("import pluggy", tmp_path)["modules"])  # type: ignore[call-overload]
-    heavy = sorted(m for m in modules - by_pluggy if any(m == h or m.startswith(f"{h}.") for h in HEAVY))
-    assert heavy == []
-
-
-def test_lazy_names_match_the_imports(tmp_path: Path) -> None:
-    # The TYPE_CHECKING imports of luaplug/__init__.py are what type checkers see; each
-    # name must be the object the lazy lookup hands out at run time.
-    tree = ast.parse(Path(luaplug.__file__).read_text("utf-8"))
-    checked = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
-    declared: dict[str, object] = {}
-    for node in checked.body:
-        assert isinstance(node, ast.ImportFrom) and node.level == 1
-        for alias in node.names:
-            if node.module is None:
-                declared[alias.name] = import_module(f"luaplug.{alias.name}")
-            else:
-                declared[alias.name] = getattr(import_module(f"luaplug.{node.module}"), alias.name)
-    assert sorted(declared) == sorted(luaplug.__all__)
-    for name, obj in declared.items():
-        assert getattr(luaplug, name) is obj, name
-    assert set(luaplug.__all__) <= set(dir(luaplug))
-    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
-        _ = luaplug.nothing_here  # type: ignore[attr-defined]
+    assert out["result"] == [backend, 2, None]
+    # Neither the TOML reader nor the typed layer: a simple manifest and no configuration
+    # (backend discovery reads the entry points through importlib.metadata).
+    assert [m for m in _optional(out["modules"]) if not m.startswith("importlib.metadata")] == []
 
 
 def test_every_public_name_resolves_in_a_fresh_interpreter(tmp_path: Path) -> None:

@@ -8,18 +8,20 @@ once per parse as a WARNING naming the file, the key and the nearest known key;
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from .manifest import Manifest
-    from .registry import Registration
-
-__all__ = ["AUTHORING", "unknown_keys", "unregistered_provides"]
+__all__ = ["AUTHORING", "close_matches", "unknown_keys"]
 
 #: ``extra`` of every authoring warning record: ``luaplug check`` prints these itself.
 AUTHORING: Final = {"luaplug_authoring": True}
+
+
+def close_matches(word: str, candidates: Iterable[str]) -> list[str]:
+    """The one candidate closest to ``word``, if any is close (only a mistake needs difflib)."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
 
 
 def unknown_keys(table: Mapping[str, Any], known: Iterable[str], where: str, path: str | None) -> list[str]:
@@ -33,25 +35,7 @@ def unknown_keys(table: Mapping[str, Any], known: Iterable[str], where: str, pat
         if key in names:
             continue
         full = f"{where}.{key}" if where else key
-        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        close = close_matches(key, names)
         hint = f" (did you mean `{close[0]}`?)" if close else f" (known keys: {', '.join(sorted(names))})"
         out.append(f"{path or '<api>'}: unknown key `{full}`{hint}")
-    return out
-
-
-def unregistered_provides(m: Manifest, registered: Iterable[Registration]) -> list[str]:
-    """One message per ``provides`` entry of ``m`` that no registration of its bundle matches."""
-    have = {r.contract_id: r.display_name for r in registered}
-    out = []
-    for p in m.provides:
-        if p.contract_id in have:
-            continue
-        spec = f"{p.name}@{p.major}"
-        close = difflib.get_close_matches(spec, list(have.values()), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        listed = ", ".join(sorted(have.values())) or "nothing"
-        out.append(
-            f"bundle {m.name!r}: {m.manifest_path} provides {spec}{hint}, "
-            f"but its polyplug_init registered no such contract (it registered: {listed})"
-        )
     return out

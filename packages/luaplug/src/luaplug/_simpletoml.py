@@ -1,6 +1,6 @@
 """A fast reader for the simple TOML most manifests are written in.
 
-``tomllib`` is pure Python and costs a good part of a bundle load. Manifests are
+Every load reads a manifest, and ``tomllib`` is pure Python. Manifests are
 nearly always flat ``key = value`` lines and a ``[table]`` or two of the same, so
 :func:`loads` reads exactly that subset and answers ``None`` for anything else
 (escapes, dotted keys, inline tables, multi-line values, floats, dates, arrays of

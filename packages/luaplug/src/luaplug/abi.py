@@ -194,8 +194,7 @@ core_ffi: Final[Any] = _abi_ffi.ffi
 # Invariant: ``struct HostApi`` is the first type this FFI realizes. cffi (2.1) aborts the
 # process (an assertion in realize_c_type.c) when some types whose definitions lead back to
 # HostApi through function pointers are realized before it, e.g. ``VmCallFn`` alone; once it
-# is realized, any order is safe (tests/test_abi.py tries every type first). Importing the
-# whole package up front used to fix the order by accident.
+# is realized, any order is safe (tests/test_abi.py tries every type first).
 core_ffi.typeof("HostApi")
 
 

@@ -10,14 +10,22 @@ block of ``max(24 + align + size, 4096)`` bytes from ``host->alloc``.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .abi import core_ffi as ffi
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .hostapi import HostApi
 
 __all__ = ["CallArena"]
+
+
+class _HostOwner(Protocol):
+    """A runtime, as an arena sees it: the owner of a ``HostApi``."""
+
+    @property
+    def host_api(self) -> HostApi: ...
+
 
 _HEADER: Final = 24  # sizeof(ArenaOverflowBlock); usable bytes follow it
 _MIN_BLOCK: Final = 4096
@@ -41,7 +49,7 @@ class CallArena:
 
     __slots__ = ("__weakref__", "_address", "_base", "_buf", "_host", "_keep", "_struct", "_words")
 
-    def __init__(self, capacity: int = 4096, host: Runtime | int | None = None) -> None:
+    def __init__(self, capacity: int = 4096, host: _HostOwner | int | None = None) -> None:
         if capacity < 0:
             raise ValueError("capacity must be >= 0")
         from .hostapi import default_host

@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import backends as _backends
-from ._keys import unregistered_provides
 from ._version import __version__
 from .abi import core_ffi as ffi
 from .arena import CallArena
+from .backend import discovery as _backends
 from .config import Config, resolve_config
 from .errors import ApiSpecError, LuaplugError
+from .manifest import unregistered_provides
 from .runtime import Bundle, Runtime
 from .typed import ApiSpec, TypeSpec, load_api
 from .typed.bundletoml import load_bundle_toml

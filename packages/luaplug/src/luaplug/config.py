@@ -85,14 +85,16 @@ def _settings(table: Mapping[str, Any], path: Path, prefix: str) -> Config:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    from . import _toml
+    from .manifest import toml_reader
 
+    toml = toml_reader()
     try:
         with path.open("rb") as f:
-            return _toml.load(f)
+            data: dict[str, Any] = toml.load(f)
+            return data
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
-    except _toml.TOMLDecodeError as exc:
+    except toml.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
     except RecursionError:
         raise ConfigError("not valid TOML: values nested too deeply", path=str(path)) from None

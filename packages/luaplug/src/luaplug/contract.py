@@ -2,28 +2,150 @@
 
 from __future__ import annotations
 
+import logging
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import reentry
 from .abi import AbiErrorCode
 from .abi import core_ffi as ffi
-from .errors import ContractNotFoundError, LuaplugError, RuntimeClosedError
+from .errors import MEMORY_TEXT, ContractNotFoundError, LuaError, LuaMemoryError, LuaplugError, RuntimeClosedError
 from .errors import dispatch_error as _dispatch_error
+from .ids import guest_contract_id
 
 if TYPE_CHECKING:
     from .arena import CallArena
-    from .loader import ContractProvider
-    from .runtime import Runtime
 
-__all__ = ["Contract", "Instance"]
+__all__ = ["Contract", "ContractProvider", "FastCall", "Instance", "error_text", "log_call_failure"]
+
+#: Where a failed call's Lua error is logged (spec §6).
+_call_log: Final = logging.getLogger("luaplug.loader")
 
 _STALE: Final = int(AbiErrorCode.StaleHandle)
 _NO_FUNCTION: Final = int(AbiErrorCode.FunctionNotAvailable)
 _REENTRANT: Final = int(AbiErrorCode.ReentrantCall)
 _U32: Final = 1 << 32
 _U64: Final = 1 << 64
+
+
+#: A backend's Python-side dispatch: ``(fn_id, instance_id, args, out, arena)``
+#: (all integers; pointers as addresses) -> ``0``, an error code, or
+#: ``(code, lua_error_text)``.
+FastCall = Callable[[int, int, int, int, int], Any]
+
+
+class ContractProvider(ABC):
+    """One contract as a loader registers it: dispatch, create, destroy, and a
+    C interface (``GuestContractInterface``) whose pointers work from any caller.
+    """
+
+    contract_name: str
+    major: int
+    plugin_name: str
+    function_count: int
+
+    @property
+    def contract_id(self) -> int:
+        """``guest_contract_id(contract_name, major)``."""
+        return guest_contract_id(self.contract_name, self.major)
+
+    @property
+    def display_name(self) -> str:
+        """``"name@major"``."""
+        return f"{self.contract_name}@{self.major}"
+
+    @property
+    @abstractmethod
+    def dispatcher(self) -> FastCall:
+        """The backend's own dispatch for Python hosts (no C pointer on the way)."""
+
+    def bound_dispatcher(self, instance_id: int) -> Callable[..., Any]:
+        """:attr:`dispatcher` with the instance id bound: ``(fn_id, args=0, out=0, arena=0)``."""
+        fast = self.dispatcher
+        return lambda fn_id, args=0, out=0, arena=0: fast(fn_id, instance_id, args, out, arena)
+
+    @property
+    def reentry_blocked(self) -> Callable[[], bool] | None:
+        """For engines that cannot re-enter a running VM: whether a call from
+        the calling thread now would re-enter it (``None``: they can)."""
+        return None
+
+    def translate_error(self, exc: Exception) -> LuaplugError:
+        """luaplug's exception for an engine's own exception that escaped a call."""
+        if isinstance(exc, MemoryError):
+            return LuaMemoryError(str(exc) or MEMORY_TEXT)
+        return LuaError(str(exc))
+
+    def native_entry(self, instance_id: int, instance: Any, mode: int) -> Any:
+        """A backend's C-level callable serving :meth:`Instance.dispatch <luaplug.Instance.dispatch>`
+        (``mode`` 0) or ``call`` (``mode`` 1) for one instance, or ``None``.
+
+        It handles the plain-int fast case itself and delegates everything else
+        to the instance's ``_py_dispatch``/``_py_call``/``_failed``. Those
+        methods do not check re-entry: an engine that cannot re-enter a
+        running VM refuses such a call in its entry (``_failed(ReentrantCall, ...)``)
+        before it delegates anything.
+        """
+        return None
+
+    @abstractmethod
+    def create_instance(self) -> int:
+        """Build a fresh instance; its id (from 1, per contract), or 0 on failure."""
+
+    @abstractmethod
+    def destroy_instance(self, instance_id: int) -> None:
+        """Drop an instance (0 is a no-op)."""
+
+    @abstractmethod
+    def interface(self) -> Any:
+        """A ``GuestContractInterface*`` with working create/destroy/vm.call pointers."""
+
+    def last_error_text(self) -> str | None:
+        """The calling thread's last Lua error text, for engines whose fast call
+        returns a bare code 1 (``None`` when the text came with the result)."""
+        return None
+
+
+class _Registered(Protocol):
+    """A registration (:class:`luaplug.registry.Registration`), as a contract reads it."""
+
+    @property
+    def provider(self) -> ContractProvider | None: ...
+
+    @property
+    def iface(self) -> Any: ...
+
+    @property
+    def bundle_name(self) -> str: ...
+
+
+class _Registry(Protocol):
+    def resolve(self, index: int, generation: int) -> _Registered | None: ...
+
+
+class ContractSource(Protocol):
+    """What a :class:`Contract` needs of the runtime it came from."""
+
+    @property
+    def registry(self) -> _Registry: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+def error_text(value: object) -> str:
+    """A Lua error value as text (engines may hand over bytes)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def log_call_failure(text: str, *, raised: bool = False) -> None:
+    """Spec §6: a handler's Lua error is logged at Error level; at DEBUG when it is also
+    raised to the Python caller (the exception carries it)."""
+    _call_log.log(logging.DEBUG if raised else logging.ERROR, "Lua function call failed: %s", text)
 
 
 def _check_fn_id(fn_id: int) -> None:
@@ -75,7 +197,7 @@ class Instance:
         self._contract = contract
         self._provider: ContractProvider | None = provider
         self._id = instance_id
-        self._call = provider.fast_call
+        self._dispatcher = provider.dispatcher
         self._bind(provider)
 
     def _bind(self, provider: ContractProvider) -> None:
@@ -108,14 +230,14 @@ class Instance:
         The call is pinned by the engine (the VM's in-flight count), so an
         unload or reload on another thread waits for it to return.
         """
-        return self._invoke(fn_id, args, out, arena)[0]
+        return self._dispatch_result(fn_id, args, out, arena)[0]
 
     def call(self, fn_id: int, args: Any = 0, out: Any = 0, arena: CallArena | None = None) -> None:
         """Like :meth:`dispatch`, but a non-zero code raises.
 
         :raises DispatchError: carrying the code and, for a Lua error, its text
         """
-        code, text = self._invoke(fn_id, args, out, arena, raising=True)
+        code, text = self._dispatch_result(fn_id, args, out, arena, raising=True)
         if code:
             raise self._error(code, fn_id, text)
 
@@ -125,7 +247,7 @@ class Instance:
 
     def _failed(self, code: int, fn_id: int, raising: bool) -> int:
         """A per-instance entry got a non-zero code: log the Lua error; return the code or raise."""
-        code, text = self._finish(code, fn_id, 0, 0, None, raising)
+        code, text = self._dispatch_slow(code, fn_id, 0, 0, None, raising)
         if raising and code:
             raise self._error(code, fn_id, text)
         return code
@@ -135,7 +257,7 @@ class Instance:
         hint = ""
         if code == _STALE:
             runtime = self._contract._runtime
-            if runtime._closed:
+            if runtime.closed:
                 return RuntimeClosedError(
                     f"{self._contract.name}: the runtime is closed (called after Runtime.close())"
                 )
@@ -147,17 +269,17 @@ class Instance:
                 )
         return _dispatch_error(code, self._contract.name, fn_id, text, hint)
 
-    def _invoke(
+    def _dispatch_result(
         self, fn_id: int, args: Any, out: Any, arena: CallArena | None, raising: bool = False
     ) -> tuple[int, str | None]:
         if fn_id.__class__ is not int:  # an engine may take a float for an int: validate here
-            return self._finish(-1, fn_id, args, out, arena, raising)
+            return self._dispatch_slow(-1, fn_id, args, out, arena, raising)
         a = 0 if arena is None else arena._address or _closed()
         try:
             # Only plain ints reach the engine: any other object is converted on
             # the slow path first (an engine handed a Python object may allocate
             # for it outside a protected call, and so fail, in a full VM).
-            result = self._call(fn_id, self._id, args, out, a) if type(args) is int and type(out) is int else -1
+            result = self._dispatcher(fn_id, self._id, args, out, a) if type(args) is int and type(out) is int else -1
         except TypeError:
             result = -1
         except (OverflowError, ValueError):  # argument conversion: the caller's error
@@ -166,14 +288,14 @@ class Instance:
             raise self._translate(exc) from exc
         if result == 0:
             return 0, None
-        return self._finish(result, fn_id, args, out, arena, raising)
+        return self._dispatch_slow(result, fn_id, args, out, arena, raising)
 
     def _translate(self, exc: Exception) -> LuaplugError:
         if isinstance(exc, LuaplugError):
             return exc
         return self._provider.translate_error(exc) if self._provider is not None else LuaplugError(str(exc))
 
-    def _finish(
+    def _dispatch_slow(
         self, result: Any, fn_id: int, args: Any, out: Any, arena: CallArena | None, raising: bool = False
     ) -> tuple[int, str | None]:
         # The slow path: pointers that were not plain integers, and failures. A Lua error is
@@ -183,7 +305,7 @@ class Instance:
         if result == -1:
             fn_id = _fn_id(fn_id)
             try:
-                result = self._call(
+                result = self._dispatcher(
                     fn_id, self._id, _address(args), _address(out), 0 if arena is None else arena.address
                 )
             except TypeError as exc:
@@ -194,8 +316,6 @@ class Instance:
                 raise self._translate(exc) from exc
             if result == 0:
                 return 0, None
-        from .lualoader import error_text, log_call_failure
-
         if result.__class__ is tuple:
             text = error_text(result[1])
             log_call_failure(text, raised=raising)
@@ -210,7 +330,7 @@ class Instance:
     def destroy(self) -> None:
         """Drop the instance's state in its VM (the default impl is never dropped)."""
         provider, self._provider = self._provider, None
-        self._call = _stale
+        self._dispatcher = _stale
         # Back to the methods, which now answer StaleHandle without entering the VM.
         self.__dict__.pop("dispatch", None)
         self.__dict__.pop("call", None)
@@ -228,11 +348,11 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
     Engines that cannot re-enter a running VM get the re-entry check: it
     costs one dict truth test unless Python code runs inside a Lua call.
     """
-    fast = provider.bound_call(inst._id)
+    fast = provider.bound_dispatcher(inst._id)
     blocked = provider.reentry_blocked
     translate = provider.translate_error
     inside = reentry.INSIDE
-    slow = inst._finish
+    slow = inst._dispatch_slow
     error = inst._error
 
     # dispatch and call share this body on purpose (a shared helper would be
@@ -244,7 +364,7 @@ def _python_entries(inst: Instance, provider: ContractProvider) -> tuple[Callabl
             return slow(-1, fn_id, args, out, arena)[0]
         try:
             # Fewer arguments are cheaper to convert: omitted pointers are null.
-            # Only plain ints reach the engine (see Instance._invoke).
+            # Only plain ints reach the engine (see Instance._dispatch_result).
             if type(args) is not int or type(out) is not int:
                 result = -1
             elif arena is None:
@@ -304,7 +424,7 @@ class Contract:
     contract is stale and :meth:`create_instance` raises.
     """
 
-    def __init__(self, runtime: Runtime, name: str, major: int, handle: tuple[int, int]) -> None:
+    def __init__(self, runtime: ContractSource, name: str, major: int, handle: tuple[int, int]) -> None:
         self._runtime = runtime
         self.contract_name = name
         self.major = major

@@ -14,15 +14,15 @@ Invariants:
 * A reader may load the current bucket just before a rotation and append to
   it after the deferred function already ran. Readers must therefore pin
   *first* and only then check whether the object they reach was retired
-  (writers retire *before* deferring). Every luaplug call path does this: it
-  pins, then the engine refuses a retired VM with ``StaleHandle``.
+  (writers retire *before* deferring). Every luaplug call path does this: the
+  VM's count of calls in flight (below) is its pin, and a retired VM refuses
+  the call with ``StaleHandle``.
 * Garbage stays bounded: a bucket is forgotten once empty, and pending
   functions are dropped as soon as they run.
 * Engines pin without Python: the host prelude counts the calls in flight on
   a VM in C memory. Reclaiming a VM is deferred with ``busy=`` that reads
   this count; a retired VM takes no new calls, so the count only falls and
-  the wait is bounded. This keeps the Python host's call path free of any
-  Python-level pin (two list operations cost a quarter of a lupa call).
+  the wait is bounded. The Python host's call path takes no Python-level pin.
 * Reclamation that can wait (a VM a reload superseded) is *retired* rather
   than deferred: it joins a batch of at most :data:`RETIRE_BATCH` entries,
   which is deferred as a whole when full or at :meth:`Collector.collect`.

@@ -6,22 +6,31 @@ A host subscribes with :meth:`luaplug.Runtime.on_event`; the callback receives o
 - reload: ``Preparing`` -> (dependents' own events) -> ``Reloaded``, or ``Failed`` with the reason;
 - unload: ``Unloading``.
 
-Callbacks never run while a runtime lock is held: events raised inside a locked section
-are queued per thread and delivered, in order, once the outermost section released the
-lock (:class:`EventHub`, in ``_eventhub``: a runtime creates one, and imports this module
-with the first event it posts). A callback that raises is logged (logger
-``luaplug.events``) and the others still run.
+Callbacks never run while a runtime lock is held, and neither does the log sink
+(runtime-semantics "Logging"): a runtime wraps its locked sections in :func:`deferring`, and
+the events posted (:meth:`EventHub.post`) and the records logged (:func:`emit`) on that thread
+meanwhile wait in ONE per-thread queue, delivered in the order they were made once the
+outermost section ended, after the lock was released. A log record is built at once (its
+time and content are those of the moment it was logged). A callback that raises is logged
+(logger ``luaplug.events``) and the others still run; records and events of other threads
+are never delayed.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import functools
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Final
 
-from ._eventhub import EventHub
+__all__ = ["Event", "EventCallback", "EventHub", "Phase", "deferring", "emit"]
 
-__all__ = ["Event", "EventCallback", "EventHub", "Phase"]
+_log: Final = logging.getLogger("luaplug.events")
 
 
 class Phase(enum.IntEnum):
@@ -51,3 +60,111 @@ class Event:
 
 #: What :meth:`luaplug.Runtime.on_event` takes.
 EventCallback = Callable[[Event], object]
+
+
+# -- one deferred-delivery queue for events and log records ---------------------------------
+
+
+class _Pending(threading.local):
+    #: how many :func:`deferring` blocks this thread is in
+    depth: int = 0
+    #: what waits for the outermost block to end (``None`` outside any block)
+    queue: list[Callable[[], None]] | None = None
+
+
+_pending = _Pending()
+
+
+@contextmanager
+def deferring() -> Iterator[None]:
+    """Hold this thread's events and :func:`emit` records until the outermost block exits,
+    then deliver them in the order they were made.
+
+    Enter it *before* taking the lock it protects, so delivery runs after the release.
+    """
+    p = _pending
+    p.depth += 1
+    if p.queue is None:
+        p.queue = []
+    try:
+        yield
+    finally:
+        p.depth -= 1
+        if p.depth == 0:
+            queue, p.queue = p.queue, None
+            for deliver in queue or ():
+                deliver()
+
+
+def _handle(logger: logging.Logger, record: logging.LogRecord) -> None:
+    try:
+        logger.handle(record)
+    except Exception:  # a broken handler must not hide the others or the result
+        logging.getLogger("luaplug").exception("a log handler raised")
+
+
+def emit(
+    logger: logging.Logger,
+    level: int,
+    msg: str,
+    *args: object,
+    extra: dict[str, Any] | None = None,
+    exc_info: bool = False,
+) -> None:
+    """``logger.log(level, msg, *args)``, deferred when this thread is inside :func:`deferring`."""
+    if not logger.isEnabledFor(level):
+        return
+    queue = _pending.queue
+    if queue is None:
+        logger.log(level, msg, *args, extra=extra, exc_info=exc_info, stacklevel=2)
+        return
+    record = logger.makeRecord(
+        logger.name, level, "(luaplug)", 0, msg, args, sys.exc_info() if exc_info else None, extra=extra
+    )
+    queue.append(functools.partial(_handle, logger, record))
+
+
+class EventHub:
+    """A runtime's event subscribers; :meth:`post` delivers through the :func:`deferring` queue."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: tuple[EventCallback, ...] = ()
+
+    def subscribe(self, callback: EventCallback) -> None:
+        """Add ``callback`` (called once per event, in subscription order)."""
+        if not callable(callback):
+            raise TypeError(f"an event callback must be callable, not {callback!r}")
+        with self._lock:
+            self._callbacks = (*self._callbacks, callback)
+
+    def unsubscribe(self, callback: EventCallback) -> bool:
+        """Remove ``callback``; whether it was subscribed."""
+        with self._lock:
+            rest = list(self._callbacks)
+            if callback not in rest:
+                return False
+            rest.remove(callback)
+            self._callbacks = tuple(rest)
+        return True
+
+    def post(self, event: Event) -> None:
+        """Deliver ``event`` now, or when this thread leaves its outermost :func:`deferring`."""
+        queue = _pending.queue
+        if queue is not None:
+            queue.append(functools.partial(self._deliver, event))
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        for callback in self._callbacks:
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber must not break the runtime or hide the others
+                _log.error(
+                    "event callback %r raised on %s of bundle %s",
+                    callback,
+                    event.phase.name,
+                    event.bundle_name,
+                    exc_info=True,
+                )

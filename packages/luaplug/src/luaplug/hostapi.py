@@ -9,6 +9,9 @@ become error codes (or NULL) and a log line.
 Lifetimes: the struct, the revision counter and the handle live as long as
 the :class:`HostApi` object. Runtimes keep theirs until close, and arenas
 keep a reference to the host they allocate from.
+
+A runtime answers the callbacks through the :class:`HostServices` object it owns
+(:class:`luaplug.runtime.RuntimeServices`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from . import _libc, _texts, reentry
-from ._logdefer import emit
+from . import _libc, reentry
 from .abi import NULL_HANDLE_INDEX, AbiErrorCode, LogLevel
 from .abi import core_ffi as ffi
+from .errors import host_contract_interface_not_found, host_contract_unavailable
+from .events import emit
 
-__all__ = ["HostApi", "HostServices", "default_host", "default_host_address", "guest_logger"]
+__all__ = ["HostApi", "HostServices", "default_host", "guest_logger"]
 
 #: Logger guest messages arrive at (``HostApi.log``); the guest's scope is kept
 #: in the record attribute ``scope`` and prefixed to the message.
@@ -247,7 +251,7 @@ def _cb_get_host_contract(host: Any, contract_id: int, min_version: int) -> Any:
         code, data = AbiErrorCode.HostContractCallFailed, 0
     owner: HostApi = ffi.from_handle(host.runtime)
     if code != AbiErrorCode.Ok:
-        owner.set_last_error(_texts.host_contract_unavailable(code, contract_id, min_version))
+        owner.set_last_error(host_contract_unavailable(code, contract_id, min_version))
         return {"data": ffi.NULL}
     owner.set_last_error("")  # what the instance factory gave, null included
     return {"data": ffi.cast("void*", data)}
@@ -261,7 +265,7 @@ def _cb_resolve_host_contract(host: Any, contract_id: int, min_version: int) -> 
     iface = services._host_resolve_host_contract(contract_id, min_version)
     if iface == ffi.NULL:  # a success leaves the last error as it was
         owner: HostApi = ffi.from_handle(host.runtime)
-        owner.set_last_error(_texts.host_contract_interface_not_found(contract_id, min_version))
+        owner.set_last_error(host_contract_interface_not_found(contract_id, min_version))
     return iface
 
 
@@ -429,8 +433,3 @@ def default_host() -> HostApi:
             if _default is None:
                 _default = HostApi(None)
     return _default
-
-
-def default_host_address() -> int:
-    """Address of :func:`default_host`'s struct."""
-    return default_host().address

@@ -11,19 +11,38 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _simpletoml
-from ._files import read_bytes
-from ._keys import AUTHORING, unknown_keys
-from ._logdefer import emit
+from ._keys import AUTHORING, close_matches, unknown_keys
 from .errors import LoadError, ManifestError
+from .events import emit
 from .ids import bundle_id, guest_contract_id
 
-__all__ = ["Dependency", "Manifest", "ProvidedContract", "load", "parse", "platform_key"]
+if TYPE_CHECKING:
+    from .registry import Registration
+
+__all__ = [
+    "BundleSource",
+    "BytesSource",
+    "CodeSource",
+    "DependencyIndex",
+    "Dependency",
+    "Manifest",
+    "PathSource",
+    "ProvidedContract",
+    "declared_contract_ids",
+    "depends_on",
+    "load",
+    "parse",
+    "platform_key",
+    "read_bytes",
+    "unregistered_provides",
+    "toml_reader",
+]
 
 MANIFEST_NAME = "manifest.toml"
 _U64_MAX = (1 << 64) - 1
@@ -138,8 +157,8 @@ def load(path: str | Path) -> Manifest:
     :param path: the bundle directory, its ``manifest.toml``, or any file inside it
     :raises ManifestError: when the file is missing, unparsable or invalid
     """
-    # Strings and one open(): every load and reload reads a manifest, and each pathlib
-    # step costs microseconds. Path() once, for its normal form (error texts show it).
+    # Strings and one open() on the hot path (every load and reload reads a manifest);
+    # Path() once, for its normal form (error texts show it).
     p = str(path) if isinstance(path, Path) else str(Path(path))
     base = os.path.basename(p)
     if base == MANIFEST_NAME or (os.path.splitext(base)[1] == ".toml" and os.path.isfile(p)):
@@ -174,13 +193,13 @@ def _parse_cached(text: str, manifest_path: str) -> Manifest:
 def parse(text: str, manifest_path: str | Path) -> Manifest:
     """Validate manifest ``text`` read from ``manifest_path`` (in the reference order)."""
     mpath = Path(manifest_path)
-    data = _simpletoml.loads(text)  # the common simple form, several times faster
+    data = _simpletoml.loads(text)  # the common simple form; None: tomllib reads it
     if data is None:
-        from . import _toml
+        toml = toml_reader()
 
         try:
-            data = _toml.loads(text)
-        except _toml.TOMLDecodeError as exc:
+            data = toml.loads(text)
+        except toml.TOMLDecodeError as exc:
             raise ManifestError(f"manifest parse error for {mpath}: {exc}", path=str(mpath)) from exc
         except RecursionError:  # arrays or inline tables nested past the parser's depth
             raise _too_deep(mpath) from None
@@ -389,4 +408,181 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, obje
             out.extend(_flatten(v, key))
         else:
             out.append((key, v))
+    return out
+
+
+# -- the TOML reader -------------------------------------------------------------------------
+
+
+def toml_reader() -> Any:
+    """The TOML reader module: ``tomllib``, or ``tomli`` before Python 3.11.
+
+    Imported on first use: manifests in ``_simpletoml``'s subset and a runtime without a
+    configuration file read no TOML.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # pragma: no cover - exercised on 3.10 only
+
+    return tomli  # pragma: no cover
+
+
+# -- reading the small files of a load (a manifest, an entry file) ----------------------------
+# :func:`read_bytes` opens, reads and closes: none of the tty check, ``fstat`` and ``lseek`` of
+# ``open(path, "rb").read()``.
+
+_CHUNK = 1 << 16
+_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole content of the file at ``path``.
+
+    :raises OSError: as ``open()`` would (``FileNotFoundError``, ``NotADirectoryError``,
+        ``IsADirectoryError`` when ``path`` is a directory, ``PermissionError``...)
+    :raises ValueError: ``path`` holds a NUL character
+    """
+    fd = os.open(path, _FLAGS)
+    try:
+        first = os.read(fd, _CHUNK)
+        chunks = [first]
+        # Read to the end (b""): a short read is not proof of it on every file system.
+        while first:
+            first = os.read(fd, _CHUNK)
+            chunks.append(first)
+        return chunks[0] if len(chunks) == 2 else b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# -- where a bundle's Lua source comes from (spec §10) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class PathSource:
+    """A bundle directory on disk: the entry file is read from it, and the
+    directory goes first on ``package.path``."""
+
+    path: Path
+    kind: str = "path"
+
+
+@dataclass(frozen=True)
+class CodeSource:
+    """In-memory Lua source text; no directory on ``package.path``, no hot reload."""
+
+    code: str
+    kind: str = "code"
+
+
+@dataclass(frozen=True)
+class BytesSource:
+    """In-memory bytes that must be UTF-8 Lua source."""
+
+    data: bytes
+    kind: str = "bytes"
+
+
+BundleSource = PathSource | CodeSource | BytesSource
+
+
+# -- who depends on whom (runtime-semantics "Dependencies") -----------------------------------
+# A loaded bundle *D* depends on bundle *B* when D's manifest names B in ``bundle_dependencies``
+# or in a ``[[dependency]]`` (``bundle`` / ``bundle_id``), or declares a ``kind = "contract"``
+# dependency on a contract B provides.
+
+
+def declared_contract_ids(m: Manifest) -> frozenset[int]:
+    """The guest contract ids ``m`` declares ``[[dependency]]`` tables for."""
+    out = set()
+    for d in m.dependencies:
+        if d.kind != "contract":
+            continue
+        if d.contract_id is not None:
+            out.add(d.contract_id)
+        elif d.contract:
+            out.add(guest_contract_id(d.contract, d.min_version[0] or 1))
+    return frozenset(out)
+
+
+def depends_on(m: Manifest, name: str, bundle_id: int, provided: Iterable[int]) -> bool:
+    """Whether the bundle of manifest ``m`` declared a dependency on bundle ``name``.
+
+    :param provided: contract ids bundle ``name`` provides (that count as a dependency on it)
+    """
+    if m.name == name:
+        return False
+    if any(spec.partition("@")[0] == name for spec in m.bundle_dependencies):
+        return True
+    for d in m.dependencies:
+        if d.bundle == name or d.bundle_id == bundle_id:
+            return True
+    return not declared_contract_ids(m).isdisjoint(provided)
+
+
+def _targets(m: Manifest) -> set[tuple[str, object]]:
+    """Everything ``m`` names as a dependency, as index keys (see :func:`depends_on`)."""
+    keys: set[tuple[str, object]] = {("name", spec.partition("@")[0]) for spec in m.bundle_dependencies}
+    for d in m.dependencies:
+        if d.bundle:
+            keys.add(("name", d.bundle))
+        if d.bundle_id is not None:
+            keys.add(("id", d.bundle_id))
+    keys.update(("cid", cid) for cid in declared_contract_ids(m))
+    return keys
+
+
+class DependencyIndex:
+    """The loaded bundles by what their manifests name as a dependency.
+
+    Finding who depends on a bundle looks up its name, id and contracts here instead of
+    asking every loaded bundle, so unloading or reloading one costs the same at any count.
+    Not thread-safe: the runtime changes and reads it under its lock.
+    """
+
+    def __init__(self) -> None:
+        self._by_target: dict[tuple[str, object], set[str]] = {}
+
+    def add(self, m: Manifest) -> None:
+        """Index the loaded bundle of manifest ``m``."""
+        for key in _targets(m):
+            self._by_target.setdefault(key, set()).add(m.name)
+
+    def remove(self, m: Manifest) -> None:
+        """Forget the bundle of manifest ``m`` (the manifest it was added with)."""
+        for key in _targets(m):
+            names = self._by_target.get(key)
+            if names is not None:
+                names.discard(m.name)
+                if not names:
+                    del self._by_target[key]
+
+    def candidates(self, name: str, bundle_id: int, provided: Iterable[int]) -> set[str]:
+        """Names of the indexed bundles whose manifests name bundle ``name`` (``bundle_id``) or one
+        of the contract ids ``provided``: a superset of those :func:`depends_on` accepts."""
+        get = self._by_target.get
+        out = set(get(("name", name), ())) | get(("id", bundle_id), set())
+        for cid in provided:
+            out |= get(("cid", cid), set())
+        out.discard(name)
+        return out
+
+
+def unregistered_provides(m: Manifest, registered: Iterable[Registration]) -> list[str]:
+    """One message per ``provides`` entry of ``m`` that no registration of its bundle matches."""
+    have = {r.contract_id: r.display_name for r in registered}
+    out = []
+    for p in m.provides:
+        if p.contract_id in have:
+            continue
+        spec = f"{p.name}@{p.major}"
+        close = close_matches(spec, list(have.values()))
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        listed = ", ".join(sorted(have.values())) or "nothing"
+        out.append(
+            f"bundle {m.name!r}: {m.manifest_path} provides {spec}{hint}, "
+            f"but its polyplug_init registered no such contract (it registered: {listed})"
+        )
     return out

@@ -23,7 +23,7 @@ from .epoch import Collector
 from .errors import DuplicateProvider
 
 if TYPE_CHECKING:
-    from .loader import ContractProvider
+    from .contract import ContractProvider
 
 __all__ = ["Provider", "Registration", "Registry"]
 
@@ -119,7 +119,6 @@ class Registry:
     """Contract providers of one runtime.
 
     :param collector: the epoch through which withdrawn interfaces are released
-    :param on_change: called (outside the lock) after every change
     """
 
     def __init__(self, collector: Collector) -> None:

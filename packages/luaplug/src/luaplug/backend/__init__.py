@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from luaplug.abi import DispatchType
 from luaplug.abi import core_ffi as abi_ffi
-from luaplug.backends import BackendInfo, BackendRegistry
-from luaplug.engine import (
+from luaplug.backend.discovery import BackendInfo, BackendRegistry, hookimpl
+from luaplug.backend.engine import (
     CAP_MEMORY_LIMIT,
     CAP_NESTED_SAME_BUNDLE,
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
     DEFAULT_OPTIONS,
+    ContractProvider,
     Engine,
     EngineState,
+    FastCall,
     StateOptions,
     prelude_source,
 )
+from luaplug.backend.loader import PythonBackedContract, python_interface
 from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
-from luaplug.hookspecs import hookimpl
-from luaplug.loader import ContractProvider, FastCall
-from luaplug.pyinterface import PythonBackedContract, python_interface
 
 __all__ = [
     "CAP_MEMORY_LIMIT",

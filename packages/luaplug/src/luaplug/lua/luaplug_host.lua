@@ -226,8 +226,8 @@ local function leave(depth)
 end
 
 --- Compile `src` as text (never bytecode) under `name` and run it with a traceback
---- handler. Returns "ok", or ("syntax" | "memory" | "error", message). For engines
---- that run chunks through the prelude (the cffi engine does the same in C).
+--- handler. Returns "ok", or ("syntax" | "memory" | "error", message). Every engine
+--- runs the bundle's chunks through it (EngineState.run_chunk).
 local load_chunk = load
 function P.run_chunk(src, name)
   local f, err = load_chunk(src, name, "t")

@@ -76,12 +76,12 @@ def test_function_id_outside_uint32_is_refused_before_the_call(rt: luaplug.Runti
 
 def test_unknown_instance_id(rt: luaplug.Runtime) -> None:
     adder = rt.contract("iso.Adder@1")
-    assert adder.provider.fast_call(1, 99, 0, 0, 0) == AbiErrorCode.FunctionNotAvailable
+    assert adder.provider.dispatcher(1, 99, 0, 0, 0) == AbiErrorCode.FunctionNotAvailable
     inst = adder.create_instance()
     old_id = inst.id
     inst.destroy()
-    assert adder.provider.fast_call(1, old_id, 0, 0, 0) == 6
-    assert adder.provider.fast_call(1, 0, 0, 0, 0) == 0  # the default impl
+    assert adder.provider.dispatcher(1, old_id, 0, 0, 0) == 6
+    assert adder.provider.dispatcher(1, 0, 0, 0, 0) == 0  # the default impl
 
 
 def test_lua_error_returns_generic_and_is_logged(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:

@@ -86,7 +86,7 @@ def test_destroy(counter: luaplug.Contract) -> None:
     assert gone.dispatch(0) == AbiErrorCode.StaleHandle
     # the id is no longer live in the VM: any call with it is FunctionNotAvailable
     out = ffi.new("int64_t*")
-    assert counter.provider.fast_call(1, old_id, 0, int(ffi.cast("uintptr_t", out)), 0) == 6
+    assert counter.provider.dispatcher(1, old_id, 0, int(ffi.cast("uintptr_t", out)), 0) == 6
     gone.destroy()  # twice is harmless
     assert get(keep) == 1
     assert get(counter.default) == 0
@@ -116,7 +116,7 @@ def test_c_interface_instances(runtime: luaplug.Runtime, counter: luaplug.Contra
     assert out[0] == 2
     # the same instance seen from Python, by id
     iid = int(ffi.cast("uintptr_t", inst.data))
-    assert counter.provider.fast_call(1, iid, 0, int(ffi.cast("uintptr_t", out)), 0) == 0
+    assert counter.provider.dispatcher(1, iid, 0, int(ffi.cast("uintptr_t", out)), 0) == 0
     assert out[0] == 2
     iface.destroy_instance(vm.loader_data, host, inst[0])
     vm.call(vm.loader_data, inst[0], 0, ffi.NULL, out, ffi.NULL, err)

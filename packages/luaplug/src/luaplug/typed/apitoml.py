@@ -18,10 +18,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from .. import _toml
 from .._keys import AUTHORING, unknown_keys
-from .._logdefer import emit
 from ..errors import ApiSpecError
+from ..events import emit
+from ..manifest import toml_reader
 from .enumexpr import EnumExprError, evaluate
 from .spec import ApiSpec, ContractSpec, FunctionSpec, ParamSpec, resolve_type, validate_contract
 from .types import PRIMITIVES, EnumType, FieldSpec, StructType, TypeSpec
@@ -83,9 +83,10 @@ def parse_api(source: str | Mapping[str, Any], *, path: str | None = None) -> Ap
     :raises ApiSpecError: the first problem found
     """
     if isinstance(source, str):
+        toml = toml_reader()
         try:
-            data: Mapping[str, Any] = _toml.loads(source)
-        except _toml.TOMLDecodeError as exc:
+            data: Mapping[str, Any] = toml.loads(source)
+        except toml.TOMLDecodeError as exc:
             raise ApiSpecError(f"not valid TOML: {exc}", path=path) from None
         except RecursionError:
             raise ApiSpecError("not valid TOML: values nested too deeply", path=path) from None

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .. import _toml
 from ..errors import ApiSpecError
+from ..manifest import toml_reader
 from .apitoml import load_api
 from .spec import ApiSpec, ContractSpec
 
@@ -137,9 +137,10 @@ def parse_bundle_toml(source: str | Mapping[str, Any], *, path: str | None = Non
     :raises ApiSpecError: the first problem found
     """
     if isinstance(source, str):
+        toml = toml_reader()
         try:
-            data: Mapping[str, Any] = _toml.loads(source)
-        except _toml.TOMLDecodeError as exc:
+            data: Mapping[str, Any] = toml.loads(source)
+        except toml.TOMLDecodeError as exc:
             raise ApiSpecError(f"not valid TOML: {exc}", path=path) from None
     else:
         data = source

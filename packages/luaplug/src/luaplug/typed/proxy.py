@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..abi import AbiErrorCode, ffi
 from ..arena import CallArena
@@ -32,9 +32,21 @@ from .values import load, store
 
 if TYPE_CHECKING:
     from ..contract import Contract, Instance
-    from ..runtime import Bundle, Runtime
+    from ..hostapi import HostApi
 
 __all__ = ["TypedProxy", "bind"]
+
+
+class _Runtime(Protocol):
+    """A :class:`luaplug.Runtime`, as a proxy uses it."""
+
+    @property
+    def host_api(self) -> HostApi: ...
+
+    def contract(self, name: str, major: int = 1, *, bundle: Any = None) -> Contract: ...
+
+    def _adopt(self, proxy: TypedProxy) -> None: ...
+
 
 _log: Final = logging.getLogger("luaplug.typed")
 _STALE: Final = int(AbiErrorCode.StaleHandle)
@@ -260,12 +272,12 @@ class TypedProxy:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: _Runtime,
         spec: ContractSpec,
         *,
         instance: bool = True,
         arena_capacity: int = 4096,
-        bundle: str | Bundle | None = None,
+        bundle: Any = None,
     ) -> None:
         self._spec = spec
         self._contract: Contract = runtime.contract(spec.name, spec.major, bundle=bundle)
@@ -406,13 +418,13 @@ def _resolve_spec(api: ApiSpec | ContractSpec | str | os.PathLike[str], contract
 
 
 def bind(
-    runtime: Runtime,
+    runtime: _Runtime,
     api: ApiSpec | ContractSpec | str | os.PathLike[str],
     contract: str | None = None,
     *,
     instance: bool = True,
     arena_capacity: int = 4096,
-    bundle: str | Bundle | None = None,
+    bundle: Any = None,
 ) -> TypedProxy:
     """A :class:`TypedProxy` for ``contract`` as ``api`` declares it.
 

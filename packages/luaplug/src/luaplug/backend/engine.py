@@ -17,18 +17,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Final
 
-from . import _libc
-from .abi import core_ffi as ffi
-from .errors import LuaError, LuaMemoryError, LuaSyntaxError
-from .loader import ContractProvider, FastCall
+from .. import _libc
+from ..abi import core_ffi as ffi
+from ..contract import ContractProvider, FastCall
+from ..errors import LuaError, LuaMemoryError, LuaSyntaxError
 
 __all__ = [
     "CAP_MEMORY_LIMIT",
     "CAP_NESTED_SAME_BUNDLE",
     "CAP_PARALLEL_STATES",
     "CAP_REFUSES_BYTECODE",
+    "ContractProvider",
     "Engine",
     "EngineState",
+    "FastCall",
     "StateOptions",
     "prelude_source",
 ]
@@ -48,9 +50,8 @@ CAP_MEMORY_LIMIT: Final = "memory_limit"
 @lru_cache(maxsize=1)
 def prelude_source() -> str:
     """Text of the host prelude every state runs first."""
-    # A plain file next to this module (package data; importlib.resources, or pathlib,
-    # would cost milliseconds of start-up for the same answer).
-    path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "lua", "luaplug_host.lua")
+    # A plain file in the package (package data), read without importlib.resources or pathlib.
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lua", "luaplug_host.lua")
     with open(path, encoding="utf-8") as f:
         return f.read()
 

@@ -1,7 +1,13 @@
-"""Backend discovery and selection.
+"""Backend discovery and selection, and the pluggy hook a backend implements.
 
 Backends are pluggy plugins found through the ``luaplug`` entry-point group;
-entry name = backend name. Selection order: the explicit argument, then
+entry name = backend name. A backend distribution declares::
+
+    [project.entry-points.luaplug]
+    mybackend = "mybackend_pkg.plugin"
+
+and that module (which must import cheaply: no dlopen, no Lua state) implements
+:meth:`HookSpecs.luaplug_register_backends`, marked with :data:`hookimpl`. Selection order: the explicit argument, then
 ``LUAPLUG_BACKEND``, then the host's configuration, then the best available
 backend (highest ``priority``). ``LUAPLUG_DISABLED_BACKENDS`` (comma
 separated) blocks plugins by name before they are imported.
@@ -18,22 +24,30 @@ from typing import TYPE_CHECKING, Final
 
 import pluggy
 
-from . import _entrypoints, hookspecs
-from .errors import BackendNotFoundError, BackendUnavailableError
+from ..errors import BackendNotFoundError, BackendUnavailableError
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = [
+    "PROJECT_NAME",
     "BackendInfo",
     "BackendRegistry",
+    "HookSpecs",
     "available_backends",
     "get_backend",
+    "hookimpl",
+    "hookspec",
     "installed_backends",
     "plugin_manager",
     "reset",
     "select_backend",
 ]
+
+#: the entry-point group and the pluggy project name
+PROJECT_NAME: Final = "luaplug"
+hookspec: Final = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl: Final = pluggy.HookimplMarker(PROJECT_NAME)
 
 ENV_BACKEND: Final = "LUAPLUG_BACKEND"
 ENV_DISABLED: Final = "LUAPLUG_DISABLED_BACKENDS"
@@ -43,7 +57,7 @@ ENV_DISABLED: Final = "LUAPLUG_DISABLED_BACKENDS"
 class BackendInfo:
     """One backend as its plugin describes it.
 
-    :ivar engine: ``"module:attribute"`` of the :class:`~luaplug.engine.Engine`
+    :ivar engine: ``"module:attribute"`` of the :class:`~luaplug.backend.Engine`
         subclass, imported only when the backend is probed or used
     :ivar priority: higher wins when no backend is named
     :ivar install_hint: what to install when it is unavailable
@@ -91,7 +105,7 @@ class BackendInfo:
 
 
 class BackendRegistry:
-    """Handed to :func:`~luaplug.hookspecs.luaplug_register_backends`."""
+    """Handed to :meth:`HookSpecs.luaplug_register_backends`."""
 
     def __init__(self) -> None:
         self.backends: dict[str, BackendInfo] = {}
@@ -99,6 +113,17 @@ class BackendRegistry:
     def add(self, info: BackendInfo) -> None:
         """Add a backend (a later one with the same name replaces it)."""
         self.backends[info.name] = info
+
+
+class HookSpecs:
+    """The hooks of the ``luaplug`` project."""
+
+    @hookspec
+    def luaplug_register_backends(self, register: BackendRegistry) -> None:
+        """Describe this plugin's backends with ``register.add(BackendInfo(...))``.
+
+        :param register: collects :class:`BackendInfo` objects
+        """
 
 
 _lock: Final = threading.Lock()
@@ -111,19 +136,11 @@ def _disabled() -> set[str]:
 
 
 def _load_entry_points(pm: pluggy.PluginManager, group: str) -> None:
-    """Register the plugin of every entry point in ``group``, as
-    :meth:`pluggy.PluginManager.load_setuptools_entrypoints` does.
+    """Register the plugin of every entry point in ``group`` (the first distribution of a name
+    only; the first entry point of a name wins; blocked names are never imported)."""
+    from importlib.metadata import entry_points  # creating the first runtime imports it
 
-    The entry points are read from ``sys.path`` directly when :mod:`._entrypoints`
-    can (importing ``importlib.metadata`` costs more than the rest of a start-up);
-    otherwise pluggy asks ``importlib.metadata``.
-    """
-    found = _entrypoints.entry_points(group)
-    if found is None:
-        pm.load_setuptools_entrypoints(group)
-        return
-    for ep in found:
-        # The first entry point of a name wins; blocked names are never imported.
+    for ep in entry_points(group=group):
         if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
             continue
         pm.register(ep.load(), name=ep.name)
@@ -134,11 +151,11 @@ def plugin_manager() -> pluggy.PluginManager:
     global _pm
     with _lock:
         if _pm is None:
-            pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-            pm.add_hookspecs(hookspecs)
+            pm = pluggy.PluginManager(PROJECT_NAME)
+            pm.add_hookspecs(HookSpecs)
             for name in _disabled():
                 pm.set_blocked(name)
-            _load_entry_points(pm, hookspecs.PROJECT_NAME)
+            _load_entry_points(pm, PROJECT_NAME)
             pm.check_pending()
             _pm = pm
         return _pm

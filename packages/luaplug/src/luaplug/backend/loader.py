@@ -1,8 +1,10 @@
-"""The Lua loader protocol (spec §2-§10) over any :class:`~luaplug.engine.Engine`.
+"""The Lua loader protocol (spec §2-§10) over any :class:`~luaplug.backend.Engine`.
 
-Everything engine-independent lives here: source resolution, package paths,
-init and its error texts, registration (all or nothing), instance calls,
-reload and unload through the epoch.
+Everything engine-independent of a load lives here: source resolution, package paths, the
+untrusted-mode hardening, running the entry chunk and ``polyplug_init`` (the texts of their
+failures are in :mod:`luaplug.errors`), the providers of the contracts it registered (with
+their C interfaces), and the reclamation of retired VMs through the epoch. A load returns what
+it loaded (:class:`Loaded`); the runtime commits it to its registry, all or nothing.
 """
 
 from __future__ import annotations
@@ -13,15 +15,12 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _texts
-from ._files import read_bytes
-from .abi import AbiErrorCode
-from .abi import core_ffi as ffi
-from .engine import CAP_NESTED_SAME_BUNDLE, DEFAULT_OPTIONS, Engine, EngineState, StateOptions
-from .errors import (
+from ..abi import AbiErrorCode, DispatchType
+from ..abi import core_ffi as ffi
+from ..contract import error_text, log_call_failure
+from ..errors import (
     MEMORY_TEXT,
     ApiSpecError,
-    DuplicateProvider,
     InitFailed,
     InvalidSourceEncoding,
     LuaError,
@@ -30,34 +29,136 @@ from .errors import (
     LuaSyntaxError,
     ManifestError,
     ManifestMissingFile,
+    init_error_text,
     init_failed,
+    lua_error,
+    missing_entry_file,
+    script_load_failed,
 )
-from .loader import FastCall
-from .pyinterface import PythonBackedContract
-from .registry import Registration
-from .sdk import sdk_path
-from .sources import BundleSource, BytesSource, CodeSource, PathSource
+from ..manifest import BundleSource, BytesSource, CodeSource, PathSource, read_bytes
+from ..registry import Registration
+from ..sdk import sdk_path
+from .engine import (
+    CAP_NESTED_SAME_BUNDLE,
+    DEFAULT_OPTIONS,
+    ContractProvider,
+    Engine,
+    EngineState,
+    FastCall,
+    StateOptions,
+)
 
 if TYPE_CHECKING:
-    from .manifest import Manifest
-    from .runtime import Runtime
+    from ..epoch import Collector
+    from ..manifest import Manifest
 
-__all__ = ["EngineContract", "LuaLoader", "log_call_failure"]
+__all__ = ["EngineContract", "Loaded", "LuaLoader", "PythonBackedContract", "python_interface"]
 
 _log: Final = logging.getLogger("luaplug.loader")
+_callback_log: Final = logging.getLogger("luaplug.hostapi")
 
 
-def error_text(value: object) -> str:
-    """A Lua error value as text (engines may hand over bytes)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+# -- a C GuestContractInterface whose pointers call back into Python ---------------------------
+# For engines whose dispatch lives in Python (lupa), every contract gets real ``vm.call`` /
+# ``create_instance`` / ``destroy_instance`` pointers, so guests of any backend call it through
+# ``HostApi`` (spec §13). ``loader_data`` holds a cffi handle to the provider; the handle lives
+# as long as the registration's keepalive list (released through the epoch).
+
+# Instance ids are Lua numbers (doubles): past 2**53 no id can name a live instance.
+_MAX_INSTANCE_ID: Final = 2**53
 
 
-def log_call_failure(text: str, *, raised: bool = False) -> None:
-    """Spec §6: a handler's Lua error is logged at Error level; at DEBUG when it is also
-    raised to the Python caller (the exception carries it)."""
-    _log.log(logging.DEBUG if raised else logging.ERROR, "Lua function call failed: %s", text)
+class PythonBackedContract(ContractProvider):
+    """A provider the C callbacks can drive: one extra method."""
+
+    _c_handle: Any = None
+
+    def dispatch_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
+        """Dispatch for a foreign caller; returns the code (errors already logged)."""
+        raise NotImplementedError
+
+    def create_from_c(self) -> int:
+        """Create an instance for a foreign caller (0 on failure)."""
+        return self.create_instance()
+
+
+def _on_error(exc_type: Any, exc: Any, tb: Any) -> None:
+    _callback_log.error("contract callback raised", exc_info=(exc_type, exc, tb))
+
+
+def _u(ptr: Any) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+# The VmCallFn, declared with word types (INTERNAL_CDEF): the pointers arrive as
+# ints and the AbiError {u32 code; StringView message} is written as three words.
+@ffi.callback(
+    "void(*)(VmLoaderData, InstanceWords, uint32_t, uintptr_t, uintptr_t, uintptr_t, uint64_t*)",
+    onerror=_on_error,
+)
+def _vm_call_words(loader_data: Any, inst: Any, fn_id: int, args: int, out: int, arena: int, err: Any) -> None:
+    code: int = AbiErrorCode.InvalidPointer
+    if loader_data.data != ffi.NULL:
+        provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+        iid = inst.data
+        if iid > _MAX_INSTANCE_ID:
+            code = AbiErrorCode.FunctionNotAvailable  # never a live instance
+        else:
+            try:
+                code = provider.dispatch_from_c(fn_id, iid, args, out, arena)
+            except Exception:  # the caller's AbiError is written whatever happens
+                _callback_log.exception("contract call from C failed")
+                code = AbiErrorCode.Generic
+    if err != ffi.NULL:
+        err[0] = code  # code and its padding
+        err[1] = 0  # message.ptr
+        err[2] = 0  # message.len
+
+
+_vm_call: Final = ffi.cast("VmCallFn", _vm_call_words)
+
+
+@ffi.callback("void(*)(VmLoaderData, const HostApi*, const void*, GuestContractInstance*)", onerror=_on_error)
+def _create(loader_data: Any, host: Any, args: Any, out: Any) -> None:
+    if out == ffi.NULL:
+        return
+    out.data = ffi.NULL
+    out.contract_id = 0
+    if loader_data.data == ffi.NULL:
+        return
+    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+    iid = provider.create_from_c()
+    if iid:
+        out.data = ffi.cast("void*", iid)
+        out.contract_id = provider.contract_id
+
+
+@ffi.callback("void(*)(VmLoaderData, const HostApi*, GuestContractInstance)", onerror=_on_error)
+def _destroy(loader_data: Any, host: Any, inst: Any) -> None:
+    if loader_data.data == ffi.NULL:
+        return
+    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+    iid = _u(inst.data)
+    if iid <= _MAX_INSTANCE_ID:
+        provider.destroy_instance(iid)
+
+
+def python_interface(provider: PythonBackedContract) -> Any:
+    """A ``GuestContractInterface*`` calling ``provider``.
+
+    The provider keeps the handle (``loader_data``) alive as ``_c_handle``.
+    """
+    handle = ffi.new_handle(provider)
+    provider._c_handle = handle
+    iface = ffi.new("GuestContractInterface*")
+    iface.contract_id = provider.contract_id
+    iface.contract_version.major = provider.major
+    iface.dispatch_type = DispatchType.VirtualMachine
+    iface.create_instance = _create
+    iface.destroy_instance = _destroy
+    iface.dispatch.vm.call = _vm_call
+    iface.dispatch.vm.loader_data.data = handle
+    return iface
 
 
 # Deadlock detection for peer calls served through Python (engines whose VM lock
@@ -122,15 +223,15 @@ class EngineContract(PythonBackedContract):
         self.major = major
         self.plugin_name = plugin_name
         self.function_count = nfuncs
-        self._fast: FastCall = state.dispatcher(cidx)
+        self._dispatcher: FastCall = state.dispatcher(cidx)
         # Engines that cannot re-enter a running state refuse such calls here.
         self._guard_reentry = not nested
         self._pending_destroy: list[int] = []
         self._iface: Any = None
 
     @property
-    def fast_call(self) -> FastCall:
-        return self._fast
+    def dispatcher(self) -> FastCall:
+        return self._dispatcher
 
     def _blocked(self) -> bool:
         return self._guard_reentry and self.state.active_on_this_thread()
@@ -180,7 +281,7 @@ class EngineContract(PythonBackedContract):
         while self._pending_destroy:
             self.state.call_prelude("destroy", self.cidx, self._pending_destroy.pop())
 
-    def call_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
+    def dispatch_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
         if self._blocked():
             return AbiErrorCode.ReentrantCall
         # A peer call: it may block on the VM, held by another thread.
@@ -189,7 +290,7 @@ class EngineContract(PythonBackedContract):
             log_call_failure(_DEADLOCK_TEXT)
             return AbiErrorCode.ReentrantCall
         try:
-            result = self._fast(fn_id, instance_id, args, out, arena)
+            result = self._dispatcher(fn_id, instance_id, args, out, arena)
         finally:
             _done_waiting(me)
         if result == 0:
@@ -210,19 +311,19 @@ class EngineContract(PythonBackedContract):
         An engine whose VM lives as long as something references it (lupa) then frees it at
         once instead of when the cyclic GC finds this contract's cycle through its C handle.
         """
-        self._fast = _stale_call
+        self._dispatcher = _stale_call
 
-    def bound_call(self, instance_id: int) -> Any:
+    def bound_dispatcher(self, instance_id: int) -> Any:
         if self._blocked():
             # Binding may enter the VM, which is running on this thread.
-            return super().bound_call(instance_id)
+            return super().bound_dispatcher(instance_id)
         try:
             bound = self.state.bound_dispatcher(self.cidx, instance_id)
         except LuaplugError:
             # Retired or closed meanwhile (a racing unload): the generic path
             # answers StaleHandle without entering the VM.
             bound = None
-        return bound if bound is not None else super().bound_call(instance_id)
+        return bound if bound is not None else super().bound_dispatcher(instance_id)
 
     @property
     def reentry_blocked(self) -> Any:
@@ -291,9 +392,9 @@ def _value_glue(manifest: Manifest, bundle_dir: str | None) -> str:
     :raises ManifestError: the file resolves outside the bundle directory
     :raises ApiSpecError: the file is missing, malformed, or declares what untrusted bundles cannot use
     """
-    from .typed.apitoml import load_api  # untrusted loads only
-    from .typed.spec import ApiSpec
-    from .typed.valueglue import generate_value_glue
+    from ..typed.apitoml import load_api  # untrusted loads only
+    from ..typed.spec import ApiSpec
+    from ..typed.valueglue import generate_value_glue
 
     if not manifest.api or bundle_dir is None:
         return generate_value_glue(ApiSpec())
@@ -307,6 +408,32 @@ def _value_glue(manifest: Manifest, bundle_dir: str | None) -> str:
             key="api",
         )
     return generate_value_glue(load_api(path))
+
+
+class Loaded:
+    """A bundle a loader set up, not yet published: its VM and the registrations of its contracts.
+
+    The runtime commits :attr:`registrations` to its registry, then hands it back to
+    :meth:`LuaLoader.adopt` (the VM serves) or, when the commit failed,
+    :meth:`LuaLoader.discard` (the VM is closed).
+    """
+
+    __slots__ = ("chunk", "manifest", "options", "registrations", "state")
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        state: EngineState,
+        registrations: list[Registration],
+        options: StateOptions,
+        chunk: str,
+    ) -> None:
+        self.manifest = manifest
+        self.state = state
+        self.registrations = registrations
+        self.options = options
+        #: the entry chunk's name (what error texts call the file)
+        self.chunk = chunk
 
 
 def _entry_text(manifest: Manifest) -> str:
@@ -323,10 +450,10 @@ class LuaLoader:
     """
 
     name = "lua"
-    supports_hot_reload = True
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, collector: Collector) -> None:
         self.engine = engine
+        self._collector = collector
         self._nested = CAP_NESTED_SAME_BUNDLE in engine.capabilities
         self._lock = threading.Lock()
         self._live: dict[int, EngineState] = {}
@@ -337,16 +464,41 @@ class LuaLoader:
     # -- the protocol -------------------------------------------------------------
 
     def load(
-        self, manifest: Manifest, source: BundleSource, runtime: Runtime, options: StateOptions = DEFAULT_OPTIONS
-    ) -> None:
-        self._load(manifest, source, runtime, options, replacing=False)
+        self, manifest: Manifest, source: BundleSource, host_address: int, options: StateOptions = DEFAULT_OPTIONS
+    ) -> Loaded:
+        """Set the bundle up in a fresh VM with ``options``: what it registers, not yet published.
 
-    def reload(self, manifest: Manifest, runtime: Runtime) -> None:
-        """Reload with the options the bundle was loaded with."""
+        :raises LoadError: with the spec's text; no VM stays open
+        """
+        return self._load(manifest, source, host_address, options)
+
+    def reload(self, manifest: Manifest, host_address: int) -> Loaded:
+        """:meth:`load` from the bundle's path, with the options it was loaded with."""
         options = self._options.get(manifest.id, DEFAULT_OPTIONS)
-        self._load(manifest, PathSource(manifest.path), runtime, options, replacing=True)
+        return self._load(manifest, PathSource(manifest.path), host_address, options)
 
-    def unload(self, bundle_id: int, runtime: Runtime, *, batched: bool = False) -> None:
+    def adopt(self, loaded: Loaded) -> None:
+        """Serve the bundle from ``loaded``'s VM (its registrations are committed); a VM it
+        supersedes is reclaimed with a batch, once no call is in it."""
+        m = loaded.manifest
+        providers = [r.provider for r in loaded.registrations if isinstance(r.provider, EngineContract)]
+        with self._lock:
+            old = self._live.get(m.id)
+            old_providers = self._providers.get(m.id, [])
+            self._live[m.id] = loaded.state
+            self._options[m.id] = loaded.options
+            self._providers[m.id] = providers
+        if old is not None:
+            # A superseded VM is closed with a batch of them, off the reload path.
+            self._reclaim(old, old_providers, batched=True)
+
+    @staticmethod
+    def discard(loaded: Loaded) -> None:
+        """Close ``loaded``'s VM (its registrations were not committed)."""
+        loaded.state.retire()
+        loaded.state.close()
+
+    def unload(self, bundle_id: int, *, batched: bool = False) -> None:
         """Retire the bundle's VM and reclaim it once no call is in it.
 
         :param batched: reclaim it with a batch (:meth:`Collector.retire
@@ -357,9 +509,9 @@ class LuaLoader:
             self._options.pop(bundle_id, None)
             providers = self._providers.pop(bundle_id, [])
         if state is not None:
-            self._reclaim(state, providers, runtime, batched=batched)
+            self._reclaim(state, providers, batched=batched)
 
-    def close(self, runtime: Runtime) -> None:
+    def close(self) -> None:
         """Unload every VM this loader still owns (in batches: the caller collects)."""
         with self._lock:
             states = [(state, self._providers.get(bid, [])) for bid, state in self._live.items()]
@@ -367,7 +519,7 @@ class LuaLoader:
             self._options.clear()
             self._providers.clear()
         for state, providers in states:
-            self._reclaim(state, providers, runtime, batched=True)
+            self._reclaim(state, providers, batched=True)
 
     def live_instances(self, bundle_id: int) -> int:
         """Live instances in the bundle's serving VM (counted without entering it)."""
@@ -388,19 +540,16 @@ class LuaLoader:
 
     # -- internals ----------------------------------------------------------------
 
-    @staticmethod
-    def _reclaim(
-        state: EngineState, providers: list[EngineContract], runtime: Runtime, *, batched: bool = False
-    ) -> None:
+    def _reclaim(self, state: EngineState, providers: list[EngineContract], *, batched: bool = False) -> None:
         state.retire()
         # SAFETY: retired first, deferred second: a call that starts after the
         # retire returns StaleHandle without running Lua; one already in flight
         # (Python pin or the VM's in-flight count) holds the close back.
         close = functools.partial(_close_vm, state, providers)
         if batched:
-            runtime.collector.retire(close, busy=state.in_flight)
+            self._collector.retire(close, busy=state.in_flight)
         else:
-            runtime.collector.defer(close, busy=state.in_flight)
+            self._collector.defer(close, busy=state.in_flight)
 
     @staticmethod
     def resolve_source(manifest: Manifest, source: BundleSource) -> tuple[str, str, str | None]:
@@ -408,15 +557,14 @@ class LuaLoader:
         if isinstance(source, PathSource):
             if not manifest.file:
                 raise ManifestMissingFile(manifest.name)
-            # One open() on a string path: every load reads its entry file, and the
-            # pathlib steps (join, stat, open) cost more than the read.
+            # One open() on a string path (every load reads its entry file): no pathlib.
             bundle_dir = os.fspath(manifest.path)
             entry = os.path.join(bundle_dir, manifest.file)
             try:
                 _check_inside(bundle_dir, manifest)
                 raw = read_bytes(entry)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):  # ValueError: a NUL
-                raise InitFailed(manifest.name, _texts.missing_entry_file(_entry_text(manifest))) from None
+                raise InitFailed(manifest.name, missing_entry_file(_entry_text(manifest))) from None
             except OSError as exc:
                 raise InitFailed(manifest.name, f"Lua script load failed at {_entry_text(manifest)}: {exc}") from exc
             try:
@@ -437,42 +585,22 @@ class LuaLoader:
                 raise InvalidSourceEncoding(manifest.name) from exc
         raise TypeError(f"unknown bundle source {source!r}")
 
-    def _load(
-        self, manifest: Manifest, source: BundleSource, runtime: Runtime, options: StateOptions, *, replacing: bool
-    ) -> None:
+    def _load(self, manifest: Manifest, source: BundleSource, host_address: int, options: StateOptions) -> Loaded:
         text, chunk, bundle_dir = self.resolve_source(manifest, source)
-        host = runtime.host_api.address
         try:
-            state = self.engine.new_state(host_address=host, bundle=manifest.name, options=options)
+            state = self.engine.new_state(host_address=host_address, bundle=manifest.name, options=options)
         except LuaMemoryError as exc:
             # A cap too small for the VM and luaplug's prelude.
             raise init_failed(manifest.name, f"Lua VM init failed: {exc}", MEMORY_TEXT) from exc
         except LuaplugError as exc:
             raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         try:
-            regs = self._init(state, manifest, text, chunk, bundle_dir, runtime, options)
-            try:
-                runtime._commit(manifest, regs, replacing=replacing)
-            except DuplicateProvider as exc:
-                raise InitFailed(
-                    manifest.name,
-                    _texts.registration_refused(exc.contract, "DuplicateProvider", exc.error),
-                    file=chunk,
-                ) from exc
+            regs = self._init(state, manifest, text, chunk, bundle_dir, host_address, options)
         except BaseException:
             state.retire()
             state.close()
             raise
-        providers = [r.provider for r in regs if isinstance(r.provider, EngineContract)]
-        with self._lock:
-            old = self._live.get(manifest.id)
-            old_providers = self._providers.get(manifest.id, [])
-            self._live[manifest.id] = state
-            self._options[manifest.id] = options
-            self._providers[manifest.id] = providers
-        if old is not None:
-            # A superseded VM is closed with a batch of them, off the reload path.
-            self._reclaim(old, old_providers, runtime, batched=True)
+        return Loaded(manifest, state, regs, options, chunk)
 
     def _init(
         self,
@@ -481,10 +609,13 @@ class LuaLoader:
         text: str,
         chunk: str,
         bundle_dir: str | None,
-        runtime: Runtime,
+        host_address: int,
         options: StateOptions,
     ) -> list[Registration]:
         sdk = str(sdk_path()).replace("\\", "/")
+        # polyplug's loader prepends its guest-SDK and ABI-module directories as two entries;
+        # luaplug ships both in one directory, so the same entry twice keeps package.path
+        # entry for entry the shape a bundle sees on the reference.
         if bundle_dir is not None:
             d = bundle_dir.replace("\\", "/")
             state.prepend_package_field("path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
@@ -510,13 +641,13 @@ class LuaLoader:
                 raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
         if text.startswith("\x1b"):
             # LuaJIT marks bytecode with an ESC first byte; only source text is accepted.
-            raise InitFailed(manifest.name, _texts.script_load_failed(chunk, "precompiled bytecode is refused"))
+            raise InitFailed(manifest.name, script_load_failed(chunk, "precompiled bytecode is refused"))
         try:
             state.run_chunk(text, chunk)
         except LuaError as exc:
             cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
-            error = _texts.lua_error(cause, syntax=isinstance(exc, LuaSyntaxError))
-            raise init_failed(manifest.name, _texts.script_load_failed(chunk, error), cause) from exc
+            error = lua_error(cause, syntax=isinstance(exc, LuaSyntaxError))
+            raise init_failed(manifest.name, script_load_failed(chunk, error), cause) from exc
         # SAFETY: ctx and the path bytes stay alive until init returns (locals).
         path_text = (bundle_dir if bundle_dir is not None else str(manifest.manifest_path)).encode("utf-8")
         path_buf = ffi.new("char[]", path_text)
@@ -525,16 +656,16 @@ class LuaLoader:
         ctx.bundle_path.ptr = ffi.cast("const uint8_t*", path_buf)
         ctx.bundle_path.len = len(path_text)
         try:
-            res = state.call_prelude("init", runtime.host_api.address, int(ffi.cast("uintptr_t", ctx)), chunk)
+            res = state.call_prelude("init", host_address, int(ffi.cast("uintptr_t", ctx)), chunk)
         except LuaError as exc:
             cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
-            error = _texts.init_error_text("init_error", [cause], chunk)
+            error = init_error_text("init_error", [cause], chunk)
             raise init_failed(manifest.name, error, cause, file=chunk) from exc
         if not res or res[0] != "ok":
             kind = str(res[1]) if len(res) > 1 else "?"
             # The Lua error text, for the errors that carry one (memory, budget).
             cause = str(res[2]) if kind == "init_error" else str(res[3]) if kind == "factory_failed" else ""
-            raise init_failed(manifest.name, _texts.init_error_text(kind, list(res[2:]), chunk), cause, file=chunk)
+            raise init_failed(manifest.name, init_error_text(kind, list(res[2:]), chunk), cause, file=chunk)
         count = int(res[1])
         regs = []
         for i in range(count):
