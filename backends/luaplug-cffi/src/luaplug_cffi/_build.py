@@ -78,9 +78,23 @@ def luajit_flags() -> dict[str, list[str]]:
     return flags
 
 
+def entry_include_dir() -> str:
+    """The directory of luaplug_entry.h (lp_pyfast.c includes it): luaplug.backend.get_include(),
+    or, building in this repository's checkout without luaplug installed, the core's source."""
+    checkout = HERE.parents[3] / "packages" / "luaplug" / "src" / "luaplug" / "backend"
+    try:
+        from luaplug.backend import get_include
+    except ImportError:
+        if (checkout / "luaplug_entry.h").is_file():
+            return str(checkout)
+        raise RuntimeError("building luaplug-cffi needs luaplug (luaplug.backend.get_include()) installed") from None
+    return get_include()
+
+
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 _flags = luajit_flags()
+_flags["include_dirs"].append(entry_include_dir())
 ffibuilder.set_source(
     "luaplug_cffi._native",
     # lp_pyfast.c uses the full C API (METH_FASTCALL), hence no py_limited_api; and the macro that

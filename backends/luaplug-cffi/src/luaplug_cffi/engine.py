@@ -49,7 +49,7 @@ else:
 # in which case instances use the generic Python path over lp_dispatch.
 _bind: Callable[..., Any] | None = None
 if lib is not None and lib.lp_install(b"luaplug_cffi._native") == 0:
-    _bind = _native._bind
+    _bind = _native.bind
 
 __all__ = ["CffiEngine", "CffiState"]
 
@@ -203,7 +203,7 @@ class CffiState(EngineState):
         if _bind is None or c is None:
             return None
         # The bound function keeps this state (and so the lp_contract) alive.
-        return _bind(self, int(ffi.cast("uintptr_t", c)), instance_id, instance, mode)
+        return _bind(self, instance, mode, None, int(ffi.cast("uintptr_t", c)), instance_id)
 
     def close(self) -> None:
         if lib.lp_close(self._vm) != _OK:

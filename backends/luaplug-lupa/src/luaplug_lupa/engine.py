@@ -244,7 +244,7 @@ class LupaState(EngineState):
         except LuaplugError:
             return None  # closed meanwhile: the generic path answers StaleHandle
         # The entry keeps this state, and so the cell it reads, alive.
-        return _bind_entry(target, self.cell_address, self, instance, mode)
+        return _bind_entry(self, instance, mode, target, 0, 0)
 
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
         assert isinstance(provider, PythonBackedContract)

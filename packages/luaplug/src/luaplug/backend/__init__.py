@@ -8,6 +8,8 @@ the prelude, the loader, the registry, the HostApi — is the core's.
 
 from __future__ import annotations
 
+import os
+
 from luaplug.abi import DispatchType
 from luaplug.abi import core_ffi as abi_ffi
 from luaplug.backends import BackendInfo, BackendRegistry
@@ -48,7 +50,14 @@ __all__ = [
     "PythonBackedContract",
     "StateOptions",
     "abi_ffi",
+    "get_include",
     "hookimpl",
     "prelude_source",
     "python_interface",
 ]
+
+
+def get_include() -> str:
+    """The directory of ``luaplug_entry.h``, the per-instance native entry a backend's C extension
+    compiles (its protocol is documented in the header)."""
+    return os.path.dirname(os.path.abspath(__file__))
