@@ -14,7 +14,7 @@ import pytest
 import luaplug
 from luaplug import backends
 from luaplug.abi import ffi
-from luaplug.engine import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES
+from luaplug.engine import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES, StateOptions
 from luaplug_cffi import _build
 from luaplug_cffi import engine as cffi_engine
 
@@ -101,7 +101,7 @@ def test_bytecode_is_refused(rt: luaplug.Runtime) -> None:
     with pytest.raises(luaplug.InitFailed, match="bytecode"):
         rt.load_code(dumped.decode("latin-1"), "bc")
     # The engine itself loads text only, whatever the core checks first.
-    state = cffi_engine.CffiState(rt.host_api_address)
+    state = cffi_engine.CffiState(StateOptions())
     with pytest.raises(luaplug.LuaError, match="wrong mode"):
         state.run_chunk(dumped.decode("latin-1"), "bc")
 

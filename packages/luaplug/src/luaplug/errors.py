@@ -6,7 +6,7 @@ native (lupa, cffi) errors into these with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from . import _hostfailures
@@ -365,3 +365,46 @@ def init_failed(bundle: str, error: str, cause: str, *, file: str | None = None)
     if cause.startswith(LIMIT_TEXT):
         return InitLimitError(bundle, error, file=file)
     return InitFailed(bundle, error, file=file)
+
+
+class ErrorMap:
+    """One engine's error mapping (see :func:`map_errors`)."""
+
+    __slots__ = ("_catch", "_default", "_table")
+
+    def __init__(
+        self, table: Mapping[object, type[LuaError]], default: type[LuaError], catch: tuple[type[BaseException], ...]
+    ) -> None:
+        self._table = dict(table)
+        self._default = default
+        self._catch = catch
+
+    def __call__(self, key: object, text: str | None = None) -> LuaError:
+        """luaplug's error for ``key`` with ``text`` (default: ``str(key)``)."""
+        found = self._table.get(key) if key.__class__.__hash__ is not None else None
+        if found is None and isinstance(key, BaseException):
+            found = next((self._table[k] for k in type(key).__mro__ if k in self._table), None)
+        return (found or self._default)(str(key) if text is None else text)
+
+    def __enter__(self) -> ErrorMap:
+        return self
+
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and isinstance(exc, self._catch):
+            raise self(exc) from exc
+
+
+def map_errors(
+    table: Mapping[object, type[LuaError]],
+    *,
+    default: type[LuaError] = LuaError,
+    catch: tuple[type[BaseException], ...] = (),
+) -> ErrorMap:
+    """The one way an engine turns its own failures into luaplug's errors.
+
+    ``table`` maps what the engine reports — a status code, a result kind, or an exception class
+    (matched along the exception's class hierarchy) — to a :class:`LuaError` subclass; anything
+    else maps to ``default``. The result is called as ``mapped(key, text)`` (the error to raise),
+    and is a context manager that re-raises an exception of a ``catch`` class as its mapping.
+    """
+    return ErrorMap(table, default, catch)

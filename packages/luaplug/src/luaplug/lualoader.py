@@ -34,6 +34,7 @@ from .errors import (
 )
 from .loader import FastCall
 from .pyinterface import PythonBackedContract
+from .reentry import CELL_DEPTH, CELL_THREAD
 from .registry import Registration
 from .sdk import sdk_path
 from .sources import BundleSource, BytesSource, CodeSource, PathSource
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from .manifest import Manifest
     from .runtime import Runtime
 
-__all__ = ["EngineContract", "LuaLoader", "log_call_failure"]
+__all__ = ["EngineContract", "LuaLoader", "log_call_failure", "log_create_failure"]
 
 _log: Final = logging.getLogger("luaplug.loader")
 
@@ -60,6 +61,11 @@ def log_call_failure(text: str, *, raised: bool = False) -> None:
     _log.log(logging.DEBUG if raised else logging.ERROR, "Lua function call failed: %s", text)
 
 
+def log_create_failure(text: str) -> None:
+    """A contract's factory failed for a ``create_instance`` (logged at Error level)."""
+    _log.error("Lua create_instance: factory call failed: %s", text)
+
+
 # Deadlock detection for peer calls served through Python (engines whose VM lock
 # is taken inside the engine): the state each thread may be blocked on, under
 # _waits_lock. A state's holder is read from its cell (the thread running Lua
@@ -73,7 +79,8 @@ _DEADLOCK_TEXT: Final = "peer call refused: it would deadlock (mutual calls betw
 
 def _holder(state: EngineState) -> int | None:
     cell = state.cell
-    return int(cell[0]) if cell[1] != 0 and cell[0] != 0 else None
+    thread = cell[CELL_THREAD]
+    return int(thread) if cell[CELL_DEPTH] != 0 and thread != 0 else None
 
 
 def _closes_cycle(target: EngineState, me: int) -> bool:
@@ -140,19 +147,19 @@ class EngineContract(PythonBackedContract):
             return 0
         me = _wait_for(self.state)
         if me is None:
-            _log.error("Lua create_instance: factory call failed: %s", _DEADLOCK_TEXT)
+            log_create_failure(_DEADLOCK_TEXT)
             return 0
         try:
             self._drain()
             res = self.state.call_prelude("create", self.cidx)
         except LuaplugError as exc:
-            _log.error("Lua create_instance: factory call failed: %s", exc)
+            log_create_failure(str(exc))
             return 0
         finally:
             _done_waiting(me)
         iid = int(res[0]) if res and res[0] else 0
         if not iid:
-            _log.error("Lua create_instance: factory call failed: %s", res[1] if len(res) > 1 else "unknown error")
+            log_create_failure(str(res[1]) if len(res) > 1 else "unknown error")
         return iid
 
     def destroy_instance(self, instance_id: int) -> None:
@@ -249,6 +256,18 @@ def _close_vm(state: EngineState, providers: list[EngineContract]) -> None:
     state.close()
     for provider in providers:
         provider.drop_vm()
+
+
+def _set_up(state: EngineState, host: int, options: StateOptions) -> None:
+    """Wire a fresh state's prelude to its engine and this runtime (the prelude's ``setup``);
+    the state is closed when that fails."""
+    try:
+        capped = 1 if options.memory_limit is not None else 0
+        alloc = state.arena_alloc_address
+        state.call_prelude("setup", host, state.cell_address, state.thread_fn_address, alloc, capped)
+    except BaseException:
+        state.close()
+        raise
 
 
 def _check_inside(bundle_dir: str, manifest: Manifest) -> None:
@@ -444,6 +463,7 @@ class LuaLoader:
         host = runtime.host_api.address
         try:
             state = self.engine.new_state(host_address=host, bundle=manifest.name, options=options)
+            _set_up(state, host, options)
         except LuaMemoryError as exc:
             # A cap too small for the VM and luaplug's prelude.
             raise init_failed(manifest.name, f"Lua VM init failed: {exc}", MEMORY_TEXT) from exc
@@ -487,10 +507,10 @@ class LuaLoader:
         sdk = str(sdk_path()).replace("\\", "/")
         if bundle_dir is not None:
             d = bundle_dir.replace("\\", "/")
-            state.prepend_package_field("path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
-            state.prepend_package_field("cpath", f"{d}/?.so")
+            state.call_prelude("prepend_package", "path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
+            state.call_prelude("prepend_package", "cpath", f"{d}/?.so")
         else:
-            state.prepend_package_field("path", f"{sdk}/?.lua;{sdk}/?.lua")
+            state.call_prelude("prepend_package", "path", f"{sdk}/?.lua;{sdk}/?.lua")
         if options.instruction_limit or options.untrusted:
             confined: tuple[str, str, int] = ("", "", 0)
             glue = ""

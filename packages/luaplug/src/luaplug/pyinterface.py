@@ -16,7 +16,7 @@ from .abi import AbiErrorCode, DispatchType
 from .abi import core_ffi as ffi
 from .loader import ContractProvider
 
-__all__ = ["PythonBackedContract", "python_interface"]
+__all__ = ["PythonBackedContract", "python_interface", "vm_interface"]
 
 _log: Final = logging.getLogger("luaplug.hostapi")
 # Instance ids are Lua numbers (doubles): past 2**53 no id can name a live instance.
@@ -98,6 +98,21 @@ def _destroy(loader_data: Any, host: Any, inst: Any) -> None:
         provider.destroy_instance(iid)
 
 
+def vm_interface(provider: ContractProvider, create: Any, destroy: Any, call: Any, loader_data: Any) -> Any:
+    """A ``GuestContractInterface*`` of ``provider``'s contract, ``VirtualMachine`` dispatch, with
+    these ``create_instance``/``destroy_instance``/``dispatch.vm.call`` pointers and ``loader_data``
+    (a ``void*``; it must stay valid as long as the interface)."""
+    iface = ffi.new("GuestContractInterface*")
+    iface.contract_id = provider.contract_id
+    iface.contract_version.major = provider.major
+    iface.dispatch_type = DispatchType.VirtualMachine
+    iface.create_instance = create
+    iface.destroy_instance = destroy
+    iface.dispatch.vm.call = call
+    iface.dispatch.vm.loader_data.data = loader_data
+    return iface
+
+
 def python_interface(provider: PythonBackedContract) -> Any:
     """A ``GuestContractInterface*`` calling ``provider``.
 
@@ -105,12 +120,4 @@ def python_interface(provider: PythonBackedContract) -> Any:
     """
     handle = ffi.new_handle(provider)
     provider._c_handle = handle
-    iface = ffi.new("GuestContractInterface*")
-    iface.contract_id = provider.contract_id
-    iface.contract_version.major = provider.major
-    iface.dispatch_type = DispatchType.VirtualMachine
-    iface.create_instance = _create
-    iface.destroy_instance = _destroy
-    iface.dispatch.vm.call = _vm_call
-    iface.dispatch.vm.loader_data.data = handle
-    return iface
+    return vm_interface(provider, _create, _destroy, _vm_call, handle)

@@ -24,10 +24,13 @@ from luaplug.engine import (
     StateOptions,
     prelude_source,
 )
-from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
+from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
 from luaplug.hookspecs import hookimpl
 from luaplug.loader import ContractProvider, FastCall
-from luaplug.pyinterface import PythonBackedContract, python_interface
+from luaplug.lualoader import log_call_failure, log_create_failure
+from luaplug.pyinterface import PythonBackedContract, python_interface, vm_interface
+
+from .native import NO_NATIVE_ENTRY, GuardedEngine, native_entries, prelude_code
 
 __all__ = [
     "CAP_MEMORY_LIMIT",
@@ -36,6 +39,7 @@ __all__ = [
     "CAP_REFUSES_BYTECODE",
     "DEFAULT_OPTIONS",
     "MEMORY_TEXT",
+    "NO_NATIVE_ENTRY",
     "BackendInfo",
     "BackendRegistry",
     "ContractProvider",
@@ -43,6 +47,7 @@ __all__ = [
     "Engine",
     "EngineState",
     "FastCall",
+    "GuardedEngine",
     "LuaError",
     "LuaMemoryError",
     "LuaSyntaxError",
@@ -52,8 +57,14 @@ __all__ = [
     "abi_ffi",
     "get_include",
     "hookimpl",
+    "log_call_failure",
+    "log_create_failure",
+    "map_errors",
+    "native_entries",
+    "prelude_code",
     "prelude_source",
     "python_interface",
+    "vm_interface",
 ]
 
 
