@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,33 +88,39 @@ def test_errors(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:
     assert inst.dispatch(1) == AbiErrorCode.StaleHandle
 
 
-def test_reentry_from_host_code_inside_a_call(rt: luaplug.Runtime) -> None:
-    """A log handler running inside a call of iso.Chatty calls it again through an instance bound
-    before the call: ReentrantCall, on every path; another bundle is served."""
-    chatty = rt.contract("iso.Chatty@1").default
-    counter = rt.contract("iso.Counter@1").default
-    codes: list[int] = []
-
-    class CallsBack(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if getattr(record, "scope", None) == "iso.chatty":
-                codes.append(chatty.dispatch(0))
-                try:
-                    chatty.call(0)
-                except luaplug.DispatchError as exc:
-                    codes.append(exc.code)
-                codes.append(counter.dispatch(0, 0, address(ffi.new("int64_t*"))))
-
-    handler = CallsBack(level=logging.INFO)
+@contextmanager
+def calling_back(fn: Callable[[], None]) -> Iterator[None]:
+    """``fn`` runs from a log handler each time iso.Chatty logs, inside its call."""
+    handler = logging.Handler(level=logging.INFO)
+    handler.emit = lambda record: fn() if getattr(record, "scope", None) == "iso.chatty" else None  # type: ignore[method-assign]
     guest = logging.getLogger("luaplug.guest")
-    old = guest.level
+    level = guest.level
     guest.addHandler(handler)
     guest.setLevel(logging.INFO)
     try:
-        assert chatty.dispatch(0) == 0
+        yield
     finally:
         guest.removeHandler(handler)
-        guest.setLevel(old)
+        guest.setLevel(level)
+
+
+def test_reentry_from_host_code_inside_a_call(rt: luaplug.Runtime) -> None:
+    """Host code running inside a call of iso.Chatty calls it again through an instance bound
+    before the call: ReentrantCall, on every path; another bundle is served."""
+    chatty = rt.contract("iso.Chatty@1").default
+    counter = rt.contract("iso.Counter@1").default
+    slot = ffi.new("int64_t*")
+    codes: list[int] = []
+
+    def call_back() -> None:
+        codes.append(chatty.dispatch(0))
+        with pytest.raises(luaplug.DispatchError) as info:
+            chatty.call(0)
+        codes.append(info.value.code)
+        codes.append(counter.dispatch(0, 0, address(slot)))
+
+    with calling_back(call_back):
+        assert chatty.dispatch(0) == 0
     assert codes == [AbiErrorCode.ReentrantCall, AbiErrorCode.ReentrantCall, 0]
     assert chatty.dispatch(0) == 0
 

@@ -4,6 +4,7 @@ mapping helper, the prelude cache, the import guard and the switch to the pure-P
 from __future__ import annotations
 
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -12,18 +13,20 @@ from luaplug import reentry
 from luaplug.backend import (
     DEFAULT_OPTIONS,
     NO_NATIVE_ENTRY,
+    BackendInfo,
+    BackendRegistry,
     EngineState,
     GuardedEngine,
     LuaError,
     LuaMemoryError,
     LuaplugError,
     LuaSyntaxError,
-    StateOptions,
     get_include,
     map_errors,
     native_entries,
     prelude_code,
     prelude_source,
+    register_backends,
 )
 
 
@@ -120,9 +123,7 @@ def test_native_entries_follow_the_environment(
 class Missing(GuardedEngine):
     name = "missing"
     import_error = "the native module cannot be loaded (no such file)"
-
-    def open_state(self, host_address: int, options: StateOptions) -> EngineState:
-        raise AssertionError("never opened without the native module")
+    state_class = EngineState  # never made: the module is missing
 
     def lua_version(self) -> str:
         return ""
@@ -132,3 +133,18 @@ def test_a_guarded_engine_without_its_module_is_unavailable_and_opens_nothing() 
     assert Missing.unavailable_reason() == "the native module cannot be loaded (no such file)"
     with pytest.raises(LuaplugError, match="no such file"):
         Missing().new_state(host_address=0, bundle="b", options=DEFAULT_OPTIONS)
+
+
+def test_register_backends_is_a_hook_adding_each_backend() -> None:
+    import pluggy
+
+    from luaplug import hookspecs
+
+    a, b = BackendInfo(name="a", engine="m:A"), BackendInfo(name="b", engine="m:B", priority=3)
+    plugin = types.SimpleNamespace(luaplug_register_backends=register_backends(a, b))
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(plugin)
+    registry = BackendRegistry()
+    pm.hook.luaplug_register_backends(register=registry)
+    assert registry.backends == {"a": a, "b": b}

@@ -81,6 +81,14 @@ def _check(status: int) -> None:
         raise _errors(status, _last_error())
 
 
+#: lp_value types of prelude results (1 number, 2 string, 3 boolean; other: nil) as Python values
+_RESULT: Final[dict[int, Callable[[Any], Any]]] = {
+    1: lambda v: int(v.num) if v.num.is_integer() else v.num,
+    2: lambda v: ffi.unpack(v.str, v.len).decode("utf-8", "replace"),
+    3: lambda v: bool(v.num),
+}
+
+
 def _dump(src: bytes) -> bytes | None:
     """``src`` as bytecode of the system LuaJIT, or ``None``."""
     out = ffi.new("char**")
@@ -132,40 +140,25 @@ class CffiState(EngineState):
         _check(lib.lp_load(self._vm, src, len(src)))
 
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
-        values = ffi.new("lp_value[]", max(len(args), 1))
-        keep = []
-        for i, a in enumerate(args):
-            if isinstance(a, str):
-                data = a.encode("utf-8")
-                raw = ffi.new("char[]", data)
-                keep.append(raw)
-                values[i].type = 2
-                values[i].str = raw
-                values[i].len = len(data)  # not strlen: source text may hold NUL bytes
-            else:
-                values[i].type = 1
-                values[i].num = float(a)
+        data = [a.encode("utf-8") if isinstance(a, str) else a for a in args]
+        keep = [ffi.new("char[]", a) if isinstance(a, bytes) else ffi.NULL for a in data]
+        # Strings with their length, not strlen: source text may hold NUL bytes.
+        values = ffi.new(
+            "lp_value[]",
+            [
+                (2, 0, k, len(a)) if isinstance(a, bytes) else (1, float(a), k, 0)
+                for a, k in zip(data, keep, strict=True)
+            ]
+            or 1,
+        )
         resp = ffi.new("lp_value**")
         nres = ffi.new("int*")
         status = lib.lp_call(self._vm, entry.encode("ascii"), len(args), values, resp, nres)
-        res = resp[0]
-        out: list[Any] = []
         try:
             _check(status)
-            for i in range(nres[0]):
-                v = res[i]
-                if v.type == 1:
-                    num = v.num
-                    out.append(int(num) if num.is_integer() else num)
-                elif v.type == 2:
-                    out.append(ffi.unpack(v.str, v.len).decode("utf-8", "replace"))
-                elif v.type == 3:
-                    out.append(bool(v.num))
-                else:
-                    out.append(None)
+            return tuple(_RESULT[v.type](v) if v.type in _RESULT else None for v in resp[0][0 : nres[0]])
         finally:
-            lib.lp_free_results(res, nres[0])
-        return tuple(out)
+            lib.lp_free_results(resp[0], nres[0])
 
     def dispatcher(self, cidx: int) -> FastCall:
         return functools.partial(lib.lp_dispatch, self._vm, cidx)
@@ -206,9 +199,7 @@ class CffiEngine(GuardedEngine):
         {CAP_MEMORY_LIMIT, CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE}
     )
     import_error = _IMPORT_ERROR
-
-    def open_state(self, host_address: int, options: StateOptions) -> EngineState:
-        return CffiState(options)
+    state_class = CffiState
 
     def lua_version(self) -> str:
         if lib is None:

@@ -24,19 +24,15 @@ from luaplug.backend import (
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
     MEMORY_TEXT,
-    ContractProvider,
     EngineState,
-    FastCall,
     GuardedEngine,
     LuaMemoryError,
     LuaplugError,
     LuaSyntaxError,
-    PythonBackedContract,
     StateOptions,
     map_errors,
     native_entries,
     prelude_code,
-    python_interface,
 )
 from luaplug.backend import abi_ffi as _cffi
 
@@ -170,11 +166,11 @@ class LupaState(EngineState):
             return tuple(_py(v) for v in result)
         return (_py(result),)
 
-    def dispatcher(self, cidx: int) -> FastCall:
+    def dispatcher(self, cidx: int) -> Any:  # a lupa function, called as a FastCall
         fn = self._prelude.dispatcher(cidx)
         if fn is None:
             raise LuaplugError(f"no contract #{cidx} in this VM")
-        return fn  # type: ignore[no-any-return]
+        return fn
 
     def bound_dispatcher(self, cidx: int, instance_id: int) -> Any:
         prelude = self._prelude
@@ -197,10 +193,6 @@ class LupaState(EngineState):
             return None  # closed meanwhile: the generic path answers StaleHandle
         return _bind_entry(self, instance, mode, target, 0, 0)
 
-    def interface(self, provider: ContractProvider, cidx: int) -> Any:
-        assert isinstance(provider, PythonBackedContract)
-        return python_interface(provider)
-
     def close(self) -> None:
         prelude, self._prelude = self._prelude, None
         if prelude is not None and not self.active_on_this_thread():
@@ -219,9 +211,7 @@ class LupaEngine(GuardedEngine):
         {CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE} | ({CAP_MEMORY_LIMIT} if _MAX_MEMORY else set())
     )
     import_error = _IMPORT_ERROR
-
-    def open_state(self, host_address: int, options: StateOptions) -> EngineState:
-        return LupaState(options)
+    state_class = LupaState
 
     def lua_version(self) -> str:
         """The LuaJIT version, then the lupa version and module it comes through."""

@@ -21,6 +21,7 @@ from . import _libc
 from .abi import core_ffi as ffi
 from .errors import LuaMemoryError, LuaSyntaxError, map_errors
 from .loader import ContractProvider, FastCall
+from .pyinterface import PythonBackedContract, python_interface
 from .reentry import CELL_DEPTH, CELL_LIVE, CELL_RETIRED, CELL_SLOTS, CELL_THREAD
 
 __all__ = [
@@ -158,9 +159,11 @@ class EngineState(ABC):
         """See :meth:`ContractProvider.native_entry`; default: none."""
         return None
 
-    @abstractmethod
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
-        """A ``GuestContractInterface*`` for contract ``cidx`` with working pointers."""
+        """A ``GuestContractInterface*`` for contract ``cidx`` with working pointers; by default
+        pointers that call back into Python (the core's contracts are ``PythonBackedContract``)."""
+        assert isinstance(provider, PythonBackedContract)
+        return python_interface(provider)
 
     def last_error_text(self) -> str | None:
         """The calling thread's last Lua error text, when :meth:`dispatcher`

@@ -30,6 +30,7 @@ from luaplug.loader import ContractProvider, FastCall
 from luaplug.lualoader import log_call_failure, log_create_failure
 from luaplug.pyinterface import PythonBackedContract, python_interface, vm_interface
 
+from .hook import register_backends
 from .native import NO_NATIVE_ENTRY, GuardedEngine, native_entries, prelude_code
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "prelude_code",
     "prelude_source",
     "python_interface",
+    "register_backends",
     "vm_interface",
 ]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-from abc import abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, Final
 
@@ -50,11 +49,13 @@ class GuardedEngine(Engine):
 
     The subclass sets :attr:`import_error` (at its module's import) to why its native part cannot
     be used, or ``None``; luaplug's probe reports it through :meth:`unavailable_reason`, and
-    :meth:`new_state` refuses to run without it.
+    :meth:`new_state` refuses to run without it. States are made as ``state_class(options)``.
     """
 
     #: why this engine cannot run here (``None``: it can)
     import_error: ClassVar[str | None] = None
+    #: makes a fresh state (see :meth:`Engine.new_state`) from the load's options
+    state_class: ClassVar[Callable[..., EngineState]]
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -64,8 +65,4 @@ class GuardedEngine(Engine):
     def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
         if self.import_error is not None:
             raise LuaplugError(self.import_error)
-        return self.open_state(host_address, options)
-
-    @abstractmethod
-    def open_state(self, host_address: int, options: StateOptions) -> EngineState:
-        """A fresh state (see :meth:`Engine.new_state`); the native module is there."""
+        return self.state_class(options)
