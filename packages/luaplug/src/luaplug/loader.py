@@ -19,7 +19,8 @@ __all__ = ["BundleLoader", "ContractProvider", "FastCall"]
 
 #: A backend's Python-side dispatch: ``(fn_id, instance_id, args, out, arena)``
 #: (all integers; pointers as addresses) -> ``0``, an error code, or
-#: ``(code, lua_error_text)``.
+#: ``(code, lua_error_text)``. Never ``-1``: the call paths use it for "not served
+#: here, convert the arguments and call again" (``Instance._finish``).
 FastCall = Callable[[int, int, int, int, int], Any]
 
 
@@ -70,7 +71,9 @@ class ContractProvider(ABC):
         (``mode`` 0) or ``call`` (``mode`` 1) for one instance, or ``None``.
 
         It handles the plain-int fast case itself and delegates everything else
-        to the instance's ``_py_dispatch``/``_py_call``/``_failed``. Those
+        to the instance's ``_py_dispatch``/``_py_call``/``_failed`` (the native-entry
+        protocol, documented in ``luaplug.backend.get_include()``'s ``luaplug_entry.h``,
+        which every backend compiles). Those
         methods do not check re-entry: an engine that cannot re-enter a
         running VM refuses such a call in its entry (``_failed(ReentrantCall, ...)``)
         before it delegates anything.
