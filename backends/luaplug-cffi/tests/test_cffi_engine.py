@@ -268,3 +268,12 @@ def test_a_temporary_instance_survives_its_own_call_and_is_collected(rt: luaplug
     del inst
     gc.collect()
     assert ref() is None  # the Instance <-> C entry cycle is collectable
+
+
+def test_an_entry_bound_without_its_contract_raises_instead_of_crashing(rt: luaplug.Runtime) -> None:
+    rt.load_code(ADDER, "adder")
+    inst = rt.contract("t.Add@1").create_instance()
+    state = next(iter(rt.loader._live.values()))
+    entry = cffi_engine._native.bind(state, inst, 0, None, 0, inst.id)
+    with pytest.raises(TypeError, match="without its contract"):
+        entry(0)

@@ -259,3 +259,14 @@ def test_reclaimed_vms_are_freed_without_the_cyclic_gc(how: str, tmp_path: Path)
         assert _lua_runtimes() == base
     finally:
         gc.enable()
+
+
+def test_an_entry_bound_without_a_target_raises_instead_of_crashing(rt: luaplug.Runtime) -> None:
+    from luaplug_lupa import _entry
+
+    rt.load_code(PROBE, "probe")
+    inst = rt.contract("t.Probe@1").default
+    state = next(iter(rt.loader._live.values()))
+    entry = _entry.bind(state, inst, 0, None, 0, 0)
+    with pytest.raises(TypeError, match="without a target"):
+        entry(0)

@@ -16,6 +16,10 @@ static int luaplug_entry_refused(const luaplug_entry *e) {
 
 static PyObject *luaplug_entry_invoke(luaplug_entry *e, const luaplug_args *a) {
     lp_contract *c = (lp_contract *)e->data;
+    if (c == NULL) {
+        PyErr_SetString(PyExc_TypeError, "this entry was bound without its contract");
+        return NULL;
+    }
     lp_vm *vm = c->vm;
     int code, logged = 0;
     Py_BEGIN_ALLOW_THREADS

@@ -20,6 +20,10 @@ static int luaplug_entry_refused(const luaplug_entry *e) { return luaplug_cell_r
 static PyObject *luaplug_entry_invoke(luaplug_entry *e, const luaplug_args *a) {
     PyObject *stack[4];
     size_t m = 1;
+    if (e->target == NULL) {
+        PyErr_SetString(PyExc_TypeError, "this entry was bound without a target");
+        return NULL;
+    }
     stack[0] = a->args[0];
     if (a->arena_address != NULL) {
         stack[1] = a->args[1];
