@@ -234,7 +234,7 @@ ffi = require("ffi")
 def test_instances_are_served_by_the_c_entry(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:
     rt.load_code(ADDER, "adder")
     inst = rt.contract("t.Add@1").create_instance()
-    assert type(inst.dispatch).__name__ == "Entry" and type(inst.call).__name__ == "Entry"
+    assert type(inst.dispatch.__self__) is type(inst.call.__self__) is cffi_engine._native.Entry
     args = ffi.new("int32_t[2]", [20, 22])
     out = ffi.new("int32_t*")
     address = int(ffi.cast("uintptr_t", args)), int(ffi.cast("uintptr_t", out))

@@ -1,9 +1,10 @@
 /* luaplug_entry.h: the per-instance native entry every luaplug backend compiles.
  *
  * An entry is the C-level callable luaplug's Instance stores as its `dispatch` (mode 0) or
- * `call` (mode 1). It adds no Python frame to a call: plain integer arguments go straight to
- * the backend's VM; every other case is handed back to the Instance, so the semantics have one
- * definition (luaplug/contract.py).
+ * `call` (mode 1): a builtin function (METH_FASTCALL, which the interpreter calls without a
+ * generic dispatch) whose `self` is an Entry object holding the binding. It adds no Python
+ * frame to a call: plain integer arguments go straight to the backend's VM; every other case
+ * is handed back to the Instance, so the semantics have one definition (luaplug/contract.py).
  *
  * Using it: include <Python.h>, then this header (once per extension module), then define the
  * two hooks declared below. Call luaplug_entry_init(module) once: it publishes `bind` and
@@ -18,7 +19,7 @@
  *       (code, message) tuple), or NULL with an exception set.
  *
  * The native-entry protocol: the Python names the entry reads, and what it expects of them.
- *   bind(owner, instance, mode, target, data, instance_id) -> Entry
+ *   bind(owner, instance, mode, target, data, instance_id) -> the builtin over a new Entry
  *       owner        the EngineState; kept alive by the entry. Its `cell_address` (int) is read
  *                    once: the address of the state's cell (the LUAPLUG_CELL_* slots below).
  *       instance     the luaplug Instance; kept alive by the entry (a temporary
@@ -46,15 +47,14 @@
  * - The cell is a double[LUAPLUG_CELL_SLOTS] owned by the EngineState; the entry holds the
  *   state, so the pointer is valid as long as the entry. The prelude writes the thread slot as
  *   tonumber(pthread_self()): compare after the same uintptr_t -> double conversion.
- * - The entry and the Instance reference each other (the Instance holds the entry in its
- *   __dict__): Entry is a GC type, so the cycle is collected. A cleared entry (owner NULL) only
+ * - The entry and the Instance reference each other (the Instance holds the builtin in its
+ *   __dict__, the builtin its Entry): Entry is a GC type, so the cycle is collected. A cleared entry (owner NULL) only
  *   delegates to the Instance, and a cleared Instance reference raises ReferenceError.
  */
 
 #ifndef LUAPLUG_ENTRY_H
 #define LUAPLUG_ENTRY_H
 
-#include <structmember.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -70,7 +70,6 @@
 
 typedef struct luaplug_entry {
     PyObject_HEAD
-    vectorcallfunc vectorcall;
     PyObject *owner;
     PyObject *inst;
     PyObject *target;
@@ -100,6 +99,7 @@ static inline int luaplug_cell_running_here(volatile const double *cell) {
 
 static PyObject *luaplug_str_address, *luaplug_str_failed, *luaplug_str_translate, *luaplug_str_py[2];
 static PyObject *luaplug_str_cell_address;
+static PyObject *luaplug_zero; /* the int 0 (CPython keeps one, so a success is usually this object) */
 static PyTypeObject *luaplug_entry_type;
 
 /* An exact non-negative int no greater than `max`, else -1 (no exception left set). */
@@ -123,12 +123,12 @@ static PyObject *luaplug_entry_instance(luaplug_entry *e) {
     return e->inst;
 }
 
-static PyObject *luaplug_entry_slow(luaplug_entry *e, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+static PyObject *luaplug_entry_slow(luaplug_entry *e, PyObject *const *args, Py_ssize_t n, PyObject *kwnames) {
     PyObject *inst = luaplug_entry_instance(e);
     if (inst == NULL) return NULL;
     PyObject *meth = PyObject_GetAttr(inst, luaplug_str_py[e->mode]);
     if (meth == NULL) return NULL;
-    PyObject *res = PyObject_Vectorcall(meth, args, nargsf, kwnames);
+    PyObject *res = PyObject_Vectorcall(meth, args, (size_t)n, kwnames);
     Py_DECREF(meth);
     return res;
 }
@@ -174,9 +174,8 @@ static PyObject *luaplug_entry_raise(luaplug_entry *e) {
     return NULL;
 }
 
-static PyObject *luaplug_entry_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+static PyObject *luaplug_entry_call(PyObject *self, PyObject *const *args, Py_ssize_t n, PyObject *kwnames) {
     luaplug_entry *e = (luaplug_entry *)self;
-    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
     unsigned long long fn_id, in = 0, out = 0, arena = 0, zero;
     luaplug_args a;
 
@@ -217,7 +216,7 @@ static PyObject *luaplug_entry_call(PyObject *self, PyObject *const *args, size_
     PyObject *res = luaplug_entry_invoke(e, &a);
     Py_XDECREF(a.arena_address);
     if (res == NULL) return luaplug_entry_raise(e);
-    if (PyLong_CheckExact(res) && luaplug_uint_arg(res, 0, &zero) == 0) {
+    if (res == luaplug_zero || (PyLong_CheckExact(res) && luaplug_uint_arg(res, 0, &zero) == 0)) {
         if (e->mode) {
             Py_DECREF(res);
             Py_RETURN_NONE;
@@ -228,8 +227,16 @@ static PyObject *luaplug_entry_call(PyObject *self, PyObject *const *args, size_
     Py_DECREF(res);
     return failed;
 slow:
-    return luaplug_entry_slow(e, args, nargsf, kwnames);
+    return luaplug_entry_slow(e, args, n, kwnames);
 }
+
+/* The builtins an entry is called through, by mode. */
+static PyMethodDef luaplug_entry_defs[2] = {
+    {"dispatch", (PyCFunction)(void (*)(void))luaplug_entry_call, METH_FASTCALL | METH_KEYWORDS,
+     "dispatch(fn_id, args=0, out=0, arena=None) -> code (luaplug.Instance.dispatch)"},
+    {"call", (PyCFunction)(void (*)(void))luaplug_entry_call, METH_FASTCALL | METH_KEYWORDS,
+     "call(fn_id, args=0, out=0, arena=None) -> None (luaplug.Instance.call)"},
+};
 
 static int luaplug_entry_traverse(luaplug_entry *e, visitproc visit, void *arg) {
     Py_VISIT(e->owner);
@@ -258,22 +265,15 @@ static PyObject *luaplug_entry_repr(luaplug_entry *e) {
     return PyUnicode_FromFormat("<luaplug %s entry>", e->mode ? "call" : "dispatch");
 }
 
-static PyMemberDef luaplug_entry_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(luaplug_entry, vectorcall), READONLY, NULL},
-    {NULL},
-};
-
 static PyType_Slot luaplug_entry_slots[] = {
-    {Py_tp_call, (void *)PyVectorcall_Call},
     {Py_tp_traverse, (void *)luaplug_entry_traverse},
     {Py_tp_clear, (void *)luaplug_entry_clear},
     {Py_tp_dealloc, (void *)luaplug_entry_dealloc},
     {Py_tp_repr, (void *)luaplug_entry_repr},
-    {Py_tp_members, luaplug_entry_members},
     {0, NULL},
 };
 
-/* bind(owner, instance, mode, target, data, instance_id) -> Entry */
+/* bind(owner, instance, mode, target, data, instance_id) -> the builtin over a new Entry */
 static PyObject *luaplug_entry_bind(PyObject *module, PyObject *const *args, Py_ssize_t n) {
     (void)module;
     unsigned long long cell, data, iid;
@@ -298,7 +298,6 @@ static PyObject *luaplug_entry_bind(PyObject *module, PyObject *const *args, Py_
     }
     luaplug_entry *e = PyObject_GC_New(luaplug_entry, luaplug_entry_type);
     if (e == NULL) return NULL;
-    e->vectorcall = luaplug_entry_call;
     e->owner = Py_NewRef(args[0]);
     e->inst = Py_NewRef(args[1]);
     e->target = args[3] == Py_None ? NULL : Py_NewRef(args[3]);
@@ -307,7 +306,9 @@ static PyObject *luaplug_entry_bind(PyObject *module, PyObject *const *args, Py_
     e->instance_id = (double)iid;
     e->mode = mode ? 1 : 0;
     PyObject_GC_Track(e);
-    return (PyObject *)e;
+    PyObject *fn = PyCFunction_NewEx(&luaplug_entry_defs[e->mode], (PyObject *)e, NULL);
+    Py_DECREF(e);
+    return fn;
 }
 
 static PyMethodDef luaplug_entry_bind_def = {
@@ -325,14 +326,15 @@ static int luaplug_entry_init(PyObject *module, const char *type_name) {
         luaplug_str_py[0] = PyUnicode_InternFromString("_py_dispatch");
         luaplug_str_py[1] = PyUnicode_InternFromString("_py_call");
         luaplug_str_cell_address = PyUnicode_InternFromString("cell_address");
-        if (!luaplug_str_address || !luaplug_str_failed || !luaplug_str_translate || !luaplug_str_py[0] ||
+        luaplug_zero = PyLong_FromLong(0);
+        if (!luaplug_zero || !luaplug_str_address || !luaplug_str_failed || !luaplug_str_translate || !luaplug_str_py[0] ||
             !luaplug_str_py[1] || !luaplug_str_cell_address)
             return -1;
     }
     if (luaplug_entry_type == NULL) {
         spec.name = type_name;
         spec.basicsize = sizeof(luaplug_entry);
-        spec.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
+        spec.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
         spec.slots = luaplug_entry_slots;
         luaplug_entry_type = (PyTypeObject *)PyType_FromSpec(&spec);
         if (luaplug_entry_type == NULL) return -1;
