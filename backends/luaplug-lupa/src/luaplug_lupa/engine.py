@@ -36,48 +36,10 @@ from luaplug.backend import (
 )
 from luaplug.backend import abi_ffi as _cffi
 
+from ._select import decoded, has_max_memory, jit_version, select_lupa
 
-def _py(value: Any) -> Any:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _jit_version(module: Any) -> str:
-    """``jit.version`` of a fresh runtime of ``module`` (``_VERSION`` when it is not LuaJIT)."""
-    return str(_py(module.LuaRuntime(encoding=None).eval(b"jit and jit.version or _VERSION")))
-
-
-def _select_lupa() -> tuple[Any, str, str | None]:
-    """``(module, its name, None)`` for lupa's LuaJIT 2.1 runtime, or ``(None, "", why not)``."""
-    try:
-        import lupa.luajit21 as luajit21
-    except ImportError as exc:
-        missing = f"lupa.luajit21 cannot be imported ({exc})"
-    else:
-        return luajit21, "lupa.luajit21", None
-    try:
-        import lupa
-    except ImportError as exc:
-        return None, "", f"{missing}, nor lupa ({exc})"
-    try:
-        version = _jit_version(lupa)
-    except Exception as exc:  # a lupa that cannot make a runtime at all
-        return None, "", f"{missing}, and lupa.LuaRuntime fails: {exc}"
-    if not version.startswith("LuaJIT 2.1"):
-        return None, "", f"{missing}, and lupa {getattr(lupa, '__version__', '?')} runs {version}, not LuaJIT 2.1"
-    return lupa, "lupa.LuaRuntime", None
-
-
-def _has_max_memory(module: Any) -> bool:
-    """Whether ``module.LuaRuntime`` takes ``max_memory`` (lupa 2.x; 1.x refuses the keyword)."""
-    try:
-        module.LuaRuntime(encoding=None, max_memory=0)
-    except TypeError:
-        return False
-    return True
-
-
-_lupa, _LUPA_MODULE, _IMPORT_ERROR = _select_lupa()
-_MAX_MEMORY = _lupa is not None and _has_max_memory(_lupa)
+_lupa, _LUPA_MODULE, _IMPORT_ERROR = select_lupa()
+_MAX_MEMORY = _lupa is not None and has_max_memory(_lupa)
 
 try:
     from luaplug_lupa._entry import bind as _bind_entry
@@ -163,8 +125,8 @@ class LupaState(EngineState):
         if result is None:
             return ()
         if isinstance(result, tuple):
-            return tuple(_py(v) for v in result)
-        return (_py(result),)
+            return tuple(decoded(v) for v in result)
+        return (decoded(result),)
 
     def dispatcher(self, cidx: int) -> Any:  # a lupa function, called as a FastCall
         fn = self._prelude.dispatcher(cidx)
@@ -218,5 +180,5 @@ class LupaEngine(GuardedEngine):
         if _lupa is None:
             return ""
         with _errors:
-            version = _jit_version(_lupa)
+            version = jit_version(_lupa)
         return f"{version} (lupa {getattr(_lupa, '__version__', '?')}, {_LUPA_MODULE})"
