@@ -55,7 +55,9 @@ dist_sdists() {
     mkdir -p "$work/src/$name"
     tar -C "$repo/$dir" --exclude=./build --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ \
       --exclude='*.so' --exclude='*.o' --exclude=_native.c -cf - . | tar -C "$work/src/$name" -xf -
-    (cd "$work/src/$name" && logged "sdist-$name" "$py" -m build --sdist --no-isolation --outdir "$work/sdist" .)
+    (cd "$work/src/$name" &&
+      logged "sdist-$name" env PYTHONPATH="$work/core" "$py" -m build --sdist --no-isolation --outdir "$work/sdist" .)
+    if [ "$name" = luaplug ]; then dist_core "$py"; fi
   done
   ls "$work/sdist"
   core_sdist="$(ls "$work"/sdist/luaplug-[0-9]*.tar.gz)"
@@ -64,6 +66,16 @@ dist_sdists() {
   for norm in luaplug_lupa luaplug_cffi; do
     dist_sdist "$norm" >/dev/null || fail "no $norm-$version.tar.gz: the versions are not in lockstep"
   done
+}
+
+# dist_core PY: luaplug's wheel, built from its sdist, unpacked in $work/core. The backends build
+# against it (through PYTHONPATH) as against an installed build dependency: their C extensions
+# compile luaplug.backend.get_include()'s luaplug_entry.h.
+dist_core() {
+  local py="$1"
+  logged wheel-core "$py" -m pip wheel --no-index --no-build-isolation --no-deps --wheel-dir "$work/core-wheel" \
+    "$work"/sdist/luaplug-[0-9]*.tar.gz
+  (mkdir -p "$work/core" && cd "$work/core" && "$py" -m zipfile -e "$work"/core-wheel/luaplug-*.whl .)
 }
 
 # dist_sdist NAME: the path of NAME's sdist at `version`. NAME is the normalized name (luaplug_cffi):
@@ -81,7 +93,7 @@ dist_sdist() {
 dist_wheels() {
   local py="$1" sdist
   for sdist in "$work"/sdist/*.tar.gz; do
-    logged "wheel-$(basename "$sdist" .tar.gz)" "$py" -m pip wheel --no-index --no-build-isolation --no-deps \
+    logged "wheel-$(basename "$sdist" .tar.gz)" env PYTHONPATH="$work/core" "$py" -m pip wheel --no-index --no-build-isolation --no-deps \
       --wheel-dir "$work/wheels" "$sdist"
   done
   ls "$work/wheels"

@@ -67,7 +67,7 @@ case "$what" in
     lane=$!
     rc=0
     PATH="$PWD/.tox/pythons:$PATH" "$venv/bin/tox" -q \
-      -e "lint,type,${matrix:+$matrix,}integration-lupa,integration-cffi,kit-example,reference,docs" -- "$@" || rc=$?
+      -e "lint,type,${matrix:+$matrix,}integration-lupa,integration-cffi,kit-example,integration-python-path,reference,docs" -- "$@" || rc=$?
     lane_rc=0
     wait "$lane" || lane_rc=$?
     printf '\n== the distribution builds: tox -e packaging, scripts/debian_build.sh (exit %s)\n' "$lane_rc"

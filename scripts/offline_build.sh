@@ -67,6 +67,7 @@ if lj_cflags="$(pkg-config --cflags-only-I luajit 2>/dev/null)" && lj_libdir="$(
   lj_inc="${lj_cflags#-I}"
   lj_inc="${lj_inc%% *}"
   logged cffi-override "${hidden[@]}" LUAPLUG_LUAJIT_INCLUDE_DIR="$lj_inc" LUAPLUG_LUAJIT_LIB_DIR="$lj_libdir" \
+    PYTHONPATH="$work/core" \
     "$py" -m pip wheel --no-index --no-build-isolation --no-deps --wheel-dir "$work/override" "$cffi_sdist"
   mkdir -p "$work/override/x"
   (cd "$work/override/x" && "$py" -m zipfile -e ../luaplug_cffi-*.whl .)

@@ -13,7 +13,7 @@ import pytest
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.backend import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES
+from luaplug.backend import CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES, StateOptions
 from luaplug.backend import discovery as backends
 from luaplug_cffi import _build
 from luaplug_cffi import engine as cffi_engine
@@ -101,7 +101,7 @@ def test_bytecode_is_refused(rt: luaplug.Runtime) -> None:
     with pytest.raises(luaplug.InitFailed, match="bytecode"):
         rt.load_code(dumped.decode("latin-1"), "bc")
     # The engine itself loads text only, whatever the core checks first.
-    state = cffi_engine.CffiState(rt.host_api_address)
+    state = cffi_engine.CffiState(StateOptions())
     with pytest.raises(luaplug.LuaError, match="wrong mode"):
         state.run_chunk(dumped.decode("latin-1"), "bc")
 
@@ -234,7 +234,7 @@ ffi = require("ffi")
 def test_instances_are_served_by_the_c_entry(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:
     rt.load_code(ADDER, "adder")
     inst = rt.contract("t.Add@1").create_instance()
-    assert type(inst.dispatch).__name__ == "builtin_function_or_method"
+    assert type(inst.dispatch.__self__) is type(inst.call.__self__) is cffi_engine._native.Entry
     args = ffi.new("int32_t[2]", [20, 22])
     out = ffi.new("int32_t*")
     address = int(ffi.cast("uintptr_t", args)), int(ffi.cast("uintptr_t", out))
@@ -268,3 +268,12 @@ def test_a_temporary_instance_survives_its_own_call_and_is_collected(rt: luaplug
     del inst
     gc.collect()
     assert ref() is None  # the Instance <-> C entry cycle is collectable
+
+
+def test_an_entry_bound_without_its_contract_raises_instead_of_crashing(rt: luaplug.Runtime) -> None:
+    rt.load_code(ADDER, "adder")
+    inst = rt.contract("t.Add@1").create_instance()
+    state = next(iter(rt.loader._live.values()))
+    entry = cffi_engine._native.bind(state, inst, 0, None, 0, inst.id)
+    with pytest.raises(TypeError, match="without its contract"):
+        entry(0)

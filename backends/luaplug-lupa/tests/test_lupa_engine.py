@@ -19,11 +19,9 @@ import luaplug
 import luaplug.runtime
 from luaplug.backend import (
     CAP_MEMORY_LIMIT,
-    CAP_NESTED_SAME_BUNDLE,
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
     StateOptions,
-    prelude_source,
 )
 from luaplug.backend import discovery as backends
 from luaplug.epoch import Collector
@@ -32,17 +30,24 @@ from luaplug_lupa import engine as lupa_engine
 
 PROBE = """
 local ffi = require("ffi")
-local probe = {}
-function polyplug_init(host, ctx)
-  probe.python = tostring(python)
-  probe.loaded_python = tostring(package.loaded.python)
-  probe.jit = tostring(jit ~= nil and jit.version)
-  probe.bit = tostring(bit ~= nil and bit.band ~= nil)
-  probe.ffi = tostring(ffi ~= nil and ffi.sizeof("void*"))
-  probe.path = package.path
-  return { ["t.Probe"] = { factory = function() return {} end, functions = { [0] = function() end } } }, { code = 0 }
+counter_global = (counter_global or 0) + 1
+local seen = {
+  python = tostring(python),
+  loaded_python = tostring(package.loaded.python),
+  jit = tostring(jit ~= nil and jit.version),
+  bit = tostring(bit ~= nil and bit.band ~= nil),
+  ffi = tostring(ffi ~= nil and ffi.sizeof("void*")),
+  path = package.path,
+}
+local function report(_, args)
+  seen.counter = tostring(counter_global)
+  local key = ffi.string(ffi.cast("const char*", args))
+  error(seen[key], 0)
 end
-function probe_get(k) return probe[k] end
+function polyplug_init(host, ctx)
+  return { ["t.Probe"] = { factory = function() return {} end, functions = { [0] = function() end, [1] = report } } },
+    { code = 0 }
+end
 """
 
 
@@ -53,9 +58,14 @@ def rt() -> luaplug.Runtime:
     r.close()
 
 
-def _probe(rt: luaplug.Runtime, key: str) -> str:
-    state = rt.loader._live[luaplug.ids.bundle_id("probe")]
-    return str(state._rt.globals().probe_get(key.encode()).decode())  # type: ignore[attr-defined]
+def _probe(rt: luaplug.Runtime, key: str, contract: str = "t.Probe@1") -> str:
+    """What the probe bundle's VM saw for ``key`` (its function 1 fails with that text)."""
+    from luaplug.abi import ffi
+
+    name = ffi.new("char[]", key.encode())
+    with pytest.raises(luaplug.DispatchError) as info:
+        rt.contract(contract).default.call(1, name)
+    return str(info.value.lua_error).split("\nstack traceback:", 1)[0]
 
 
 def test_vm_has_ffi_bit_jit_and_no_python(rt: luaplug.Runtime) -> None:
@@ -70,13 +80,10 @@ def test_vm_has_ffi_bit_jit_and_no_python(rt: luaplug.Runtime) -> None:
 
 
 def test_each_load_gets_a_fresh_state(rt: luaplug.Runtime) -> None:
-    code = PROBE.replace("local probe = {}", "counter_global = (counter_global or 0) + 1\nlocal probe = {}")
-    rt.load_code(code, "probe")
-    rt.load_code(code.replace("t.Probe", "t.Probe2"), "probe2")
-    states = list(rt.loader._live.values())
-    assert len({id(s) for s in states}) == 2
-    for s in states:
-        assert s._rt.globals().counter_global == 1  # type: ignore[attr-defined]
+    rt.load_code(PROBE, "probe")
+    rt.load_code(PROBE.replace("t.Probe", "t.Probe2"), "probe2")
+    assert _probe(rt, "counter") == "1"
+    assert _probe(rt, "counter", "t.Probe2@1") == "1"
 
 
 def test_bytecode_is_refused(rt: luaplug.Runtime) -> None:
@@ -86,14 +93,6 @@ def test_bytecode_is_refused(rt: luaplug.Runtime) -> None:
         rt.load_code(dumped.decode("latin-1"), "bc")
     assert info.value.error == "Lua script load failed for bc: precompiled bytecode is refused"
     assert rt.contracts() == []
-
-
-def test_capabilities_say_no_nested_same_bundle_calls() -> None:
-    assert CAP_NESTED_SAME_BUNDLE not in lupa_engine.LupaEngine.capabilities
-
-
-def test_prelude_runs_as_text() -> None:
-    assert "return P" in prelude_source()
 
 
 @contextmanager
@@ -193,7 +192,7 @@ def test_lupa_1x_on_luajit_runs_bundles_without_a_memory_cap(monkeypatch: pytest
             assert isinstance(failed.value.__cause__, luaplug.LuaSyntaxError)
             # The engine itself never makes an uncapped VM for a capped load.
             with pytest.raises(luaplug.LuaplugError, match="max_memory"):
-                fresh.LupaState(rt.host_api_address, StateOptions(memory_limit=1 << 20))
+                fresh.LupaState(StateOptions(memory_limit=1 << 20))
 
 
 def test_lupa_errors_are_translated(rt: luaplug.Runtime) -> None:
@@ -210,8 +209,9 @@ def test_instances_are_served_by_the_c_entry(rt: luaplug.Runtime) -> None:
 
     rt.load_code(PROBE, "probe")
     inst = rt.contract("t.Probe@1").default
-    assert type(inst.dispatch).__name__ == "Entry"
-    assert type(inst.call).__name__ == "Entry"
+    from luaplug_lupa import _entry
+
+    assert type(inst.dispatch.__self__) is type(inst.call.__self__) is _entry.Entry
     slot = ffi.new("int64_t*")
     assert inst.dispatch(0) == 0
     assert inst.dispatch(0, 0, slot) == 0
@@ -260,3 +260,14 @@ def test_reclaimed_vms_are_freed_without_the_cyclic_gc(how: str, tmp_path: Path)
         assert _lua_runtimes() == base
     finally:
         gc.enable()
+
+
+def test_an_entry_bound_without_a_target_raises_instead_of_crashing(rt: luaplug.Runtime) -> None:
+    from luaplug_lupa import _entry
+
+    rt.load_code(PROBE, "probe")
+    inst = rt.contract("t.Probe@1").default
+    state = next(iter(rt.loader._live.values()))
+    entry = _entry.bind(state, inst, 0, None, 0, 0)
+    with pytest.raises(TypeError, match="without a target"):
+        entry(0)

@@ -35,8 +35,8 @@ int lp_dump(const char *src, size_t len, const char *name, char **out, size_t *o
 void lp_free_buf(char *p);
 int lp_close(lp_vm *vm);
 void lp_free(lp_vm *vm);
-int lp_setup(lp_vm *vm, const char *src, size_t len, double host, double cell, double thread_fn);
-int lp_prepend_field(lp_vm *vm, const char *field, const char *entries, size_t len);
+int lp_load(lp_vm *vm, const char *src, size_t len);
+uint64_t lp_arena_alloc(double size, double arena, double host);
 int lp_call(lp_vm *vm, const char *entry, int nargs, const lp_value *args, lp_value **res, int *nres);
 void lp_free_results(lp_value *vals, int n);
 int lp_dispatch(lp_vm *vm, int cidx, uint32_t fn_id, uint64_t iid, uintptr_t args, uintptr_t out, uintptr_t arena);
@@ -78,9 +78,23 @@ def luajit_flags() -> dict[str, list[str]]:
     return flags
 
 
+def entry_include_dir() -> str:
+    """The directory of luaplug_entry.h (lp_pyfast.c includes it): luaplug.backend.get_include(),
+    or, building in this repository's checkout without luaplug installed, the core's source."""
+    checkout = HERE.parents[3] / "packages" / "luaplug" / "src" / "luaplug" / "backend"
+    try:
+        from luaplug.backend import get_include
+    except ImportError:
+        if (checkout / "luaplug_entry.h").is_file():
+            return str(checkout)
+        raise RuntimeError("building luaplug-cffi needs luaplug (luaplug.backend.get_include()) installed") from None
+    return get_include()
+
+
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 _flags = luajit_flags()
+_flags["include_dirs"].append(entry_include_dir())
 ffibuilder.set_source(
     "luaplug_cffi._native",
     # lp_pyfast.c uses the full C API (METH_FASTCALL), hence no py_limited_api; and the macro that

@@ -18,19 +18,21 @@ from luaplug.backend import (
     CAP_NESTED_SAME_BUNDLE,
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
-    DEFAULT_OPTIONS,
     ContractProvider,
-    DispatchType,
-    Engine,
     EngineState,
     FastCall,
-    LuaError,
+    GuardedEngine,
     LuaMemoryError,
     LuaplugError,
     LuaSyntaxError,
     StateOptions,
     abi_ffi,
-    prelude_source,
+    log_call_failure,
+    log_create_failure,
+    map_errors,
+    native_entries,
+    prelude_code,
+    vm_interface,
 )
 
 try:
@@ -45,26 +47,25 @@ except ImportError as _exc:  # reported through unavailable_reason()
 else:
     _IMPORT_ERROR = None
 
-# The per-instance C entry (lp_pyfast.c); None when it could not be installed,
-# in which case instances use the generic Python path over lp_dispatch.
+# The per-instance native entry (luaplug_entry.h, through lp_pyfast.c); None when it could not
+# be installed, in which case instances use the generic Python path over lp_dispatch.
 _bind: Callable[..., Any] | None = None
 if lib is not None and lib.lp_install(b"luaplug_cffi._native") == 0:
-    _bind = _native._bind
+    _bind = _native.bind
 
 __all__ = ["CffiEngine", "CffiState"]
 
 _log: Final = logging.getLogger("luaplug.loader")
 _OK, _ERR_RUN, _ERR_SYNTAX, _ERR_MEM, _ERR_CLOSED = 0, 1, 2, 3, 4
+#: lp_core.c's status codes as luaplug's errors
+_errors = map_errors({_ERR_SYNTAX: LuaSyntaxError, _ERR_MEM: LuaMemoryError})
 
 if lib is not None:
 
     @ffi.def_extern()  # type: ignore[untyped-decorator]
     def lp_log_failure(kind: int, text: Any, length: int) -> None:
         message = ffi.unpack(text, length).decode("utf-8", "replace")
-        if kind == 0:
-            _log.error("Lua function call failed: %s", message)
-        else:
-            _log.error("Lua create_instance: factory call failed: %s", message)
+        (log_create_failure if kind else log_call_failure)(message)
 
 
 def _last_error() -> str:
@@ -73,50 +74,59 @@ def _last_error() -> str:
     return str(ffi.unpack(p, n[0]).decode("utf-8", "replace"))
 
 
-def _raise(status: int) -> None:
-    text = _last_error()
-    if status == _ERR_SYNTAX:
-        raise LuaSyntaxError(text)
-    if status == _ERR_MEM:
-        raise LuaMemoryError(text)
-    raise LuaError(text)
+def _check(status: int) -> None:
+    if status == _ERR_CLOSED:
+        raise LuaplugError("the bundle VM is closed")
+    if status != _OK:
+        raise _errors(status, _last_error())
 
 
-@functools.lru_cache(maxsize=1)
-def _prelude_code() -> bytes:
-    """The host prelude as bytecode of the system LuaJIT (compiled once per
-    process: loading it is several times faster than compiling the source).
-    Falls back to the source if it cannot be dumped."""
-    src = prelude_source().encode("utf-8")
+#: lp_value types of prelude results (1 number, 2 string, 3 boolean; other: nil) as Python values
+_RESULT: Final[dict[int, Callable[[Any], Any]]] = {
+    1: lambda v: int(v.num) if v.num.is_integer() else v.num,
+    2: lambda v: ffi.unpack(v.str, v.len).decode("utf-8", "replace"),
+    3: lambda v: bool(v.num),
+}
+
+
+def _dump(src: bytes) -> bytes | None:
+    """``src`` as bytecode of the system LuaJIT, or ``None``."""
     out = ffi.new("char**")
     n = ffi.new("size_t*")
     if lib.lp_dump(src, len(src), b"=luaplug_host", out, n) != _OK:
-        return src
+        return None
     try:
         return bytes(ffi.buffer(out[0], n[0]))
     finally:
         lib.lp_free_buf(out[0])
 
 
+_prelude_code = prelude_code(_dump)
+
+
 @functools.lru_cache(maxsize=1)
-def _c_entries() -> tuple[Any, Any, Any]:
-    """The C entries of every interface (create_instance, destroy_instance, vm.call),
-    as ABI function pointers: looked up once, they never move."""
+def _c_entries() -> tuple[Any, Any, Any, int]:
+    """The C entries of every interface (create_instance, destroy_instance, vm.call) as ABI
+    function pointers, and lp_arena_alloc's address: looked up once, they never move."""
 
-    def entry(ctype: str, fn_name: str) -> Any:
-        return abi_ffi.cast(ctype, int(ffi.cast("uintptr_t", ffi.addressof(lib, fn_name))))
+    def address(fn_name: str) -> int:
+        return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn_name)))
 
-    return (
-        entry("CreateInstanceFn", "lp_create_instance"),
-        entry("DestroyInstanceFn", "lp_destroy_instance"),
-        entry("VmCallFn", "lp_vm_call"),
+    create, destroy, call = (
+        abi_ffi.cast(ctype, address(name))
+        for ctype, name in (
+            ("CreateInstanceFn", "lp_create_instance"),
+            ("DestroyInstanceFn", "lp_destroy_instance"),
+            ("VmCallFn", "lp_vm_call"),
+        )
     )
+    return create, destroy, call, address("lp_arena_alloc")
 
 
 class CffiState(EngineState):
     """One bundle VM: an ``lp_vm`` owned by this object (``ffi.gc``)."""
 
-    def __init__(self, host_address: int, options: StateOptions = DEFAULT_OPTIONS) -> None:
+    def __init__(self, options: StateOptions) -> None:
         super().__init__()
         vm = lib.lp_new(options.memory_limit or 0)
         if vm == ffi.NULL:
@@ -125,57 +135,30 @@ class CffiState(EngineState):
         # object, and lp_free runs only when the last reference is gone.
         self._vm: Any = ffi.gc(vm, lib.lp_free)
         self._contracts: dict[int, Any] = {}
+        self.arena_alloc_address = _c_entries()[3]
         src = _prelude_code()
-        status = lib.lp_setup(
-            self._vm, src, len(src), float(host_address), float(self.cell_address), float(self.thread_fn_address)
-        )
-        if status != _OK:
-            _raise(status)
-
-    def prepend_package_field(self, field: str, entries: str) -> None:
-        raw = entries.encode("utf-8")
-        status = lib.lp_prepend_field(self._vm, field.encode("ascii"), raw, len(raw))
-        if status != _OK:
-            _raise(status)
+        _check(lib.lp_load(self._vm, src, len(src)))
 
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
-        values = ffi.new("lp_value[]", max(len(args), 1))
-        keep = []
-        for i, a in enumerate(args):
-            if isinstance(a, str):
-                data = a.encode("utf-8")
-                raw = ffi.new("char[]", data)
-                keep.append(raw)
-                values[i].type = 2
-                values[i].str = raw
-                values[i].len = len(data)  # not strlen: source text may hold NUL bytes
-            else:
-                values[i].type = 1
-                values[i].num = float(a)
+        data = [a.encode("utf-8") if isinstance(a, str) else a for a in args]
+        keep = [ffi.new("char[]", a) if isinstance(a, bytes) else ffi.NULL for a in data]
+        # Strings with their length, not strlen: source text may hold NUL bytes.
+        values = ffi.new(
+            "lp_value[]",
+            [
+                (2, 0, k, len(a)) if isinstance(a, bytes) else (1, float(a), k, 0)
+                for a, k in zip(data, keep, strict=True)
+            ]
+            or 1,
+        )
         resp = ffi.new("lp_value**")
         nres = ffi.new("int*")
         status = lib.lp_call(self._vm, entry.encode("ascii"), len(args), values, resp, nres)
-        res = resp[0]
-        out: list[Any] = []
         try:
-            if status == _ERR_CLOSED:
-                raise LuaplugError("the bundle VM is closed")
-            if status != _OK:
-                _raise(status)
-            for i in range(nres[0]):
-                v = res[i]
-                if v.type == 1:
-                    num = v.num
-                    out.append(int(num) if num.is_integer() else num)
-                elif v.type == 2:
-                    out.append(ffi.unpack(v.str, v.len).decode("utf-8", "replace"))
-                elif v.type == 3:
-                    out.append(bool(v.num))
-                else:
-                    out.append(None)
+            _check(status)
+            return tuple(_RESULT[v.type](v) if v.type in _RESULT else None for v in resp[0][0 : nres[0]])
         finally:
-            lib.lp_free_results(res, nres[0])
-        return tuple(out)
+            lib.lp_free_results(resp[0], nres[0])
 
     def dispatcher(self, cidx: int) -> FastCall:
         return functools.partial(lib.lp_dispatch, self._vm, cidx)
@@ -190,20 +173,15 @@ class CffiState(EngineState):
         c.cidx = cidx
         c.contract_id = provider.contract_id
         self._contracts[cidx] = c
-        iface = abi_ffi.new("GuestContractInterface*")
-        iface.contract_id = provider.contract_id
-        iface.contract_version.major = provider.major
-        iface.dispatch_type = DispatchType.VirtualMachine
-        iface.create_instance, iface.destroy_instance, iface.dispatch.vm.call = _c_entries()
-        iface.dispatch.vm.loader_data.data = abi_ffi.cast("void*", int(ffi.cast("uintptr_t", c)))
-        return iface
+        data = abi_ffi.cast("void*", int(ffi.cast("uintptr_t", c)))
+        return vm_interface(provider, *_c_entries()[:3], data)
 
     def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
         c = self._contracts.get(cidx)
-        if _bind is None or c is None:
+        if _bind is None or c is None or not native_entries():
             return None
-        # The bound function keeps this state (and so the lp_contract) alive.
-        return _bind(self, int(ffi.cast("uintptr_t", c)), instance_id, instance, mode)
+        # The entry keeps this state (and so the lp_contract) alive.
+        return _bind(self, instance, mode, None, int(ffi.cast("uintptr_t", c)), instance_id)
 
     def close(self) -> None:
         if lib.lp_close(self._vm) != _OK:
@@ -213,23 +191,15 @@ class CffiState(EngineState):
             _log.debug("bundle VM busy at close; it is freed with its last reference")
 
 
-class CffiEngine(Engine):
+class CffiEngine(GuardedEngine):
     """Engine on the system LuaJIT through ``luaplug_cffi._native``."""
 
     name: ClassVar[str] = "cffi"
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {CAP_MEMORY_LIMIT, CAP_NESTED_SAME_BUNDLE, CAP_PARALLEL_STATES, CAP_REFUSES_BYTECODE}
     )
-
-    @staticmethod
-    def unavailable_reason() -> str | None:
-        """Why this engine cannot run here, or ``None``."""
-        return _IMPORT_ERROR
-
-    def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
-        if lib is None:
-            raise LuaplugError(_IMPORT_ERROR or "luaplug_cffi._native is unavailable")
-        return CffiState(host_address, options)
+    import_error = _IMPORT_ERROR
+    state_class = CffiState
 
     def lua_version(self) -> str:
         if lib is None:

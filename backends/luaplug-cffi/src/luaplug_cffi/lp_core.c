@@ -52,7 +52,6 @@ typedef struct lp_vm {
     int prelude_ref;
     int disp_ref;
     int closed;
-    double host;
     size_t mem_used;     /* bytes the state holds */
     size_t mem_limit;    /* SIZE_MAX: no limit */
 } lp_vm;
@@ -359,69 +358,33 @@ static int status_of(int rc) {
     return LP_ERR_RUN;
 }
 
-typedef struct setup_args {
+typedef struct load_args {
     lp_vm *vm;
     const char *src; size_t len;
-    double host, cell, thread_fn;
     int rc;
-} setup_args;
+} load_args;
 
-static int setup_body(lua_State *L) {
-    setup_args *a = (setup_args *)lua_touserdata(L, 1);
+/* Run the prelude chunk and keep its table and its dispatchers (the core calls its setup). */
+static int load_body(lua_State *L) {
+    load_args *a = (load_args *)lua_touserdata(L, 1);
     lp_vm *vm = a->vm;
     a->rc = luaL_loadbuffer(L, a->src, a->len, "=luaplug_host");
     if (a->rc != 0) return lua_error(L);
     lua_call(L, 0, 1);
-    lua_getfield(L, -1, "setup");
-    lua_pushnumber(L, a->host);
-    lua_pushnumber(L, a->cell);
-    lua_pushnumber(L, a->thread_fn);
-    lua_pushnumber(L, (lua_Number)(uintptr_t)&lp_arena_alloc);
-    lua_pushboolean(L, vm->mem_limit != SIZE_MAX);
-    lua_call(L, 5, 0);
     lua_getfield(L, -1, "dispatchers");
     vm->disp_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     vm->prelude_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
-int lp_setup(lp_vm *vm, const char *src, size_t len, double host, double cell, double thread_fn) {
-    setup_args a = {vm, src, len, host, cell, thread_fn, 0};
-    vm->host = host;
+int lp_load(lp_vm *vm, const char *src, size_t len) {
+    load_args a = {vm, src, len, 0};
     vm_lock_wait(vm);
-    int rc = lua_cpcall(vm->L, setup_body, &a);
+    int rc = lua_cpcall(vm->L, load_body, &a);
     if (rc != 0) take_error(vm->L);
     lua_settop(vm->L, 0);
     vm_unlock(vm);
     return status_of(a.rc ? a.rc : rc);
-}
-
-typedef struct field_args { const char *field; const char *entries; size_t len; } field_args;
-
-static int prepend_body(lua_State *L) {
-    field_args *a = (field_args *)lua_touserdata(L, 1);
-    lua_getglobal(L, "package");
-    lua_pushlstring(L, a->entries, a->len);
-    lua_getfield(L, -2, a->field);
-    if (lua_isstring(L, -1) && lua_objlen(L, -1) > 0) {
-        lua_pushliteral(L, ";");
-        lua_insert(L, -2);
-        lua_concat(L, 3);
-    } else {
-        lua_pop(L, 1);
-    }
-    lua_setfield(L, -2, a->field);
-    return 0;
-}
-
-int lp_prepend_field(lp_vm *vm, const char *field, const char *entries, size_t len) {
-    field_args a = {field, entries, len};
-    vm_lock_wait(vm);
-    int rc = lua_cpcall(vm->L, prepend_body, &a);
-    if (rc != 0) take_error(vm->L);
-    lua_settop(vm->L, 0);
-    vm_unlock(vm);
-    return status_of(rc);
 }
 
 /* Generic prelude call: P[entry](args...) -> every result, copied into a

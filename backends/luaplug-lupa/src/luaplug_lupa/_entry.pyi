@@ -1,9 +1,9 @@
+from collections.abc import Callable
 from typing import Any
 
 class Entry:
-    """A per-instance ``dispatch``/``call`` of the lupa backend (see ``_entry.c``)."""
+    """The binding behind an instance's ``dispatch``/``call`` (luaplug_entry.h, compiled for the lupa backend)."""
 
-    def __call__(self, fn_id: int, args: Any = 0, out: Any = 0, arena: Any = None) -> Any: ...
-
-def bind(target: Any, cell_address: int, owner: object, instance: object, mode: int) -> Entry:
-    """The entry of ``instance`` over ``target`` (mode 0: ``dispatch``, 1: ``call``)."""
+def bind(owner: object, instance: object, mode: int, target: Any, data: int, instance_id: int) -> Callable[..., Any]:
+    """The ``dispatch`` (mode 0) or ``call`` (mode 1) of ``instance`` over ``target``: a builtin whose
+    ``__self__`` is an :class:`Entry`."""

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from luaplug.backend import BackendInfo, BackendRegistry, hookimpl
+from luaplug.backend import BackendInfo, register_backends
 
-
-@hookimpl
-def luaplug_register_backends(register: BackendRegistry) -> None:
-    """Describe the lupa backend."""
-    register.add(
-        BackendInfo(
-            name="lupa",
-            engine="luaplug_lupa.engine:LupaEngine",
-            priority=10,
-            description="LuaJIT 2.1 through lupa (lupa.luajit21, or a lupa built against LuaJIT 2.1)",
-            install_hint="pip install luaplug-lupa (lupa wheels have lupa.luajit21), or a lupa built against "
-            "LuaJIT 2.1 (Debian: python3-lupa)",
-        )
+luaplug_register_backends = register_backends(
+    BackendInfo(
+        name="lupa",
+        engine="luaplug_lupa.engine:LupaEngine",
+        priority=10,
+        description="LuaJIT 2.1 through lupa (lupa.luajit21, or a lupa built against LuaJIT 2.1)",
+        install_hint="pip install luaplug-lupa (lupa wheels have lupa.luajit21), or a lupa built against "
+        "LuaJIT 2.1 (Debian: python3-lupa)",
     )
+)

@@ -18,7 +18,15 @@ from .ids import guest_contract_id
 if TYPE_CHECKING:
     from .arena import CallArena
 
-__all__ = ["Contract", "ContractProvider", "FastCall", "Instance", "error_text", "log_call_failure"]
+__all__ = [
+    "Contract",
+    "ContractProvider",
+    "FastCall",
+    "Instance",
+    "error_text",
+    "log_call_failure",
+    "log_create_failure",
+]
 
 #: Where a failed call's Lua error is logged (spec §6).
 _call_log: Final = logging.getLogger("luaplug.loader")
@@ -32,7 +40,8 @@ _U64: Final = 1 << 64
 
 #: A backend's Python-side dispatch: ``(fn_id, instance_id, args, out, arena)``
 #: (all integers; pointers as addresses) -> ``0``, an error code, or
-#: ``(code, lua_error_text)``.
+#: ``(code, lua_error_text)``. Never ``-1``: the call paths use it for "not served
+#: here, convert the arguments and call again" (``Instance._dispatch_slow``).
 FastCall = Callable[[int, int, int, int, int], Any]
 
 
@@ -83,7 +92,9 @@ class ContractProvider(ABC):
         (``mode`` 0) or ``call`` (``mode`` 1) for one instance, or ``None``.
 
         It handles the plain-int fast case itself and delegates everything else
-        to the instance's ``_py_dispatch``/``_py_call``/``_failed``. Those
+        to the instance's ``_py_dispatch``/``_py_call``/``_failed`` (the native-entry
+        protocol, documented in ``luaplug_entry.h`` in ``luaplug.backend.get_include()``,
+        which every backend compiles). Those
         methods do not check re-entry: an engine that cannot re-enter a
         running VM refuses such a call in its entry (``_failed(ReentrantCall, ...)``)
         before it delegates anything.
@@ -146,6 +157,11 @@ def log_call_failure(text: str, *, raised: bool = False) -> None:
     """Spec §6: a handler's Lua error is logged at Error level; at DEBUG when it is also
     raised to the Python caller (the exception carries it)."""
     _call_log.log(logging.DEBUG if raised else logging.ERROR, "Lua function call failed: %s", text)
+
+
+def log_create_failure(text: str) -> None:
+    """A contract's factory failed for a ``create_instance`` (logged at Error level)."""
+    _call_log.error("Lua create_instance: factory call failed: %s", text)
 
 
 def _check_fn_id(fn_id: int) -> None:

@@ -6,7 +6,7 @@ native (lupa, cffi) errors into these with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from . import _hostfailures
@@ -450,3 +450,46 @@ def host_contract_unavailable(code: int, contract_id: int, min_version: int) -> 
 def host_contract_interface_not_found(contract_id: int, min_version: int) -> str:
     """``get_last_error`` after ``resolve_host_contract_interface`` returned null (polyplug 0.1.3's words)."""
     return f"host contract interface not found: id={contract_id}, min_version={min_version}"
+
+
+class ErrorMap:
+    """One engine's error mapping (see :func:`map_errors`)."""
+
+    __slots__ = ("_catch", "_default", "_table")
+
+    def __init__(
+        self, table: Mapping[object, type[LuaError]], default: type[LuaError], catch: tuple[type[BaseException], ...]
+    ) -> None:
+        self._table = dict(table)
+        self._default = default
+        self._catch = catch
+
+    def __call__(self, key: object, text: str | None = None) -> LuaError:
+        """luaplug's error for ``key`` with ``text`` (default: ``str(key)``)."""
+        found = self._table.get(key) if key.__class__.__hash__ is not None else None
+        if found is None and isinstance(key, BaseException):
+            found = next((self._table[k] for k in type(key).__mro__ if k in self._table), None)
+        return (found or self._default)(str(key) if text is None else text)
+
+    def __enter__(self) -> ErrorMap:
+        return self
+
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and isinstance(exc, self._catch):
+            raise self(exc) from exc
+
+
+def map_errors(
+    table: Mapping[object, type[LuaError]],
+    *,
+    default: type[LuaError] = LuaError,
+    catch: tuple[type[BaseException], ...] = (),
+) -> ErrorMap:
+    """The one way an engine turns its own failures into luaplug's errors.
+
+    ``table`` maps what the engine reports — a status code, a result kind, or an exception class
+    (matched along the exception's class hierarchy) — to a :class:`LuaError` subclass; anything
+    else maps to ``default``. The result is called as ``mapped(key, text)`` (the error to raise),
+    and is a context manager that re-raises an exception of a ``catch`` class as its mapping.
+    """
+    return ErrorMap(table, default, catch)

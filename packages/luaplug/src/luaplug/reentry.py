@@ -15,7 +15,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-__all__ = ["INSIDE", "user_code"]
+__all__ = ["CELL_DEPTH", "CELL_LIVE", "CELL_RETIRED", "CELL_SLOTS", "CELL_THREAD", "INSIDE", "user_code"]
+
+# The slots of a VM's cell, the ``double[4]`` an EngineState owns and the prelude maintains
+# (named alike in luaplug_host.lua and luaplug_entry.h). Read without entering the VM.
+#: id of the thread running Lua in the VM (0: none; the prelude's ``tonumber(pthread_self())``)
+CELL_THREAD: Final = 0
+#: nesting depth of the calls running in the VM
+CELL_DEPTH: Final = 1
+#: non-zero once the VM is retired: every call answers ``StaleHandle`` without running Lua
+CELL_RETIRED: Final = 2
+#: live (non-default) instances over all contracts of the VM
+CELL_LIVE: Final = 3
+CELL_SLOTS: Final = 4
 
 #: thread id -> nesting depth of user callbacks running inside a Lua call.
 #: Truthy while any thread runs one (a plain dict: its truth test is the

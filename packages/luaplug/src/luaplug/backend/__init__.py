@@ -8,9 +8,11 @@ the prelude, the loader, the registry, the HostApi — is the core's.
 
 from __future__ import annotations
 
+import os
+
 from luaplug.abi import DispatchType
 from luaplug.abi import core_ffi as abi_ffi
-from luaplug.backend.discovery import BackendInfo, BackendRegistry, hookimpl
+from luaplug.backend.discovery import BackendInfo, BackendRegistry, hookimpl, register_backends
 from luaplug.backend.engine import (
     CAP_MEMORY_LIMIT,
     CAP_NESTED_SAME_BUNDLE,
@@ -24,8 +26,10 @@ from luaplug.backend.engine import (
     StateOptions,
     prelude_source,
 )
-from luaplug.backend.loader import PythonBackedContract, python_interface
-from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
+from luaplug.backend.interface import PythonBackedContract, python_interface, vm_interface
+from luaplug.backend.native import NO_NATIVE_ENTRY, GuardedEngine, native_entries, prelude_code
+from luaplug.contract import log_call_failure, log_create_failure
+from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
 
 __all__ = [
     "CAP_MEMORY_LIMIT",
@@ -34,6 +38,7 @@ __all__ = [
     "CAP_REFUSES_BYTECODE",
     "DEFAULT_OPTIONS",
     "MEMORY_TEXT",
+    "NO_NATIVE_ENTRY",
     "BackendInfo",
     "BackendRegistry",
     "ContractProvider",
@@ -41,6 +46,7 @@ __all__ = [
     "Engine",
     "EngineState",
     "FastCall",
+    "GuardedEngine",
     "LuaError",
     "LuaMemoryError",
     "LuaSyntaxError",
@@ -48,7 +54,21 @@ __all__ = [
     "PythonBackedContract",
     "StateOptions",
     "abi_ffi",
+    "get_include",
     "hookimpl",
+    "log_call_failure",
+    "log_create_failure",
+    "map_errors",
+    "native_entries",
+    "prelude_code",
     "prelude_source",
     "python_interface",
+    "register_backends",
+    "vm_interface",
 ]
+
+
+def get_include() -> str:
+    """The directory of ``luaplug_entry.h``, the per-instance native entry a backend's C extension
+    compiles (its protocol is documented in the header)."""
+    return os.path.dirname(os.path.abspath(__file__))

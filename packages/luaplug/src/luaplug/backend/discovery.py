@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = [
+    "register_backends",
     "PROJECT_NAME",
     "BackendInfo",
     "BackendRegistry",
@@ -129,6 +130,18 @@ class HookSpecs:
 _lock: Final = threading.Lock()
 _pm: pluggy.PluginManager | None = None
 _found: dict[str, BackendInfo] | None = None
+
+
+def register_backends(*infos: BackendInfo) -> Callable[[BackendRegistry], None]:
+    """The hook implementation adding ``infos``; a plugin module binds it to the hook's name:
+    ``luaplug_register_backends = register_backends(BackendInfo(...))``."""
+
+    @hookimpl
+    def luaplug_register_backends(register: BackendRegistry) -> None:
+        for info in infos:
+            register.add(info)
+
+    return luaplug_register_backends
 
 
 def _disabled() -> set[str]:

@@ -20,7 +20,9 @@ from typing import Any, ClassVar, Final
 from .. import _libc
 from ..abi import core_ffi as ffi
 from ..contract import ContractProvider, FastCall
-from ..errors import LuaError, LuaMemoryError, LuaSyntaxError
+from ..errors import LuaMemoryError, LuaSyntaxError, map_errors
+from ..reentry import CELL_DEPTH, CELL_LIVE, CELL_RETIRED, CELL_SLOTS, CELL_THREAD
+from .interface import PythonBackedContract, python_interface
 
 __all__ = [
     "CAP_MEMORY_LIMIT",
@@ -69,52 +71,55 @@ class StateOptions:
 
 
 DEFAULT_OPTIONS: Final = StateOptions()
+#: What the prelude's ``run_chunk`` answers when a chunk fails (any other kind: ``LuaError``).
+_CHUNK_ERRORS: Final = map_errors({"syntax": LuaSyntaxError, "memory": LuaMemoryError})
 
 
 class EngineState(ABC):
     """One Lua VM.
 
-    The base class owns the state's ``cell`` (``double[4]``, see the prelude):
-    ``[0]`` thread running Lua in it, ``[1]`` depth, ``[2]`` retired flag,
-    ``[3]`` live instance count (kept by the prelude's create/destroy).
-    Subclasses create the VM, run :func:`prelude_source` in it and call the
-    prelude's ``setup(host, cell_address, thread_fn_address, arena_alloc, capped)``.
+    The base class owns the state's ``cell`` (its slots: ``luaplug.reentry.CELL_*``):
+    the thread running Lua in it, the depth, the retired flag and the live instance
+    count (kept by the prelude's create/destroy).
+    Subclasses create the VM and run :func:`prelude_source` in it; the core then calls the
+    prelude's ``setup(host, cell_address, thread_fn_address, arena_alloc_address, capped)``
+    and sets the package paths through the prelude.
     """
+
+    #: address of a C ``uint64_t (double size, double arena, double host)`` serving spec §8's
+    #: arena allocation for the prelude (0: the prelude's Lua implementation)
+    arena_alloc_address: int = 0
 
     def __init__(self) -> None:
         # SAFETY: the cell outlives the VM (it is freed with this object, and
         # the VM is closed before or with it).
-        self.cell: Any = ffi.new("double[4]")
+        self.cell: Any = ffi.new("double[]", CELL_SLOTS)
         self.cell_address: int = int(ffi.cast("uintptr_t", self.cell))
         self.thread_fn_address: int = _libc.thread_id_function_address()
 
     def active_on_this_thread(self) -> bool:
         """Whether Lua code of this state is running on the calling thread."""
         cell = self.cell
-        return bool(cell[1] != 0 and cell[0] == threading.get_ident())
+        return bool(cell[CELL_DEPTH] != 0 and cell[CELL_THREAD] == threading.get_ident())
 
     def in_flight(self) -> bool:
         """Whether a call is running in this VM (on any thread)."""
-        return bool(self.cell[1] != 0)
+        return bool(self.cell[CELL_DEPTH] != 0)
 
     def live_instances(self) -> int:
         """Live (non-default) instances over all contracts of this VM.
 
         Read from the cell, never by entering the VM: a call may be running.
         """
-        return int(self.cell[3])
+        return int(self.cell[CELL_LIVE])
 
     def retire(self) -> None:
         """Refuse every further call with ``StaleHandle`` (no Lua runs)."""
-        self.cell[2] = 1.0
+        self.cell[CELL_RETIRED] = 1.0
 
     @property
     def retired(self) -> bool:
-        return bool(self.cell[2] != 0)
-
-    @abstractmethod
-    def prepend_package_field(self, field: str, entries: str) -> None:
-        """``package[field] = entries .. ";" .. package[field]``, through the API."""
+        return bool(self.cell[CELL_RETIRED] != 0)
 
     def run_chunk(self, source: str, chunk_name: str) -> None:
         """Compile (text mode) and run a chunk, through the prelude's ``run_chunk``
@@ -124,7 +129,11 @@ class EngineState(ABC):
         :raises LuaMemoryError: out of memory
         :raises LuaError: it raised
         """
-        self._chunk_result(self.call_prelude("run_chunk", source, chunk_name))
+        # The text goes in by address: the prelude copies it into the VM inside a protected
+        # call, where a copy over the memory cap is an ordinary memory error.
+        data = source.encode("utf-8")
+        buf = ffi.from_buffer(data)
+        self._chunk_result(self.call_prelude("run_chunk_at", int(ffi.cast("uintptr_t", buf)), len(data), chunk_name))
 
     @staticmethod
     def _chunk_result(res: tuple[Any, ...]) -> None:
@@ -132,12 +141,7 @@ class EngineState(ABC):
         kind = res[0] if res else "error"
         if kind == "ok":
             return
-        text = str(res[1]) if len(res) > 1 else ""
-        if kind == "syntax":
-            raise LuaSyntaxError(text)
-        if kind == "memory":
-            raise LuaMemoryError(text)
-        raise LuaError(text)
+        raise _CHUNK_ERRORS(kind, str(res[1]) if len(res) > 1 else "")
 
     @abstractmethod
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
@@ -156,9 +160,11 @@ class EngineState(ABC):
         """See :meth:`ContractProvider.native_entry`; default: none."""
         return None
 
-    @abstractmethod
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
-        """A ``GuestContractInterface*`` for contract ``cidx`` with working pointers."""
+        """A ``GuestContractInterface*`` for contract ``cidx`` with working pointers; by default
+        pointers that call back into Python (the core's contracts are ``PythonBackedContract``)."""
+        assert isinstance(provider, PythonBackedContract)
+        return python_interface(provider)
 
     def last_error_text(self) -> str | None:
         """The calling thread's last Lua error text, when :meth:`dispatcher`

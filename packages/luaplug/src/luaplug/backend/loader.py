@@ -15,9 +15,9 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from ..abi import AbiErrorCode, DispatchType
+from ..abi import AbiErrorCode
 from ..abi import core_ffi as ffi
-from ..contract import error_text, log_call_failure
+from ..contract import error_text, log_call_failure, log_create_failure
 from ..errors import (
     MEMORY_TEXT,
     ApiSpecError,
@@ -36,129 +36,26 @@ from ..errors import (
     script_load_failed,
 )
 from ..manifest import BundleSource, BytesSource, CodeSource, PathSource, read_bytes
+from ..reentry import CELL_DEPTH, CELL_THREAD
 from ..registry import Registration
 from ..sdk import sdk_path
 from .engine import (
     CAP_NESTED_SAME_BUNDLE,
     DEFAULT_OPTIONS,
-    ContractProvider,
     Engine,
     EngineState,
     FastCall,
     StateOptions,
 )
+from .interface import PythonBackedContract
 
 if TYPE_CHECKING:
     from ..epoch import Collector
     from ..manifest import Manifest
 
-__all__ = ["EngineContract", "Loaded", "LuaLoader", "PythonBackedContract", "python_interface"]
+__all__ = ["EngineContract", "Loaded", "LuaLoader"]
 
 _log: Final = logging.getLogger("luaplug.loader")
-_callback_log: Final = logging.getLogger("luaplug.hostapi")
-
-
-# -- a C GuestContractInterface whose pointers call back into Python ---------------------------
-# For engines whose dispatch lives in Python (lupa), every contract gets real ``vm.call`` /
-# ``create_instance`` / ``destroy_instance`` pointers, so guests of any backend call it through
-# ``HostApi`` (spec §13). ``loader_data`` holds a cffi handle to the provider; the handle lives
-# as long as the registration's keepalive list (released through the epoch).
-
-# Instance ids are Lua numbers (doubles): past 2**53 no id can name a live instance.
-_MAX_INSTANCE_ID: Final = 2**53
-
-
-class PythonBackedContract(ContractProvider):
-    """A provider the C callbacks can drive: one extra method."""
-
-    _c_handle: Any = None
-
-    def dispatch_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
-        """Dispatch for a foreign caller; returns the code (errors already logged)."""
-        raise NotImplementedError
-
-    def create_from_c(self) -> int:
-        """Create an instance for a foreign caller (0 on failure)."""
-        return self.create_instance()
-
-
-def _on_error(exc_type: Any, exc: Any, tb: Any) -> None:
-    _callback_log.error("contract callback raised", exc_info=(exc_type, exc, tb))
-
-
-def _u(ptr: Any) -> int:
-    return int(ffi.cast("uintptr_t", ptr))
-
-
-# The VmCallFn, declared with word types (INTERNAL_CDEF): the pointers arrive as
-# ints and the AbiError {u32 code; StringView message} is written as three words.
-@ffi.callback(
-    "void(*)(VmLoaderData, InstanceWords, uint32_t, uintptr_t, uintptr_t, uintptr_t, uint64_t*)",
-    onerror=_on_error,
-)
-def _vm_call_words(loader_data: Any, inst: Any, fn_id: int, args: int, out: int, arena: int, err: Any) -> None:
-    code: int = AbiErrorCode.InvalidPointer
-    if loader_data.data != ffi.NULL:
-        provider: PythonBackedContract = ffi.from_handle(loader_data.data)
-        iid = inst.data
-        if iid > _MAX_INSTANCE_ID:
-            code = AbiErrorCode.FunctionNotAvailable  # never a live instance
-        else:
-            try:
-                code = provider.dispatch_from_c(fn_id, iid, args, out, arena)
-            except Exception:  # the caller's AbiError is written whatever happens
-                _callback_log.exception("contract call from C failed")
-                code = AbiErrorCode.Generic
-    if err != ffi.NULL:
-        err[0] = code  # code and its padding
-        err[1] = 0  # message.ptr
-        err[2] = 0  # message.len
-
-
-_vm_call: Final = ffi.cast("VmCallFn", _vm_call_words)
-
-
-@ffi.callback("void(*)(VmLoaderData, const HostApi*, const void*, GuestContractInstance*)", onerror=_on_error)
-def _create(loader_data: Any, host: Any, args: Any, out: Any) -> None:
-    if out == ffi.NULL:
-        return
-    out.data = ffi.NULL
-    out.contract_id = 0
-    if loader_data.data == ffi.NULL:
-        return
-    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
-    iid = provider.create_from_c()
-    if iid:
-        out.data = ffi.cast("void*", iid)
-        out.contract_id = provider.contract_id
-
-
-@ffi.callback("void(*)(VmLoaderData, const HostApi*, GuestContractInstance)", onerror=_on_error)
-def _destroy(loader_data: Any, host: Any, inst: Any) -> None:
-    if loader_data.data == ffi.NULL:
-        return
-    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
-    iid = _u(inst.data)
-    if iid <= _MAX_INSTANCE_ID:
-        provider.destroy_instance(iid)
-
-
-def python_interface(provider: PythonBackedContract) -> Any:
-    """A ``GuestContractInterface*`` calling ``provider``.
-
-    The provider keeps the handle (``loader_data``) alive as ``_c_handle``.
-    """
-    handle = ffi.new_handle(provider)
-    provider._c_handle = handle
-    iface = ffi.new("GuestContractInterface*")
-    iface.contract_id = provider.contract_id
-    iface.contract_version.major = provider.major
-    iface.dispatch_type = DispatchType.VirtualMachine
-    iface.create_instance = _create
-    iface.destroy_instance = _destroy
-    iface.dispatch.vm.call = _vm_call
-    iface.dispatch.vm.loader_data.data = handle
-    return iface
 
 
 # Deadlock detection for peer calls served through Python (engines whose VM lock
@@ -174,7 +71,8 @@ _DEADLOCK_TEXT: Final = "peer call refused: it would deadlock (mutual calls betw
 
 def _holder(state: EngineState) -> int | None:
     cell = state.cell
-    return int(cell[0]) if cell[1] != 0 and cell[0] != 0 else None
+    thread = cell[CELL_THREAD]
+    return int(thread) if cell[CELL_DEPTH] != 0 and thread != 0 else None
 
 
 def _closes_cycle(target: EngineState, me: int) -> bool:
@@ -241,19 +139,19 @@ class EngineContract(PythonBackedContract):
             return 0
         me = _wait_for(self.state)
         if me is None:
-            _log.error("Lua create_instance: factory call failed: %s", _DEADLOCK_TEXT)
+            log_create_failure(_DEADLOCK_TEXT)
             return 0
         try:
             self._drain()
             res = self.state.call_prelude("create", self.cidx)
         except LuaplugError as exc:
-            _log.error("Lua create_instance: factory call failed: %s", exc)
+            log_create_failure(str(exc))
             return 0
         finally:
             _done_waiting(me)
         iid = int(res[0]) if res and res[0] else 0
         if not iid:
-            _log.error("Lua create_instance: factory call failed: %s", res[1] if len(res) > 1 else "unknown error")
+            log_create_failure(str(res[1]) if len(res) > 1 else "unknown error")
         return iid
 
     def destroy_instance(self, instance_id: int) -> None:
@@ -350,6 +248,18 @@ def _close_vm(state: EngineState, providers: list[EngineContract]) -> None:
     state.close()
     for provider in providers:
         provider.drop_vm()
+
+
+def _set_up(state: EngineState, host: int, options: StateOptions) -> None:
+    """Wire a fresh state's prelude to its engine and this runtime (the prelude's ``setup``);
+    the state is closed when that fails."""
+    try:
+        capped = 1 if options.memory_limit is not None else 0
+        alloc = state.arena_alloc_address
+        state.call_prelude("setup", host, state.cell_address, state.thread_fn_address, alloc, capped)
+    except BaseException:
+        state.close()
+        raise
 
 
 def _check_inside(bundle_dir: str, manifest: Manifest) -> None:
@@ -589,6 +499,7 @@ class LuaLoader:
         text, chunk, bundle_dir = self.resolve_source(manifest, source)
         try:
             state = self.engine.new_state(host_address=host_address, bundle=manifest.name, options=options)
+            _set_up(state, host_address, options)
         except LuaMemoryError as exc:
             # A cap too small for the VM and luaplug's prelude.
             raise init_failed(manifest.name, f"Lua VM init failed: {exc}", MEMORY_TEXT) from exc
@@ -618,10 +529,10 @@ class LuaLoader:
         # entry for entry the shape a bundle sees on the reference.
         if bundle_dir is not None:
             d = bundle_dir.replace("\\", "/")
-            state.prepend_package_field("path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
-            state.prepend_package_field("cpath", f"{d}/?.so")
+            state.call_prelude("prepend_package", "path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
+            state.call_prelude("prepend_package", "cpath", f"{d}/?.so")
         else:
-            state.prepend_package_field("path", f"{sdk}/?.lua;{sdk}/?.lua")
+            state.call_prelude("prepend_package", "path", f"{sdk}/?.lua;{sdk}/?.lua")
         if options.instruction_limit or options.untrusted:
             confined: tuple[str, str, int] = ("", "", 0)
             glue = ""

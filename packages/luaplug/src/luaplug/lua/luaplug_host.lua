@@ -6,12 +6,14 @@
 -- globals cannot change how it is called.
 --
 -- Invariants:
--- * `cell` is a double[4] owned by the engine outside Lua:
---   [0] id of the thread running Lua code in this state (0 when idle),
---   [1] nesting depth, [2] non-zero once the VM is retired,
---   [3] live (non-default) instances over all contracts of the state.
---   The engine reads [0]/[1] to refuse a same-thread re-entry it cannot
---   handle, reads [3] and writes [2] without entering Lua (so a reload can
+-- * `cell` is a double[4] owned by the engine outside Lua; its slots are named
+--   alike here (THREAD, DEPTH, RETIRED, LIVE), in luaplug.reentry (CELL_*) and
+--   in luaplug_entry.h (LUAPLUG_CELL_*):
+--   THREAD id of the thread running Lua code in this state (0 when idle),
+--   DEPTH nesting depth, RETIRED non-zero once the VM is retired,
+--   LIVE live (non-default) instances over all contracts of the state.
+--   The engine reads THREAD/DEPTH to refuse a same-thread re-entry it cannot
+--   handle, reads LIVE and writes RETIRED without entering Lua (so a reload can
 --   count instances while a call is still running in the old VM).
 -- * A contract's `busy` flag is set only while one of its handlers runs, so a
 --   set flag on entry means the same contract is re-entered on this thread
@@ -108,6 +110,7 @@ local capped_state = false  -- the state has a memory cap (set by P.setup)
 -- collected crashes (P.harden drops the module from an untrusted bundle's reach).
 P.ffi_module = ffi
 local cell = nil  -- set by P.setup
+local THREAD, DEPTH, RETIRED, LIVE = 0, 1, 2, 3  -- the cell's slots
 local current_thread = function() return 1 end
 local host_num = 0
 local contracts = {}
@@ -214,15 +217,15 @@ local function guest_pcall(f, a1)
 end
 
 local function enter()
-  local depth = cell[1]
-  if depth == 0 then cell[0] = current_thread() end
-  cell[1] = depth + 1
+  local depth = cell[DEPTH]
+  if depth == 0 then cell[THREAD] = current_thread() end
+  cell[DEPTH] = depth + 1
   return depth
 end
 
 local function leave(depth)
-  cell[1] = depth
-  if depth == 0 then cell[0] = 0 end
+  cell[DEPTH] = depth
+  if depth == 0 then cell[THREAD] = 0 end
 end
 
 --- Compile `src` as text (never bytecode) under `name` and run it with a traceback
@@ -252,13 +255,24 @@ function P.run_chunk_at(addr, len, name)
   return P.run_chunk(src, name)
 end
 
+--- package[field] = entries .. ";" .. package[field] (the bundle's module paths; set by the
+--- core before the bundle runs, through this entry on every engine).
+function P.prepend_package(field, entries)
+  local pkg = G.package
+  local current = pkg[field]
+  if type(current) == "string" and current ~= "" then entries = entries .. ";" .. current end
+  pkg[field] = entries
+end
+
 --- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses
 --- (0: use an internal cell / no thread ids); `alloc_fn` (the address of a C
 --- `uint64_t (double size, double arena, double host)`) replaces the Lua arena_alloc;
---- `capped` is true when the state has a memory limit.
+--- `capped` is true (or 1) when the state has a memory limit. Called by the core once the
+--- prelude is in.
 function P.setup(host, cell_addr, thread_fn_addr, alloc_fn, capped)
   host_num = host or 0
-  capped_state = capped and true or false
+  capped = capped == true or capped == 1
+  capped_state = capped
   if capped then
     collectgarbage("setpause", normal_pause)
     collectgarbage("restart", -1)
@@ -328,7 +342,7 @@ local function make_dispatcher(c)
     -- Neither a budget nor a cap: no hook can fire here and only the process
     -- allocator can fail, so the bookkeeping runs unprotected (one call less).
     return function(fn_id, iid, args, out, arena)
-      if cell[2] ~= 0 then return 5 end
+      if cell[RETIRED] ~= 0 then return 5 end
       -- -1: as in the protected dispatcher below
       if type(fn_id) ~= "number" or type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then
         return -1
@@ -349,7 +363,7 @@ local function make_dispatcher(c)
     end
   end
   return function(fn_id, iid, args, out, arena)
-    if cell[2] ~= 0 then return 5 end
+    if cell[RETIRED] ~= 0 then return 5 end
     -- -1: fn_id is not an integer or an argument is not an address number; the caller
     -- converts (or refuses, as the C ABI's unsigned types would) and retries
     if type(fn_id) ~= "number" or type(args) ~= "number" or type(out) ~= "number" or type(arena) ~= "number" then
@@ -361,7 +375,7 @@ local function make_dispatcher(c)
     if inst == nil then return 6 end
     if inst == NILV then inst = nil end
     if c.busy then return 9 end
-    local depth = cell[1]
+    local depth = cell[DEPTH]
     c.busy = true
     -- Whatever fails inside (a full heap included), busy and the cell are put
     -- back: stores into existing fields and the cell allocate nothing.
@@ -520,6 +534,7 @@ function P.init(host, ctx, chunk)
     -- Loading is over: drop what only loading needs, and collect, so the
     -- state keeps no garbage (its memory goes back to the process allocator).
     P.init, P.run_chunk, P.run_chunk_at, P.setup, P.harden, P.values = nil, nil, nil, nil, nil, nil
+    P.prepend_package = nil
     if normal_pause ~= nil then
       -- back to the usual pause, unless the bundle chose its own while loading
       local now = collectgarbage("setpause", normal_pause)
@@ -551,9 +566,9 @@ end
 --- A fresh instance of contract `cidx` (spec §7): its id, or 0 and a reason.
 function P.create(cidx)
   local c = contracts[cidx]
-  if c == nil or cell[2] ~= 0 then return 0, "the bundle VM was retired" end
+  if c == nil or cell[RETIRED] ~= 0 then return 0, "the bundle VM was retired" end
   if c.busy then return 0, "reentrant create_instance from inside a call of the same contract" end
-  local depth = cell[1]
+  local depth = cell[DEPTH]
   local pok, ok, impl = pcall(create_guest, c.factory)
   leave(depth)
   if not pok then ok, impl = false, ok end
@@ -562,7 +577,7 @@ function P.create(cidx)
   c.next_id = id + 1
   if impl == nil then impl = NILV end
   c.insts[id] = impl
-  cell[3] = cell[3] + 1
+  cell[LIVE] = cell[LIVE] + 1
   return id
 end
 
@@ -570,7 +585,7 @@ function P.destroy(cidx, iid)
   local c = contracts[cidx]
   if c ~= nil and iid ~= 0 and c.insts[iid] ~= nil then
     c.insts[iid] = nil
-    cell[3] = cell[3] - 1
+    cell[LIVE] = cell[LIVE] - 1
   end
 end
 
@@ -1159,7 +1174,7 @@ end
 
 --- Drop everything the bundle built, so the state's memory goes with it.
 function P.shutdown()
-  cell[2] = 1
+  cell[RETIRED] = 1
   for i in pairs(contracts) do
     contracts[i] = nil
     dispatchers[i] = nil

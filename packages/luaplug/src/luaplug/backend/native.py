@@ -1,0 +1,68 @@
+"""What every backend's Python engine shares around its native parts.
+
+- :class:`GuardedEngine`: an engine whose native module may be missing (the import guard and
+  ``unavailable_reason``);
+- :func:`native_entries`: whether instances get the compiled per-instance entry
+  (``luaplug_entry.h``) or the pure-Python call path a wheel built without a compiler falls back
+  to (``LUAPLUG_NO_NATIVE_ENTRY=1`` forces the latter);
+- :func:`prelude_code`: the host prelude compiled once per process by the engine's own LuaJIT.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import ClassVar, Final
+
+from ..errors import LuaplugError
+from .engine import DEFAULT_OPTIONS, Engine, EngineState, StateOptions, prelude_source
+
+__all__ = ["NO_NATIVE_ENTRY", "GuardedEngine", "native_entries", "prelude_code"]
+
+#: The environment variable that, set to anything but ``""`` or ``"0"``, makes every instance bound
+#: after it is set use the pure-Python call path instead of a backend's compiled entry.
+NO_NATIVE_ENTRY: Final = "LUAPLUG_NO_NATIVE_ENTRY"
+
+
+def native_entries() -> bool:
+    """Whether a backend binds its compiled per-instance entry (read at each binding)."""
+    return os.environ.get(NO_NATIVE_ENTRY, "") in ("", "0")
+
+
+def prelude_code(dump: Callable[[bytes], bytes | None]) -> Callable[[], bytes]:
+    """A function returning the host prelude as ``dump`` compiles it (source bytes in, bytecode
+    out, ``None`` when it cannot), computed on first use and kept for the process; the source
+    itself when ``dump`` gives nothing. Bytecode loads several times faster than source compiles."""
+
+    @functools.lru_cache(maxsize=1)
+    def code() -> bytes:
+        src = prelude_source().encode("utf-8")
+        dumped = dump(src)
+        return src if dumped is None else dumped
+
+    return code
+
+
+class GuardedEngine(Engine):
+    """An engine over a native module that may fail to import.
+
+    The subclass sets :attr:`import_error` (at its module's import) to why its native part cannot
+    be used, or ``None``; luaplug's probe reports it through :meth:`unavailable_reason`, and
+    :meth:`new_state` refuses to run without it. States are made as ``state_class(options)``.
+    """
+
+    #: why this engine cannot run here (``None``: it can)
+    import_error: ClassVar[str | None] = None
+    #: makes a fresh state (see :meth:`Engine.new_state`) from the load's options
+    state_class: ClassVar[Callable[..., EngineState]]
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this engine cannot run here, or ``None``."""
+        return cls.import_error
+
+    def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
+        if self.import_error is not None:
+            raise LuaplugError(self.import_error)
+        return self.state_class(options)

@@ -1,0 +1,150 @@
+"""What luaplug.backend gives every backend's engine: the shared C entry's header, one error
+mapping helper, the prelude cache, the import guard and the switch to the pure-Python call path."""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+
+import pytest
+
+from luaplug import reentry
+from luaplug.backend import (
+    DEFAULT_OPTIONS,
+    NO_NATIVE_ENTRY,
+    BackendInfo,
+    BackendRegistry,
+    EngineState,
+    GuardedEngine,
+    LuaError,
+    LuaMemoryError,
+    LuaplugError,
+    LuaSyntaxError,
+    get_include,
+    map_errors,
+    native_entries,
+    prelude_code,
+    prelude_source,
+    register_backends,
+)
+
+
+def test_get_include_holds_the_entry_header_with_the_cells_slots() -> None:
+    header = Path(get_include(), "luaplug_entry.h").read_text(encoding="utf-8")
+    slots = {m[1]: int(m[2]) for m in re.finditer(r"#define LUAPLUG_CELL_(\w+) (\d+)", header)}
+    assert slots == {
+        "THREAD": reentry.CELL_THREAD,
+        "DEPTH": reentry.CELL_DEPTH,
+        "RETIRED": reentry.CELL_RETIRED,
+        "LIVE": reentry.CELL_LIVE,
+        "SLOTS": reentry.CELL_SLOTS,
+    }
+    for name in ("_py_dispatch", "_py_call", "_failed", "_translate", "_address", "cell_address"):
+        assert f'"{name}"' in header  # the native-entry protocol's names, read by string
+
+
+def test_the_prelude_names_the_same_cell_slots() -> None:
+    found = re.search(r"local THREAD, DEPTH, RETIRED, LIVE = (\d+), (\d+), (\d+), (\d+)", prelude_source())
+    assert found is not None
+    assert tuple(map(int, found.groups())) == (
+        reentry.CELL_THREAD,
+        reentry.CELL_DEPTH,
+        reentry.CELL_RETIRED,
+        reentry.CELL_LIVE,
+    )
+    assert not re.search(r"cell\[\d\]", prelude_source())
+
+
+class EngineSyntax(Exception):
+    pass
+
+
+class EngineError(Exception):
+    pass
+
+
+class EngineNestedSyntax(EngineSyntax):
+    pass
+
+
+def test_map_errors_by_code_and_by_exception_class() -> None:
+    codes = map_errors({2: LuaSyntaxError, 3: LuaMemoryError})
+    assert type(codes(2, "bad")) is LuaSyntaxError and str(codes(2, "bad")) == "bad"
+    assert type(codes(3, "full")) is LuaMemoryError
+    assert type(codes(1, "ran")) is LuaError  # anything else: the default
+    exceptions = map_errors({EngineSyntax: LuaSyntaxError}, default=LuaMemoryError)
+    mapped = exceptions(EngineNestedSyntax("x = = 1"))  # along the class hierarchy
+    assert type(mapped) is LuaSyntaxError and str(mapped) == "x = = 1"
+    assert type(exceptions(EngineError("oom"))) is LuaMemoryError
+
+
+def test_map_errors_as_a_context_manager_reraises_what_it_catches() -> None:
+    mapped = map_errors({EngineSyntax: LuaSyntaxError}, catch=(EngineSyntax, EngineError))
+    with pytest.raises(LuaSyntaxError, match="bad") as info:
+        with mapped:
+            raise EngineNestedSyntax("bad")
+    assert isinstance(info.value.__cause__, EngineNestedSyntax)
+    with pytest.raises(LuaError) as other:
+        with mapped:
+            raise EngineError("ran")
+    assert type(other.value) is LuaError
+    with pytest.raises(KeyError):  # not the engine's: passes unchanged
+        with mapped:
+            raise KeyError("x")
+    with mapped:
+        pass
+
+
+def test_prelude_code_is_dumped_once_and_falls_back_to_the_source() -> None:
+    calls: list[bytes] = []
+
+    def dump(src: bytes) -> bytes:
+        calls.append(src)
+        return b"\x1bLJ" + src[:4]
+
+    code = prelude_code(dump)
+    assert code() == code() == b"\x1bLJ" + prelude_source().encode()[:4]
+    assert calls == [prelude_source().encode()]
+    assert prelude_code(lambda src: None)() == prelude_source().encode()
+
+
+@pytest.mark.parametrize(("value", "native"), [(None, True), ("", True), ("0", True), ("1", False), ("yes", False)])
+def test_native_entries_follow_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, native: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv(NO_NATIVE_ENTRY, raising=False)
+    else:
+        monkeypatch.setenv(NO_NATIVE_ENTRY, value)
+    assert native_entries() is native
+
+
+class Missing(GuardedEngine):
+    name = "missing"
+    import_error = "the native module cannot be loaded (no such file)"
+    state_class = EngineState  # never made: the module is missing
+
+    def lua_version(self) -> str:
+        return ""
+
+
+def test_a_guarded_engine_without_its_module_is_unavailable_and_opens_nothing() -> None:
+    assert Missing.unavailable_reason() == "the native module cannot be loaded (no such file)"
+    with pytest.raises(LuaplugError, match="no such file"):
+        Missing().new_state(host_address=0, bundle="b", options=DEFAULT_OPTIONS)
+
+
+def test_register_backends_is_a_hook_adding_each_backend() -> None:
+    import pluggy
+
+    from luaplug.backend import discovery
+
+    a, b = BackendInfo(name="a", engine="m:A"), BackendInfo(name="b", engine="m:B", priority=3)
+    plugin = types.SimpleNamespace(luaplug_register_backends=register_backends(a, b))
+    pm = pluggy.PluginManager(discovery.PROJECT_NAME)
+    pm.add_hookspecs(discovery.HookSpecs)
+    pm.register(plugin)
+    registry = BackendRegistry()
+    pm.hook.luaplug_register_backends(register=registry)
+    assert registry.backends == {"a": a, "b": b}
