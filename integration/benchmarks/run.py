@@ -1,6 +1,6 @@
 """Benchmarks: luaplug on each backend, side by side with the reference runtime and the floor.
 
-Run ``python integration/benchmarks/run.py [--quick] [--json out.json] [--backend NAME] [--case NAME]``
+Run ``python integration/benchmarks/run.py [--quick] [--json out.json] [--plots DIR] [--backend NAME] [--case NAME]``
 (or ``tox -e bench -- --quick``; ``tox -e bench -- --case greet,sdk-greet`` measures those
 cases alone). Contenders, in one process run:
 
@@ -56,6 +56,7 @@ from _contenders import (
     ReferenceContender,
     Worker,
 )
+from _plot import write_plots
 from _procs import child_env, load_sample, scale_sample, start_sample
 from _report import FLOOR, REFERENCE, Metric, document, evaluate_targets, scale_targets, table
 
@@ -369,6 +370,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="few repeats (CI: keeps the runner from rotting)")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the results as JSON to PATH")
     p.add_argument(
+        "--plots",
+        metavar="DIR",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "luaplug-bench",
+        help="draw the run into DIR/calls.png and DIR/scale.png (needs matplotlib; default: %(default)s)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="draw nothing")
+    p.add_argument(
         "--backend",
         action="append",
         default=[],
@@ -475,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntargets: {len(judged) - len(missed)} pass, {len(missed)} miss, {len(targets) - len(judged)} n/a")
     for t in missed:
         print(f"  MISS {t.contender} {t.metric}: {t.text} (measured {t.measured})")
+    if not args.no_plots:
+        drawn = write_plots({k: m for k, m in metrics.items() if k in measured}, names, args.plots)
+        if isinstance(drawn, str):
+            print(f"\nplots skipped: {drawn}")
+        elif drawn:
+            print(f"\nplots: {', '.join(map(str, drawn))}")
     duration = time.perf_counter() - t0
     print(f"\n({duration:.1f} s)")
     if args.json is not None:
