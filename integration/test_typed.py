@@ -308,3 +308,13 @@ def test_only_functions_with_variable_size_results_get_the_arena(runtime: luaplu
         for _ in range(20):  # each result lands in the reset arena: no overflow block is ever needed
             assert proxy.greet("world") == "hello, world"
         assert proxy._arena.overflow_blocks == 0
+
+
+def test_a_short_string_after_a_failed_long_one(calc: typed.TypedProxy) -> None:
+    """A string longer than the proxy's input buffer is passed from its own buffer for that call
+    only: after it, even when the call raised, a short string is read from the proxy's buffer."""
+    with pytest.raises(luaplug.DispatchError):
+        calc.fail("x" * 1000)
+    assert calc.greet("short") == "hello, short"
+    assert calc.describe("t" * 300, 1, False, 1) == "t" * 300 + ":1:false:1"
+    assert calc.describe("tag", 2, True, 2) == "tag:2:true:2"

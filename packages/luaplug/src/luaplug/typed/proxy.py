@@ -137,18 +137,34 @@ class _Compiled:
         self.code: Any = compile(self.source(), f"<luaplug typed {fn.name}>", "exec")
 
     def source(self) -> str:
-        """Python source of ``def _make(<closure values>): def <fn>(...): ...; return <fn>``."""
+        """Python source of ``def _make(<closure values>): def <fn>(...): ...; return <fn>``.
+
+        With a string param, ``<fn>`` handles strings that fit the proxy's input buffers, and
+        ``_lp_general`` (which ``<fn>`` hands a longer one to) any string.
+        """
         fn = self.fn
         pnames = [python_name(p.name) for p in fn.params]
         pnames = [f"{n}_" if n.startswith("_lp") else n for n in pnames]
         helpers: list[str] = []
+        lines = self._function(fn.name, pnames, helpers, general=False)
+        if any(p.type.kind == "string" for p in fn.params):
+            lines = self._function("_lp_general", pnames, [], general=True) + lines
+        closure = "_lp_call, _lp_retry, _lp_arena, _lp_arena_words, _lp_base, _lp_cap, _lp_arena_mv"
+        inner = "\n".join(f"    {line}" for line in [*helpers, *lines])
+        return f"def _make({closure}):\n{inner}\n    return {fn.name}\n"
+
+    def _function(self, name: str, pnames: list[str], helpers: list[str], general: bool) -> list[str]:
+        fn = self.fn
         body: list[str] = []
         single = len(fn.params) == 1
         if any(p.type.kind in ("struct", "bytes") for p in fn.params):
             self.names["_lp_keep"] = []
             body.append("_lp_keep.clear()")
         for i, (p, local) in enumerate(zip(fn.params, pnames, strict=True)):
-            body += self._pack(i, p.name, p.type, local, single, helpers)
+            if p.type.kind == "string":
+                body += self._pack_string(i, p.name, local, single, pnames, general)
+            else:
+                body += self._pack(i, p.name, p.type, local, single, helpers)
         if fn.returns is not None and fn.returns.kind == "string":
             body.append("_lp_outw[1] = 0")
         if self.arena_backed:
@@ -162,17 +178,60 @@ class _Compiled:
             call = f"_lp_call({self.fn_id}, {self.args_address}, {self.out_address})"
         else:
             call = f"_lp_call({self.fn_id})"
-        body += [
+        tail = [
             "try:",
             f"    {call}",
             "except _lp_DispatchError as _lp_e:",
             f"    if not _lp_retry(_lp_e, {self.fn_id}): raise",
+            *self._unpack(fn.returns),
         ]
-        body += self._unpack(fn.returns)
-        lines = [*helpers, f"def {fn.name}({', '.join(pnames)}):"] + [f"    {line}" for line in body]
-        closure = "_lp_call, _lp_retry, _lp_arena, _lp_arena_words, _lp_base, _lp_cap, _lp_arena_mv"
-        inner = "\n".join(f"    {line}" for line in lines)
-        return f"def _make({closure}):\n{inner}\n    return {fn.name}\n"
+        if general:
+            # A long string's StringView points at its own buffer during the call only.
+            restore = [
+                f"    _lp_svw_{i}[0] = _lp_inaddr_{i}" for i, p in enumerate(fn.params) if p.type.kind == "string"
+            ]
+            tail = ["try:", *(f"    {line}" for line in tail), "finally:", *restore]
+        body += tail
+        return [f"def {name}({', '.join(pnames)}):"] + [f"    {line}" for line in body]
+
+    def _pack_string(self, i: int, name: str, local: str, single: bool, pnames: list[str], general: bool) -> list[str]:
+        fname = self.fn.name
+        sv = "_lp_args" if single else f"_lp_sv_{i}"
+        if f"_lp_inbuf_{i}" not in self.names:
+            self.names[f"_lp_str_{i}"] = lambda v, _p=name: _string_arg(v, fname, _p)
+            slot = self.args if single else ffi.addressof(self.args, name)
+            if not single:
+                self.names[sv] = getattr(self.args, name)
+            # SAFETY: the word view aliases the StringView inside self.args, and the input
+            # buffer is this object's; both live as long as the compiled method. Between calls
+            # the StringView points at the input buffer (only _lp_general points it elsewhere,
+            # and puts it back before it returns).
+            words = _view(slot, "Q")
+            inbuf = ffi.new("uint8_t[]", _INPUT_BUFFER)
+            words[0] = _address(inbuf)
+            self.names[f"_lp_svw_{i}"] = words
+            self.names[f"_lp_inbuf_{i}"] = inbuf
+            self.names[f"_lp_inmv_{i}"] = memoryview(ffi.buffer(inbuf))
+            self.names[f"_lp_inaddr_{i}"] = _address(inbuf)
+        lines = [
+            f"_lp_b{i} = {local}.encode() if {local}.__class__ is str else _lp_str_{i}({local})",
+            f"_lp_n{i} = len(_lp_b{i})",
+        ]
+        if general:
+            lines += [
+                f"if _lp_n{i} <= {_INPUT_BUFFER}:",
+                f"    _lp_inmv_{i}[:_lp_n{i}] = _lp_b{i}",
+                "else:",
+                f"    _lp_k{i} = _lp_from_buffer('uint8_t[]', _lp_b{i})",
+                f"    {sv}.ptr = _lp_k{i}",
+            ]
+        else:
+            # Short strings are copied into the buffer of our own (cheaper than wrapping).
+            lines += [
+                f"if _lp_n{i} > {_INPUT_BUFFER}: return _lp_general({', '.join(pnames)})",
+                f"_lp_inmv_{i}[:_lp_n{i}] = _lp_b{i}",
+            ]
+        return [*lines, f"_lp_svw_{i}[1] = _lp_n{i}"]
 
     def _pack(self, i: int, name: str, t: TypeSpec, local: str, single: bool, helpers: list[str]) -> list[str]:
         fname = self.fn.name
@@ -185,30 +244,6 @@ class _Compiled:
                 _t, slot, v, keep, f"{fname}() argument {_p!r} ({_t.name})"
             )
             return [f"_lp_store_{i}({local}, _lp_slot_{i}, _lp_keep)"]
-        if t.kind == "string":
-            self.names[f"_lp_str_{i}"] = lambda v, _p=name: _string_arg(v, fname, _p)
-            sv = "_lp_args" if single else f"_lp_sv_{i}"
-            if not single:
-                self.names[sv] = getattr(self.args, name)
-            # SAFETY: the word view aliases the StringView inside self.args, and the input
-            # buffer is this object's; both live as long as the compiled method.
-            self.names[f"_lp_svw_{i}"] = _view(slot, "Q")
-            inbuf = ffi.new("uint8_t[]", _INPUT_BUFFER)
-            self.names[f"_lp_inbuf_{i}"] = inbuf
-            self.names[f"_lp_inmv_{i}"] = memoryview(ffi.buffer(inbuf))
-            self.names[f"_lp_inaddr_{i}"] = _address(inbuf)
-            return [
-                f"_lp_b{i} = {local}.encode() if {local}.__class__ is str else _lp_str_{i}({local})",
-                f"_lp_n{i} = len(_lp_b{i})",
-                # Short strings are copied into a buffer of our own (cheaper than wrapping).
-                f"if _lp_n{i} <= {_INPUT_BUFFER}:",
-                f"    _lp_inmv_{i}[:_lp_n{i}] = _lp_b{i}",
-                f"    _lp_svw_{i}[0] = _lp_inaddr_{i}",
-                "else:",
-                f"    _lp_k{i} = _lp_from_buffer('uint8_t[]', _lp_b{i})",
-                f"    {sv}.ptr = _lp_k{i}",
-                f"_lp_svw_{i}[1] = _lp_n{i}",
-            ]
         # A scalar: the checked store (cffi's conversion, the named errors) is a helper; a value
         # of the exact Python class goes through a memoryview instead, and only a value that
         # memoryview refuses (out of range) takes the helper, which then raises its error.
