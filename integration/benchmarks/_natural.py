@@ -7,7 +7,8 @@ generates from the contract's ``api.toml``; the types come from the ``polyplug_a
 as the generated code does:
 
 - read the registry's revision counter through the pointer cached at creation and compare it
-  with the revision the caller resolved against;
+  with the revision the caller resolved against (when it moved: resolve the handle again and
+  make a fresh instance);
 - for a function whose result needs memory (``greet``), rewind the caller's ``CallArena``
   (``cur = base``, every overflow block's ``used`` back to its header), else pass a null arena;
 - point at the argument struct and a fresh out value, take the interface from its pointer, make
@@ -55,20 +56,33 @@ class NaturalCaller:
 
         self._abi = abi
         self._host = host_address
+        self._handle = handle
         api = ctypes.cast(host_address, ctypes.POINTER(abi.HostApi)).contents
-        self._interface: int = api.resolve_guest_contract(host_address, abi.GuestContractHandle(*handle)) or 0
-        if not self._interface:
-            raise NaturalError("the contract is not registered", int(abi.AbiErrorCode.NotFound))
-        self._instance = abi.GuestContractInstance()
-        api.create_guest_instance(host_address, self._interface, None, ctypes.byref(self._instance))
         self._revision_ptr: int = api.revision_counter(host_address) or 0
-        self._revision = self._live_revision()
+        self._interface = 0
+        self._instance = abi.GuestContractInstance()
+        self._revision = -1
+        if not self._resolve():
+            raise NaturalError("the contract is not registered", int(abi.AbiErrorCode.NotFound))
         self._arena: Any = None
         if arena:
             self._arena_buf = ctypes.create_string_buffer(ARENA_BYTES)
             base = ctypes.addressof(self._arena_buf)
             self._arena = abi.CallArena(cur=base, end=base + ARENA_BYTES, base=base, host=host_address)
         self._header = ctypes.sizeof(abi.ArenaOverflowBlock)
+
+    def _resolve(self) -> bool:
+        """Resolve the handle again and make a fresh instance (the old one went with its VM);
+        ``False`` when the contract is gone."""
+        abi = self._abi
+        api = ctypes.cast(self._host, ctypes.POINTER(abi.HostApi)).contents
+        interface = api.resolve_guest_contract(self._host, abi.GuestContractHandle(*self._handle)) or 0
+        if not interface:
+            return False
+        instance = abi.GuestContractInstance()
+        api.create_guest_instance(self._host, interface, None, ctypes.byref(instance))
+        self._interface, self._instance, self._revision = interface, instance, self._live_revision()
+        return True
 
     def _live_revision(self) -> int:
         if not self._revision_ptr:
@@ -90,8 +104,8 @@ class NaturalCaller:
         :raises NaturalError: the registry changed since the caller resolved, or the call failed
         """
         abi = self._abi
-        if self._live_revision() != self._revision:
-            raise NaturalError("the registry changed: resolve the contract again", int(abi.AbiErrorCode.StaleHandle))
+        if self._live_revision() != self._revision and not self._resolve():
+            raise NaturalError("the contract is gone", int(abi.AbiErrorCode.NotFound))
         if arena:
             self._reset_arena()
         args_ptr = ctypes.cast(ctypes.byref(args), ctypes.c_void_p) if args is not None else None
