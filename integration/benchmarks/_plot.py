@@ -50,6 +50,8 @@ def _calls(plt: Any, metrics: dict[str, Metric], contenders: list[str], title: s
     for j, c in enumerate(contenders):
         ys, xs = [], []
         for i, key in enumerate(rows):
+            if c == "floor" and not metrics[key].floor_ratio:
+                continue  # the floor does other work there (the peer rows: an add inside the VM)
             value = metrics[key].median(c)
             if value is not None and value > 0:
                 ys.append(i + (j - (len(contenders) - 1) / 2) * height)
