@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import shutil
@@ -12,6 +13,7 @@ import pytest
 
 import luaplug
 from luaplug import AbiErrorCode, typed
+from luaplug.abi import ffi
 from luaplug.cli import main as cli_main
 from luaplug.typed.luagen import generate_lua
 
@@ -210,3 +212,109 @@ def test_the_bundle_dir_is_self_contained(bundles: Path, tmp_path: Path) -> None
     target = tmp_path / BUNDLE
     shutil.copytree(bundles / BUNDLE, target)
     assert {p.name for p in target.iterdir()} >= {"manifest.toml", "main.lua", "contracts.lua", "api.toml"}
+
+
+class _Index:
+    """An object with ``__index__`` only: cffi refuses it where an integer goes."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+class _Small(enum.IntEnum):
+    TWO = 2
+
+
+def _cffi_store(ctype: str, value: object) -> object:
+    """What cffi makes of ``value`` stored into a ``ctype`` slot: the value read back, or the error type."""
+    slot = ffi.new(f"{ctype}*")
+    try:
+        slot[0] = value
+    except (TypeError, OverflowError) as exc:
+        return type(exc)
+    return slot[0]
+
+
+_ODD_VALUES = [0, 7, -1, True, False, _Small.TWO, 2.0, 2.5, "3", None, _Index(3), 2**7, 2**8, 2**15, 2**16]
+_ODD_VALUES += [2**31, -(2**31) - 1, 2**32, 2**63, -(2**63) - 1, 2**64, -(2**64), math.inf, math.nan]
+
+
+@pytest.mark.parametrize("value", _ODD_VALUES, ids=repr)
+def test_scalar_arguments_convert_like_a_cffi_store(calc: typed.TypedProxy, value: object) -> None:
+    """The proxy stores scalars of the exact Python class through a memoryview and everything else
+    through cffi: every value is refused or accepted exactly as a cffi store refuses or stores it."""
+    # (a call taking the value as one param, the param's C type, what the guest returns for the stored value)
+    cases: list[tuple[Callable[..., object], str, Callable[[object], object]]] = [
+        (lambda v: calc.add(v, 0), "int32_t", lambda v: v),
+        (lambda v: calc.negate(v), "int64_t", lambda v: -v),  # type: ignore[operator]
+        (lambda v: calc.widen(v, 0, 0), "uint8_t", lambda v: v),
+        (lambda v: calc.widen(0, v, 0), "uint16_t", lambda v: v),
+        (lambda v: calc.widen(0, 0, v), "uint32_t", lambda v: v),
+        (lambda v: calc.mix(v, 0, 0, 0), "int8_t", lambda v: v),
+        (lambda v: calc.mix(0, v, 0, 0), "int16_t", lambda v: v),
+        (lambda v: calc.mix(0, 0, v, 0), "int64_t", lambda v: v),
+        (lambda v: calc.mix(0, 0, 0, v), "uint64_t", lambda v: (v + 2**63) % 2**64 - 2**63),  # type: ignore[operator]
+        (lambda v: calc.scale(v, 1.0), "double", lambda v: v),
+        (lambda v: calc.both(v, True), "bool", lambda v: v),
+    ]
+    for call, ctype, expected_of in cases:
+        stored = _cffi_store(ctype, value)
+        if isinstance(stored, type):
+            with pytest.raises(stored):
+                call(value)
+        else:
+            got = call(value)
+            want = expected_of(stored)
+            assert got == want or (got != got and want != want), (ctype, value, got, want)  # NaN == NaN
+
+
+@pytest.mark.parametrize("value", _ODD_VALUES, ids=repr)
+def test_enum_arguments_convert_like_a_cffi_store(calc: typed.TypedProxy, api_path: Path, value: object) -> None:
+    Color = typed.load_api(api_path).enum("Color").python
+    stored = _cffi_store("uint8_t", value)
+    if isinstance(stored, type):
+        with pytest.raises(stored):
+            calc.next_color(value)
+    elif stored not in {1, 2, 4}:
+        with pytest.raises(ValueError, match="Color"):
+            calc.next_color(value)
+    else:
+        assert calc.next_color(value) is {1: Color.Green, 2: Color.Blue, 4: Color.Red}[stored]  # type: ignore[index]
+    assert calc.next_color(Color.Red) is Color.Green  # the members themselves
+
+
+def test_only_functions_with_variable_size_results_get_the_arena(runtime: luaplug.Runtime, bundles: Path) -> None:
+    """Like the reference's generated callers: a function whose result needs memory (a string)
+    gets the proxy's arena, every other one a null arena (the guest then allocates from the host)."""
+    runtime.load(bundles / "adder")
+    runtime.load(bundles / "greeter")
+    adder = typed.contract(
+        "iso.Adder@1",
+        typed.function("add", [("a", "i32"), ("b", "i32")], returns="i32"),
+        typed.function("noop"),
+        typed.function("probe", returns="i32"),
+    )
+    with runtime.bind(adder) as proxy:
+        flags = proxy.probe()
+        assert flags & 4  # the arena argument is a number
+        assert flags & 32  # ... and 0: no arena
+        assert proxy.add(40, 2) == 42
+        assert proxy.noop() is None
+    greeter = typed.contract("iso.Greeter@1", typed.function("greet", [("name", "StringView")], returns="StringView"))
+    with typed.bind(runtime, greeter, arena_capacity=64) as proxy:
+        for _ in range(20):  # each result lands in the reset arena: no overflow block is ever needed
+            assert proxy.greet("world") == "hello, world"
+        assert proxy._arena.overflow_blocks == 0
+
+
+def test_a_short_string_after_a_failed_long_one(calc: typed.TypedProxy) -> None:
+    """A string longer than the proxy's input buffer is passed from its own buffer for that call
+    only: after it, even when the call raised, a short string is read from the proxy's buffer."""
+    with pytest.raises(luaplug.DispatchError):
+        calc.fail("x" * 1000)
+    assert calc.greet("short") == "hello, short"
+    assert calc.describe("t" * 300, 1, False, 1) == "t" * 300 + ":1:false:1"
+    assert calc.describe("tag", 2, True, 2) == "tag:2:true:2"

@@ -24,6 +24,8 @@ HERE: Final = Path(__file__).resolve().parent
 INTEGRATION: Final = HERE.parent
 SUITE_BUNDLES: Final = BUNDLES_DIR
 BENCH_BUNDLES: Final = HERE / "bundles"
+#: The typed declarations of the adder and greeter bundles (the typed-* cases).
+TYPED_API: Final = BENCH_BUNDLES / "api.toml"
 
 #: ``[function_count]`` entries for manifests that lack the table (the reference refuses them).
 KNOWN_FUNCTION_COUNTS: Final[dict[str, int]] = {
@@ -153,12 +155,30 @@ def empty_loop(n: int) -> int:
 # The call loops: one per call shape, every argument a local, so the loop body is the call.
 
 
+def loop0(n: int, f: Any) -> int:
+    """``n`` calls ``f()``; elapsed ns."""
+    r = range(n)
+    t0 = perf_counter_ns()
+    for _ in r:
+        f()
+    return perf_counter_ns() - t0
+
+
 def loop1(n: int, f: Any, a: Any) -> int:
     """``n`` calls ``f(a)``; elapsed ns."""
     r = range(n)
     t0 = perf_counter_ns()
     for _ in r:
         f(a)
+    return perf_counter_ns() - t0
+
+
+def loop2(n: int, f: Any, a: Any, b: Any) -> int:
+    """``n`` calls ``f(a, b)``; elapsed ns."""
+    r = range(n)
+    t0 = perf_counter_ns()
+    for _ in r:
+        f(a, b)
     return perf_counter_ns() - t0
 
 

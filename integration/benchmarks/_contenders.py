@@ -20,9 +20,12 @@ from _common import (
     PEER_IN_VM,
     PEER_RESULT,
     SPIN_ARGS,
+    TYPED_API,
     floor_load,
     floor_runtime,
+    loop0,
     loop1,
+    loop2,
     loop3,
     loop4_reset,
     loop5,
@@ -30,12 +33,15 @@ from _common import (
     loop7,
     loop7_reset,
 )
+from _natural import NaturalAdder, NaturalGreeter
 
 import luaplug
 from luaplug.abi import ffi
 
 GREET_NAME: Final = b"world"
 GREETING: Final = b"hello, world"
+#: The typed cases' Python values: ``add(40, 2)``, ``greet("world")``.
+TYPED_A, TYPED_B, TYPED_NAME = 40, 2, "world"
 #: Rounds of the spin bundle per call in the threads case (about 5-10 us of Lua work).
 SPIN_ROUNDS: Final = 1000
 
@@ -105,6 +111,23 @@ class Contender(abc.ABC):
     def sdk_greet(self, n: int) -> int:
         """``greet`` on the SDK-written greeter (bundles/sdkgreet); elapsed ns."""
 
+    def typed_noop(self, n: int) -> int | None:
+        """``n`` calls ``noop()`` with Python values (the typed proxy, or the reference's natural
+        path through ctypes); elapsed ns, or ``None`` when the contender has no such path."""
+        return None
+
+    def typed_add(self, n: int) -> int | None:
+        """``n`` calls ``add(40, 2) -> 42`` with Python values; elapsed ns, or ``None``."""
+        return None
+
+    def typed_greet(self, n: int) -> int | None:
+        """``n`` calls ``greet("world") -> "hello, world"`` with Python values; elapsed ns, or ``None``."""
+        return None
+
+    def typed_results(self) -> tuple[object, object, object] | None:
+        """``(noop(), add(40, 2), greet("world"))`` through the typed path, or ``None``."""
+        return None
+
     @abc.abstractmethod
     def peer(self, n: int, mode: int) -> float:
         """ns per peer call, measured inside Lua over ``n`` calls (``mode``: bundles/peerloop)."""
@@ -129,6 +152,9 @@ class Contender(abc.ABC):
             self.greeting.ptr, self.greeting.len = ffi.NULL, 0
             case(1)
             assert text_of(self.greeting) == GREETING, f"{self.name}: {case.__name__} gave {text_of(self.greeting)!r}"
+        typed = self.typed_results()
+        expected = (None, TYPED_A + TYPED_B, f"hello, {TYPED_NAME}")
+        assert typed is None or typed == expected, f"{self.name}: the typed path gave {typed!r}"
 
     def close(self) -> None:
         """Release the runtime and the buffers."""
@@ -170,9 +196,24 @@ class LuaplugContender(Contender):
         self.arena = luaplug.CallArena(4096, host=self.rt)
         self.pair_addr, self.slot_addr = addr(self.pair), addr(self.slot)
         self.name_addr, self.greeting_addr = addr(self.name_sv), addr(self.greeting)
+        # Typed proxies of the same bundles, as a host binds them (each owns an instance).
+        self.typed_adder = self.rt.bind(TYPED_API, "iso.Adder@1")
+        self.typed_greeter = self.rt.bind(TYPED_API, "iso.Greeter@1")
 
     def noop(self, n: int) -> int:
         return loop1(n, self.adder.dispatch, 1)
+
+    def typed_noop(self, n: int) -> int:
+        return loop0(n, self.typed_adder.noop)
+
+    def typed_add(self, n: int) -> int:
+        return loop2(n, self.typed_adder.add, TYPED_A, TYPED_B)
+
+    def typed_greet(self, n: int) -> int:
+        return loop1(n, self.typed_greeter.greet, TYPED_NAME)
+
+    def typed_results(self) -> tuple[object, object, object]:
+        return self.typed_adder.noop(), self.typed_adder.add(TYPED_A, TYPED_B), self.typed_greeter.greet(TYPED_NAME)
 
     def add(self, n: int) -> int:
         return loop3(n, self.adder.dispatch, 0, self.pair_addr, self.slot_addr)
@@ -219,6 +260,8 @@ class LuaplugContender(Contender):
         return run
 
     def close(self) -> None:
+        self.typed_adder.close()
+        self.typed_greeter.close()
         self.arena.close()
         self.rt.close()
         super().close()
@@ -259,6 +302,9 @@ class ReferenceContender(Contender):
         self.name_p = ffi.cast("const void*", self.name_sv)
         self.greeting_p = ffi.cast("void*", self.greeting)
         self.arena_p = ffi.cast("CallArena*", self.arena.address)
+        # The natural path: generated-caller-shaped ctypes callers (_natural.py).
+        self.natural_adder = NaturalAdder(self.rt.host_api_address, self.adder.handle)
+        self.natural_greeter = NaturalGreeter(self.rt.host_api_address, self.greeter.handle)
 
     def _instance(self, contract_id: int) -> Any:
         inst = ffi.new("GuestContractInstance*")
@@ -291,6 +337,19 @@ class ReferenceContender(Contender):
             n, self.arena.reset, c.vm_call, c.loader_data, self.sdkgreeter_inst, 0, self.name_p, self.greeting_p,
             self.arena_p, self.err,
         )  # fmt: skip
+
+    def typed_noop(self, n: int) -> int:
+        return loop0(n, self.natural_adder.noop)
+
+    def typed_add(self, n: int) -> int:
+        return loop2(n, self.natural_adder.add, TYPED_A, TYPED_B)
+
+    def typed_greet(self, n: int) -> int:
+        return loop1(n, self.natural_greeter.greet, TYPED_NAME)
+
+    def typed_results(self) -> tuple[object, object, object]:
+        a, g = self.natural_adder, self.natural_greeter
+        return a.noop(), a.add(TYPED_A, TYPED_B), g.greet(TYPED_NAME)
 
     def check(self) -> None:
         super().check()

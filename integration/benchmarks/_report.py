@@ -13,6 +13,10 @@ FLOOR: Final = "floor"
 FLOOR_BOUNDS: Final[dict[str, float]] = {"cffi": 1.2, "lupa": 1.5}
 #: Bound of a greet written with the guest SDK over the plain-ffi greet, per backend (issue 16).
 SDK_BOUND: Final = 1.3
+#: Bounds of the typed proxy over the raw dispatch of the same function, per call case (issue 20).
+TYPED_RAW_BOUNDS: Final[dict[str, float]] = {"noop": 1.5, "add": 1.5, "greet": 2.0}
+#: How much faster than the reference's natural path the typed proxy is to be, per backend (issue 20).
+TYPED_REF_FACTORS: Final[dict[str, float]] = {"cffi": 3.0, "lupa": 2.0}
 
 
 @dataclass
@@ -113,6 +117,13 @@ def evaluate_targets(metrics: dict[str, Metric], backends: list[str]) -> list[Ta
             shown += f"; the floor itself: {1 / floor:.2f}x"
         out.append(Target(metric, backend, f">={factor:g}x faster than reference", shown, judge(speed, speed, factor)))
 
+    def over(metric: str, base: str, backend: str, bound: float) -> None:
+        # Two rows of one contender: e.g. the typed proxy's noop over the raw noop.
+        mine, theirs = metrics[metric].median(backend), metrics[base].median(backend)
+        r = None if mine is None or theirs is None or theirs <= 0 else mine / theirs
+        shown = "-" if r is None else f"{r:.2f}x"
+        out.append(Target(metric, backend, f"<={bound:g}x {base}", shown, judge(r, bound, r)))
+
     def at_most(metric: str, backend: str, other: str, factor: float, text: str) -> None:
         r = metrics[metric].cost_ratio(backend, other)
         out.append(Target(metric, backend, text, "-" if r is None else f"{r:.2f}x", judge(r, factor, r)))
@@ -123,10 +134,12 @@ def evaluate_targets(metrics: dict[str, Metric], backends: list[str]) -> list[Ta
             bound = FLOOR_BOUNDS.get(b)
             if bound is not None:
                 at_most(case, b, FLOOR, bound, f"<={bound:g}x the floor")
-        sdk, plain = metrics["sdk-greet"].median(b), metrics["greet"].median(b)
-        r = None if sdk is None or plain is None or plain <= 0 else sdk / plain
-        shown = "-" if r is None else f"{r:.2f}x"
-        out.append(Target("sdk-greet", b, f"<={SDK_BOUND:g}x greet", shown, judge(r, SDK_BOUND, r)))
+        over("sdk-greet", "greet", b, SDK_BOUND)
+        for case, bound in TYPED_RAW_BOUNDS.items():
+            over(f"typed-{case}", case, b, bound)
+            factor = TYPED_REF_FACTORS.get(b)
+            if factor is not None:
+                faster(f"typed-{case}", b, factor)
         at_most("load", b, REFERENCE, 1.0, "no slower than reference")
         at_most("memory", b, REFERENCE, 1.0, "no more than reference")
         at_most("reload", b, REFERENCE, 1.0, "no slower than reference")

@@ -1,6 +1,6 @@
 """Benchmarks: luaplug on each backend, side by side with the reference runtime and the floor.
 
-Run ``python integration/benchmarks/run.py [--quick] [--json out.json] [--backend NAME] [--case NAME]``
+Run ``python integration/benchmarks/run.py [--quick] [--json out.json] [--plots DIR] [--backend NAME] [--case NAME]``
 (or ``tox -e bench -- --quick``; ``tox -e bench -- --case greet,sdk-greet`` measures those
 cases alone). Contenders, in one process run:
 
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, TypeVar
 
 from _common import (
     BENCH_BUNDLES,
@@ -56,10 +56,13 @@ from _contenders import (
     ReferenceContender,
     Worker,
 )
+from _plot import write_plots
 from _procs import child_env, load_sample, scale_sample, start_sample
 from _report import FLOOR, REFERENCE, Metric, document, evaluate_targets, scale_targets, table
 
 import luaplug
+
+T = TypeVar("T")
 
 
 class Plan:
@@ -117,6 +120,20 @@ def make_metrics(scale_counts: tuple[int, ...] = ()) -> dict[str, Metric]:
             note="sdk-greet: the same greet written with the guest SDK (abi.to_str, guest.alloc_string_arena)",
         ),
         Metric(
+            "typed-noop",
+            "ns/call",
+            floor_ratio=False,
+            note="typed-noop: noop() with Python values: luaplug's typed proxy (Runtime.bind); reference: its natural"
+            " path, a ctypes caller shaped like polyplugc's generated ones",
+        ),
+        Metric("typed-add", "ns/call", floor_ratio=False, note="typed-add: add(40, 2) -> 42, the same two paths"),
+        Metric(
+            "typed-greet",
+            "ns/call",
+            floor_ratio=False,
+            note="typed-greet: greet('world') -> 'hello, world' (str in, str out), the same two paths",
+        ),
+        Metric(
             "peer",
             "ns/call",
             floor_ratio=False,
@@ -156,6 +173,9 @@ CASES: dict[str, tuple[str, ...]] = {
     "add": ("add",),
     "greet": ("greet",),
     "sdk-greet": ("sdk-greet",),
+    "typed-noop": ("typed-noop",),
+    "typed-add": ("typed-add",),
+    "typed-greet": ("typed-greet",),
     "peer": ("peer", "peer-resolve"),
     "reload": ("reload",),
     "threads": ("threads-1t", "threads-2t", "threads"),
@@ -165,8 +185,9 @@ CASES: dict[str, tuple[str, ...]] = {
     # Its rows depend on the bundle counts (Plan.scale_counts): see scale_metrics.
     "scale": (),
 }
-#: The call cases: one contender method each (``sdk-greet`` -> ``sdk_greet``).
-CALL_CASES: tuple[str, ...] = ("noop", "add", "greet", "sdk-greet")
+#: The call cases: one contender method each (``sdk-greet`` -> ``sdk_greet``); a method that
+#: returns ``None`` (the floor's typed cases) leaves the contender out of that row.
+CALL_CASES: tuple[str, ...] = ("noop", "add", "greet", "sdk-greet", "typed-noop", "typed-add", "typed-greet")
 
 
 def prepare_bundles(work: Path) -> tuple[BenchBundles, Path, dict[str, Path]]:
@@ -210,7 +231,7 @@ def reference_reason() -> str | None:
     return reference_available()
 
 
-def timed(fn: Callable[[], int]) -> int:
+def timed(fn: Callable[[], T]) -> T:
     """Run a timing loop with the cyclic GC collected beforehand and off during it."""
     gc.collect()
     gc.disable()
@@ -251,9 +272,9 @@ def thread_rates(workers: tuple[Worker, Worker], calls: int) -> tuple[float, flo
     return one, 2 * calls * 1e9 / elapsed
 
 
-def call_case(c: Contender, case: str) -> Callable[[int], int]:
-    """Contender ``c``'s loop of call case ``case``."""
-    fn: Callable[[int], int] = getattr(c, case.replace("-", "_"))
+def call_case(c: Contender, case: str) -> Callable[[int], int | None]:
+    """Contender ``c``'s loop of call case ``case`` (it returns ``None`` when ``c`` has no such path)."""
+    fn: Callable[[int], int | None] = getattr(c, case.replace("-", "_"))
     return fn
 
 
@@ -287,7 +308,8 @@ def measure(
                 continue
             for c in order:
                 elapsed = timed(partial(call_case(c, case), n))
-                metrics[case].add(c.name, max(elapsed - base, 0) / n)
+                if elapsed is not None:
+                    metrics[case].add(c.name, max(elapsed - base, 0) / n)
         if "peer" in cases:
             for c in order:
                 metrics["peer"].add(c.name, c.peer(plan.peer_calls, PEER_CACHED))
@@ -347,6 +369,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="few repeats (CI: keeps the runner from rotting)")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the results as JSON to PATH")
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "luaplug-bench",
+        help="draw the run into DIR/calls.png and DIR/scale.png (needs matplotlib; default: %(default)s)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="draw nothing")
     p.add_argument(
         "--backend",
         action="append",
@@ -454,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntargets: {len(judged) - len(missed)} pass, {len(missed)} miss, {len(targets) - len(judged)} n/a")
     for t in missed:
         print(f"  MISS {t.contender} {t.metric}: {t.text} (measured {t.measured})")
+    if not args.no_plots:
+        drawn = write_plots({k: m for k, m in metrics.items() if k in measured}, names, args.plots)
+        if isinstance(drawn, str):
+            print(f"\nplots skipped: {drawn}")
+        elif drawn:
+            print(f"\nplots: {', '.join(map(str, drawn))}")
     duration = time.perf_counter() - t0
     print(f"\n({duration:.1f} s)")
     if args.json is not None:

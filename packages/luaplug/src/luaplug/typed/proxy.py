@@ -83,12 +83,45 @@ def _string_arg(value: object, fn: str, param: str) -> bytes:
     raise TypeError(f"{fn}() argument {param!r} (StringView): expected str or bytes, not {type(value).__name__}")
 
 
+#: ``memoryview`` formats of the scalar C types a proxy reads and writes without cffi.
+_FORMATS: Final = {
+    "int8_t": "b",
+    "int16_t": "h",
+    "int32_t": "i",
+    "int64_t": "q",
+    "uint8_t": "B",
+    "uint16_t": "H",
+    "uint32_t": "I",
+    "uint64_t": "Q",
+    "float": "f",
+    "double": "d",
+    "bool": "?",
+}
+#: The Python class whose values take the ``memoryview`` store of a param of each kind; any
+#: other object (a subclass, an ``__index__`` object) takes cffi's store and its errors.
+_EXACT: Final = {"int": "int", "float": "float", "bool": "bool"}
+
+
+def _view(cdata: Any, fmt: str) -> Any:
+    """A ``memoryview`` of the slot ``cdata`` points at, items of format ``fmt``."""
+    view: Any = memoryview(ffi.buffer(cdata))
+    return view.cast(fmt)
+
+
+def arena_backed(fn: FunctionSpec) -> bool:
+    """Whether calls of ``fn`` pass the proxy's arena: its result has a variable size
+    (``StringView``, ``Buffer``, a struct). Every other call passes a null arena, as the
+    reference's generated callers do (the guest's ``arena_alloc`` then uses ``host->alloc``)."""
+    return fn.returns is not None and fn.returns.kind in ("string", "bytes", "struct")
+
+
 class _Compiled:
     """One function's preallocated memory and the source of its call path."""
 
     def __init__(self, spec: ContractSpec, fn_id: int, fn: FunctionSpec) -> None:
         self.fn_id = fn_id
         self.fn = fn
+        self.arena_backed = arena_backed(fn)
         self.names: dict[str, Any] = {}
         n = len(fn.params)
         if n == 0:
@@ -106,8 +139,8 @@ class _Compiled:
         elif fn.returns.kind == "string":
             self.out = ffi.new(f"{_SV_OUT} *")
             self.out_address = _address(self.out)
-            # SAFETY: aliases self.out (ptr @0, len @8) for as long as this object lives.
-            self.names["_lp_outw"] = ffi.cast("uintptr_t*", self.out)
+            # SAFETY: aliases self.out (ptr, len) for as long as this object lives.
+            self.names["_lp_outw"] = _view(self.out, "Q")
         else:
             self.out = ffi.new(f"{fn.returns.cdecl}*")
             self.out_address = _address(self.out)
@@ -116,80 +149,146 @@ class _Compiled:
         self.code: Any = compile(self.source(), f"<luaplug typed {fn.name}>", "exec")
 
     def source(self) -> str:
-        """Python source of ``def _make(<closure values>): def <fn>(...): ...; return <fn>``."""
+        """Python source of ``def _make(<closure values>): def <fn>(...): ...; return <fn>``.
+
+        With a string param, ``<fn>`` handles strings that fit the proxy's input buffers, and
+        ``_lp_general`` (which ``<fn>`` hands a longer one to) any string.
+        """
         fn = self.fn
         pnames = [python_name(p.name) for p in fn.params]
         pnames = [f"{n}_" if n.startswith("_lp") else n for n in pnames]
+        helpers: list[str] = []
+        lines = self._function(fn.name, pnames, helpers, general=False)
+        if any(p.type.kind == "string" for p in fn.params):
+            lines = self._function("_lp_general", pnames, [], general=True) + lines
+        closure = "_lp_call, _lp_retry, _lp_arena, _lp_arena_words, _lp_base, _lp_cap, _lp_arena_mv"
+        inner = "\n".join(f"    {line}" for line in [*helpers, *lines])
+        return f"def _make({closure}):\n{inner}\n    return {fn.name}\n"
+
+    def _function(self, name: str, pnames: list[str], helpers: list[str], general: bool) -> list[str]:
+        fn = self.fn
         body: list[str] = []
         single = len(fn.params) == 1
         if any(p.type.kind in ("struct", "bytes") for p in fn.params):
             self.names["_lp_keep"] = []
             body.append("_lp_keep.clear()")
         for i, (p, local) in enumerate(zip(fn.params, pnames, strict=True)):
-            body += self._pack(i, p.name, p.type, local, single)
+            if p.type.kind == "string":
+                body += self._pack_string(i, p.name, local, single, pnames, general)
+            else:
+                body += self._pack(i, p.name, p.type, local, single, helpers)
         if fn.returns is not None and fn.returns.kind == "string":
             body.append("_lp_outw[1] = 0")
-        body += [
-            # Reset the arena: a full reset once overflow blocks exist, else rewind cur if it moved.
-            "if _lp_arena_words[4]: _lp_arena.reset()",
-            "elif _lp_arena_words[0] != _lp_base: _lp_arena_words[0] = _lp_base",
+        if self.arena_backed:
+            # Reset the arena: a full reset once overflow blocks exist, else rewind cur.
+            body += [
+                "if _lp_arena_words[4]: _lp_arena.reset()",
+                "else: _lp_arena_words[0] = _lp_base",
+            ]
+            call = f"_lp_call({self.fn_id}, {self.args_address}, {self.out_address}, _lp_arena)"
+        elif self.args_address or self.out_address:
+            call = f"_lp_call({self.fn_id}, {self.args_address}, {self.out_address})"
+        else:
+            call = f"_lp_call({self.fn_id})"
+        tail = [
             "try:",
-            f"    _lp_call({self.fn_id}, {self.args_address}, {self.out_address}, _lp_arena)",
+            f"    {call}",
             "except _lp_DispatchError as _lp_e:",
             f"    if not _lp_retry(_lp_e, {self.fn_id}): raise",
+            *self._unpack(fn.returns),
         ]
-        body += self._unpack(fn.returns)
-        lines = [f"def {fn.name}({', '.join(pnames)}):"] + [f"    {line}" for line in body]
-        closure = "_lp_call, _lp_retry, _lp_arena, _lp_arena_words, _lp_base, _lp_cap, _lp_arena_mv"
-        inner = "\n".join(f"    {line}" for line in lines)
-        return f"def _make({closure}):\n{inner}\n    return {fn.name}\n"
+        if general:
+            # A long string's StringView points at its own buffer during the call only.
+            restore = [
+                f"    _lp_svw_{i}[0] = _lp_inaddr_{i}" for i, p in enumerate(fn.params) if p.type.kind == "string"
+            ]
+            tail = ["try:", *(f"    {line}" for line in tail), "finally:", *restore]
+        body += tail
+        return [f"def {name}({', '.join(pnames)}):"] + [f"    {line}" for line in body]
 
-    def _pack(self, i: int, name: str, t: TypeSpec, local: str, single: bool) -> list[str]:
+    def _pack_string(self, i: int, name: str, local: str, single: bool, pnames: list[str], general: bool) -> list[str]:
+        fname = self.fn.name
+        sv = "_lp_args" if single else f"_lp_sv_{i}"
+        if f"_lp_inbuf_{i}" not in self.names:
+            self.names[f"_lp_str_{i}"] = lambda v, _p=name: _string_arg(v, fname, _p)
+            slot = self.args if single else ffi.addressof(self.args, name)
+            if not single:
+                self.names[sv] = getattr(self.args, name)
+            # SAFETY: the word view aliases the StringView inside self.args, and the input
+            # buffer is this object's; both live as long as the compiled method. Between calls
+            # the StringView points at the input buffer (only _lp_general points it elsewhere,
+            # and puts it back before it returns).
+            words = _view(slot, "Q")
+            inbuf = ffi.new("uint8_t[]", _INPUT_BUFFER)
+            words[0] = _address(inbuf)
+            self.names[f"_lp_svw_{i}"] = words
+            self.names[f"_lp_inbuf_{i}"] = inbuf
+            self.names[f"_lp_inmv_{i}"] = memoryview(ffi.buffer(inbuf))
+            self.names[f"_lp_inaddr_{i}"] = _address(inbuf)
+        lines = [
+            f"_lp_b{i} = {local}.encode() if {local}.__class__ is str else _lp_str_{i}({local})",
+            f"_lp_n{i} = len(_lp_b{i})",
+        ]
+        if general:
+            lines += [
+                f"if _lp_n{i} <= {_INPUT_BUFFER}:",
+                f"    _lp_inmv_{i}[:_lp_n{i}] = _lp_b{i}",
+                "else:",
+                f"    _lp_k{i} = _lp_from_buffer('uint8_t[]', _lp_b{i})",
+                f"    {sv}.ptr = _lp_k{i}",
+            ]
+        else:
+            # Short strings are copied into the buffer of our own (cheaper than wrapping).
+            lines += [
+                f"if _lp_n{i} > {_INPUT_BUFFER}: return _lp_general({', '.join(pnames)})",
+                f"_lp_inmv_{i}[:_lp_n{i}] = _lp_b{i}",
+            ]
+        return [*lines, f"_lp_svw_{i}[1] = _lp_n{i}"]
+
+    def _pack(self, i: int, name: str, t: TypeSpec, local: str, single: bool, helpers: list[str]) -> list[str]:
         fname = self.fn.name
         self.names[f"_lp_err_{i}"] = lambda exc, _p=name, _t=t.name: _arg_error(exc, fname, _p, _t)
         target = "_lp_args[0]" if single else f"_lp_args.{name}"
+        slot = self.args if single else ffi.addressof(self.args, name)
         if t.kind in ("struct", "bytes"):
-            self.names[f"_lp_slot_{i}"] = self.args if single else ffi.addressof(self.args, name)
+            self.names[f"_lp_slot_{i}"] = slot
             self.names[f"_lp_store_{i}"] = lambda v, slot, keep, _t=t, _p=name: store(
                 _t, slot, v, keep, f"{fname}() argument {_p!r} ({_t.name})"
             )
             return [f"_lp_store_{i}({local}, _lp_slot_{i}, _lp_keep)"]
-        if t.kind == "string":
-            self.names[f"_lp_str_{i}"] = lambda v, _p=name: _string_arg(v, fname, _p)
-            sv = "_lp_args" if single else f"_lp_sv_{i}"
-            if not single:
-                self.names[sv] = getattr(self.args, name)
-            # SAFETY: the word view aliases the StringView inside self.args, and the input
-            # buffer is this object's; both live as long as the compiled method.
-            view = self.args if single else ffi.addressof(self.args, name)
-            self.names[f"_lp_svw_{i}"] = ffi.cast("uintptr_t*", view)
-            inbuf = ffi.new("uint8_t[]", _INPUT_BUFFER)
-            self.names[f"_lp_inbuf_{i}"] = inbuf
-            self.names[f"_lp_inmv_{i}"] = ffi.buffer(inbuf)
-            self.names[f"_lp_inaddr_{i}"] = _address(inbuf)
-            return [
-                f"_lp_b{i} = {local}.encode() if {local}.__class__ is str else _lp_str_{i}({local})",
-                f"_lp_n{i} = len(_lp_b{i})",
-                # Short strings are copied into a buffer of our own (cheaper than wrapping).
-                f"if _lp_n{i} <= {_INPUT_BUFFER}:",
-                f"    _lp_inmv_{i}[:_lp_n{i}] = _lp_b{i}",
-                f"    _lp_svw_{i}[0] = _lp_inaddr_{i}",
-                "else:",
-                f"    _lp_k{i} = _lp_from_buffer('uint8_t[]', _lp_b{i})",
-                f"    {sv}.ptr = _lp_k{i}",
-                f"_lp_svw_{i}[1] = _lp_n{i}",
-            ]
-        lines = [
-            "try:",
-            f"    {target} = {local}",
-            "except (TypeError, OverflowError) as _lp_e:",
-            f"    raise _lp_err_{i}(_lp_e) from None",
+        # A scalar: the checked store (cffi's conversion, the named errors) is a helper; a value
+        # of the exact Python class goes through a memoryview instead, and only a value that
+        # memoryview refuses (out of range) takes the helper, which then raises its error.
+        checked = [
+            f"def _lp_set_{i}({local}):",
+            "    try:",
+            f"        {target} = {local}",
+            "    except (TypeError, OverflowError) as _lp_e:",
+            f"        raise _lp_err_{i}(_lp_e) from None",
         ]
+        helpers += checked
         if t.kind == "float" and isinstance(t, ScalarType) and t.name == "f32":
-            lines.append(
-                f"if {target} in _lp_infs and {local} not in _lp_infs: "
+            # memoryview narrows a double to float without an overflow check: no fast store.
+            helpers.append(
+                f"    if {target} in _lp_infs and {local} not in _lp_infs: "
                 f"raise _lp_err_{i}(OverflowError('{local} does not fit float'))"
             )
+            return [f"_lp_set_{i}({local})"]
+        self.names[f"_lp_view_{i}"] = _view(slot, _FORMATS[t.cdecl])
+        if isinstance(t, EnumType):
+            self.names[f"_lp_cls_{i}"] = (int, t.python)
+            exact = f"{local}.__class__ in _lp_cls_{i}"
+        else:
+            exact = f"{local}.__class__ is {_EXACT[t.kind]}"
+        lines = [
+            f"if {exact}:",
+            "    try:",
+            f"        _lp_view_{i}[0] = {local}",
+            "    except (ValueError, OverflowError):",
+            f"        _lp_set_{i}({local})",
+            "else:",
+            f"    _lp_set_{i}({local})",
+        ]
         if isinstance(t, EnumType) and not t.bitflag:
             self.names[f"_lp_valid_{i}"] = frozenset(v for _, v in t.variants)
             lines.append(
@@ -205,21 +304,27 @@ class _Compiled:
             return [
                 "_lp_n = _lp_outw[1]",
                 "if not _lp_n: return ''",
+                # The arena's first allocation (the usual case): slice from its start.
                 "_lp_o = _lp_outw[0] - _lp_base",
-                # In the arena's primary buffer (the usual case): slice it; else read by pointer.
+                "if not _lp_o and _lp_n <= _lp_cap:",
+                "    return _lp_arena_mv[:_lp_n].decode()",
+                # Elsewhere in the arena's primary buffer: slice it; else read by pointer.
                 "if 0 <= _lp_o and _lp_o + _lp_n <= _lp_cap:",
-                "    return _lp_arena_mv[_lp_o:_lp_o + _lp_n].decode('utf-8')",
+                "    return _lp_arena_mv[_lp_o:_lp_o + _lp_n].decode()",
                 "_lp_p = _lp_out.ptr",
                 "if not _lp_p: _lp_null_string()",
-                "return _lp_unpack(_lp_p, _lp_n).decode('utf-8')",
+                "return _lp_unpack(_lp_p, _lp_n).decode()",
             ]
         if t.kind in ("struct", "bytes"):
             self.names["_lp_load"] = lambda out, _t=t: _load_result(_t, out)
             return ["return _lp_load(_lp_out)"]
+        if t.kind == "bool":
+            return ["return _lp_out[0]"]  # cffi refuses a _Bool byte other than 0 or 1
+        self.names["_lp_result"] = _view(self.out, _FORMATS[t.cdecl])
         if isinstance(t, EnumType):
             self.names["_lp_members"] = {int(m.value): m for m in t.python}
-            return ["_lp_v = _lp_out[0]", "return _lp_members.get(_lp_v, _lp_v)"]
-        return ["return _lp_out[0]"]
+            return ["_lp_v = _lp_result[0]", "return _lp_members.get(_lp_v, _lp_v)"]
+        return ["return _lp_result[0]"]
 
     def build(self, proxy: TypedProxy) -> Callable[..., Any]:
         """The method, closed over the proxy's current dispatch."""
@@ -286,8 +391,8 @@ class TypedProxy:
         self._closed = False
         self._arena = CallArena(arena_capacity, host=runtime)
         # SAFETY: the words alias the arena's C struct, which the arena owns until close().
-        self._arena_words: Any = ffi.cast("uintptr_t*", self._arena.address)
-        self._arena_base: int = int(self._arena_words[2])
+        self._arena_words: Any = _view(ffi.cast("CallArena*", self._arena.address), "Q")
+        self._arena_base: int = self._arena_words[2]
         # SAFETY: a view of the arena's primary buffer, which lives until close(); results the
         # guest bumped there are sliced out of it without a pointer round trip.
         self._arena_view: Any = ffi.buffer(ffi.cast("uint8_t*", self._arena_base), self._arena.capacity)
@@ -315,7 +420,7 @@ class TypedProxy:
                 self._instance = fresh
                 self._install()
                 try:
-                    fresh.call(fn_id, c.args_address, c.out_address, self._arena)
+                    fresh.call(fn_id, c.args_address, c.out_address, self._arena if c.arena_backed else None)
                 except DispatchError as again:
                     again.name_function(c.fn.name)
                     raise
