@@ -557,3 +557,44 @@ with luaplug.Runtime(BACKEND) as rt:
     lines = out.splitlines()
     assert lines[0] == "0 0 [0, 9]", out  # one peer call refused with ReentrantCall, the other served
     assert lines[1] == "0 0", out
+
+
+@pytest.mark.parametrize("p_backend", ["lupa", "cffi"], ids=["P-on-lupa", "P-on-cffi"])
+def test_mutual_peer_calls_across_backends_fail_one_call_instead_of_hanging(p_backend: str) -> None:
+    """A on one backend, B on the other (both directions): the cycle runs through both engines'
+    locks, and one call still fails with ReentrantCall (9) instead of both hanging."""
+    import luaplug
+
+    if not {"lupa", "cffi"} <= set(luaplug.available_backends()):
+        pytest.skip("needs both the lupa and the cffi backend")
+    q_backend = "cffi" if p_backend == "lupa" else "lupa"
+    p = MUTUAL.replace("@ME@", "0").replace("@OWN@", "atk.P").replace("@OTHER@", "atk.Q")
+    q = MUTUAL.replace("@ME@", "1").replace("@OWN@", "atk.Q").replace("@OTHER@", "atk.P")
+    out = run_attack(
+        p_backend,
+        f"""
+import threading
+with luaplug.Runtime(BACKEND) as rt:
+    rt.load_code({p!r}, "p")
+    rt.load_code({q!r}, "q", backend={q_backend!r})
+    assert (rt.bundles["p"].backend, rt.bundles["q"].backend) == ({p_backend!r}, {q_backend!r})
+    flags = ffi.new("int32_t[4]")
+    addr = int(ffi.cast("uintptr_t", flags))
+    codes = {{}}
+    def run(name):
+        codes[name] = int(rt.contract(name).default.dispatch(0, addr))
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("atk.P@1", "atk.Q@1")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(codes["atk.P@1"], codes["atk.Q@1"], sorted([flags[2], flags[3]]))
+    flags[0:4] = [0, 1, 0, 0]
+    print(int(rt.contract("atk.P@1").default.dispatch(0, addr)), flags[2])
+    flags[0:4] = [1, 0, 0, 0]
+    print(int(rt.contract("atk.Q@1").default.dispatch(0, addr)), flags[3])
+""",
+    )
+    lines = out.splitlines()
+    assert lines[0] == "0 0 [0, 9]", out  # one peer call refused with ReentrantCall, the other served
+    assert lines[1:] == ["0 0", "0 0"], out

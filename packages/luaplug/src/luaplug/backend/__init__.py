@@ -25,6 +25,7 @@ from luaplug.engine import (
 from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError
 from luaplug.hookspecs import hookimpl
 from luaplug.loader import ContractProvider, FastCall
+from luaplug.lualoader import set_wait_graph
 from luaplug.pyinterface import PythonBackedContract, python_interface
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "hookimpl",
     "prelude_source",
     "python_interface",
+    "set_wait_graph",
 ]
