@@ -598,3 +598,49 @@ with luaplug.Runtime(BACKEND) as rt:
     lines = out.splitlines()
     assert lines[0] == "0 0 [0, 9]", out  # one peer call refused with ReentrantCall, the other served
     assert lines[1:] == ["0 0", "0 0"], out
+
+
+@pytest.mark.requires(CAP_MEMORY_LIMIT)
+def test_a_bundle_that_keeps_its_cap_full_cannot_end_the_host_process(backend: str) -> None:
+    # fn 0 fills the cap to the last bytes and keeps it full (a global holds everything, every
+    # failure is caught) and returns normally: no failed call gives luaplug a reason to collect.
+    # Right after it the host creates instances, calls and unloads: what lupa allocates outside
+    # a protected call on that path (registry references and lookups of the prelude's functions)
+    # must already exist. Each step fails or succeeds as an ordinary call. (Interpreted: compiled
+    # code meeting a full heap again and again is the case limits.md lists as a known limit.)
+    out = run_attack(
+        backend,
+        """
+src = "jit.off()\\n" + bundle('''[0] = function()
+    local size, rep, pcall = 65536, string.rep, pcall
+    local function grab() H = { H, rep("x", size) } end
+    local function node() H = { H } end
+    local function tiny() H = { next = H } end
+    while size >= 16 do
+      while pcall(grab) do end
+      size = math.floor(size / 2)
+    end
+    while pcall(node) do end
+    for _ = 1, 1000 do pcall(tiny) end
+  end,
+  [1] = function() end,
+  [2] = function() error("a string error " .. string.rep("y", 100)) end''')
+seen = set()
+with luaplug.Runtime(BACKEND) as rt:
+    b = rt.load_code(src, "hoarder", memory_limit=4_000_000)
+    c = rt.contract("atk.A@1")
+    for _ in range(10):
+        for fn in (1, 2, 0):  # the last refills what the failed call's collection gave back
+            seen.add((fn, int(c.default.dispatch(fn))))
+        try:
+            inst = c.create_instance()
+        except luaplug.LuaplugError:
+            seen.add("create failed")
+        else:
+            seen.add(("instance", int(inst.dispatch(1))))
+            inst.destroy()
+    rt.unload(b)
+print(sorted(map(str, seen)))
+""",
+    )
+    assert "(0, 0)" in out and "(2, 1)" in out, out  # the fill returned; errors stay errors
