@@ -651,16 +651,16 @@ local function gsub_orig(s, p, r)
   return out
 end
 -- Every byte; and each byte that is no letter or digit as it stands for itself in a set (NUL
--- as `%z`: LuaJIT ends a pattern at a NUL).
-local ALL_BYTES, SET_ESCAPE = nil, { ["\0"] = "%z" }
-do
-  local t = {}
+-- as `%z`: LuaJIT ends a pattern at a NUL). Made by bound_patterns (untrusted states only).
+local ALL_BYTES, SET_ESCAPE = nil, nil
+local function make_byte_tables()
+  local t, escape = {}, { ["\0"] = "%z" }
   for b = 0, 255 do
     local ch = str_char(b)
     t[b + 1] = ch
-    if b > 0 and not find(ch, "^%w") then SET_ESCAPE[ch] = "%" .. ch end
+    if b > 0 and not find(ch, "^%w") then escape[ch] = "%" .. ch end
   end
-  ALL_BYTES = table.concat(t)
+  ALL_BYTES, SET_ESCAPE = table.concat(t), escape
 end
 
 -- The index of the `]` closing the set that opens at `i` (LuaJIT's rules: a `]` right after
@@ -903,6 +903,7 @@ local function class_runs(items, s)
 end
 
 local function bound_patterns()
+  make_byte_tables()
   local S = G.string
   local find, match, gmatch, gsub = S.find, S.match, S.gmatch, S.gsub
   local str_type, num_text, fmt, err = type, tostring, str_format, error
