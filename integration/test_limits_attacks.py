@@ -644,3 +644,41 @@ print(sorted(map(str, seen)))
 """,
     )
     assert "(0, 0)" in out and "(2, 1)" in out, out  # the fill returned; errors stay errors
+
+
+@pytest.mark.requires(CAP_MEMORY_LIMIT)
+def test_an_untrusted_bundle_that_keeps_its_cap_full_cannot_end_the_host_process(backend: str) -> None:
+    # As above, on the value protocol: the names the engine looks up on its call path must
+    # not need memory (untrusted mode removes `debug` from the globals).
+    out = run_attack(
+        backend,
+        """
+fill = '''[0] = function()
+    local size, rep, pcall = 65536, string.rep, pcall
+    local function grab() H = { H, rep("x", size) } end
+    local function node() H = { H } end
+    local function tiny() H = { next = H } end
+    while size >= 16 do
+      while pcall(grab) do end
+      size = math.floor(size / 2)
+    end
+    while pcall(node) do end
+    for _ = 1, 1000 do pcall(tiny) end
+  end,
+  [1] = function() end'''
+seen = set()
+with luaplug.Runtime(BACKEND) as rt:
+    b = rt.load(value_bundle(fill, pre="jit.off()"), untrusted=True, memory_limit=4_000_000)
+    inst = rt.contract("atk.A@1").default
+    for _ in range(10):
+        for fn in (0, 1):
+            try:
+                inst.call(fn)
+                seen.add((fn, "ok"))
+            except luaplug.DispatchError as exc:
+                seen.add((fn, type(exc).__name__))
+    rt.unload(b)
+print(sorted(seen))
+""",
+    )
+    assert "(0, 'ok')" in out, out  # the fill returned; every later call ended as an ordinary call

@@ -1237,6 +1237,9 @@ function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
   }
   loaded.package = package
   for _, name in ipairs({ "os", "io", "debug" }) do G[name] = nil end
+  -- lupa looks `debug` (for its traceback) up in the globals on its own call path, outside a
+  -- protected call: the name must stay interned (kept here), or a full heap fails the lookup.
+  P.kept_names = { "debug", "traceback" }
   G.dofile, G.loadfile, G.module = nil, nil, nil
   -- Source text only: a chunk given as bytecode fails to load.
   G.load = function(chunk, name, _mode, env) return G_load(chunk, name, "t", env) end
