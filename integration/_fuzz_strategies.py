@@ -505,3 +505,53 @@ name = "attack"
 [[guest_contract.functions]]
 name = "noop"
 """
+
+
+# -- pattern calls (issue 17, class 10: the pattern limit of untrusted mode) ----------------------
+
+#: Pattern items: single-byte classes (which take a quantifier) and the rest.
+_PATTERN_CLASSES = ("a", "b", ".", "%a", "%d", "%s", "%w", "[ab]", "[^a]", "[%a%d]", "x", "%.", "(", ")")
+_PATTERN_OTHERS = ("%b()", "%f[%w]", "()", "(", ")", "%1", "-", "%")
+_SUBJECT_UNITS = ("a", "ab", "a b", "((", "()", "aaab", "1a ", "a=1\n", "(a)")
+
+
+@st.composite
+def _pattern(draw: st.DrawFn) -> str:
+    items = []
+    for _ in range(draw(st.integers(1, 7))):
+        if draw(st.integers(0, 4)) == 0:
+            items.append(draw(st.sampled_from(_PATTERN_OTHERS)))
+        else:
+            items.append(draw(st.sampled_from(_PATTERN_CLASSES)) + draw(st.sampled_from(("", "", "*", "+", "-", "?"))))
+    return draw(st.sampled_from(("", "", "^"))) + "".join(items) + draw(st.sampled_from(("", "", "$")))
+
+
+@st.composite
+def pattern_call(draw: st.DrawFn) -> str:
+    """Lua source (a chunk body) making one string.find/match/gmatch/gsub call on a pattern and a
+    subject of up to a few KiB, and returning what it found (small values only)."""
+    unit = draw(st.sampled_from(_SUBJECT_UNITS))
+    count = draw(st.one_of(st.integers(0, 40), st.integers(0, 3000)))
+    tail = draw(st.sampled_from(("", "b", "x", ")", "=")))
+    subject = f"string.rep({lua_string(unit.encode())}, {count}) .. {lua_string(tail.encode())}"
+    pattern = lua_string(draw(_pattern()).encode())
+    how = draw(st.sampled_from(("find", "plain", "method", "match", "gmatch", "gsub", "gsub-function")))
+    if how == "find":
+        return f"return string.find({subject}, {pattern})"
+    if how == "plain":
+        return f"return string.find({subject}, {pattern}, 1, true)"
+    if how == "method":
+        return f"return ({subject}):find({pattern}, 2)"
+    if how == "match":
+        return f"return string.match({subject}, {pattern})"
+    if how == "gmatch":
+        return (
+            f"local t = {{}} for a in string.gmatch({subject}, {pattern}) do t[#t + 1] = tostring(a) "
+            'if #t > 20 then break end end return #t, table.concat(t, "|")'
+        )
+    if how == "gsub":
+        return f'local r, n = string.gsub({subject}, {pattern}, "<%0>") return #r, n, r:sub(1, 40)'
+    return (
+        f"local k = 0 local r, n = string.gsub({subject}, {pattern}, function(x) k = k + 1 "
+        "if k % 2 == 0 then return nil end return tostring(x):upper() end) return #r, n, r:sub(1, 40)"
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+
+import pytest
 
 from luaplug import epoch
 
@@ -78,14 +81,22 @@ def test_garbage_stays_bounded_under_continuous_pins() -> None:
     assert sorted(ran) == list(range(1000))
 
 
-def test_failing_deferred_function_is_logged_not_raised(caplog: object) -> None:
+def test_failing_deferred_function_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     c = epoch.Collector()
+    ran: list[int] = []
 
     def boom() -> None:
         raise RuntimeError("x")
 
-    c.defer(boom)
+    with caplog.at_level(logging.ERROR, logger="luaplug.epoch"):
+        c.defer(boom)
+        c.defer(lambda: ran.append(1))  # the next reclamation still runs
     assert c.pending == 0
+    assert ran == [1]
+    records = [r for r in caplog.records if r.name == "luaplug.epoch"]
+    assert [(r.levelno, r.getMessage()) for r in records] == [(logging.ERROR, "deferred reclamation failed")]
+    exc_info = records[0].exc_info
+    assert exc_info is not None and isinstance(exc_info[1], RuntimeError) and str(exc_info[1]) == "x"
 
 
 def test_module_level_default() -> None:

@@ -41,6 +41,8 @@ int lp_call(lp_vm *vm, const char *entry, int nargs, const lp_value *args, lp_va
 void lp_free_results(lp_value *vals, int n);
 int lp_dispatch(lp_vm *vm, int cidx, uint32_t fn_id, uint64_t iid, uintptr_t args, uintptr_t out, uintptr_t arena);
 const char *lp_last_error(size_t *len);
+int lp_foreign_wait_begin(uintptr_t cell);
+void lp_foreign_wait_end(void);
 const char *lp_luajit_version(void);
 void lp_vm_call(VmLoaderDataC ld, InstanceC inst, uint32_t fn_id, const void *args, void *out,
                 void *arena, AbiErrorC *err);

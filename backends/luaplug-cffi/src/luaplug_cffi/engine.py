@@ -32,6 +32,7 @@ from luaplug.backend import (
     map_errors,
     native_entries,
     prelude_code,
+    set_wait_graph,
     vm_interface,
 )
 
@@ -52,6 +53,10 @@ else:
 _bind: Callable[..., Any] | None = None
 if lib is not None and lib.lp_install(b"luaplug_cffi._native") == 0:
     _bind = _native.bind
+if lib is not None:
+    # One lock-order graph for every engine: peer calls between our VMs and another engine's
+    # (taken in C here, in Python there) are checked for cycles in the same place.
+    set_wait_graph(lib.lp_foreign_wait_begin, lib.lp_foreign_wait_end)
 
 __all__ = ["CffiEngine", "CffiState"]
 

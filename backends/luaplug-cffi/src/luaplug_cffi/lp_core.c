@@ -41,13 +41,10 @@
 #define ABI_STALE 5
 #define ABI_INVALID_POINTER 8
 
-/* A thread, as the lock-order graph sees it: the VM it is blocked on, if any. */
-typedef struct lp_thread { struct lp_vm *waiting_for; } lp_thread;
-
 typedef struct lp_vm {
     lua_State *L;
     pthread_mutex_t mu;
-    lp_thread *owner;    /* the thread holding mu (NULL: none); read and written under graph_mu */
+    uint64_t owner;      /* id of the thread holding mu (0: none); read and written under graph_mu */
     int depth;           /* mu's recursion depth (written by its holder) */
     int prelude_ref;
     int disp_ref;
@@ -82,43 +79,112 @@ static void lp_log_failure(int kind, const char *text, size_t len);
 /* block on a VM whose chain of holders and their waits leads back to itself  */
 /* is refused instead (the other threads of the cycle then proceed).          */
 
+/* Threads are named by pthread_self(), the numbering Python's threading.get_ident() and the  */
+/* prelude's cell use, so a wait on a VM of another engine (whose holder is in its cell, see  */
+/* lp_foreign_wait_begin) takes part in the same graph.                                        */
+
 static pthread_mutex_t graph_mu = PTHREAD_MUTEX_INITIALIZER;
-static __thread lp_thread tl_self = {NULL};
+
+/* A thread blocked (or about to block) on a VM: one of ours (vm) or another engine's (cell). */
+typedef struct lp_wait {
+    uint64_t tid;
+    lp_vm *vm;
+    const double *cell;  /* the prelude cell: [0] holder thread, [1] depth */
+    struct lp_wait *next;
+} lp_wait;
+static lp_wait *waits = NULL;  /* under graph_mu */
+
+static uint64_t self_tid(void) { return (uint64_t)pthread_self(); }
+
+static lp_wait *find_wait(uint64_t tid) {
+    for (lp_wait *w = waits; w != NULL; w = w->next)
+        if (w->tid == tid) return w;
+    return NULL;
+}
+
+static void unlink_wait(lp_wait *node) {
+    for (lp_wait **p = &waits; *p != NULL; p = &(*p)->next)
+        if (*p == node) { *p = node->next; return; }
+}
+
+/* Whether thread `me` waiting for a VM held by `holder` closes a cycle (graph_mu held). The
+ * walk is bounded: a chain longer than any real one is treated as a cycle. */
+static int closes_cycle(uint64_t holder, uint64_t me) {
+    for (int steps = 0; holder != 0; steps++) {
+        if (holder == me || steps > 4096) return 1;
+        lp_wait *w = find_wait(holder);
+        if (w == NULL) return 0;
+        uint64_t next = w->vm != NULL ? w->vm->owner
+                        : (w->cell[1] != 0 ? (uint64_t)w->cell[0] : 0);
+        if (next == holder) return 0;  /* it holds what it waited for: it runs */
+        holder = next;
+    }
+    return 0;
+}
 
 /* Lock vm->mu; 0, or -1 (not locked) when waiting would close a cycle. */
 static int vm_lock(lp_vm *vm) {
     if (pthread_mutex_trylock(&vm->mu) != 0) {
+        lp_wait node = {self_tid(), vm, NULL, NULL};
         pthread_mutex_lock(&graph_mu);
-        /* the walk is bounded: a chain longer than any real one is treated as a cycle */
-        int steps = 0;
-        for (lp_thread *t = vm->owner; t != NULL; steps++) {
-            if (t == &tl_self || steps > 4096) {
-                pthread_mutex_unlock(&graph_mu);
-                return -1;
-            }
-            lp_vm *w = t->waiting_for;
-            if (w == NULL || w->owner == t) break;
-            t = w->owner;
+        if (closes_cycle(vm->owner, node.tid)) {
+            pthread_mutex_unlock(&graph_mu);
+            return -1;
         }
-        tl_self.waiting_for = vm;
+        node.next = waits;
+        waits = &node;
         pthread_mutex_unlock(&graph_mu);
         pthread_mutex_lock(&vm->mu);
         pthread_mutex_lock(&graph_mu);
-        tl_self.waiting_for = NULL;
+        unlink_wait(&node);
         pthread_mutex_unlock(&graph_mu);
     }
     if (vm->depth++ == 0) {
         pthread_mutex_lock(&graph_mu);
-        vm->owner = &tl_self;
+        vm->owner = self_tid();
         pthread_mutex_unlock(&graph_mu);
     }
     return 0;
 }
 
+/* The calling thread is about to block on a VM of another engine whose prelude cell is at
+ * `cell` (an address): 0 with the wait recorded, or -1 (nothing recorded) when waiting would
+ * close a cycle through any engine's VMs. Pair a 0 with lp_foreign_wait_end. */
+int lp_foreign_wait_begin(uintptr_t cell) {
+    const double *c = (const double *)cell;
+    lp_wait *node = (lp_wait *)malloc(sizeof *node);
+    pthread_mutex_lock(&graph_mu);
+    uint64_t me = self_tid();
+    if (closes_cycle(c[1] != 0 ? (uint64_t)c[0] : 0, me)) {
+        pthread_mutex_unlock(&graph_mu);
+        free(node);
+        return -1;
+    }
+    if (node != NULL) {  /* without memory the wait goes unrecorded (as before this graph) */
+        node->tid = me;
+        node->vm = NULL;
+        node->cell = c;
+        node->next = waits;
+        waits = node;
+    }
+    pthread_mutex_unlock(&graph_mu);
+    return 0;
+}
+
+void lp_foreign_wait_end(void) {
+    pthread_mutex_lock(&graph_mu);
+    /* the thread's latest wait: its waits nest, and none of ours is open while it runs this */
+    lp_wait *w = find_wait(self_tid());
+    if (w != NULL && w->vm == NULL) unlink_wait(w);
+    else w = NULL;
+    pthread_mutex_unlock(&graph_mu);
+    free(w);
+}
+
 static void vm_unlock(lp_vm *vm) {
     if (--vm->depth == 0) {
         pthread_mutex_lock(&graph_mu);
-        vm->owner = NULL;
+        vm->owner = 0;
         pthread_mutex_unlock(&graph_mu);
     }
     pthread_mutex_unlock(&vm->mu);
@@ -129,7 +195,7 @@ static void vm_lock_wait(lp_vm *vm) {
     pthread_mutex_lock(&vm->mu);
     if (vm->depth++ == 0) {
         pthread_mutex_lock(&graph_mu);
-        vm->owner = &tl_self;
+        vm->owner = self_tid();
         pthread_mutex_unlock(&graph_mu);
     }
 }

@@ -64,7 +64,10 @@ _prelude_code = prelude_code(
 )
 #: Prelude entries called after loading, looked up once per state (the loading
 #: ones are not kept: the prelude drops them once the bundle is loaded).
-_CACHED_ENTRIES: frozenset[str] = frozenset({"create", "destroy"})
+_CACHED_ENTRIES: frozenset[str] = frozenset({"create", "destroy", "shutdown"})
+
+#: Registry slots a capped state keeps free for the references lupa takes under the cap.
+_SPARE_REFS = 256
 
 
 class LupaState(EngineState):
@@ -93,13 +96,22 @@ class LupaState(EngineState):
             g[b"python"] = None
             g[b"package"][b"loaded"][b"python"] = None
             self._prelude: Any = load_chunk(_prelude_code(), b"=luaplug_host", b"b")
+        self._capped = bool(options.memory_limit)
+        self._entries: dict[str, Any] = {}  # prelude entries, looked up once
         if options.memory_limit:
+            # Every Lua object lupa hands to Python holds a registry reference, taken outside a
+            # protected call: take the cached entries now, and leave free registry slots
+            # behind, so the references taken under the cap (dispatchers, entries) reuse them.
+            with _errors:
+                for entry in _CACHED_ENTRIES:
+                    self._entries[entry] = self._prelude[entry.encode("ascii")]
+                spare = [rt.table() for _ in range(_SPARE_REFS)]
+                del spare
             # What loading still asks of lupa outside protected calls (the prelude's
             # setup, package paths, names) must fit under the cap.
             if rt.get_memory_used() + _SETUP_RESERVE > options.memory_limit:
                 raise LuaMemoryError(MEMORY_TEXT)
             rt.set_max_memory(options.memory_limit)
-        self._entries: dict[str, Any] = {}  # prelude entries, looked up once
 
     def run_chunk(self, source: str, chunk_name: str) -> None:
         # The text goes in by address: the prelude copies it into the VM inside a
@@ -145,9 +157,12 @@ class LupaState(EngineState):
         return fn
 
     def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
-        # The shared entry over the prelude's bound dispatcher; it refuses a
-        # same-thread re-entry from the cell itself (see _entry.c).
-        if _bind_entry is None or not native_entries():
+        # The shared entry over the prelude's bound dispatcher; it refuses a same-thread
+        # re-entry from the cell itself (see _entry.c). Not under a memory cap: lupa keeps
+        # the bound dispatcher (a new Lua function per instance) through a registry
+        # reference it allocates outside a protected call, so a full heap would end the
+        # process; the generic path uses the contract's dispatcher, made at load.
+        if _bind_entry is None or not native_entries() or self._capped:
             return None
         try:
             target = self.bound_dispatcher(cidx, instance_id)
@@ -159,7 +174,9 @@ class LupaState(EngineState):
         prelude, self._prelude = self._prelude, None
         if prelude is not None and not self.active_on_this_thread():
             try:
-                prelude.shutdown()
+                # the entry taken at setup under a cap: looking it up could need memory
+                shutdown = self._entries.get("shutdown")
+                (shutdown if shutdown is not None else prelude.shutdown)()
             except Exception:  # closing must not fail; the runtime is dropped anyway
                 pass
         self._entries.clear()

@@ -27,6 +27,7 @@ from luaplug.backend.engine import (
     prelude_source,
 )
 from luaplug.backend.interface import PythonBackedContract, python_interface, vm_interface
+from luaplug.backend.loader import set_wait_graph
 from luaplug.backend.native import NO_NATIVE_ENTRY, GuardedEngine, native_entries, prelude_code
 from luaplug.contract import log_call_failure, log_create_failure
 from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
@@ -65,6 +66,7 @@ __all__ = [
     "python_interface",
     "register_backends",
     "vm_interface",
+    "set_wait_graph",
 ]
 
 

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..abi import AbiErrorCode
@@ -66,6 +67,19 @@ _log: Final = logging.getLogger("luaplug.loader")
 # fail one call instead of hanging both.
 _waits_lock: Final = threading.Lock()
 _waiting: dict[int, EngineState] = {}
+# A backend whose VM locks are taken in C keeps the graph there (set_wait_graph): then every
+# wait is recorded in it, so a cycle through VMs of both kinds is seen. (begin, end).
+_wait_graph: tuple[Callable[[int], int], Callable[[], None]] | None = None
+
+
+def set_wait_graph(begin: Callable[[int], int], end: Callable[[], None]) -> None:
+    """Record peer-call waits in a backend's lock-order graph from now on: ``begin(cell_address)``
+    (the prelude cell of the state about to be waited on) answers 0 and records the wait, or -1
+    when it would close a cycle; ``end()`` ends the calling thread's latest wait."""
+    global _wait_graph
+    _wait_graph = (begin, end)
+
+
 _DEADLOCK_TEXT: Final = "peer call refused: it would deadlock (mutual calls between bundle VMs on two threads)"
 
 
@@ -97,6 +111,9 @@ def _wait_for(state: EngineState) -> int | None:
     """Record that this thread may block on ``state``: its id, or ``None`` when waiting would
     close a cycle (then nothing is recorded). Pair with :func:`_done_waiting`."""
     me = threading.get_ident()
+    graph = _wait_graph
+    if graph is not None:
+        return me if graph[0](state.cell_address) == 0 else None
     with _waits_lock:
         if _closes_cycle(state, me):
             return None
@@ -106,7 +123,11 @@ def _wait_for(state: EngineState) -> int | None:
 
 def _done_waiting(me: int) -> None:
     with _waits_lock:
-        _waiting.pop(me, None)
+        if _waiting.pop(me, None) is not None:
+            return
+    graph = _wait_graph
+    if graph is not None:
+        graph[1]()
 
 
 class EngineContract(PythonBackedContract):

@@ -173,6 +173,9 @@ local LIMIT_TEXT = "instruction limit exceeded"
 -- True from the moment the running entry went over its budget until the next
 -- entry arms a fresh one.
 local exceeded = false
+-- Work charged to the running entry besides its instructions (the estimated steps of the
+-- pattern functions of an untrusted bundle, see bound_patterns); over `budget` is over budget.
+local charged = 0
 
 -- The count hook. It uses captured functions only (the bundle may replace any
 -- global) and allocates nothing (it also fires when the heap is full).
@@ -191,15 +194,15 @@ end
 -- nothing outside the protected call, so a full heap cannot make it throw.
 local function budgeted(f, a1, a2, a3, a4, a5)
   local h, m, c = gethook()
-  local outer = exceeded
-  exceeded = false
+  local outer, outer_charged = exceeded, charged
+  exceeded, charged = false, 0
   sethook(on_budget, "", budget)
   local ok, v = xpcall(f, traceback, a1, a2, a3, a4, a5)
   sethook(h, m, c)
   -- Over budget is a failure even when the bundle caught the error and
   -- returned at once (`return pcall(spin)`: no instruction of its own left).
   if ok and exceeded then ok, v = false, LIMIT_TEXT end
-  exceeded = outer
+  exceeded, charged = outer, outer_charged
   if not ok then after_failure(v) end
   return ok, v
 end
@@ -633,6 +636,388 @@ local function hide_addresses()
   G.string.format = safe_format
 end
 
+-- == Pattern bound (untrusted bundles) ==========================================================
+-- LuaJIT's pattern matcher backtracks inside one C call, where no count hook runs. An untrusted
+-- bundle's string.find/match/gmatch/gsub (the string table is also the __index of the string
+-- metatable, so `s:find(...)` is the same function) estimate the worst-case number of matcher
+-- steps of a call before running it: a call over PATTERN_LIMIT fails with a "pattern limit
+-- exceeded" error, and under an instruction budget the estimate is charged to the entry
+-- (`charged`). The originals are upvalues of functions of this file only.
+
+-- The estimated matcher steps one call may take (a step is a few ns on a current x86 core).
+local PATTERN_LIMIT = 2 ^ 24
+-- A plain search (memchr, then memcmp) compares this many bytes in the time of one step.
+local PLAIN_BYTES_PER_STEP = 32
+-- Longer patterns are refused unparsed (every byte of a pattern costs at least a step).
+local MAX_PATTERN_BYTES = PATTERN_LIMIT / 64
+-- Patterns up to this length are analysed for disjoint classes (and their analysis cached).
+local ANALYSED_BYTES = 256
+-- Prefix occurrences counted at most (past them the estimate takes every position).
+local MAX_OCCURRENCES = 1024
+-- Item kinds of a parsed pattern (a flat array: kind, width, cheap-failure cost per item).
+local K_CAP, K_END, K_SCAN, K_FRONT, K_ONE, K_OPT, K_STAR, K_PLUS, K_LAZY = 1, 2, 3, 4, 5, 6, 7, 8, 9
+-- Added to K_STAR/K_LAZY/K_PLUS when the class is `.` (it matches every byte).
+local K_ANY = 10
+local str_match, str_format, str_char = string.match, string.format, string.char
+-- one value only (a substitution's count is not wanted here)
+local raw_gsub = string.gsub
+local function gsub_orig(s, p, r)
+  local out = raw_gsub(s, p, r)
+  return out
+end
+-- Every byte; and each byte that is no letter or digit as it stands for itself in a set (NUL
+-- as `%z`: LuaJIT ends a pattern at a NUL). Made by bound_patterns (untrusted states only).
+local ALL_BYTES, SET_ESCAPE = nil, nil
+local function make_byte_tables()
+  local t, escape = {}, { ["\0"] = "%z" }
+  for b = 0, 255 do
+    local ch = str_char(b)
+    t[b + 1] = ch
+    if b > 0 and not find(ch, "^%w") then escape[ch] = "%" .. ch end
+  end
+  ALL_BYTES, SET_ESCAPE = table.concat(t), escape
+end
+
+-- The index of the `]` closing the set that opens at `i` (LuaJIT's rules: a `]` right after
+-- `[` or `[^` belongs to the set, `%` escapes the next byte); #p when it is not closed.
+local function set_end(p, i)
+  local m = #p
+  local j = i + 1
+  if byte(p, j) == 94 then j = j + 1 end
+  repeat
+    if j > m then return m end
+    local ch = byte(p, j)
+    j = j + 1
+    if ch == 37 and j <= m then j = j + 1 end
+  until byte(p, j) == 93
+  return j
+end
+
+-- The bytes class `cls` (a single-byte pattern item: `x`, `%x`, `.`, `[set]`) matches, by two
+-- substitutions over all 256 bytes (the second removes every byte the first left).
+local members_memo, members_count = {}, 0
+local function members_of(cls)
+  local have = members_memo[cls]
+  if have == nil then
+    local others = gsub_orig(ALL_BYTES, cls, "")
+    if others == "" then
+      have = ALL_BYTES
+    else
+      have = gsub_orig(ALL_BYTES, "[" .. gsub_orig(others, "%W", SET_ESCAPE) .. "]", "")
+    end
+    if members_count >= 256 then members_memo, members_count = {}, 0 end
+    members_memo[cls] = have
+    members_count = members_count + 1
+  end
+  return have
+end
+
+-- For each backtracking item (`*`, `+`, `-`) whose class no byte of the rest's possible first
+-- bytes belongs to, the cost of an attempt of the rest that fails at once (stored as the item's
+-- third field; 0: no such bound). Backtracking such an item is cheap: the rest cannot start
+-- inside the run the item matched.
+local function mark_disjoint(items, classes)
+  local count = #items / 3
+  for k = 1, count do
+    local kind = items[3 * k - 2]
+    if kind > K_ANY then kind = kind - K_ANY end
+    local cls = classes[k]
+    if (kind == K_STAR or kind == K_PLUS or kind == K_LAZY) and items[3 * k - 2] < K_ANY and cls then
+      local pf, ok, j = 0, true, k + 1
+      while j <= count do
+        local kj = items[3 * j - 2]
+        if kj > K_ANY then kj = kj - K_ANY end
+        pf = pf + items[3 * j - 1]
+        if kj == K_END then break end
+        if kj ~= K_CAP then
+          local cj = classes[j]
+          if not cj or kj == K_FRONT or find(members_of(cj), cls) ~= nil then
+            ok = false
+            break
+          end
+          if kj == K_ONE or kj == K_PLUS or kj == K_SCAN then break end
+        end
+        j = j + 1
+      end
+      -- a rest that can match the empty string cannot fail: nothing to bound
+      if ok and j <= count then items[3 * k] = pf + 1 end
+    end
+  end
+end
+
+-- The items of pattern `p` as a flat array {kind, width, cheap-failure cost, ...} and whether
+-- it is anchored (`anchor`: the function reads a leading `^` as an anchor; gmatch reads it as
+-- a byte). A malformed pattern parses to something: the matcher raises its error when it
+-- gets there.
+local function parse_pattern(p, anchor)
+  local items, k, m, i = {}, 0, #p, 1
+  local analyse = m <= ANALYSED_BYTES
+  local classes = analyse and {} or nil
+  local anchored = false
+  if anchor and byte(p, 1) == 94 then anchored, i = true, 2 end
+  while i <= m do
+    local c = byte(p, i)
+    local kind, w, cls = K_ONE, 1, nil
+    local nxt = byte(p, i + 1)
+    if c == 40 then  -- "(" or the position capture "()"
+      kind = K_CAP
+      i = i + (nxt == 41 and 2 or 1)
+    elseif c == 41 then
+      kind = K_CAP
+      i = i + 1
+    elseif c == 36 and i == m then
+      kind = K_END
+      i = i + 1
+    elseif c == 37 and nxt == 98 then  -- %bxy: a scan to the balancing byte
+      kind = K_SCAN
+      if analyse and i + 2 <= m then
+        cls = sub(p, i + 2, i + 2)
+        if not find(cls, "^%w") then cls = "%" .. cls end
+      end
+      i = i + 4
+    elseif c == 37 and nxt ~= nil and nxt >= 48 and nxt <= 57 then  -- %1-%9: a compare
+      kind = K_SCAN
+      i = i + 2
+    elseif c == 37 and nxt == 102 then  -- %f[set]
+      local j = byte(p, i + 2) == 91 and set_end(p, i + 2) or i + 1
+      kind, w = K_FRONT, j - i + 1
+      i = j + 1
+    else
+      local j = i
+      if c == 37 then j = i + 1 elseif c == 91 then j = set_end(p, i) end
+      w = j - i + 1
+      if analyse and j <= m and (c ~= 91 or byte(p, j) == 93) then
+        cls = sub(p, i, j)
+        -- a byte that is special in a pattern (a `^` of gmatch, a `$` inside) stands for itself
+        if j == i and c ~= 46 and not find(cls, "^%w") then cls = "%" .. cls end
+      end
+      i = j + 1
+      local q = byte(p, i)
+      if q == 63 then kind = K_OPT
+      elseif q == 42 then kind = K_STAR
+      elseif q == 43 then kind = K_PLUS
+      elseif q == 45 then kind = K_LAZY end
+      if kind ~= K_ONE then
+        i = i + 1
+        if c == 46 and kind ~= K_OPT then kind = kind + K_ANY end
+      end
+    end
+    items[k + 1], items[k + 2], items[k + 3] = kind, w, 0
+    k = k + 3
+    if analyse then classes[k / 3] = cls or false end
+  end
+  if analyse then
+    mark_disjoint(items, classes)
+    items.classes = classes
+  end
+  -- the leading bytes that match only themselves (a byte before a quantifier does not)
+  local lit = str_match(p, "^[^%^%$%*%+%?%.%(%)%[%%%-]+")
+  if lit ~= nil and find(p, "^[%*%+%-%?]", #lit + 1) then lit = sub(lit, 1, -2) end
+  items.prefix = lit or ""
+  -- the analysis itself: about two passes over the 256 bytes per item
+  items.work = analyse and 512 * (k / 3) or 0
+  return items, anchored
+end
+
+-- The estimated worst-case steps of one call over a subject of `n` bytes. Walking the items
+-- from the end, (c, e) are the worst costs of one attempt of the rest of the pattern at one
+-- position, of any attempt and of a failing one (false: the rest cannot fail), `clin` is c
+-- with the expansion of a greedy item whose rest cannot fail counted once (that expansion is
+-- consumed by the match), `null` whether the rest matches the empty string at the subject's end.
+-- A backtracking item multiplies the cost of the rest by the positions it tries, so the
+-- estimate is about n^(k+1) for k backtracking items whose rest can fail, unless the rest
+-- cannot start inside the item's run (`%w+%s*=`), which keeps it linear.
+-- `occ`: an unanchored pattern starting with the literal `items.prefix` is tried past its
+-- first bytes only where that prefix occurs, at most `occ` times (nil: at every position).
+-- `runs[i]`: the longest run of item i's class in the subject (nil: the subject's length); a
+-- greedy or lazy item covers at most that many bytes.
+local function pattern_cost(items, anchored, n, scan, occ, runs)
+  local c, clin, e, null, wsum = 1, 1, false, true, 0
+  local i = #items / 3 + 1
+  for k = #items - 2, 1, -3 do
+    i = i - 1
+    local N = runs and runs[i] and runs[i] + 1 or n + 1
+    local kind, w, pf = items[k], items[k + 1], items[k + 2]
+    local any = kind > K_ANY
+    if any then kind = kind - K_ANY end
+    wsum = wsum + w
+    if kind == K_CAP then
+      c, clin = c + 1, clin + 1
+      if e then e = e + 1 end
+    elseif kind == K_END then
+      c, clin, e, null = 1, 1, 1, true
+    elseif kind == K_SCAN or kind == K_FRONT or kind == K_ONE then
+      if kind == K_SCAN then w = n + 1 end
+      c, clin, e, null = w + c, w + clin, w + (e or 0), false
+    elseif kind == K_OPT then
+      if e then c, clin, e = w + e + c, w + e + clin, w + 2 * e else c, clin = w + c, w + clin end
+    elseif kind == K_STAR or kind == K_PLUS then
+      local ex = w * N
+      if not e or (any and null) then
+        -- the longest expansion is tried first and the rest matches there
+        c, clin = ex + c, w + clin
+        e = kind == K_PLUS and w
+      elseif pf > 0 then
+        -- the rest is tried in full where the run ends, and fails at once inside it
+        local t = ex + N * pf
+        c, clin, e = t + c, t + clin, t + e
+      else
+        c, clin, e = ex + N * e + c, ex + N * e + clin, ex + N * e
+      end
+      if kind == K_PLUS then null = false end
+    else  -- K_LAZY: the rest is tried at each position the item reaches
+      if e then
+        local t = N * ((pf > 0 and pf or e) + w)
+        c, clin = t + c, t + clin
+        if any and null then e = false else e = t + e end
+      end
+    end
+  end
+  local cost
+  local N = n + 1
+  if anchored then
+    cost = c
+  else
+    local tries, skip = N, 0
+    if occ ~= nil then tries, skip = occ, N * #items.prefix end
+    -- find/match stop at the first match; gmatch/gsub go on after each one
+    if not scan then cost = skip + tries * (e or 0) + c
+    else cost = skip + tries * max(e or 0, clin) + n * wsum end
+  end
+  return cost
+end
+
+-- runs[i] for pattern_cost: a bound (within a factor of 2) of the longest run in `s` of the
+-- class of each greedy or lazy item, found by searching for runs of 16, 32, ... bytes while that
+-- search costs little; and the matcher steps the searches took.
+local raw_rep = string.rep
+local function class_runs(items, s)
+  local classes, n = items.classes, #s
+  local runs, work, seen = {}, 0, {}
+  for i = 1, #classes do
+    local kind, cls = items[3 * i - 2], classes[i]
+    if cls and (kind == K_STAR or kind == K_PLUS or kind == K_LAZY) then
+      local bound = seen[cls]
+      if bound == nil then
+        bound = false
+        local len = 16
+        while (n + 1) * len * #cls <= PATTERN_LIMIT / 8 do
+          work = work + (n + 1) * len * #cls
+          if find(s, raw_rep(cls, len)) == nil then
+            bound = len - 1
+            break
+          end
+          len = len * 2
+        end
+        seen[cls] = bound
+      end
+      if bound then runs[i] = bound end
+    end
+  end
+  return runs, work
+end
+
+local function bound_patterns()
+  make_byte_tables()
+  local S = G.string
+  local find, match, gmatch, gsub = S.find, S.match, S.gmatch, S.gsub
+  local str_type, num_text, fmt, err = type, tostring, str_format, error
+  local SPECIALS = "[%^%$%*%+%?%.%(%[%%%-]"
+  -- Parsed patterns of recent calls ([true]: anchored ones), dropped when it grows.
+  local parsed, nparsed = { [true] = {}, [false] = {} }, 0
+
+  -- Fails the call when its estimate is over the limit, else charges it to the budget.
+  local function charge(name, cost, n)
+    if not (cost <= PATTERN_LIMIT) then  -- NaN included
+      err(fmt("pattern limit exceeded: string.%s with this pattern over %d bytes may take about %.3g " ..
+        "matcher steps, more than the %d untrusted mode allows", name, n, cost, PATTERN_LIMIT), 4)
+    end
+    if budget ~= nil then
+      charged = charged + cost
+      if charged > budget then
+        exceeded = true
+        sethook(on_budget, "", 1)
+        err(LIMIT_TEXT, 0)
+      end
+    end
+  end
+
+  -- Checks one call of `name` on subject `s` and pattern `p` (a call the original refuses for
+  -- its argument types is left to it). `anchor`: `^` anchors; `scan`: gmatch/gsub.
+  local function check(name, s, p, anchor, scan, plain)
+    local ts, tp = str_type(s), str_type(p)
+    if (ts ~= "string" and ts ~= "number") or (tp ~= "string" and tp ~= "number") then return end
+    if ts == "number" then s = num_text(s) end
+    if tp == "number" then p = num_text(p) end
+    local n, m = #s, #p
+    if name == "find" and (plain or not find(p, SPECIALS)) then
+      if m > 1 and n >= m then charge(name, (n - m + 1) * m / PLAIN_BYTES_PER_STEP, n) end
+      return
+    end
+    -- every byte of a pattern costs at least a step: no parse of one far over the limit
+    if m > MAX_PATTERN_BYTES then charge(name, m * (PATTERN_LIMIT / MAX_PATTERN_BYTES), n) end
+    local cache = parsed[anchor]
+    local items = cache[p]
+    local anchored, fresh = false, 0
+    if items == nil then
+      items, anchored = parse_pattern(p, anchor)
+      fresh = items.work
+      if m <= ANALYSED_BYTES then
+        if nparsed >= 256 then parsed, nparsed = { [true] = {}, [false] = {} }, 0 end
+        parsed[anchor][p] = items
+        nparsed = nparsed + 1
+      end
+    else
+      anchored = anchor and byte(p, 1) == 94
+    end
+    local occ = nil
+    local prefix = items.prefix
+    -- (counting searches the subject for the prefix: no more work than the matcher's own)
+    if not anchored and prefix ~= "" and (n + 1) * #prefix <= PATTERN_LIMIT then
+      occ = 0
+      local at = find(s, prefix, 1, true)
+      while at ~= nil do
+        occ = occ + 1
+        if occ > MAX_OCCURRENCES then
+          occ = nil
+          break
+        end
+        at = find(s, prefix, at + 1, true)
+      end
+    end
+    local cost = pattern_cost(items, anchored, n, scan, occ)
+    if cost > PATTERN_LIMIT and items.classes then
+      -- the worst case over this subject's runs of each class, not over any subject
+      local runs, work = class_runs(items, s)
+      cost = pattern_cost(items, anchored, n, scan, occ, runs) + work
+    end
+    charge(name, cost + fresh, n)
+  end
+
+  local wrapped = {}
+  wrapped[find] = function(s, p, init, plain)
+    check("find", s, p, true, false, plain)
+    return find(s, p, init, plain)
+  end
+  wrapped[match] = function(s, p, init)
+    check("match", s, p, true, false)
+    return match(s, p, init)
+  end
+  wrapped[gmatch] = function(s, p)
+    check("gmatch", s, p, false, true)
+    return gmatch(s, p)
+  end
+  wrapped[gsub] = function(s, p, repl, limit)
+    check("gsub", s, p, true, true)
+    return gsub(s, p, repl, limit)
+  end
+  -- every name the string table holds them under (aliases included)
+  for name, f in pairs(S) do
+    local w = wrapped[f]
+    if w ~= nil then S[name] = w end
+  end
+end
+
 -- Modules an untrusted bundle finds already loaded (os, io, debug, jit.util, jit.profile and
 -- the preloaded C modules are not among them).
 local UNTRUSTED_LOADED = { "_G", "string", "table", "math", "coroutine", "bit", "jit", "jit.opt" }
@@ -867,6 +1252,9 @@ function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
   }
   loaded.package = package
   for _, name in ipairs({ "os", "io", "debug" }) do G[name] = nil end
+  -- lupa looks `debug` (for its traceback) up in the globals on its own call path, outside a
+  -- protected call: the name must stay interned (kept here), or a full heap fails the lookup.
+  P.kept_names = { "debug", "traceback" }
   G.dofile, G.loadfile, G.module = nil, nil, nil
   -- Source text only: a chunk given as bytecode fails to load.
   G.load = function(chunk, name, _mode, env) return G_load(chunk, name, "t", env) end
@@ -880,6 +1268,7 @@ function P.harden(limit, untrusted, bundle_dir, sdk_dir, realpath_fn)
   for name in pairs(real_preload) do real_preload[name] = nil end
   real_loaded.ffi, real_loaded.debug, real_loaded.io, real_loaded.os = nil, nil, nil, nil
   hide_addresses()
+  bound_patterns()
   real_loaded["jit.util"], real_loaded["jit.profile"] = nil, nil
   real_package.loadlib, real_package.cpath, real_package.path = nil, "", ""
   local loaders = real_package.loaders

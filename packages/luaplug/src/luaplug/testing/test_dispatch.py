@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +120,24 @@ def test_lua_error_with_pointer_arguments(rt: luaplug.Runtime) -> None:
     assert rt.contract("iso.Faulty@1").default.dispatch(0, slot, slot) == 1
 
 
-def test_non_string_error_value(rt: luaplug.Runtime) -> None:
+#: spec §6 (a Lua error raised by a handler): the error value as Lua's tostring shows it, then the
+#: traceback from the `error` call; for a table without __tostring that is "table: 0x<address>".
+NON_STRING_ERROR = re.compile(
+    r"table: 0x[0-9a-f]+\nstack traceback:\n\t\[C\]: in function 'error'\n\t\[string \"main\.lua\"\]:20: "
+)
+
+
+def test_non_string_error_value(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(luaplug.DispatchError) as info:
         rt.contract("iso.Faulty@1").default.call(2)
     assert info.value.code == AbiErrorCode.Generic
+    assert info.value.lua_error is not None and NON_STRING_ERROR.match(info.value.lua_error), info.value.lua_error
+    # dispatch answers the code and logs the text at Error level (spec §6)
+    with caplog.at_level(logging.ERROR, logger="luaplug.loader"):
+        assert rt.contract("iso.Faulty@1").default.dispatch(2) == AbiErrorCode.Generic
+    lines = [r.getMessage() for r in caplog.records if r.name == "luaplug.loader" and r.levelno == logging.ERROR]
+    assert len(lines) == 1 and lines[0].startswith("Lua function call failed: "), lines
+    assert NON_STRING_ERROR.match(lines[0][len("Lua function call failed: ") :]), lines[0]
     assert rt.contract("iso.Faulty@1").default.dispatch(1, 0, ffi.new("int32_t*")) == 0
 
 

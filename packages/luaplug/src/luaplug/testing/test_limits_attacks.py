@@ -555,3 +555,135 @@ with luaplug.Runtime(BACKEND) as rt:
     lines = out.splitlines()
     assert lines[0] == "0 0 [0, 9]", out  # one peer call refused with ReentrantCall, the other served
     assert lines[1] == "0 0", out
+
+
+@pytest.mark.parametrize("backend_is", ["P", "Q"])
+def test_mutual_peer_calls_across_backends_fail_one_call_instead_of_hanging(backend: str, backend_is: str) -> None:
+    """P on one backend, Q on another (each other available backend, both directions): the cycle
+    runs through both engines' locks, and one call still fails with ReentrantCall (9) instead of
+    both hanging."""
+    import luaplug
+
+    others = [name for name in luaplug.available_backends() if name != backend]
+    if not others:
+        pytest.skip("needs a second available backend")
+    for other in others:
+        p_backend, q_backend = (backend, other) if backend_is == "P" else (other, backend)
+        _mutual_across(p_backend, q_backend)
+
+
+def _mutual_across(p_backend: str, q_backend: str) -> None:
+    p = MUTUAL.replace("@ME@", "0").replace("@OWN@", "atk.P").replace("@OTHER@", "atk.Q")
+    q = MUTUAL.replace("@ME@", "1").replace("@OWN@", "atk.Q").replace("@OTHER@", "atk.P")
+    out = run_attack(
+        p_backend,
+        f"""
+import threading
+with luaplug.Runtime(BACKEND) as rt:
+    rt.load_code({p!r}, "p")
+    rt.load_code({q!r}, "q", backend={q_backend!r})
+    assert (rt.bundles["p"].backend, rt.bundles["q"].backend) == ({p_backend!r}, {q_backend!r})
+    flags = ffi.new("int32_t[4]")
+    addr = int(ffi.cast("uintptr_t", flags))
+    codes = {{}}
+    def run(name):
+        codes[name] = int(rt.contract(name).default.dispatch(0, addr))
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("atk.P@1", "atk.Q@1")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(codes["atk.P@1"], codes["atk.Q@1"], sorted([flags[2], flags[3]]))
+    flags[0:4] = [0, 1, 0, 0]
+    print(int(rt.contract("atk.P@1").default.dispatch(0, addr)), flags[2])
+    flags[0:4] = [1, 0, 0, 0]
+    print(int(rt.contract("atk.Q@1").default.dispatch(0, addr)), flags[3])
+""",
+    )
+    lines = out.splitlines()
+    assert lines[0] == "0 0 [0, 9]", out  # one peer call refused with ReentrantCall, the other served
+    assert lines[1:] == ["0 0", "0 0"], out
+
+
+@pytest.mark.requires("memory_limit")
+def test_a_bundle_that_keeps_its_cap_full_cannot_end_the_host_process(backend: str) -> None:
+    # fn 0 fills the cap to the last bytes and keeps it full (a global holds everything, every
+    # failure is caught) and returns normally: no failed call gives luaplug a reason to collect.
+    # Right after it the host creates instances, calls and unloads: what lupa allocates outside
+    # a protected call on that path (registry references and lookups of the prelude's functions)
+    # must already exist. Each step fails or succeeds as an ordinary call. (Interpreted: compiled
+    # code meeting a full heap again and again is the case limits.md lists as a known limit.)
+    out = run_attack(
+        backend,
+        """
+src = "jit.off()\\n" + bundle('''[0] = function()
+    local size, rep, pcall = 65536, string.rep, pcall
+    local function grab() H = { H, rep("x", size) } end
+    local function node() H = { H } end
+    local function tiny() H = { next = H } end
+    while size >= 16 do
+      while pcall(grab) do end
+      size = math.floor(size / 2)
+    end
+    while pcall(node) do end
+    for _ = 1, 1000 do pcall(tiny) end
+  end,
+  [1] = function() end,
+  [2] = function() error("a string error " .. string.rep("y", 100)) end''')
+seen = set()
+with luaplug.Runtime(BACKEND) as rt:
+    b = rt.load_code(src, "hoarder", memory_limit=4_000_000)
+    c = rt.contract("atk.A@1")
+    for _ in range(10):
+        for fn in (1, 2, 0):  # the last refills what the failed call's collection gave back
+            seen.add((fn, int(c.default.dispatch(fn))))
+        try:
+            inst = c.create_instance()
+        except luaplug.LuaplugError:
+            seen.add("create failed")
+        else:
+            seen.add(("instance", int(inst.dispatch(1))))
+            inst.destroy()
+    rt.unload(b)
+print(sorted(map(str, seen)))
+""",
+    )
+    assert "(0, 0)" in out and "(2, 1)" in out, out  # the fill returned; errors stay errors
+
+
+@pytest.mark.requires("memory_limit")
+def test_an_untrusted_bundle_that_keeps_its_cap_full_cannot_end_the_host_process(backend: str) -> None:
+    # As above, on the value protocol: the names the engine looks up on its call path must
+    # not need memory (untrusted mode removes `debug` from the globals).
+    out = run_attack(
+        backend,
+        """
+fill = '''[0] = function()
+    local size, rep, pcall = 65536, string.rep, pcall
+    local function grab() H = { H, rep("x", size) } end
+    local function node() H = { H } end
+    local function tiny() H = { next = H } end
+    while size >= 16 do
+      while pcall(grab) do end
+      size = math.floor(size / 2)
+    end
+    while pcall(node) do end
+    for _ = 1, 1000 do pcall(tiny) end
+  end,
+  [1] = function() end'''
+seen = set()
+with luaplug.Runtime(BACKEND) as rt:
+    b = rt.load(value_bundle(fill, pre="jit.off()"), untrusted=True, memory_limit=4_000_000)
+    inst = rt.contract("atk.A@1").default
+    for _ in range(10):
+        for fn in (0, 1):
+            try:
+                inst.call(fn)
+                seen.add((fn, "ok"))
+            except luaplug.DispatchError as exc:
+                seen.add((fn, type(exc).__name__))
+    rt.unload(b)
+print(sorted(seen))
+""",
+    )
+    assert "(0, 'ok')" in out, out  # the fill returned; every later call ended as an ordinary call
