@@ -135,3 +135,50 @@ def test_writing_a_backend_shows_the_example_backend_as_it_is() -> None:
         assert body == (EXAMPLES / name).read_text("utf-8"), name
     imported = re.findall(r"^\s*(?:from|import) (luaplug[\w.]*)", "".join(body for _, body in shown), re.M)
     assert set(imported) == {"luaplug.backend"}
+
+
+def _backend_page() -> str:
+    return (DOCS / "writing-a-backend.md").read_text("utf-8")
+
+
+def test_writing_a_backend_names_only_what_exists() -> None:
+    """Every dotted luaplug name the backend guide writes (``luaplug.backend.get_include()``,
+    ``luaplug.reentry.CELL_*``) is a module or an attribute of one."""
+    names = set(re.findall(r"`(luaplug(?:\.\w+)+\*?)", _backend_page()))
+    assert "luaplug.backend" in names
+    for name in sorted(names):
+        parts = name.rstrip("*").split(".")
+        if name.endswith("*"):  # a family of names: at least one has the prefix
+            module = importlib.import_module(".".join(parts[:-1]))
+            assert any(n.startswith(parts[-1]) for n in dir(module)), name
+            continue
+        # the longest importable prefix, then attributes
+        for cut in range(len(parts), 0, -1):
+            try:
+                obj: object = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            break
+        for attr in parts[cut:]:
+            assert hasattr(obj, attr), f"writing-a-backend.md names {name}, which does not exist"
+            obj = getattr(obj, attr)
+
+
+@pytest.mark.parametrize("cls_name", ["Engine", "EngineState"])
+def test_writing_a_backend_tables_match_the_classes(cls_name: str) -> None:
+    """The guide's table of ``Engine`` / ``EngineState`` lists attributes the class has, and the
+    rows it marks required are exactly the class's abstract methods."""
+    import luaplug.backend
+
+    cls = getattr(luaplug.backend, cls_name)
+    (table,) = re.findall(rf"^\| `{cls_name}` \|.*?\n((?:\|.*\n)+)", _backend_page(), re.M)
+    rows = [row.split(" | ", 1) for row in table.splitlines()[1:]]
+    required = set()
+    for first, rest in rows:
+        for name in re.findall(r"`(\w+)", first):
+            has = hasattr(cls, name) or name in cls.__annotations__  # a ClassVar without a default
+            assert has, f"the {cls_name} table lists {name}, which {cls_name} does not have"
+            if rest.startswith("**required.**"):
+                required.add(name)
+    if cls_name == "EngineState":
+        assert required == set(cls.__abstractmethods__)
