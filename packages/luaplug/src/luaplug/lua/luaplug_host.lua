@@ -280,6 +280,13 @@ function P.setup(host, cell_addr, thread_fn_addr, alloc_fn, capped)
     collectgarbage("setpause", normal_pause)
     collectgarbage("restart", -1)
     normal_pause = nil
+    -- A capped state runs interpreted, for good: LuaJIT 2.1's compiled code that
+    -- meets a full heap call after call can crash inside libluajit (seen with
+    -- Debian's 2.1.0-beta3); the interpreter fails such allocations cleanly.
+    local jit = G_require("jit")
+    jit.off()
+    jit.flush()
+    jit.on = function() end
   end
   if cell_addr and cell_addr ~= 0 then
     cell = ffi.cast("double*", cell_addr)

@@ -48,6 +48,33 @@ def int_arg(n: int) -> object:
 # -- memory ---------------------------------------------------------------------------------------
 
 
+JIT_PROBE = """
+local ffi = require("ffi")
+local function status(_, _, out)
+  jit.on()  -- a bundle may ask; a capped state stays interpreted
+  ffi.cast("int32_t*", out)[0] = jit.status() and 1 or 0
+end
+function polyplug_init()
+  return { ["iso.Jit"] = { factory = function() return {} end, functions = { [0] = status } } }, { code = 0 }
+end
+"""
+
+
+@pytest.mark.requires("memory_limit")
+def test_a_capped_state_runs_interpreted_even_when_its_bundle_asks_for_the_jit(backend: str) -> None:
+    # Compiled code meeting a full heap call after call can crash LuaJIT 2.1 (docs/how-to/limits.md),
+    # so a memory cap keeps the JIT off for good; an uncapped state keeps it.
+    out = ffi.new("int32_t*")
+    with luaplug.Runtime(backend) as rt:
+        rt.load_code(JIT_PROBE, "capped", memory_limit=8 * MiB)
+        rt.contract("iso.Jit@1").default.call(0, None, out)
+        assert out[0] == 0
+        rt.unload("capped")
+        rt.load_code(JIT_PROBE, "free")
+        rt.contract("iso.Jit@1").default.call(0, None, out)
+        assert out[0] == 1
+
+
 @pytest.mark.requires("memory_limit")
 def test_a_call_over_the_memory_limit_fails_and_the_bundle_stays_usable(backend: str, bundles: Path) -> None:
     with luaplug.Runtime(backend, memory_limit=8 * MiB) as rt:

@@ -611,12 +611,12 @@ def test_a_bundle_that_keeps_its_cap_full_cannot_end_the_host_process(backend: s
     # failure is caught) and returns normally: no failed call gives luaplug a reason to collect.
     # Right after it the host creates instances, calls and unloads: what lupa allocates outside
     # a protected call on that path (registry references and lookups of the prelude's functions)
-    # must already exist. Each step fails or succeeds as an ordinary call. (Interpreted: compiled
-    # code meeting a full heap again and again is the case limits.md lists as a known limit.)
+    # must already exist. Each step fails or succeeds as an ordinary call. (The JIT is on in the
+    # bundle's chunk: a capped state must run interpreted by itself.)
     out = run_attack(
         backend,
         """
-src = "jit.off()\\n" + bundle('''[0] = function()
+src = bundle('''[0] = function()
     local size, rep, pcall = 65536, string.rep, pcall
     local function grab() H = { H, rep("x", size) } end
     local function node() H = { H } end
@@ -673,7 +673,7 @@ fill = '''[0] = function()
   [1] = function() end'''
 seen = set()
 with luaplug.Runtime(BACKEND) as rt:
-    b = rt.load(value_bundle(fill, pre="jit.off()"), untrusted=True, memory_limit=4_000_000)
+    b = rt.load(value_bundle(fill), untrusted=True, memory_limit=4_000_000)
     inst = rt.contract("atk.A@1").default
     for _ in range(10):
         for fn in (0, 1):
