@@ -27,7 +27,7 @@ from luaplug.backend.engine import (
     prelude_source,
 )
 from luaplug.backend.interface import PythonBackedContract, python_interface, vm_interface
-from luaplug.backend.native import NO_NATIVE_ENTRY, GuardedEngine, native_entries, prelude_code
+from luaplug.backend.native import NO_NATIVE_ENTRY, GuardedEngine, import_native, native_entries, prelude_code
 from luaplug.contract import log_call_failure, log_create_failure
 from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
 
@@ -56,6 +56,7 @@ __all__ = [
     "abi_ffi",
     "get_include",
     "hookimpl",
+    "import_native",
     "log_call_failure",
     "log_create_failure",
     "map_errors",

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final
 from .. import _libc
 from ..abi import core_ffi as ffi
 from ..contract import ContractProvider, FastCall
-from ..errors import LuaMemoryError, LuaSyntaxError, map_errors
+from ..errors import LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
 from ..reentry import CELL_DEPTH, CELL_LIVE, CELL_RETIRED, CELL_SLOTS, CELL_THREAD
 from .interface import PythonBackedContract, python_interface
 
@@ -33,7 +33,9 @@ __all__ = [
     "Engine",
     "EngineState",
     "FastCall",
+    "NO_NATIVE_ENTRY",
     "StateOptions",
+    "native_entries",
     "prelude_source",
 ]
 
@@ -47,6 +49,16 @@ CAP_REFUSES_BYTECODE: Final = "refuses_bytecode"
 #: The engine caps a VM's memory (``StateOptions.memory_limit``); without it, the core
 #: refuses a load that asks for a cap (:class:`~luaplug.errors.CapabilityError`).
 CAP_MEMORY_LIMIT: Final = "memory_limit"
+
+
+#: The environment variable that, set to anything but ``""`` or ``"0"``, makes every instance bound
+#: after it is set use the pure-Python call path instead of a backend's compiled entry.
+NO_NATIVE_ENTRY: Final = "LUAPLUG_NO_NATIVE_ENTRY"
+
+
+def native_entries() -> bool:
+    """Whether a backend binds its compiled per-instance entry (read at each binding)."""
+    return os.environ.get(NO_NATIVE_ENTRY, "") in ("", "0")
 
 
 @lru_cache(maxsize=1)
@@ -89,6 +101,9 @@ class EngineState(ABC):
     #: address of a C ``uint64_t (double size, double arena, double host)`` serving spec §8's
     #: arena allocation for the prelude (0: the prelude's Lua implementation)
     arena_alloc_address: int = 0
+    #: the ``bind`` of the backend's compiled per-instance entry (``luaplug_entry.h``), called as
+    #: ``bind(state, instance, mode, *native_target(...))``; ``None``: the core's Python path
+    native_bind: Callable[..., Any] | None = None
 
     def __init__(self) -> None:
         # SAFETY: the cell outlives the VM (it is freed with this object, and
@@ -157,7 +172,22 @@ class EngineState(ABC):
         return None
 
     def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
-        """See :meth:`ContractProvider.native_entry`; default: none."""
+        """See :meth:`ContractProvider.native_entry`: :attr:`native_bind` over :meth:`native_target`,
+        or ``None`` (the core's Python path) when either gives nothing or the state is closed."""
+        bind = self.native_bind
+        if bind is None or not native_entries():
+            return None
+        try:
+            target = self.native_target(cidx, instance_id)
+        except LuaplugError:
+            return None  # closed meanwhile: the generic path answers StaleHandle
+        return None if target is None else bind(self, instance, mode, *target)
+
+    def native_target(self, cidx: int, instance_id: int) -> tuple[Any, int, int] | None:
+        """What the compiled entry of instance ``instance_id`` of contract ``cidx`` calls, as
+        ``bind``'s last three arguments (``luaplug_entry.h``): a bound dispatcher (a Python
+        callable) or ``None``, and a C target's address and the instance id it takes; default:
+        none (no compiled entry)."""
         return None
 
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
