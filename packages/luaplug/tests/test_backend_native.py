@@ -27,6 +27,7 @@ from luaplug.backend import (
     StateOptions,
     get_include,
     import_native,
+    lua_errors,
     map_errors,
     native_entries,
     prelude_code,
@@ -83,6 +84,19 @@ def test_map_errors_by_code_and_by_exception_class() -> None:
     mapped = exceptions(EngineNestedSyntax("x = = 1"))  # along the class hierarchy
     assert type(mapped) is LuaSyntaxError and str(mapped) == "x = = 1"
     assert type(exceptions(EngineError("oom"))) is LuaMemoryError
+
+
+def test_lua_errors_maps_syntax_and_memory_and_the_rest_to_lua_error() -> None:
+    codes = lua_errors(2, 3)
+    assert [type(codes(k, "t")) for k in (1, 2, 3)] == [LuaError, LuaSyntaxError, LuaMemoryError]
+    caught = lua_errors(EngineSyntax, None, catch=(EngineSyntax, EngineError))
+    with pytest.raises(LuaSyntaxError, match="x = = 1"):
+        with caught:
+            raise EngineNestedSyntax("x = = 1")
+    with pytest.raises(LuaError) as other:
+        with caught:
+            raise EngineError("ran")
+    assert type(other.value) is LuaError and str(other.value) == "ran"
 
 
 def test_map_errors_as_a_context_manager_reraises_what_it_catches() -> None:

@@ -23,12 +23,11 @@ from luaplug.backend import (
     GuardedEngine,
     LuaMemoryError,
     LuaplugError,
-    LuaSyntaxError,
     StateOptions,
     import_native,
     log_call_failure,
     log_create_failure,
-    map_errors,
+    lua_errors,
     prelude_code,
     vm_interface,
 )
@@ -39,9 +38,9 @@ lib: Any = getattr(_native, "lib", None)
 
 __all__ = ["CffiEngine", "CffiState"]
 
+#: lp_core.c's status codes: 0 ok, 1 a run-time error, 2 a syntax error, 3 out of memory, 4 closed
 _OK, _ERR_CLOSED = 0, 4
-#: lp_core.c's status codes as luaplug's errors (1: a run-time error)
-_errors = map_errors({2: LuaSyntaxError, 3: LuaMemoryError})
+_errors = lua_errors(2, 3)
 #: lp_value types of prelude results (1 number, 2 string, 3 boolean; other: nil) as Python values
 _RESULT: Final[dict[int, Callable[[Any], Any]]] = {
     1: lambda v: int(v.num) if v.num.is_integer() else v.num,

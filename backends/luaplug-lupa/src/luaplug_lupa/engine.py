@@ -21,10 +21,9 @@ from luaplug.backend import (
     GuardedEngine,
     LuaMemoryError,
     LuaplugError,
-    LuaSyntaxError,
     StateOptions,
     import_native,
-    map_errors,
+    lua_errors,
     prelude_code,
 )
 
@@ -40,8 +39,9 @@ __all__ = ["LupaEngine", "LupaState"]
 #: Bytes a capped state must have free once its prelude is in (see LupaState).
 _SETUP_RESERVE: Final = 16 * 1024
 #: lupa's exceptions as luaplug's (lupa 1.x has no LuaMemoryError: no allocator of its own).
-_errors = map_errors(
-    {getattr(_lupa, "LuaSyntaxError", None): LuaSyntaxError, getattr(_lupa, "LuaMemoryError", None): LuaMemoryError},
+_errors = lua_errors(
+    getattr(_lupa, "LuaSyntaxError", None),
+    getattr(_lupa, "LuaMemoryError", None),
     catch=(_lupa.LuaError,) if _lupa is not None else (),
 )
 _DUMP: Final = b"local src = ...; return string.dump(assert(loadstring(src, '=luaplug_host')), true)"

@@ -24,6 +24,7 @@ from luaplug.backend.engine import (
     EngineState,
     FastCall,
     StateOptions,
+    lua_errors,
     prelude_source,
 )
 from luaplug.backend.interface import PythonBackedContract, python_interface, vm_interface
@@ -59,6 +60,7 @@ __all__ = [
     "import_native",
     "log_call_failure",
     "log_create_failure",
+    "lua_errors",
     "map_errors",
     "native_entries",
     "prelude_code",

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final
 from .. import _libc
 from ..abi import core_ffi as ffi
 from ..contract import ContractProvider, FastCall
-from ..errors import LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
+from ..errors import ErrorMap, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
 from ..reentry import CELL_DEPTH, CELL_LIVE, CELL_RETIRED, CELL_SLOTS, CELL_THREAD
 from .interface import PythonBackedContract, python_interface
 
@@ -35,6 +35,7 @@ __all__ = [
     "FastCall",
     "NO_NATIVE_ENTRY",
     "StateOptions",
+    "lua_errors",
     "native_entries",
     "prelude_source",
 ]
@@ -83,8 +84,17 @@ class StateOptions:
 
 
 DEFAULT_OPTIONS: Final = StateOptions()
+
+
+def lua_errors(syntax: object, memory: object, *, catch: tuple[type[BaseException], ...] = ()) -> ErrorMap:
+    """:func:`~luaplug.errors.map_errors` for an engine that reports a syntax error as ``syntax`` and
+    running out of memory as ``memory`` (each a status code, a result kind or an exception class):
+    those become ``LuaSyntaxError`` and ``LuaMemoryError``, anything else ``LuaError``."""
+    return map_errors({syntax: LuaSyntaxError, memory: LuaMemoryError}, catch=catch)
+
+
 #: What the prelude's ``run_chunk`` answers when a chunk fails (any other kind: ``LuaError``).
-_CHUNK_ERRORS: Final = map_errors({"syntax": LuaSyntaxError, "memory": LuaMemoryError})
+_CHUNK_ERRORS: Final = lua_errors("syntax", "memory")
 
 
 class EngineState(ABC):
