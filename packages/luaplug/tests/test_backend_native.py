@@ -3,8 +3,10 @@ mapping helper, the prelude cache, the import guard and the switch to the pure-P
 
 from __future__ import annotations
 
+import functools
 import re
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -208,6 +210,25 @@ def test_native_entry_binds_the_target_unless_none_closed_or_switched_off(monkey
     state.native_bind = None
     monkeypatch.delenv(NO_NATIVE_ENTRY)
     assert state.native_entry(1, 7, "inst", 0) is None
+
+
+class Bound(Recording):
+    """A state whose bound dispatchers are Python callables (none for contract 3)."""
+
+    def bound_dispatcher(self, cidx: int, instance_id: int) -> Callable[..., object] | None:
+        return None if cidx == 3 else functools.partial(print, cidx, instance_id)
+
+    native_target = EngineState.native_target  # the default, over bound_dispatcher
+
+
+def test_the_default_native_target_is_the_bound_dispatcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(NO_NATIVE_ENTRY, raising=False)
+    state = Bound()
+    entry = state.native_entry(2, 9, "inst", 0)
+    assert entry[:4] == ("entry", state, "inst", 0) and entry[5:] == (0, 0)
+    assert (entry[4].args, entry[4].func) == ((2, 9), print)
+    assert state.native_entry(3, 9, "inst", 0) is None
+    assert EngineState.native_target(Recording(), 1, 1) is None  # no bound dispatcher: no entry
 
 
 class Uncapped(GuardedEngine):

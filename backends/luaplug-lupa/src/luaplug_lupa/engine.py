@@ -108,10 +108,6 @@ class LupaState(EngineState):
         with _errors:
             return self._prelude.bind(cidx, instance_id)  # None: no such contract
 
-    def native_target(self, cidx: int, instance_id: int) -> tuple[Any, int, int] | None:
-        fn = self.bound_dispatcher(cidx, instance_id)
-        return None if fn is None else (fn, 0, 0)
-
     def close(self) -> None:
         prelude, self._prelude = self._prelude, None
         if prelude is not None and not self.active_on_this_thread():

@@ -196,9 +196,10 @@ class EngineState(ABC):
     def native_target(self, cidx: int, instance_id: int) -> tuple[Any, int, int] | None:
         """What the compiled entry of instance ``instance_id`` of contract ``cidx`` calls, as
         ``bind``'s last three arguments (``luaplug_entry.h``): a bound dispatcher (a Python
-        callable) or ``None``, and a C target's address and the instance id it takes; default:
-        none (no compiled entry)."""
-        return None
+        callable) or ``None``, and a C target's address and the instance id it takes; ``None``:
+        no entry. Default: :meth:`bound_dispatcher`'s callable, when there is one."""
+        fn = self.bound_dispatcher(cidx, instance_id)
+        return None if fn is None else (fn, 0, 0)
 
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
         """A ``GuestContractInterface*`` for contract ``cidx`` with working pointers; by default
