@@ -111,7 +111,8 @@ class EngineState(ABC):
     #: address of a C ``uint64_t (double size, double arena, double host)`` serving spec §8's
     #: arena allocation for the prelude (0: the prelude's Lua implementation)
     arena_alloc_address: int = 0
-    #: the ``bind`` of the backend's compiled per-instance entry (``luaplug_entry.h``), called as
+    #: the ``bind`` of the backend's compiled per-instance entry (the C function ``luaplug_entry.h``
+    #: puts on its module; a Python function set here needs ``staticmethod``), called as
     #: ``bind(state, instance, mode, *native_target(...))``; ``None``: the core's Python path
     native_bind: Callable[..., Any] | None = None
 
