@@ -191,8 +191,10 @@ def test_lupa_1x_on_luajit_runs_bundles_without_a_memory_cap(monkeypatch: pytest
                 rt.load_code("x = = 1", "broken")
             assert isinstance(failed.value.__cause__, luaplug.LuaSyntaxError)
             # The engine itself never makes an uncapped VM for a capped load.
-            with pytest.raises(luaplug.LuaplugError, match="max_memory"):
-                fresh.LupaState(StateOptions(memory_limit=1 << 20))
+            with pytest.raises(luaplug.LuaplugError, match="memory_limit"):
+                fresh.LupaEngine().new_state(
+                    host_address=0, bundle="capped", options=StateOptions(memory_limit=1 << 20)
+                )
 
 
 def test_lupa_errors_are_translated(rt: luaplug.Runtime) -> None:

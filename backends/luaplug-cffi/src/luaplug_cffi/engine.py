@@ -1,9 +1,8 @@
 """The cffi engine: the system LuaJIT driven through ``luaplug_cffi._native``.
 
-Every Lua call from Python is one C call (see ``lp_core.c`` for the
-invariants: per-state recursive lock, no longjmp across Python, errors in a
-thread-local buffer). The contracts' C interface pointers are C functions of
-that module, so peer calls into a cffi-backed contract never enter Python.
+Every Lua call from Python is one C call (see ``lp_core.c`` for the invariants: per-state recursive
+lock, no longjmp across Python, errors in a thread-local buffer). The contracts' C interface
+pointers are C functions of that module, so peer calls into a cffi-backed contract never enter Python.
 """
 
 from __future__ import annotations
@@ -24,35 +23,19 @@ from luaplug.backend import (
     GuardedEngine,
     LuaMemoryError,
     LuaplugError,
-    LuaSyntaxError,
     StateOptions,
-    abi_ffi,
+    import_native,
     log_call_failure,
     log_create_failure,
-    map_errors,
-    native_entries,
+    lua_errors,
     prelude_code,
     set_wait_graph,
     vm_interface,
 )
 
-try:
-    from . import _native
-    from ._native import ffi, lib
-except ImportError as _exc:  # reported through unavailable_reason()
-    ffi = lib = None
-    _IMPORT_ERROR: str | None = (
-        f"the compiled module luaplug_cffi._native cannot be loaded ({_exc}); "
-        "install libluajit-5.1-dev and reinstall luaplug-cffi"
-    )
-else:
-    _IMPORT_ERROR = None
-
-# The per-instance native entry (luaplug_entry.h, through lp_pyfast.c); None when it could not
-# be installed, in which case instances use the generic Python path over lp_dispatch.
-_bind: Callable[..., Any] | None = None
-if lib is not None and lib.lp_install(b"luaplug_cffi._native") == 0:
-    _bind = _native.bind
+_native, _IMPORT_ERROR = import_native("luaplug_cffi._native", "install libluajit-5.1-dev and reinstall luaplug-cffi")
+ffi: Any = getattr(_native, "ffi", None)
+lib: Any = getattr(_native, "lib", None)
 if lib is not None:
     # One lock-order graph for every engine: peer calls between our VMs and another engine's
     # (taken in C here, in Python there) are checked for cycles in the same place.
@@ -60,10 +43,15 @@ if lib is not None:
 
 __all__ = ["CffiEngine", "CffiState"]
 
-_log: Final = logging.getLogger("luaplug.loader")
-_OK, _ERR_RUN, _ERR_SYNTAX, _ERR_MEM, _ERR_CLOSED = 0, 1, 2, 3, 4
-#: lp_core.c's status codes as luaplug's errors
-_errors = map_errors({_ERR_SYNTAX: LuaSyntaxError, _ERR_MEM: LuaMemoryError})
+#: lp_core.c's status codes: 0 ok, 1 a run-time error, 2 a syntax error, 3 out of memory, 4 closed
+_OK, _ERR_CLOSED = 0, 4
+_errors = lua_errors(2, 3)
+#: lp_value types of prelude results (1 number, 2 string, 3 boolean; other: nil) as Python values
+_RESULT: Final[dict[int, Callable[[Any], Any]]] = {
+    1: lambda v: int(v.num) if v.num.is_integer() else v.num,
+    2: lambda v: ffi.unpack(v.str, v.len).decode("utf-8", "replace"),
+    3: lambda v: bool(v.num),
+}
 
 if lib is not None:
 
@@ -73,31 +61,14 @@ if lib is not None:
         (log_create_failure if kind else log_call_failure)(message)
 
 
-def _last_error() -> str:
-    n = ffi.new("size_t*")
-    p = lib.lp_last_error(n)
-    return str(ffi.unpack(p, n[0]).decode("utf-8", "replace"))
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
 
 
-def _check(status: int) -> None:
-    if status == _ERR_CLOSED:
-        raise LuaplugError("the bundle VM is closed")
-    if status != _OK:
-        raise _errors(status, _last_error())
-
-
-#: lp_value types of prelude results (1 number, 2 string, 3 boolean; other: nil) as Python values
-_RESULT: Final[dict[int, Callable[[Any], Any]]] = {
-    1: lambda v: int(v.num) if v.num.is_integer() else v.num,
-    2: lambda v: ffi.unpack(v.str, v.len).decode("utf-8", "replace"),
-    3: lambda v: bool(v.num),
-}
-
-
-def _dump(src: bytes) -> bytes | None:
+@prelude_code
+def _prelude_code(src: bytes) -> bytes | None:
     """``src`` as bytecode of the system LuaJIT, or ``None``."""
-    out = ffi.new("char**")
-    n = ffi.new("size_t*")
+    out, n = ffi.new("char**"), ffi.new("size_t*")
     if lib.lp_dump(src, len(src), b"=luaplug_host", out, n) != _OK:
         return None
     try:
@@ -106,30 +77,12 @@ def _dump(src: bytes) -> bytes | None:
         lib.lp_free_buf(out[0])
 
 
-_prelude_code = prelude_code(_dump)
-
-
-@functools.lru_cache(maxsize=1)
-def _c_entries() -> tuple[Any, Any, Any, int]:
-    """The C entries of every interface (create_instance, destroy_instance, vm.call) as ABI
-    function pointers, and lp_arena_alloc's address: looked up once, they never move."""
-
-    def address(fn_name: str) -> int:
-        return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn_name)))
-
-    create, destroy, call = (
-        abi_ffi.cast(ctype, address(name))
-        for ctype, name in (
-            ("CreateInstanceFn", "lp_create_instance"),
-            ("DestroyInstanceFn", "lp_destroy_instance"),
-            ("VmCallFn", "lp_vm_call"),
-        )
-    )
-    return create, destroy, call, address("lp_arena_alloc")
-
-
 class CffiState(EngineState):
     """One bundle VM: an ``lp_vm`` owned by this object (``ffi.gc``)."""
+
+    # The per-instance native entry (luaplug_entry.h, through lp_pyfast.c); without it (not
+    # installed), instances use the generic Python path over lp_dispatch.
+    native_bind = _native.bind if lib is not None and lib.lp_install(b"luaplug_cffi._native") == 0 else None
 
     def __init__(self, options: StateOptions) -> None:
         super().__init__()
@@ -139,28 +92,32 @@ class CffiState(EngineState):
         # SAFETY: the lp_vm outlives every pointer to it: contracts hold this
         # object, and lp_free runs only when the last reference is gone.
         self._vm: Any = ffi.gc(vm, lib.lp_free)
-        self._contracts: dict[int, Any] = {}
-        self.arena_alloc_address = _c_entries()[3]
+        self._contracts: dict[int, Any] = {}  # cidx -> its lp_contract, kept as long as the state
+        self.arena_alloc_address = _address(ffi.addressof(lib, "lp_arena_alloc"))
         src = _prelude_code()
-        _check(lib.lp_load(self._vm, src, len(src)))
+        self._check(lib.lp_load(self._vm, src, len(src)))
+
+    def _check(self, status: int) -> None:
+        if status == _ERR_CLOSED:
+            raise LuaplugError("the bundle VM is closed")
+        if status != _OK:
+            raise _errors(status, self.last_error_text())
 
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
-        data = [a.encode("utf-8") if isinstance(a, str) else a for a in args]
-        keep = [ffi.new("char[]", a) if isinstance(a, bytes) else ffi.NULL for a in data]
+        keep = [ffi.new("char[]", a.encode("utf-8")) if isinstance(a, str) else None for a in args]
         # Strings with their length, not strlen: source text may hold NUL bytes.
         values = ffi.new(
             "lp_value[]",
             [
-                (2, 0, k, len(a)) if isinstance(a, bytes) else (1, float(a), k, 0)
-                for a, k in zip(data, keep, strict=True)
+                (1, float(a), ffi.NULL, 0) if k is None else (2, 0, k, len(k) - 1)
+                for a, k in zip(args, keep, strict=True)
             ]
             or 1,
         )
-        resp = ffi.new("lp_value**")
-        nres = ffi.new("int*")
+        resp, nres = ffi.new("lp_value**"), ffi.new("int*")
         status = lib.lp_call(self._vm, entry.encode("ascii"), len(args), values, resp, nres)
         try:
-            _check(status)
+            self._check(status)
             return tuple(_RESULT[v.type](v) if v.type in _RESULT else None for v in resp[0][0 : nres[0]])
         finally:
             lib.lp_free_results(resp[0], nres[0])
@@ -169,31 +126,26 @@ class CffiState(EngineState):
         return functools.partial(lib.lp_dispatch, self._vm, cidx)
 
     def last_error_text(self) -> str:
-        return _last_error()
+        n = ffi.new("size_t*")
+        return str(ffi.unpack(lib.lp_last_error(n), n[0]).decode("utf-8", "replace"))
 
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
-        # SAFETY: the lp_contract lives in self._contracts as long as the state.
-        c = ffi.new("lp_contract*")
-        c.vm = self._vm
-        c.cidx = cidx
-        c.contract_id = provider.contract_id
-        self._contracts[cidx] = c
-        data = abi_ffi.cast("void*", int(ffi.cast("uintptr_t", c)))
-        return vm_interface(provider, *_c_entries()[:3], data)
+        c = self._contracts[cidx] = ffi.new("lp_contract*", (self._vm, cidx, provider.contract_id))
+        create, destroy, call = (
+            _address(ffi.addressof(lib, f"lp_{e}")) for e in ("create_instance", "destroy_instance", "vm_call")
+        )
+        return vm_interface(provider, create, destroy, call, _address(c))
 
-    def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
-        c = self._contracts.get(cidx)
-        if _bind is None or c is None or not native_entries():
-            return None
+    def native_target(self, cidx: int, instance_id: int) -> tuple[None, int, int] | None:
         # The entry keeps this state (and so the lp_contract) alive.
-        return _bind(self, instance, mode, None, int(ffi.cast("uintptr_t", c)), instance_id)
+        c = self._contracts.get(cidx)
+        return None if c is None else (None, _address(c), instance_id)
 
     def close(self) -> None:
         if lib.lp_close(self._vm) != _OK:
-            # A call of this thread is still on the state's stack (the epoch's
-            # in-flight check makes this rare); ffi.gc closes it once the last
-            # reference, and so the last call, is gone.
-            _log.debug("bundle VM busy at close; it is freed with its last reference")
+            # A call of this thread is still on the state's stack (the epoch's in-flight check makes
+            # this rare); ffi.gc closes it once the last reference, and so the last call, is gone.
+            logging.getLogger("luaplug.loader").debug("bundle VM busy at close; it is freed with its last reference")
 
 
 class CffiEngine(GuardedEngine):
@@ -207,6 +159,4 @@ class CffiEngine(GuardedEngine):
     state_class = CffiState
 
     def lua_version(self) -> str:
-        if lib is None:
-            return ""
-        return str(ffi.string(lib.lp_luajit_version()).decode())
+        return "" if lib is None else str(ffi.string(lib.lp_luajit_version()).decode())

@@ -1,11 +1,11 @@
-"""Which lupa runs LuaJIT 2.1 here (``lupa.luajit21``, or lupa's default runtime when lupa is
-built against LuaJIT 2.1), and whether it can cap a runtime's memory."""
+"""Which lupa runs LuaJIT 2.1 here (``lupa.luajit21``, bundled by lupa 2.x wheels, or lupa's default
+runtime when lupa is built against LuaJIT 2.1, as Debian's is)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["decoded", "has_max_memory", "jit_version", "select_lupa"]
+__all__ = ["decoded", "jit_version", "select_lupa"]
 
 
 def decoded(value: Any) -> Any:
@@ -28,21 +28,12 @@ def select_lupa() -> tuple[Any, str, str | None]:
         return luajit21, "lupa.luajit21", None
     try:
         import lupa
+
+        version = jit_version(lupa)
     except ImportError as exc:
         return None, "", f"{missing}, nor lupa ({exc})"
-    try:
-        version = jit_version(lupa)
     except Exception as exc:  # a lupa that cannot make a runtime at all
         return None, "", f"{missing}, and lupa.LuaRuntime fails: {exc}"
-    if not version.startswith("LuaJIT 2.1"):
-        return None, "", f"{missing}, and lupa {getattr(lupa, '__version__', '?')} runs {version}, not LuaJIT 2.1"
-    return lupa, "lupa.LuaRuntime", None
-
-
-def has_max_memory(module: Any) -> bool:
-    """Whether ``module.LuaRuntime`` takes ``max_memory`` (lupa 2.x; 1.x refuses the keyword)."""
-    try:
-        module.LuaRuntime(encoding=None, max_memory=0)
-    except TypeError:
-        return False
-    return True
+    if version.startswith("LuaJIT 2.1"):
+        return lupa, "lupa.LuaRuntime", None
+    return None, "", f"{missing}, and lupa {getattr(lupa, '__version__', '?')} runs {version}, not LuaJIT 2.1"

@@ -24,11 +24,12 @@ from luaplug.backend.engine import (
     EngineState,
     FastCall,
     StateOptions,
+    lua_errors,
     prelude_source,
 )
 from luaplug.backend.interface import PythonBackedContract, python_interface, vm_interface
 from luaplug.backend.loader import set_wait_graph
-from luaplug.backend.native import NO_NATIVE_ENTRY, GuardedEngine, native_entries, prelude_code
+from luaplug.backend.native import NO_NATIVE_ENTRY, GuardedEngine, import_native, native_entries, prelude_code
 from luaplug.contract import log_call_failure, log_create_failure
 from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
 
@@ -57,8 +58,10 @@ __all__ = [
     "abi_ffi",
     "get_include",
     "hookimpl",
+    "import_native",
     "log_call_failure",
     "log_create_failure",
+    "lua_errors",
     "map_errors",
     "native_entries",
     "prelude_code",

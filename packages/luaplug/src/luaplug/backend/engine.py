@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final
 from .. import _libc
 from ..abi import core_ffi as ffi
 from ..contract import ContractProvider, FastCall
-from ..errors import LuaMemoryError, LuaSyntaxError, map_errors
+from ..errors import ErrorMap, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
 from ..reentry import CELL_DEPTH, CELL_LIVE, CELL_RETIRED, CELL_SLOTS, CELL_THREAD
 from .interface import PythonBackedContract, python_interface
 
@@ -33,7 +33,10 @@ __all__ = [
     "Engine",
     "EngineState",
     "FastCall",
+    "NO_NATIVE_ENTRY",
     "StateOptions",
+    "lua_errors",
+    "native_entries",
     "prelude_source",
 ]
 
@@ -47,6 +50,16 @@ CAP_REFUSES_BYTECODE: Final = "refuses_bytecode"
 #: The engine caps a VM's memory (``StateOptions.memory_limit``); without it, the core
 #: refuses a load that asks for a cap (:class:`~luaplug.errors.CapabilityError`).
 CAP_MEMORY_LIMIT: Final = "memory_limit"
+
+
+#: The environment variable that, set to anything but ``""`` or ``"0"``, makes every instance bound
+#: after it is set use the pure-Python call path instead of a backend's compiled entry.
+NO_NATIVE_ENTRY: Final = "LUAPLUG_NO_NATIVE_ENTRY"
+
+
+def native_entries() -> bool:
+    """Whether a backend binds its compiled per-instance entry (read at each binding)."""
+    return os.environ.get(NO_NATIVE_ENTRY, "") in ("", "0")
 
 
 @lru_cache(maxsize=1)
@@ -71,8 +84,17 @@ class StateOptions:
 
 
 DEFAULT_OPTIONS: Final = StateOptions()
+
+
+def lua_errors(syntax: object, memory: object, *, catch: tuple[type[BaseException], ...] = ()) -> ErrorMap:
+    """:func:`~luaplug.errors.map_errors` for an engine that reports a syntax error as ``syntax`` and
+    running out of memory as ``memory`` (each a status code, a result kind or an exception class):
+    those become ``LuaSyntaxError`` and ``LuaMemoryError``, anything else ``LuaError``."""
+    return map_errors({syntax: LuaSyntaxError, memory: LuaMemoryError}, catch=catch)
+
+
 #: What the prelude's ``run_chunk`` answers when a chunk fails (any other kind: ``LuaError``).
-_CHUNK_ERRORS: Final = map_errors({"syntax": LuaSyntaxError, "memory": LuaMemoryError})
+_CHUNK_ERRORS: Final = lua_errors("syntax", "memory")
 
 
 class EngineState(ABC):
@@ -89,6 +111,10 @@ class EngineState(ABC):
     #: address of a C ``uint64_t (double size, double arena, double host)`` serving spec §8's
     #: arena allocation for the prelude (0: the prelude's Lua implementation)
     arena_alloc_address: int = 0
+    #: the ``bind`` of the backend's compiled per-instance entry (the C function ``luaplug_entry.h``
+    #: puts on its module; a Python function set here needs ``staticmethod``), called as
+    #: ``bind(state, instance, mode, *native_target(...))``; ``None``: the core's Python path
+    native_bind: Callable[..., Any] | None = None
 
     def __init__(self) -> None:
         # SAFETY: the cell outlives the VM (it is freed with this object, and
@@ -157,8 +183,24 @@ class EngineState(ABC):
         return None
 
     def native_entry(self, cidx: int, instance_id: int, instance: Any, mode: int) -> Any:
-        """See :meth:`ContractProvider.native_entry`; default: none."""
-        return None
+        """See :meth:`ContractProvider.native_entry`: :attr:`native_bind` over :meth:`native_target`,
+        or ``None`` (the core's Python path) when either gives nothing or the state is closed."""
+        bind = self.native_bind
+        if bind is None or not native_entries():
+            return None
+        try:
+            target = self.native_target(cidx, instance_id)
+        except LuaplugError:
+            return None  # closed meanwhile: the generic path answers StaleHandle
+        return None if target is None else bind(self, instance, mode, *target)
+
+    def native_target(self, cidx: int, instance_id: int) -> tuple[Any, int, int] | None:
+        """What the compiled entry of instance ``instance_id`` of contract ``cidx`` calls, as
+        ``bind``'s last three arguments (``luaplug_entry.h``): a bound dispatcher (a Python
+        callable) or ``None``, and a C target's address and the instance id it takes; ``None``:
+        no entry. Default: :meth:`bound_dispatcher`'s callable, when there is one."""
+        fn = self.bound_dispatcher(cidx, instance_id)
+        return None if fn is None else (fn, 0, 0)
 
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
         """A ``GuestContractInterface*`` for contract ``cidx`` with working pointers; by default

@@ -103,15 +103,15 @@ def _destroy(loader_data: Any, host: Any, inst: Any) -> None:
 def vm_interface(provider: ContractProvider, create: Any, destroy: Any, call: Any, loader_data: Any) -> Any:
     """A ``GuestContractInterface*`` of ``provider``'s contract, ``VirtualMachine`` dispatch, with
     these ``create_instance``/``destroy_instance``/``dispatch.vm.call`` pointers and ``loader_data``
-    (a ``void*``; it must stay valid as long as the interface)."""
+    (a ``void*``; it must stay valid as long as the interface). Each is a pointer or its address."""
     iface = ffi.new("GuestContractInterface*")
     iface.contract_id = provider.contract_id
     iface.contract_version.major = provider.major
     iface.dispatch_type = DispatchType.VirtualMachine
-    iface.create_instance = create
-    iface.destroy_instance = destroy
-    iface.dispatch.vm.call = call
-    iface.dispatch.vm.loader_data.data = loader_data
+    iface.create_instance = ffi.cast("CreateInstanceFn", create)
+    iface.destroy_instance = ffi.cast("DestroyInstanceFn", destroy)
+    iface.dispatch.vm.call = ffi.cast("VmCallFn", call)
+    iface.dispatch.vm.loader_data.data = ffi.cast("void*", loader_data)
     return iface
 
 

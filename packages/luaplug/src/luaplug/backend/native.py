@@ -1,7 +1,7 @@
 """What every backend's Python engine shares around its native parts.
 
-- :class:`GuardedEngine`: an engine whose native module may be missing (the import guard and
-  ``unavailable_reason``);
+- :class:`GuardedEngine` and :func:`import_native`: an engine whose native module may be missing
+  (the import guard and ``unavailable_reason``);
 - :func:`native_entries`: whether instances get the compiled per-instance entry
   (``luaplug_entry.h``) or the pure-Python call path a wheel built without a compiler falls back
   to (``LUAPLUG_NO_NATIVE_ENTRY=1`` forces the latter);
@@ -11,23 +11,32 @@
 from __future__ import annotations
 
 import functools
-import os
+import importlib
 from collections.abc import Callable
-from typing import ClassVar, Final
+from typing import Any, ClassVar
 
 from ..errors import LuaplugError
-from .engine import DEFAULT_OPTIONS, Engine, EngineState, StateOptions, prelude_source
+from .engine import (
+    CAP_MEMORY_LIMIT,
+    DEFAULT_OPTIONS,
+    NO_NATIVE_ENTRY,
+    Engine,
+    EngineState,
+    StateOptions,
+    native_entries,
+    prelude_source,
+)
 
-__all__ = ["NO_NATIVE_ENTRY", "GuardedEngine", "native_entries", "prelude_code"]
-
-#: The environment variable that, set to anything but ``""`` or ``"0"``, makes every instance bound
-#: after it is set use the pure-Python call path instead of a backend's compiled entry.
-NO_NATIVE_ENTRY: Final = "LUAPLUG_NO_NATIVE_ENTRY"
+__all__ = ["NO_NATIVE_ENTRY", "GuardedEngine", "import_native", "native_entries", "prelude_code"]
 
 
-def native_entries() -> bool:
-    """Whether a backend binds its compiled per-instance entry (read at each binding)."""
-    return os.environ.get(NO_NATIVE_ENTRY, "") in ("", "0")
+def import_native(name: str, hint: str = "") -> tuple[Any, str | None]:
+    """``(module, None)`` for the compiled module ``name``, or ``(None, why not)`` when it cannot be
+    imported (the reason ends with ``hint``, how to get it, when given)."""
+    try:
+        return importlib.import_module(name), None
+    except ImportError as exc:
+        return None, f"the compiled module {name} cannot be loaded ({exc})" + (f"; {hint}" if hint else "")
 
 
 def prelude_code(dump: Callable[[bytes], bytes | None]) -> Callable[[], bytes]:
@@ -49,7 +58,8 @@ class GuardedEngine(Engine):
 
     The subclass sets :attr:`import_error` (at its module's import) to why its native part cannot
     be used, or ``None``; luaplug's probe reports it through :meth:`unavailable_reason`, and
-    :meth:`new_state` refuses to run without it. States are made as ``state_class(options)``.
+    :meth:`new_state` refuses to run without it. States are made as ``state_class(options)``, never
+    with a ``memory_limit`` unless the engine declares ``CAP_MEMORY_LIMIT``.
     """
 
     #: why this engine cannot run here (``None``: it can)
@@ -65,4 +75,7 @@ class GuardedEngine(Engine):
     def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
         if self.import_error is not None:
             raise LuaplugError(self.import_error)
+        if options.memory_limit is not None and CAP_MEMORY_LIMIT not in self.capabilities:
+            # The core refuses such a load first (CapabilityError); an engine never runs it uncapped.
+            raise LuaplugError(f"the {self.name} engine cannot cap a VM's memory ({CAP_MEMORY_LIMIT})")
         return self.state_class(options)
