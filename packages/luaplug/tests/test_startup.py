@@ -82,3 +82,17 @@ def test_every_public_name_resolves_in_a_fresh_interpreter(tmp_path: Path) -> No
     out = imported_after(code, tmp_path)["result"]
     assert isinstance(out, list)
     assert set(luaplug.__all__) - {"__version__"} <= {*out, "json", "sys", "before", "result"}
+
+
+def test_start_up_computes_no_signatures(tmp_path: Path) -> None:
+    # A dataclass without a docstring gets one made from inspect.signature at import.
+    code = (
+        "import inspect\n"
+        "asked = []\n"
+        "real = inspect.signature\n"
+        "inspect.signature = lambda obj, *a, **k: asked.append(repr(obj)) or real(obj, *a, **k)\n"
+        "import luaplug\n"
+        "luaplug.installed_backends()\n"
+        "result = asked\n"
+    )
+    assert imported_after(code, tmp_path)["result"] == []
