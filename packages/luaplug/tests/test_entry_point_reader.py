@@ -97,6 +97,16 @@ def test_a_zip_on_the_path_is_left_to_importlib_metadata(path: list[str], tmp_pa
     assert [name for name, _ in entries] == ["zipped"] == [name for name, _ in stdlib_answer("luaplug")]
 
 
+def test_a_name_not_read_from_the_directory_name_is_left_to_importlib_metadata(path: list[str], tmp_path: Path) -> None:
+    # importlib.metadata takes these names from METADATA: an upper-case suffix, an empty stem.
+    for dirname in ("Upper-1.0.DIST-INFO", "-1.0.dist-info"):
+        where = tmp_path / dirname.replace(".", "_")
+        dist(where, dirname, "[luaplug]\nname = mod\n")
+        path[:] = [str(where)]
+        assert discovery._read_entry_points("luaplug") is None
+        assert [name for name, _ in discovery._entry_points("luaplug")] == ["name"]
+
+
 def test_another_distribution_finder_is_left_to_importlib_metadata(
     path: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

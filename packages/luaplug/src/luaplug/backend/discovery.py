@@ -185,8 +185,8 @@ def _metadata_dirs(entry: str) -> list[tuple[str, str]] | None:
         low = child.lower()
         if low.endswith(_METADATA_SUFFIXES):
             stem = low.rpartition(".")[0].partition("-")[0]
-            if not stem:
-                return None  # importlib.metadata names it from its METADATA file
+            if not stem or not child.endswith(_METADATA_SUFFIXES):
+                return None  # importlib.metadata names these from their METADATA file
             found.append((_normalized(stem), os.path.join(entry, child)))
     return found
 
