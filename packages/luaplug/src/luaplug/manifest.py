@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _simpletoml
 from ._keys import AUTHORING, close_matches, unknown_keys
 from .errors import LoadError, ManifestError
 from .events import emit
@@ -192,6 +191,8 @@ def _parse_cached(text: str, manifest_path: str) -> Manifest:
 
 def parse(text: str, manifest_path: str | Path) -> Manifest:
     """Validate manifest ``text`` read from ``manifest_path`` (in the reference order)."""
+    from . import _simpletoml  # its patterns are compiled by the first parse, not at import
+
     mpath = Path(manifest_path)
     data = _simpletoml.loads(text)  # the common simple form; None: tomllib reads it
     if data is None:

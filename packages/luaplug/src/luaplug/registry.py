@@ -111,6 +111,8 @@ class Registration:
 
 @dataclass(eq=False)
 class _Slot:
+    """One handle index: its generation (bumped when its provider is withdrawn) and provider."""
+
     generation: int = 0
     reg: Registration | None = None
 
