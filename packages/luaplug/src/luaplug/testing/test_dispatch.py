@@ -24,11 +24,13 @@ def rt(runtime: luaplug.Runtime, bundles: Path) -> luaplug.Runtime:
     return runtime
 
 
+@pytest.mark.protocol
 def test_noop(rt: luaplug.Runtime) -> None:
     assert rt.contract("iso.Adder@1").default.dispatch(1) == 0
     rt.contract("iso.Counter@1").default.call(2)
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize(("a", "b"), [(2, 3), (-7, 4), (0, 0), (2**31 - 2, 1)])
 def test_add_through_an_arg_pack(rt: luaplug.Runtime, a: int, b: int) -> None:
     args = ffi.new("struct { int32_t a; int32_t b; } *", {"a": a, "b": b})
@@ -41,6 +43,7 @@ def test_add_through_an_arg_pack(rt: luaplug.Runtime, a: int, b: int) -> None:
     assert out[0] == a + b
 
 
+@pytest.mark.protocol
 def test_handler_arguments_are_numbers(rt: luaplug.Runtime) -> None:
     out = ffi.new("int32_t*")
     inst = rt.contract("iso.Adder@1").default
@@ -51,6 +54,7 @@ def test_handler_arguments_are_numbers(rt: luaplug.Runtime) -> None:
     assert out[0] == 1 | 2 | 4 | 8 | 16
 
 
+@pytest.mark.protocol
 def test_function_id_out_of_range(rt: luaplug.Runtime) -> None:
     adder = rt.contract("iso.Adder@1")
     assert adder.function_count == 3
@@ -64,6 +68,7 @@ def test_function_id_out_of_range(rt: luaplug.Runtime) -> None:
         assert inst.dispatch(2**32 - 1) == AbiErrorCode.FunctionNotAvailable
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize("fn_id", [-1, 2**32, 2**70])
 def test_function_id_outside_uint32_is_refused_before_the_call(rt: luaplug.Runtime, fn_id: int) -> None:
     inst = rt.contract("iso.Adder@1").default
