@@ -8,6 +8,7 @@ wheels ship no Lua SDK) under a directory of the runtime's own; a reload copies 
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import sys
 import tempfile
@@ -59,6 +60,7 @@ class KitRuntime:
         self._dir = Path(tempfile.mkdtemp(prefix="luaplug-kit-reference-"))
         self._sources: dict[str, Path] = {}
         self._copies: dict[str, Path] = {}
+        self._loads = itertools.count()
         self.host_api = _HostApi(self._ref.host_api_address)
 
     @property
@@ -71,7 +73,7 @@ class KitRuntime:
 
     def load(self, path: str | Path) -> str:
         source = Path(path)
-        copy = vendored_copy(source, self._dir / str(len(self._copies) + len(self._sources)))
+        copy = vendored_copy(source, self._dir / str(next(self._loads)))
         name = _manifest(source)["name"]
         try:
             self._ref.load(copy)
@@ -165,7 +167,13 @@ class KitInstance:
         self.id = instance
 
     def dispatch(self, fn_id: int, args: Address = 0, out: Address = 0, arena: Address = 0) -> int:
-        return self._contract.dispatch(fn_id, args, out, arena, self.id)
+        """The call's ``AbiError`` code; ``StaleHandle`` once the contract's handle resolves to null."""
+        try:
+            return self._contract.dispatch(fn_id, args, out, arena, self.id)
+        except ReferenceRuntimeError as exc:
+            if exc.message.endswith("the handle is stale"):
+                return AbiErrorCode.StaleHandle
+            raise
 
     def call(self, fn_id: int, args: Address = 0, out: Address = 0, arena: Address = 0) -> None:
         code = self.dispatch(fn_id, args, out, arena)

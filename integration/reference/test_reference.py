@@ -513,23 +513,6 @@ def test_calls_from_several_threads_wait(ref: ReferenceRuntime, load: Callable[[
 # -- reload and unload (spec §10) ---------------------------------------------------------------------
 
 
-def test_reload_replaces_the_code_and_resets_state(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
-    d = copy_dir("counter")
-    ref.load(d)
-    c = ref.contract("iso.Counter@1")
-    inst = c.create_instance()
-    assert count(c, 0) == 1
-    c.destroy_instance(inst)
-    main = d / "main.lua"
-    main.write_text(main.read_text("utf-8").replace("local STEP = 1\n", "local STEP = 10\n"), "utf-8")
-    before = ref.revision
-    ref.reload("counter")
-    assert ref.revision != before
-    assert count(c, 1) == 0  # a new VM: the default impl starts again
-    assert count(c, 0) == 10  # the same handle serves the new code
-    assert ref.contract("iso.Counter@1").handle == c.handle
-
-
 def test_failed_reload_keeps_the_old_version(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
     d = copy_dir("counter")
     ref.load(d)
@@ -540,27 +523,6 @@ def test_failed_reload_keeps_the_old_version(ref: ReferenceRuntime, copy_dir: Ca
         ref.reload("counter")
     assert LOAD_FAILED in info.value.message
     assert count(c, 0) == 2  # the old VM, with its state
-
-
-def test_reload_needs_hot_reload(copy_dir: Callable[[str], Path]) -> None:
-    with ReferenceRuntime() as rt:
-        rt.load(copy_dir("counter"))
-        with pytest.raises(ReferenceRuntimeError) as info:
-            rt.reload("counter")
-        assert info.value.message == "hot-reload is disabled in runtime config"
-
-
-def test_unload_makes_handles_stale(ref: ReferenceRuntime, load: Callable[[str], str]) -> None:
-    load("counter")
-    c = ref.contract("iso.Counter@1")
-    before = ref.revision
-    ref.unload("counter")
-    assert ref.revision != before
-    with pytest.raises(ReferenceRuntimeError, match="stale"):
-        c.dispatch(2)
-    assert ref.find("iso.Counter", 1) is None
-    load("counter")  # the name is free again
-    counter_serves(ref)
 
 
 @pytest.mark.xfail(strict=True, reason=UNLOAD_UNKNOWN)

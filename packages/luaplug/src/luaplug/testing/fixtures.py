@@ -23,7 +23,15 @@ import luaplug
 from luaplug.testing import BACKEND_DEST, BUNDLES_DIR
 from luaplug.testing.hooks import RuntimeFactory
 
-__all__ = ["backend_capabilities", "bundles", "copy_bundle", "pytest_generate_tests", "runtime", "_requires"]
+__all__ = [
+    "backend_capabilities",
+    "bundles",
+    "copy_bundle",
+    "new_runtime",
+    "pytest_generate_tests",
+    "runtime",
+    "_requires",
+]
 
 CopyBundle = Callable[..., Path]
 
@@ -129,6 +137,23 @@ def runtime(backend: str, request: pytest.FixtureRequest) -> Iterator[luaplug.Ru
         yield rt
     finally:
         rt.close()
+
+
+@pytest.fixture
+def new_runtime(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., luaplug.Runtime]]:
+    """``new_runtime(hot_reload=False)``: one more runtime on ``backend``, closed after the test."""
+    made: list[luaplug.Runtime] = []
+
+    def new(hot_reload: bool = False) -> luaplug.Runtime:
+        rt = _new_runtime(request.config, backend, hot_reload)
+        made.append(rt)
+        return rt
+
+    try:
+        yield new
+    finally:
+        for rt in made:
+            rt.close()
 
 
 @pytest.fixture
