@@ -12,6 +12,7 @@ import itertools
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +25,7 @@ else:  # pragma: no cover - Python 3.10
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
+from luaplug.ids import bundle_id
 
 from .adapter import Address, ReferenceContract, ReferenceRuntime, ReferenceRuntimeError, vendored_copy
 
@@ -82,6 +84,16 @@ class KitRuntime:
         self._sources[name], self._copies[name] = source, copy
         return str(name)
 
+    def load_code(self, source: str, name: str) -> str:
+        """``source`` as bundle ``name``, from a bundle directory whose entry file is named ``name``:
+        the reference names the chunk after the entry file, as luaplug names an in-memory bundle's."""
+        d = self._dir / f"code{next(self._loads)}" / name
+        d.mkdir(parents=True)
+        manifest = f'name = "{name}"\nid = {bundle_id(name)}\nloader = "lua"\nfile = "{name}"\nversion = "1.0.0"\n'
+        (d / "manifest.toml").write_text(manifest, "utf-8")
+        (d / name).write_text(source, "utf-8")
+        return self.load(d)
+
     def reload(self, name: str) -> None:
         copy = self._copies[name]
         shutil.rmtree(copy)
@@ -105,7 +117,7 @@ class KitRuntime:
         except ReferenceRuntimeError as exc:
             contract, _, major = name.rpartition("@")
             raise luaplug.ContractNotFoundError(contract, int(major)) from exc
-        return KitContract(found, self._function_count(name))
+        return KitContract(found, lambda: self._function_count(name))
 
     def _function_count(self, name: str) -> int:
         """The count of the manifest's ``[function_count]`` table, which the reference checked at load."""
@@ -136,9 +148,13 @@ def _manifest(path: Path) -> dict[str, Any]:
 class KitContract:
     """A contract of a :class:`KitRuntime`: its default impl, its instances and its C interface."""
 
-    def __init__(self, contract: ReferenceContract, function_count: int) -> None:
+    def __init__(self, contract: ReferenceContract, function_count: Callable[[], int]) -> None:
         self._contract = contract
-        self.function_count = function_count
+        self._function_count = function_count
+
+    @property
+    def function_count(self) -> int:
+        return self._function_count()
 
     @property
     def name(self) -> str:

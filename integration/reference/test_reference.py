@@ -27,7 +27,7 @@ from luaplug.abi import ffi
 from luaplug.ids import bundle_id, guest_contract_id
 from luaplug.testing import BUNDLES_DIR
 from luaplug.testing._cdata import rep_arg, string_arg, text_of
-from luaplug.testing._init_cases import CASES, good_registrations, init_returning
+from luaplug.testing._init_cases import CASES, init_returning
 
 from .adapter import ReferenceContract, ReferenceRuntime, ReferenceRuntimeError, reference_available, vendored_copy
 
@@ -229,46 +229,6 @@ def test_tampered_id(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> 
         ref.load(d)
     assert info.value.message.startswith('bundle "adder" tampered with bundle_id: expected=')
     assert f"{good:x}" in info.value.message and f"{good ^ 1:x}" in info.value.message
-
-
-# The luaplug suite's cases with the spec's texts; a path bundle's chunk is "main.lua".
-INIT_CASES: list[tuple[str, str, str | None, str, str]] = [
-    (case, src, None if text is None else text.format(b="main.lua"), prefix.format(b="main.lua"), contains)
-    for case, src, text, prefix, contains in CASES
-    if case not in ("syntax_error", "chunk_raises")  # on disk: test_broken_bundle_on_disk
-]
-
-
-@pytest.mark.parametrize(("case", "src", "text", "prefix", "contains"), INIT_CASES, ids=[c[0] for c in INIT_CASES])
-def test_init_error(
-    ref: ReferenceRuntime,
-    load: Callable[[str], str],
-    tmp_path: Path,
-    case: str,
-    src: str,
-    text: str | None,
-    prefix: str,
-    contains: str,
-) -> None:
-    load("counter")
-    name = f"bad_{case}"
-    with pytest.raises(ReferenceRuntimeError) as info:
-        ref.load(write_bundle(tmp_path, name, src))
-    err = info.value
-    assert err.bundle == "main.lua"  # the chunk name, once the chunk ran (spec §4)
-    if text is not None:
-        assert err.error == text
-    assert err.error.startswith(prefix)
-    assert contains in err.error
-    counter_serves(ref)
-
-
-@pytest.mark.parametrize("status", ["{}", '{ code = "7" .. "x" }', "{ code = false }"])
-def test_status_code_that_is_not_a_number_counts_as_ok(ref: ReferenceRuntime, tmp_path: Path, status: str) -> None:
-    ref.load(write_bundle(tmp_path, "lenient", good_registrations(status)))
-    out = ffi.new("int32_t*")
-    assert ref.contract("x.Good@1").dispatch(0, 0, out) == 0
-    assert out[0] == 5
 
 
 # -- registration (spec §4, §5) -------------------------------------------------------------------
