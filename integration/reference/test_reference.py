@@ -173,36 +173,6 @@ def test_function_count_needs_the_version_major(ref: ReferenceRuntime, tmp_path:
 #: spec §3: the prefix of a chunk that fails to compile or raises (entry file main.lua)
 LOAD_FAILED = "Lua script load failed for main.lua: "
 
-BROKEN = [
-    # (bundle, bundle name on the error, exact text or None, prefix, substring)
-    ("broken_noinit", "main.lua", "Lua plugin missing polyplug_init function: bundle=main.lua", "", ""),
-    ("broken_syntax", "broken_syntax", None, LOAD_FAILED, "unexpected symbol near ','"),
-    ("broken_chunk_error", "broken_chunk_error", None, LOAD_FAILED, "chunk exploded"),
-]
-
-
-@pytest.mark.parametrize(("name", "bundle", "text", "prefix", "contains"), BROKEN, ids=[c[0] for c in BROKEN])
-def test_broken_bundle_on_disk(
-    ref: ReferenceRuntime,
-    load: Callable[[str], str],
-    name: str,
-    bundle: str,
-    text: str | None,
-    prefix: str,
-    contains: str,
-) -> None:
-    load("counter")
-    with pytest.raises(ReferenceRuntimeError) as info:
-        load(name)
-    err = info.value
-    assert err.bundle == bundle
-    if text is not None:
-        assert err.error == text
-    assert err.error.startswith(prefix)
-    assert contains in err.error
-    assert '[string "main.lua"]:3: ' in err.error or text is not None
-    counter_serves(ref)
-
 
 def test_missing_entry_file(ref: ReferenceRuntime, copy_dir: Callable[[str], Path]) -> None:
     d = copy_dir("broken_missing_entry")

@@ -117,6 +117,7 @@ def test_unknown_contract(runtime: luaplug.Runtime, bundles: Path) -> None:
         runtime.contract("iso.Counter", 2)
 
 
+@pytest.mark.protocol
 def test_host_api_lookup(runtime: luaplug.Runtime, bundles: Path) -> None:
     runtime.load(bundles / "counter")
     host = host_of(runtime)
