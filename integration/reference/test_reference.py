@@ -294,15 +294,6 @@ def calls(ref: ReferenceRuntime, load: Callable[[str], str]) -> ReferenceRuntime
     return ref
 
 
-def test_unknown_instance_id(calls: ReferenceRuntime) -> None:
-    adder = calls.contract("iso.Adder@1")
-    assert adder.dispatch(1, instance=99) == AbiErrorCode.FunctionNotAvailable
-    inst = adder.create_instance()
-    adder.destroy_instance(inst)
-    assert adder.dispatch(1, instance=inst) == AbiErrorCode.FunctionNotAvailable
-    assert adder.dispatch(1) == 0
-
-
 def test_lua_error_returns_generic_and_is_logged(calls: ReferenceRuntime, capfd: pytest.CaptureFixture[str]) -> None:
     faulty = calls.contract("iso.Faulty@1")
     assert faulty.dispatch(0) == AbiErrorCode.Generic
@@ -379,20 +370,15 @@ end
 """
 
 
-def test_factory_failure_gives_a_null_instance(
-    ref: ReferenceRuntime, tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_a_factory_failure_is_logged(ref: ReferenceRuntime, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The reference's log line for a factory that raised (the null instance: the kit's cases)."""
     ref.load(write_bundle(tmp_path, "once", FAILING_FACTORY))
     c = ref.contract("x.Once@1")
-    ok = c.create_instance()
-    assert ok != 0
+    assert c.create_instance() != 0
     assert c.create_instance() == 0  # the factory raised
     err = capfd.readouterr().err
     assert "Lua create_instance: factory call failed: " in err
     assert "factory refuses instance 3" in err
-    out = ffi.new("int32_t*")
-    assert (c.dispatch(0, 0, out, 0, ok), out[0]) == (0, 2)
-    assert (c.dispatch(0, 0, out), out[0]) == (0, 1)  # a null instance is the default impl
 
 
 # -- peer calls and re-entrancy (spec §9, §13) --------------------------------------------------------

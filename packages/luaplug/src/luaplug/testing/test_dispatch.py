@@ -79,14 +79,25 @@ def test_function_id_outside_uint32_is_refused_before_the_call(rt: luaplug.Runti
     assert inst.dispatch(1) == 0  # the VM is untouched
 
 
+@pytest.mark.protocol
 def test_unknown_instance_id(rt: luaplug.Runtime) -> None:
+    """An instance id the VM does not know, through the C interface: FunctionNotAvailable."""
     adder = rt.contract("iso.Adder@1")
-    assert adder.provider.dispatcher(1, 99, 0, 0, 0) == AbiErrorCode.FunctionNotAvailable
+    vm = ffi.cast("GuestContractInterface*", adder.interface_address).dispatch.vm
+    err = ffi.new("AbiError*")
+
+    def call_with(instance_id: int) -> int:
+        inst = ffi.new("GuestContractInstance*", {"data": ffi.cast("void*", instance_id)})
+        vm.call(vm.loader_data, inst[0], 1, ffi.NULL, ffi.NULL, ffi.NULL, err)
+        return int(err.code)
+
+    assert call_with(99) == AbiErrorCode.FunctionNotAvailable
     inst = adder.create_instance()
     old_id = inst.id
+    assert call_with(old_id) == 0
     inst.destroy()
-    assert adder.provider.dispatcher(1, old_id, 0, 0, 0) == 6
-    assert adder.provider.dispatcher(1, 0, 0, 0, 0) == 0  # the default impl
+    assert call_with(old_id) == AbiErrorCode.FunctionNotAvailable
+    assert call_with(0) == 0  # the default impl
 
 
 def test_lua_error_returns_generic_and_is_logged(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:

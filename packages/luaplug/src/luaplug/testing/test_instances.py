@@ -166,6 +166,7 @@ def test_factory_failure_at_create(runtime: luaplug.Runtime, caplog: pytest.LogC
     assert out[0] == 1
 
 
+@pytest.mark.protocol
 def test_factory_failure_through_the_c_interface_gives_a_null_instance(runtime: luaplug.Runtime) -> None:
     runtime.load_code(FAILING_FACTORY, "once")
     c = runtime.contract("x.Once@1")
