@@ -182,6 +182,7 @@ def arena_worker(
         errors.append(f"{tag!r}: {exc!r}")
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize("layout", ["one_vm", "two_vms"])
 def test_threads_with_their_own_arenas_never_mix(runtime: luaplug.Runtime, bundles: Path, layout: str) -> None:
     runtime.load(bundles / "greeter")
