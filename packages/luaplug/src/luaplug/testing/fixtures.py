@@ -4,29 +4,57 @@ Every test that asks for ``backend`` (directly or through ``runtime``) runs once
 backend, or once per ``--luaplug-backend NAME``. Tests differ by capability
 (``@pytest.mark.requires("nested_same_bundle_calls")``), never by backend name.
 
+A runtime that is no luaplug backend (``pytest_luaplug_runtimes``, :mod:`luaplug.testing.hooks`)
+is one more value of ``backend`` when ``--luaplug-backend`` names it; ``runtime`` is then made by
+its factory.
+
 A ``conftest.py`` applies them to its directory with ``from luaplug.testing.fixtures import *``.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 import luaplug
 from luaplug.testing import BACKEND_DEST, BUNDLES_DIR
+from luaplug.testing.hooks import RuntimeFactory
 
-__all__ = ["backend_capabilities", "bundles", "copy_bundle", "pytest_generate_tests", "runtime", "_requires"]
+__all__ = [
+    "backend_capabilities",
+    "bundles",
+    "copy_bundle",
+    "new_runtime",
+    "pytest_generate_tests",
+    "runtime",
+    "_requires",
+]
 
 CopyBundle = Callable[..., Path]
 
 _BACKENDS_KEY = pytest.StashKey[list[str]]()
+_EXTRAS_KEY = pytest.StashKey[dict[str, RuntimeFactory]]()
+
+
+def extra_runtimes(config: pytest.Config) -> Mapping[str, RuntimeFactory]:
+    """The runtimes of the ``pytest_luaplug_runtimes`` hook, by name."""
+    extras = config.stash.get(_EXTRAS_KEY, None)
+    if extras is None:
+        extras = {}
+        for answer in config.hook.pytest_luaplug_runtimes(config=config):
+            extras.update(answer or {})
+        config.stash[_EXTRAS_KEY] = extras
+    return extras
 
 
 def chosen_backends(config: pytest.Config) -> list[str]:
-    """The backends to run on; unknown or unusable names are a usage error."""
+    """The backends to run on; unknown or unusable names are a usage error.
+
+    Without ``--luaplug-backend``: every available luaplug backend (no extra runtime).
+    """
     names = config.stash.get(_BACKENDS_KEY, None)
     if names is not None:
         return names
@@ -40,12 +68,14 @@ def chosen_backends(config: pytest.Config) -> list[str]:
     if not names:
         names = available
     else:
-        unknown = [n for n in names if n not in available]
+        extras = extra_runtimes(config)
+        unknown = [n for n in names if n not in available and n not in extras]
         if unknown:
             installed = sorted(luaplug.installed_backends())
             raise pytest.UsageError(
                 f"--luaplug-backend: no usable luaplug backend named {', '.join(map(repr, unknown))} "
-                f"(available: {', '.join(available) or 'none'}; installed: {', '.join(installed) or 'none'})"
+                f"(available: {', '.join([*available, *extras]) or 'none'}; "
+                f"installed: {', '.join(installed) or 'none'})"
             )
     config.stash[_BACKENDS_KEY] = names
     return names
@@ -60,12 +90,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 _capability_cache: dict[str, frozenset[str]] = {}
 
 
-def backend_capabilities(backend: str) -> frozenset[str]:
+def _new_runtime(config: pytest.Config, backend: str, hot_reload: bool) -> luaplug.Runtime:
+    factory = extra_runtimes(config).get(backend)
+    if factory is None:
+        return luaplug.Runtime(backend, hot_reload=hot_reload)
+    # The protocol part of luaplug.Runtime, which is all a `protocol` case uses of it.
+    rt: luaplug.Runtime = factory(hot_reload)
+    return rt
+
+
+def backend_capabilities(backend: str, config: pytest.Config | None = None) -> frozenset[str]:
     """The capability names of ``backend`` (one throwaway runtime per backend)."""
     caps = _capability_cache.get(backend)
     if caps is None:
-        with luaplug.Runtime(backend) as rt:
-            caps = rt.capabilities
+        if config is None:
+            rt = luaplug.Runtime(backend)
+        else:
+            rt = _new_runtime(config, backend, hot_reload=False)
+        try:
+            caps = frozenset(rt.capabilities)
+        finally:
+            rt.close()
         _capability_cache[backend] = caps
     return caps
 
@@ -78,20 +123,37 @@ def _requires(request: pytest.FixtureRequest) -> None:
         return
     if "backend" not in request.fixturenames:
         raise pytest.UsageError(f"{request.node.nodeid}: @requires needs the backend (or runtime) fixture")
-    caps = backend_capabilities(request.getfixturevalue("backend"))
+    caps = backend_capabilities(request.getfixturevalue("backend"), request.config)
     missing = [cap for cap in wanted if cap not in caps]
     if missing:
         pytest.skip(f"the backend lacks capability {', '.join(missing)}")
 
 
 @pytest.fixture
-def runtime(backend: str) -> Iterator[luaplug.Runtime]:
+def runtime(backend: str, request: pytest.FixtureRequest) -> Iterator[luaplug.Runtime]:
     """A hot-reloading runtime on ``backend``, closed after the test."""
-    rt = luaplug.Runtime(backend, hot_reload=True)
+    rt = _new_runtime(request.config, backend, hot_reload=True)
     try:
         yield rt
     finally:
         rt.close()
+
+
+@pytest.fixture
+def new_runtime(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., luaplug.Runtime]]:
+    """``new_runtime(hot_reload=False)``: one more runtime on ``backend``, closed after the test."""
+    made: list[luaplug.Runtime] = []
+
+    def new(hot_reload: bool = False) -> luaplug.Runtime:
+        rt = _new_runtime(request.config, backend, hot_reload)
+        made.append(rt)
+        return rt
+
+    try:
+        yield new
+    finally:
+        for rt in made:
+            rt.close()
 
 
 @pytest.fixture

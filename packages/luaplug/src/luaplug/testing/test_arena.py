@@ -44,6 +44,7 @@ def rt(runtime: luaplug.Runtime, bundles: Path) -> luaplug.Runtime:
     return runtime
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize("name", ["world", "wörld ✓ 日本語", ""])
 def test_greet_through_the_call_arena(rt: luaplug.Runtime, name: str) -> None:
     arg, _keep = string_arg(name.encode("utf-8"))
@@ -56,6 +57,7 @@ def test_greet_through_the_call_arena(rt: luaplug.Runtime, name: str) -> None:
         assert arena.overflow_blocks == 0
 
 
+@pytest.mark.protocol
 def test_results_stay_valid_until_reset(rt: luaplug.Runtime) -> None:
     greeter = rt.contract("iso.Greeter@1").default
     with luaplug.CallArena(1024, host=rt) as arena:
@@ -76,6 +78,7 @@ def test_results_stay_valid_until_reset(rt: luaplug.Runtime) -> None:
         assert address(out.ptr) == address(a.base)  # the reset rewound the buffer
 
 
+@pytest.mark.protocol
 def test_result_larger_than_the_arena_goes_to_an_overflow_block(rt: luaplug.Runtime) -> None:
     piece = "é".encode()
     arg = ffi.new("struct { StringView s; uint32_t n; } *")
@@ -110,6 +113,7 @@ def test_result_larger_than_the_arena_goes_to_an_overflow_block(rt: luaplug.Runt
         assert text_of(out) == piece * 3000
 
 
+@pytest.mark.protocol
 def test_long_result_with_the_default_arena_size(rt: luaplug.Runtime) -> None:
     arg = ffi.new("struct { StringView s; uint32_t n; } *")
     buf = ffi.new("uint8_t[]", b"ab")
@@ -121,6 +125,7 @@ def test_long_result_with_the_default_arena_size(rt: luaplug.Runtime) -> None:
         assert arena.overflow_blocks == 1
 
 
+@pytest.mark.protocol
 def test_null_arena_falls_back_to_host_alloc(rt: luaplug.Runtime) -> None:
     arg, _keep = string_arg("nö arena".encode())
     out = ffi.new("StringView*")
@@ -131,6 +136,7 @@ def test_null_arena_falls_back_to_host_alloc(rt: luaplug.Runtime) -> None:
     host.free(host, ffi.cast("uint8_t*", out.ptr), out.len, 1)
 
 
+@pytest.mark.protocol
 def test_overflow_chain_is_walked(rt: luaplug.Runtime) -> None:
     rep = rt.contract("iso.Greeter@1").default
     results = []
@@ -160,6 +166,7 @@ def test_overflow_chain_is_walked(rt: luaplug.Runtime) -> None:
             assert text_of(out) == b"a" * n
 
 
+@pytest.mark.protocol
 def test_arena_without_a_host_refuses_what_does_not_fit(rt: luaplug.Runtime) -> None:
     """An arena struct with no host serves its buffer only; beyond that arena_alloc gives 0."""
     buf = ffi.new("uint8_t[]", 16)

@@ -25,11 +25,13 @@ def rt(runtime: luaplug.Runtime, bundles: Path) -> luaplug.Runtime:
     return runtime
 
 
+@pytest.mark.protocol
 def test_noop(rt: luaplug.Runtime) -> None:
     assert rt.contract("iso.Adder@1").default.dispatch(1) == 0
     rt.contract("iso.Counter@1").default.call(2)
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize(("a", "b"), [(2, 3), (-7, 4), (0, 0), (2**31 - 2, 1)])
 def test_add_through_an_arg_pack(rt: luaplug.Runtime, a: int, b: int) -> None:
     args = ffi.new("struct { int32_t a; int32_t b; } *", {"a": a, "b": b})
@@ -42,6 +44,7 @@ def test_add_through_an_arg_pack(rt: luaplug.Runtime, a: int, b: int) -> None:
     assert out[0] == a + b
 
 
+@pytest.mark.protocol
 def test_handler_arguments_are_numbers(rt: luaplug.Runtime) -> None:
     out = ffi.new("int32_t*")
     inst = rt.contract("iso.Adder@1").default
@@ -52,6 +55,7 @@ def test_handler_arguments_are_numbers(rt: luaplug.Runtime) -> None:
     assert out[0] == 1 | 2 | 4 | 8 | 16
 
 
+@pytest.mark.protocol
 def test_function_id_out_of_range(rt: luaplug.Runtime) -> None:
     adder = rt.contract("iso.Adder@1")
     assert adder.function_count == 3
@@ -65,6 +69,7 @@ def test_function_id_out_of_range(rt: luaplug.Runtime) -> None:
         assert inst.dispatch(2**32 - 1) == AbiErrorCode.FunctionNotAvailable
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize("fn_id", [-1, 2**32, 2**70])
 def test_function_id_outside_uint32_is_refused_before_the_call(rt: luaplug.Runtime, fn_id: int) -> None:
     inst = rt.contract("iso.Adder@1").default
@@ -75,14 +80,25 @@ def test_function_id_outside_uint32_is_refused_before_the_call(rt: luaplug.Runti
     assert inst.dispatch(1) == 0  # the VM is untouched
 
 
+@pytest.mark.protocol
 def test_unknown_instance_id(rt: luaplug.Runtime) -> None:
+    """An instance id the VM does not know, through the C interface: FunctionNotAvailable."""
     adder = rt.contract("iso.Adder@1")
-    assert adder.provider.dispatcher(1, 99, 0, 0, 0) == AbiErrorCode.FunctionNotAvailable
+    vm = ffi.cast("GuestContractInterface*", adder.interface_address).dispatch.vm
+    err = ffi.new("AbiError*")
+
+    def call_with(instance_id: int) -> int:
+        inst = ffi.new("GuestContractInstance*", {"data": ffi.cast("void*", instance_id)})
+        vm.call(vm.loader_data, inst[0], 1, ffi.NULL, ffi.NULL, ffi.NULL, err)
+        return int(err.code)
+
+    assert call_with(99) == AbiErrorCode.FunctionNotAvailable
     inst = adder.create_instance()
     old_id = inst.id
+    assert call_with(old_id) == 0
     inst.destroy()
-    assert adder.provider.dispatcher(1, old_id, 0, 0, 0) == 6
-    assert adder.provider.dispatcher(1, 0, 0, 0, 0) == 0  # the default impl
+    assert call_with(old_id) == AbiErrorCode.FunctionNotAvailable
+    assert call_with(0) == 0  # the default impl
 
 
 def test_lua_error_returns_generic_and_is_logged(rt: luaplug.Runtime, caplog: pytest.LogCaptureFixture) -> None:

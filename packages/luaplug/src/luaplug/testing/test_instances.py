@@ -34,6 +34,7 @@ def counter(runtime: luaplug.Runtime, bundles: Path) -> luaplug.Contract:
     return runtime.contract(COUNTER)
 
 
+@pytest.mark.protocol
 def test_instances_have_independent_state(counter: luaplug.Contract) -> None:
     a = counter.create_instance()
     b = counter.create_instance()
@@ -42,6 +43,7 @@ def test_instances_have_independent_state(counter: luaplug.Contract) -> None:
     assert (get(a), get(b), get(counter.default)) == (3, 1, 0)
 
 
+@pytest.mark.protocol
 def test_many_instances(counter: luaplug.Contract) -> None:
     insts = [counter.create_instance() for _ in range(100)]
     for n, inst in enumerate(insts):
@@ -51,6 +53,7 @@ def test_many_instances(counter: luaplug.Contract) -> None:
     assert len({i.id for i in insts}) == 100
 
 
+@pytest.mark.protocol
 def test_default_impl(counter: luaplug.Contract) -> None:
     d = counter.default
     assert d.id == 0
@@ -61,6 +64,7 @@ def test_default_impl(counter: luaplug.Contract) -> None:
     assert get(counter.default) == 2
 
 
+@pytest.mark.protocol
 def test_ids_count_from_one_per_contract(runtime: luaplug.Runtime, bundles: Path) -> None:
     runtime.load(bundles / "counter")
     runtime.load(bundles / "multi")
@@ -162,6 +166,7 @@ def test_factory_failure_at_create(runtime: luaplug.Runtime, caplog: pytest.LogC
     assert out[0] == 1
 
 
+@pytest.mark.protocol
 def test_factory_failure_through_the_c_interface_gives_a_null_instance(runtime: luaplug.Runtime) -> None:
     runtime.load_code(FAILING_FACTORY, "once")
     c = runtime.contract("x.Once@1")
@@ -180,6 +185,7 @@ def test_factory_failure_through_the_c_interface_gives_a_null_instance(runtime: 
     assert (err.code, out[0]) == (0, 1)
 
 
+@pytest.mark.protocol
 def test_instances_created_from_several_threads(counter: luaplug.Contract) -> None:
     made: list[int] = []
     lock = threading.Lock()

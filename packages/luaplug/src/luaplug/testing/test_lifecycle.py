@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,31 +47,42 @@ def wait_entered(gate: Any, thread: threading.Thread) -> None:
         time.sleep(0.0005)
 
 
-def test_reload_replaces_contracts_and_resets_state(runtime: luaplug.Runtime, copy_bundle: Any) -> None:
+@pytest.mark.protocol
+def test_reload_swaps_the_code_behind_the_handle(runtime: luaplug.Runtime, copy_bundle: Any) -> None:
     d: Path = copy_bundle("counter")
     runtime.load(d)
     c = runtime.contract(COUNTER)
-    old_inst = c.create_instance()
-    assert (inc(c.default), inc(c.default), inc(old_inst)) == (1, 2, 1)
+    assert (inc(c.default), inc(c.default)) == (1, 2)
     rev = runtime.revision
     host = ffi.cast("HostApi*", runtime.host_api_address)
     handle = host.find_guest_contract(host, guest_contract_id("iso.Counter", 1), 1)
-    old_iface = host.resolve_guest_contract(host, handle)
-    assert old_iface != ffi.NULL
-
+    assert host.resolve_guest_contract(host, handle) != ffi.NULL
     main = d / "main.lua"
     main.write_text(main.read_text("utf-8").replace("local STEP = 1\n", "local STEP = 10\n"), "utf-8")
     runtime.reload("counter")
     assert runtime.revision != rev
-    assert runtime.contracts() == [COUNTER]
-    assert runtime.loader.live_states == 1
-    assert inc(c.default) == 10  # the handle follows the reload; the new VM starts from scratch
-    assert old_inst.dispatch(0) == AbiErrorCode.StaleHandle  # bound to the old VM
+    assert inc(c.default) == 10  # the contract follows the reload; the new VM starts from scratch
     assert inc(c.create_instance()) == 10
+    assert inc(runtime.contract(COUNTER).default) == 20
     new_iface = host.resolve_guest_contract(host, handle)  # the handle follows the reload
     assert new_iface != ffi.NULL
     assert new_iface.contract_id == guest_contract_id("iso.Counter", 1)
 
+
+def test_reload_retires_the_old_version(runtime: luaplug.Runtime, copy_bundle: Any) -> None:
+    d: Path = copy_bundle("counter")
+    runtime.load(d)
+    c = runtime.contract(COUNTER)
+    old_inst = c.create_instance()
+    assert inc(old_inst) == 1
+    host = ffi.cast("HostApi*", runtime.host_api_address)
+    handle = host.find_guest_contract(host, guest_contract_id("iso.Counter", 1), 1)
+    runtime.reload("counter")
+    assert runtime.contracts() == [COUNTER]
+    assert runtime.loader.live_states == 1
+    assert old_inst.dispatch(0) == AbiErrorCode.StaleHandle  # bound to the old VM
+
+    main = d / "main.lua"
     main.write_text(EXTRA_ONLY, "utf-8")
     runtime.reload(runtime.bundles["counter"])
     assert runtime.contracts() == ["iso.Extra@1"]
@@ -120,30 +132,43 @@ def test_failed_reload_keeps_the_old_version(
     assert inc(c.default) == 1
 
 
-def test_unload_makes_contracts_and_instances_stale(runtime: luaplug.Runtime, bundles: Path) -> None:
-    bundle = runtime.load(bundles / "counter")
+@pytest.mark.protocol
+def test_unload_makes_handles_stale(runtime: luaplug.Runtime, bundles: Path) -> None:
+    runtime.load(bundles / "counter")
     c = runtime.contract(COUNTER)
     inst, default = c.create_instance(), c.default
     assert inc(inst) == 1
+    host = ffi.cast("HostApi*", runtime.host_api_address)
+    handle = host.find_guest_contract(host, guest_contract_id("iso.Counter", 1), 1)
     rev = runtime.revision
-    runtime.unload(bundle)
+    runtime.unload("counter")
     assert runtime.revision != rev
+    assert host.resolve_guest_contract(host, handle) == ffi.NULL
+    assert host.find_guest_contract(host, guest_contract_id("iso.Counter", 1), 1).index == 0xFFFFFFFF
+    with pytest.raises(luaplug.ContractNotFoundError):
+        runtime.contract(COUNTER)
+    assert inst.dispatch(0) == AbiErrorCode.StaleHandle
+    assert default.dispatch(0) == AbiErrorCode.StaleHandle
+    runtime.load(bundles / "counter")  # the name is free again
+    assert inc(runtime.contract(COUNTER).default) == 1
+
+
+def test_unload_makes_contracts_and_instances_stale(runtime: luaplug.Runtime, bundles: Path) -> None:
+    bundle = runtime.load(bundles / "counter")
+    c = runtime.contract(COUNTER)
+    inst = c.create_instance()
+    runtime.unload(bundle)
     assert runtime.contracts() == []
     assert runtime.loader.live_states == 0
     for get in (c.create_instance, lambda: c.default, lambda: c.provider):
         with pytest.raises(luaplug.ContractNotFoundError):
             get()
-    with pytest.raises(luaplug.ContractNotFoundError):
-        runtime.contract(COUNTER)
-    assert inst.dispatch(0) == AbiErrorCode.StaleHandle
-    assert default.dispatch(0) == AbiErrorCode.StaleHandle
     with pytest.raises(luaplug.DispatchError) as info:
         inst.call(0)
     assert info.value.code == AbiErrorCode.StaleHandle
     runtime.unload("counter")  # unknown now: a no-op
     runtime.unload("never-loaded")
-    runtime.load(bundles / "counter")  # and it can come back
-    assert inc(runtime.contract(COUNTER).default) == 1
+    assert runtime.contracts() == []
 
 
 @pytest.mark.parametrize("action", ["reload", "unload"])
@@ -178,15 +203,16 @@ def test_destroyed_instances_are_not_counted_as_live(
         assert not [r for r in caplog.records if "live instance" in r.getMessage()]
 
 
-def test_reload_needs_hot_reload(backend: str, bundles: Path) -> None:
-    with luaplug.Runtime(backend) as rt:
-        rt.load(bundles / "counter")
-        c = rt.contract(COUNTER)
-        assert inc(c.default) == 1
-        with pytest.raises(luaplug.HotReloadDisabled) as info:
-            rt.reload("counter")
-        assert str(info.value) == "hot-reload is disabled in runtime config"
-        assert inc(c.default) == 2
+@pytest.mark.protocol
+def test_reload_needs_hot_reload(new_runtime: Callable[..., luaplug.Runtime], bundles: Path) -> None:
+    rt = new_runtime()
+    rt.load(bundles / "counter")
+    c = rt.contract(COUNTER)
+    assert inc(c.default) == 1
+    with pytest.raises(luaplug.HotReloadDisabled) as info:
+        rt.reload("counter")
+    assert str(info.value) == "hot-reload is disabled in runtime config"
+    assert inc(c.default) == 2
 
 
 def test_in_memory_bundles_cannot_be_reloaded(runtime: luaplug.Runtime, bundles: Path) -> None:

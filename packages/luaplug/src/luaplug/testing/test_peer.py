@@ -42,17 +42,20 @@ def rt(runtime: luaplug.Runtime, bundles: Path) -> luaplug.Runtime:
     return runtime
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize("text", ["hi", "wörld ✓", "", "x" * 5000])
 def test_consumer_calls_echo(rt: luaplug.Runtime, text: str) -> None:
     with luaplug.CallArena(256, host=rt) as arena:
         assert relay(rt, text, arena) == "echo: " + text
 
 
+@pytest.mark.protocol
 def test_consumer_without_an_arena(rt: luaplug.Runtime) -> None:
     for i in range(200):
         assert relay(rt, f"n{i}", None) == f"echo: n{i}"
 
 
+@pytest.mark.protocol
 def test_echo_called_directly_without_an_arena_returns_host_memory(rt: luaplug.Runtime) -> None:
     arg, _keep = string_arg("direct")
     out = ffi.new("StringView*")
@@ -77,6 +80,7 @@ def test_consumer_when_echo_is_missing(runtime: luaplug.Runtime, bundles: Path) 
     assert "echo not found" in (info.value.lua_error or "")
 
 
+@pytest.mark.protocol
 def test_consumer_follows_an_echo_reload(runtime: luaplug.Runtime, bundles: Path, copy_bundle: Any) -> None:
     echo_dir: Path = copy_bundle("echo")
     runtime.load(echo_dir)
@@ -90,6 +94,7 @@ def test_consumer_follows_an_echo_reload(runtime: luaplug.Runtime, bundles: Path
     assert relay(runtime, "abc", None) == "echo: ABC"
 
 
+@pytest.mark.protocol
 def test_peer_calls_from_two_threads(rt: luaplug.Runtime) -> None:
     errors: list[str] = []
     barrier = threading.Barrier(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ def test_unknown_contract(runtime: luaplug.Runtime, bundles: Path) -> None:
         runtime.contract("iso.Counter", 2)
 
 
+@pytest.mark.protocol
 def test_host_api_lookup(runtime: luaplug.Runtime, bundles: Path) -> None:
     runtime.load(bundles / "counter")
     host = host_of(runtime)
@@ -176,16 +178,18 @@ def test_revision_counts_registry_changes(runtime: luaplug.Runtime, bundles: Pat
     assert runtime.revision == r2
 
 
-def test_two_runtimes_are_independent(backend: str, bundles: Path) -> None:
-    with luaplug.Runtime(backend) as one, luaplug.Runtime(backend) as two:
-        one.load(bundles / "counter")
-        two.load(bundles / "counter")
-        assert one.host_api_address != two.host_api_address
-        assert (inc(one.contract("iso.Counter@1")), inc(one.contract("iso.Counter@1"))) == (1, 2)
-        assert inc(two.contract("iso.Counter@1")) == 1
-        one.unload("counter")
-        assert one.contracts() == []
-        assert inc(two.contract("iso.Counter@1")) == 2
-        cid = guest_contract_id("iso.Counter", 1)
-        assert host_of(one).find_guest_contract(host_of(one), cid, 1).index == NULL_INDEX
-        assert host_of(two).find_guest_contract(host_of(two), cid, 1).index != NULL_INDEX
+@pytest.mark.protocol
+def test_two_runtimes_are_independent(new_runtime: Callable[..., luaplug.Runtime], bundles: Path) -> None:
+    one, two = new_runtime(), new_runtime()
+    one.load(bundles / "counter")
+    two.load(bundles / "counter")
+    assert one.host_api_address != two.host_api_address
+    assert (inc(one.contract("iso.Counter@1")), inc(one.contract("iso.Counter@1"))) == (1, 2)
+    assert inc(two.contract("iso.Counter@1")) == 1
+    one.unload("counter")
+    with pytest.raises(luaplug.ContractNotFoundError):
+        one.contract("iso.Counter@1")
+    assert inc(two.contract("iso.Counter@1")) == 2
+    cid = guest_contract_id("iso.Counter", 1)
+    assert host_of(one).find_guest_contract(host_of(one), cid, 1).index == NULL_INDEX
+    assert host_of(two).find_guest_contract(host_of(two), cid, 1).index != NULL_INDEX

@@ -41,6 +41,7 @@ def in_thread(fn: Callable[[], int], results: dict[str, int], key: str) -> threa
 # -- re-entrancy -------------------------------------------------------------------------------
 
 
+@pytest.mark.protocol
 def test_same_contract_reentry_returns_reentrant_call(runtime: luaplug.Runtime, bundles: Path) -> None:
     runtime.load(bundles / "reenter")
     c = runtime.contract("iso.Reenter@1")
@@ -56,6 +57,7 @@ def test_same_contract_reentry_returns_reentrant_call(runtime: luaplug.Runtime, 
         assert ping[0] == 7
 
 
+@pytest.mark.protocol
 def test_reentry_mark_is_cleared_after_an_error(runtime: luaplug.Runtime, bundles: Path) -> None:
     runtime.load(bundles / "reenter")
     c = runtime.contract("iso.Reenter@1")
@@ -69,6 +71,7 @@ def test_reentry_mark_is_cleared_after_an_error(runtime: luaplug.Runtime, bundle
         assert r.code == AbiErrorCode.ReentrantCall
 
 
+@pytest.mark.protocol
 def test_nested_call_into_another_contract_of_the_same_bundle(runtime: luaplug.Runtime, bundles: Path) -> None:
     runtime.load(bundles / "multi")
     a = runtime.contract("iso.MultiA@1").default
@@ -88,6 +91,7 @@ def test_nested_call_into_another_contract_of_the_same_bundle(runtime: luaplug.R
 # -- threads -----------------------------------------------------------------------------------
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize("path", ["python", "c_interface"])
 def test_second_thread_waits_for_the_vm(runtime: luaplug.Runtime, bundles: Path, path: str) -> None:
     runtime.load(bundles / "gate")
@@ -178,6 +182,7 @@ def arena_worker(
         errors.append(f"{tag!r}: {exc!r}")
 
 
+@pytest.mark.protocol
 @pytest.mark.parametrize("layout", ["one_vm", "two_vms"])
 def test_threads_with_their_own_arenas_never_mix(runtime: luaplug.Runtime, bundles: Path, layout: str) -> None:
     runtime.load(bundles / "greeter")
