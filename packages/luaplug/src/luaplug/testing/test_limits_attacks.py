@@ -527,34 +527,7 @@ end
 
 
 def test_mutual_peer_calls_from_two_threads_fail_one_call_instead_of_hanging(backend: str) -> None:
-    p = MUTUAL.replace("@ME@", "0").replace("@OWN@", "atk.P").replace("@OTHER@", "atk.Q")
-    q = MUTUAL.replace("@ME@", "1").replace("@OWN@", "atk.Q").replace("@OTHER@", "atk.P")
-    out = run_attack(
-        backend,
-        f"""
-import threading
-with luaplug.Runtime(BACKEND) as rt:
-    rt.load_code({p!r}, "p")
-    rt.load_code({q!r}, "q")
-    flags = ffi.new("int32_t[4]")
-    addr = int(ffi.cast("uintptr_t", flags))
-    codes = {{}}
-    def run(name):
-        codes[name] = int(rt.contract(name).default.dispatch(0, addr))
-    threads = [threading.Thread(target=run, args=(n,)) for n in ("atk.P@1", "atk.Q@1")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(codes["atk.P@1"], codes["atk.Q@1"], sorted([flags[2], flags[3]]))
-    # one thread alone: P calls Q as before
-    flags[0:4] = [0, 1, 0, 0]
-    print(int(rt.contract("atk.P@1").default.dispatch(0, addr)), flags[2])
-""",
-    )
-    lines = out.splitlines()
-    assert lines[0] == "0 0 [0, 9]", out  # one peer call refused with ReentrantCall, the other served
-    assert lines[1] == "0 0", out
+    _mutual_across(backend, backend)
 
 
 @pytest.mark.parametrize("backend_is", ["P", "Q"])
