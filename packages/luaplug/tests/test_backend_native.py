@@ -163,7 +163,8 @@ def test_register_backends_is_a_hook_adding_each_backend() -> None:
     from luaplug.backend import discovery
 
     a, b = BackendInfo(name="a", engine="m:A"), BackendInfo(name="b", engine="m:B", priority=3)
-    plugin = types.SimpleNamespace(luaplug_register_backends=register_backends(a, b))
+    plugin = types.ModuleType("plugin")  # hashable, as pluggy 1.0 needs a plugin to be
+    plugin.luaplug_register_backends = register_backends(a, b)  # type: ignore[attr-defined]
     pm = pluggy.PluginManager(discovery.PROJECT_NAME)
     pm.add_hookspecs(discovery.HookSpecs)
     pm.register(plugin)
