@@ -76,20 +76,7 @@ def _u(ptr: Any) -> int:
     return int(ffi.cast("uintptr_t", ptr))
 
 
-# -- argument and result packing (spec §14) -------------------------------------------
-
-
-def _layout(params: tuple[TypeSpec, ...]) -> list[int]:
-    """Field offsets of the arg-pack struct (C layout; one param: offset 0)."""
-    offsets, pos = [], 0
-    from .typed.values import size_align
-
-    for t in params:
-        size, align = size_align(t)
-        pos = (pos + align - 1) // align * align
-        offsets.append(pos)
-        pos += size
-    return offsets
+# -- argument and result values (their offsets: luaplug.typed.layout) ----------------
 
 
 def _read(t: TypeSpec, address: int) -> object:
@@ -161,11 +148,12 @@ class _Function:
     def __init__(self, contract: HostContract, fn: FunctionSpec) -> None:
         self.contract = contract
         self.fn = fn
+        from .typed.layout import layout
         from .typed.types import python_name
 
         self.method = python_name(fn.name)
         self.types = tuple(p.type for p in fn.params)
-        self.offsets = _layout(self.types)
+        self.offsets = layout(fn).offsets()
 
     def __call__(self, inst: Any, args: Any, out: Any, err: Any) -> None:
         text: str | None = None

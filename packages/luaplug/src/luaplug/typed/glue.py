@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -27,6 +26,7 @@ from ..abi import AbiErrorCode
 from ..errors import ApiSpecError
 from ..ids import bundle_id, guest_contract_id, host_contract_id
 from .bundletoml import BundleSpec, Dependency
+from .layout import layout, pack_decls
 from .luagen import GLUE_CHECKS, methods_table, result_check
 from .spec import ApiSpec, ContractSpec, FunctionSpec, ParamSpec
 from .types import EnumType, StructType, TypeSpec
@@ -110,11 +110,6 @@ def _uses_buffer(api: ApiSpec) -> bool:
     return any(t.kind == "bytes" for t in types)
 
 
-def _pack_decl(name: str, params: Iterable[ParamSpec]) -> str:
-    fields = " ".join(f"{p.type.ctype} {p.name};" for p in params)
-    return f"typedef struct {name} {{ {fields} }} {name};"
-
-
 def _declare_lines(decls: list[tuple[str, str]]) -> list[str]:
     if not decls:
         return []
@@ -149,9 +144,7 @@ def _types_lua(api: ApiSpec, source: str) -> str:
         fields = " ".join(f"{f.type.ctype} {f.name};" for f in t.fields)
         decls.append((t.name, f"typedef struct {t.name} {{ {fields} }} {t.name};"))
     for c in api.guest_contracts:
-        for fn in c.functions:
-            if len(fn.params) > 1:
-                decls.append((c.args_struct_name(fn), _pack_decl(c.args_struct_name(fn), fn.params)))
+        decls += pack_decls(c.struct_name, c.functions)
     out += _declare_lines(decls)
     if decls:
         out.append("")
@@ -252,20 +245,18 @@ def _read_arg(t: TypeSpec, expr: str) -> str:
 
 def _handler(c: ContractSpec, fn_id: int, fn: FunctionSpec) -> list[str]:
     where = _lua_string(f"{c.key}.{fn.name}()")
-    n = len(fn.params)
+    shape = layout(fn)
     lines = [f"  -- {fn_id}: {fn.signature()}"]
-    if n == 1:
-        lines.append(f'  local args_t_{fn_id} = ffi.typeof("const {fn.params[0].type.ctype}*")')
-    elif n > 1:
-        lines.append(f'  local args_t_{fn_id} = ffi.typeof("const {c.args_struct_name(fn)}*")')
+    if shape.kind != "none":
+        lines.append(f'  local args_t_{fn_id} = ffi.typeof("const {shape.pointee(c.args_struct_name(fn))}*")')
     ret = fn.returns
     if ret is not None and ret.kind not in ("string", "bytes"):
         lines.append(f'  local out_t_{fn_id} = ffi.typeof("{ret.ctype}*")')
     lines.append(f"  functions[{fn_id}] = function(impl, args_ptr, out_ptr, arena_ptr, arena_alloc)")
     lines.append(f"    local method = method_of(impl, {_lua_string(fn.name)}, {where})")
-    if n == 1:
+    if shape.kind == "single":
         args = _read_arg(fn.params[0].type, f"ffi.cast(args_t_{fn_id}, args_ptr)[0]")
-    elif n > 1:
+    elif shape.kind == "struct":
         lines.append(f"    local a = ffi.cast(args_t_{fn_id}, args_ptr)")
         args = ", ".join(_read_arg(p.type, _field("a", p.name)) for p in fn.params)
     else:
@@ -474,12 +465,13 @@ def _caller_method(cls: str, fn_id: int, fn: FunctionSpec, pack: str, call: str,
             return f"v{i}"
         return p.name
 
-    if not fn.params:
+    shape = layout(fn)
+    if shape.kind == "none":
         lines.append("  local args_ptr = nil")
-    elif len(fn.params) == 1:
+    elif shape.kind == "single":
         p = fn.params[0]
         v = value(p, 0)
-        lines.append(f'  local args = ffi.new("{p.type.ctype}[1]")')
+        lines.append(f'  local args = ffi.new("{shape.pointee(pack)}[1]")')
         lines.append(f"  args[0] = {v}")
         lines.append("  local args_ptr = args")
     else:
@@ -561,11 +553,7 @@ def _host_contracts_lua(api: ApiSpec, source: str) -> str:
     ]
     decls = []
     for c in api.host_contracts:
-        cls = host_caller_class(c.name)
-        for fn in c.functions:
-            if len(fn.params) > 1:
-                name = f"{cls}{fn.pascal_name}Args"
-                decls.append((name, _pack_decl(name, fn.params)))
+        decls += pack_decls(host_caller_class(c.name), c.functions)
     out += _declare_lines(decls)
     for c in api.host_contracts:
         cls = host_caller_class(c.name)
@@ -670,11 +658,7 @@ def _peer_callers_lua(api: ApiSpec, peers: list[tuple[ContractSpec, Dependency]]
     ]
     decls = []
     for c, _ in peers:
-        cls = peer_class(c.name)
-        for fn in c.functions:
-            if len(fn.params) > 1:
-                name = f"{cls}{fn.pascal_name}Args"
-                decls.append((name, _pack_decl(name, fn.params)))
+        decls += pack_decls(peer_class(c.name), c.functions)
     out += _declare_lines(decls)
     for c, dep in peers:
         cls = peer_class(c.name)

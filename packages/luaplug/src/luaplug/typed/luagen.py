@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import ApiSpecError
+from .layout import layout, pack_decls
 from .spec import ApiSpec, ContractSpec, FunctionSpec
 from .types import EnumType, TypeSpec
 
@@ -71,18 +72,16 @@ def _read(t: TypeSpec, expr: str) -> str:
 
 def _function(spec: ContractSpec, fn_id: int, fn: FunctionSpec) -> list[str]:
     lines = [f"  -- {fn_id}: {fn.signature()}", *_comment(fn.docs, "  ")]
-    n = len(fn.params)
+    shape = layout(fn)
     lines.append("  do")
-    if n == 1:
-        lines.append(f'    local args_t = ffi.typeof("const {fn.params[0].type.ctype}*")')
-    elif n > 1:
-        lines.append(f'    local args_t = ffi.typeof("const {spec.args_struct_name(fn)}*")')
+    if shape.kind != "none":
+        lines.append(f'    local args_t = ffi.typeof("const {shape.pointee(spec.args_struct_name(fn))}*")')
     if fn.returns is not None:
         lines.append(f'    local out_t = ffi.typeof("{fn.returns.ctype}*")')
     lines.append(f"    functions[{fn_id}] = function(self, args_ptr, out_ptr, arena_ptr, arena_alloc)")
-    if n == 1:
+    if shape.kind == "single":
         call_args = _read(fn.params[0].type, "ffi.cast(args_t, args_ptr)[0]")
-    elif n > 1:
+    elif shape.kind == "struct":
         lines.append("      local a = ffi.cast(args_t, args_ptr)")
         call_args = ", ".join(_read(p.type, _field("a", p.name)) for p in fn.params)
     else:
@@ -199,12 +198,7 @@ def generate_lua(api: ApiSpec, plugin: str, contracts: Sequence[str] | None = No
         out += _enum(e)
     if api.enums:
         out.append("")
-    structs = [
-        (c.args_struct_name(fn), " ".join(f"{p.type.ctype} {p.name};" for p in fn.params))
-        for c in chosen
-        for fn in c.functions
-        if len(fn.params) > 1
-    ]
+    structs = [pack for c in chosen for pack in pack_decls(c.struct_name, c.functions)]
     if structs:
         out += [
             "-- Arg-pack structs: <ContractStruct><FnPascal>Args, fields in declaration order (C layout).",
@@ -212,7 +206,7 @@ def generate_lua(api: ApiSpec, plugin: str, contracts: Sequence[str] | None = No
             "  if not pcall(ffi.typeof, name) then ffi.cdef(decl) end",
             "end",
         ]
-        out += [f'cdef_once("{name}", "typedef struct {name} {{ {fields} }} {name};")' for name, fields in structs]
+        out += [f'cdef_once("{name}", "{decl}")' for name, decl in structs]
         out.append("")
     out += [
         "local default_factory",

@@ -26,6 +26,7 @@ from ..abi import AbiErrorCode, ffi
 from ..arena import CallArena
 from ..errors import ContractNotFoundError, DispatchError, LuaplugError, RuntimeClosedError
 from .apitoml import load_api
+from .layout import layout
 from .spec import ApiSpec, ContractSpec, FunctionSpec
 from .types import EnumType, ScalarType, TypeSpec, python_name
 from .values import load, store
@@ -108,31 +109,21 @@ def _view(cdata: Any, fmt: str) -> Any:
     return view.cast(fmt)
 
 
-def arena_backed(fn: FunctionSpec) -> bool:
-    """Whether calls of ``fn`` pass the proxy's arena: its result has a variable size
-    (``StringView``, ``Buffer``, a struct). Every other call passes a null arena, as the
-    reference's generated callers do (the guest's ``arena_alloc`` then uses ``host->alloc``)."""
-    return fn.returns is not None and fn.returns.kind in ("string", "bytes", "struct")
-
-
 class _Compiled:
     """One function's preallocated memory and the source of its call path."""
 
     def __init__(self, spec: ContractSpec, fn_id: int, fn: FunctionSpec) -> None:
         self.fn_id = fn_id
         self.fn = fn
-        self.arena_backed = arena_backed(fn)
+        shape = layout(fn)
+        self.arena_backed = shape.arena_backed
+        self.single = shape.kind == "single"
         self.names: dict[str, Any] = {}
-        n = len(fn.params)
-        if n == 0:
+        if shape.kind == "none":
             self.args_address = 0
-        elif n == 1:
-            self.args = ffi.new(f"{fn.params[0].type.cdecl}*")
-            self.args_address = _address(self.args)
         else:
-            fields = " ".join(f"{p.type.cdecl} {p.name};" for p in fn.params)
-            # An anonymous struct with the exact layout of <ContractStruct><FnPascal>Args.
-            self.args = ffi.new(f"struct {{ {fields} }} *")
+            # One param: its value; several: a struct with the layout of <ContractStruct><FnPascal>Args.
+            self.args = ffi.new(f"{shape.anonymous_pointee()} *")
             self.args_address = _address(self.args)
         if fn.returns is None:
             self.out_address = 0
@@ -168,15 +159,14 @@ class _Compiled:
     def _function(self, name: str, pnames: list[str], helpers: list[str], general: bool) -> list[str]:
         fn = self.fn
         body: list[str] = []
-        single = len(fn.params) == 1
         if any(p.type.kind in ("struct", "bytes") for p in fn.params):
             self.names["_lp_keep"] = []
             body.append("_lp_keep.clear()")
         for i, (p, local) in enumerate(zip(fn.params, pnames, strict=True)):
             if p.type.kind == "string":
-                body += self._pack_string(i, p.name, local, single, pnames, general)
+                body += self._pack_string(i, p.name, local, self.single, pnames, general)
             else:
-                body += self._pack(i, p.name, p.type, local, single, helpers)
+                body += self._pack(i, p.name, p.type, local, self.single, helpers)
         if fn.returns is not None and fn.returns.kind == "string":
             body.append("_lp_outw[1] = 0")
         if self.arena_backed:

@@ -20,6 +20,7 @@ from typing import Final
 
 from ..errors import ApiSpecError
 from ..ids import guest_contract_id, host_contract_id
+from .layout import layout
 from .spec import ApiSpec, ContractSpec, FunctionSpec
 from .types import EnumType, ScalarType, TypeSpec
 
@@ -78,25 +79,23 @@ def _packs(api: ApiSpec) -> dict[tuple[str, str, str], tuple[str, str | None]]:
     packs: dict[tuple[str, str, str], tuple[str, str | None]] = {}
     for c in (*api.guest_contracts, *api.host_contracts):
         for fn in c.functions:
-            if not fn.params:
-                continue
-            if len(fn.params) == 1:
-                packs[(c.kind, c.key, fn.name)] = (_ctype(fn.params[0].type), None)
-                continue
-            name = f"luaplug_vp_{len(packs)}"
-            fields = " ".join(f"{_ctype(p.type)} {p.name};" for p in fn.params)
-            packs[(c.kind, c.key, fn.name)] = (name, f"typedef struct {name} {{ {fields} }} {name};")
+            call = layout(fn)
+            if call.kind == "single":
+                packs[(c.kind, c.key, fn.name)] = (call.pointee("", _ctype), None)
+            elif call.kind == "struct":
+                name = f"luaplug_vp_{len(packs)}"
+                packs[(c.kind, c.key, fn.name)] = (name, call.struct_decl(name, _ctype))
     return packs
 
 
 def _handler(c: ContractSpec, fn: FunctionSpec, pack: str) -> list[str]:
-    n = len(fn.params)
+    kind = layout(fn).kind
     name = _lua_string(fn.name)
     lines = ["    function(impl, args, out, arena, alloc)"]
-    if n:
+    if kind != "none":
         lines.append(f'      if args == 0 then error("{c.key} {fn.name}: no arguments (null args)", 0) end')
         lines.append(f'      local a = cast("{pack}*", args)')
-        if n == 1:
+        if kind == "single":
             values = [_decoder(fn.params[0].type, "a[0]")]
         else:
             values = [_decoder(p.type, f"a.{p.name}") for p in fn.params]
@@ -123,13 +122,14 @@ def _method(c: ContractSpec, fn_id: int, fn: FunctionSpec, pack: str) -> list[st
     names = [f"p{i}" for i in range(len(fn.params))]
     lines = [f"  m[{_lua_string(fn.name)}] = function(self{''.join(', ' + x for x in names)})"]
     lines.append("    local st = state_of(self)")
-    if not fn.params:
+    kind = layout(fn).kind
+    if kind == "none":
         lines.append("    local args = nil")
     else:
         lines.append(f'    local args = new("{pack}[1]")')
         for i, p in enumerate(fn.params):
             what = _lua_string(f"{c.key} {fn.name}: argument {p.name}")
-            target = "args[0]" if len(fn.params) == 1 else f"args[0].{p.name}"
+            target = "args[0]" if kind == "single" else f"args[0].{p.name}"
             if p.type.kind == "string":
                 lines.append(f"    {_encoder(p.type, names[i], what)}")
                 lines.append(f"    {target}.ptr, {target}.len = {names[i]}, #{names[i]}")

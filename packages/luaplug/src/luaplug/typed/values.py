@@ -12,7 +12,7 @@ from typing import Any
 from ..abi import ffi
 from .types import EnumType, ScalarType, StructType, TypeSpec, python_name
 
-__all__ = ["load", "load_at", "size_align", "store", "store_at"]
+__all__ = ["load", "load_at", "store", "store_at"]
 
 
 def _bytes_of(value: object, what: str) -> bytes:
@@ -121,8 +121,3 @@ def load_at(t: TypeSpec, address: int) -> object:
 def store_at(t: TypeSpec, address: int, value: object, what: str, alloc: Callable[[bytes], int]) -> None:
     """:func:`store` into the slot at ``address``, every string and buffer copied with ``alloc``."""
     store(t, ffi.cast(f"{t.cdecl}*", address), value, [], what, alloc)
-
-
-def size_align(t: TypeSpec) -> tuple[int, int]:
-    """``(sizeof, alignof)`` of a slot of type ``t``."""
-    return ffi.sizeof(t.cdecl), ffi.alignof(t.cdecl)
