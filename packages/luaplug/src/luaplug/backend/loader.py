@@ -122,9 +122,12 @@ def _wait_for(state: EngineState) -> int | None:
 
 
 def _done_waiting(me: int) -> None:
-    with _waits_lock:
-        if _waiting.pop(me, None) is not None:
-            return
+    # Only this thread adds `me`: when the table is empty (every wait went to the graph), `me`
+    # is not in it, read without the lock.
+    if _waiting:
+        with _waits_lock:
+            if _waiting.pop(me, None) is not None:
+                return
     graph = _wait_graph
     if graph is not None:
         graph[1]()
