@@ -123,3 +123,17 @@ def test_a_closed_runtime_finds_nothing(tmp_path: Path) -> None:
     rt.close()
     assert _find(rt, ADDER)[0] == NULL_HANDLE_INDEX
     assert _resolve(rt, handle) == 0
+
+
+def test_an_init_finds_only_what_it_declared_even_with_a_fresh_table(rt: luaplug.Runtime) -> None:
+    rt.load(BUNDLES_DIR / "echo")
+    rt.load(BUNDLES_DIR / "counter")
+    counter = guest_contract_id("iso.Counter", 1)
+    for _ in range(2):  # the table now answers both
+        assert _find(rt, counter)[0] != NULL_HANDLE_INDEX
+    rt.load(BUNDLES_DIR / "depuser")  # its init looks both up; it declared only iso.Echo@1
+    out = ffi.new("uint32_t*")
+    rt.contract("svc.DepUser@1").default.call(0, 0, out)
+    assert out[0] == 1  # iso.Echo@1 found, iso.Counter@1 not
+    rt.contract("svc.DepUser@1").default.call(1, 0, out)
+    assert out[0] == 3  # outside init nothing is restricted
