@@ -39,11 +39,8 @@ __all__ = ["LupaEngine", "LupaState"]
 #: Bytes a capped state must have free once its prelude is in (see LupaState).
 _SETUP_RESERVE: Final = 16 * 1024
 #: lupa's exceptions as luaplug's (lupa 1.x has no LuaMemoryError: no allocator of its own).
-_errors = lua_errors(
-    getattr(_lupa, "LuaSyntaxError", None),
-    getattr(_lupa, "LuaMemoryError", None),
-    catch=(_lupa.LuaError,) if _lupa is not None else (),
-)
+_CATCH: Final[tuple[type[BaseException], ...]] = (_lupa.LuaError,) if _lupa is not None else ()
+_errors = lua_errors(getattr(_lupa, "LuaSyntaxError", None), getattr(_lupa, "LuaMemoryError", None), catch=_CATCH)
 _DUMP: Final = b"local src = ...; return string.dump(assert(loadstring(src, '=luaplug_host')), true)"
 _prelude_code = prelude_code(lambda src: bytes(_lupa.LuaRuntime(encoding=None).execute(_DUMP, src)))
 #: Prelude entries called after loading, looked up once per state (the loading
@@ -98,12 +95,17 @@ class LupaState(EngineState):
         if self._prelude is None:
             raise LuaplugError("the bundle VM is closed")
         fn = self._entries.get(entry)
-        with _errors:
+        call_args: tuple[object, ...] = args
+        if str in map(type, args):
+            call_args = tuple(a.encode("utf-8") if isinstance(a, str) else a for a in args)
+        try:  # _errors' mapping, without a with block (create and destroy serve peer calls)
             if fn is None:
                 fn = self._prelude[entry.encode("ascii")]
                 if entry in _CACHED_ENTRIES:
                     self._entries[entry] = fn
-            result = fn(*(a.encode("utf-8") if isinstance(a, str) else a for a in args))
+            result = fn(*call_args)
+        except _CATCH as exc:
+            raise _errors(exc) from exc
         if result is None:
             return ()
         return tuple(map(decoded, result)) if isinstance(result, tuple) else (decoded(result),)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 from . import _libc, reentry
@@ -28,7 +29,7 @@ from .abi import core_ffi as ffi
 from .errors import host_contract_interface_not_found, host_contract_unavailable
 from .events import emit
 
-__all__ = ["HostApi", "HostServices", "default_host", "guest_logger"]
+__all__ = ["HostApi", "HostServices", "NativePeers", "default_host", "guest_logger", "set_native_peers"]
 
 #: Logger guest messages arrive at (``HostApi.log``); the guest's scope is kept
 #: in the record attribute ``scope`` and prefixed to the message.
@@ -90,6 +91,53 @@ class HostServices(Protocol):
 
     def _host_unload_bundle(self, bundle: int) -> tuple[int, str]: ...
 
+    def _host_publish_peers(self, publish: Callable[[bytes, bytes], object]) -> None: ...
+
+
+class NativePeers(Protocol):
+    """Peer lookups a backend answers in C (``find``, ``resolve``, ``create``/``destroy`` an
+    instance: the addresses of its HostApi functions), from a table per ``HostApi`` that the
+    core keeps: the registry's providers at one revision (see ``lp_peers.c`` of luaplug-cffi).
+
+    ``new(host_size, find, resolve)`` makes a table (its address, 0 on failure) whose lookups fall back to
+    these Python callbacks while it is stale or routed to Python; ``publish(table, rows, slots)``
+    replaces its content (rows: ``=QIIII`` contract id, major, index, generation, 0, sorted by
+    contract id then registration order; slots: ``@NII`` interface address, generation, 0 per
+    handle index) and clears its staleness.
+    """
+
+    find: int
+    resolve: int
+    create: int
+    destroy: int
+
+    def new(self, host_size: int, py_find: int, py_resolve: int) -> int: ...
+
+    def free(self, table: int) -> None: ...
+
+    def stale(self, table: int) -> None: ...
+
+    def route_python(self, table: int, delta: int) -> None: ...
+
+    def publish(self, table: int, rows: bytes, slots: bytes) -> bool: ...
+
+
+_native_peers: NativePeers | None = None
+
+
+def set_native_peers(peers: NativePeers) -> None:
+    """Answer peer lookups of every runtime's ``HostApi`` in C from now on (a runtime made
+    earlier switches at its next registry change)."""
+    global _native_peers
+    _native_peers = peers
+
+
+_HOST_SIZE: Final = ffi.sizeof("HostApi")
+
+
+def _address(fn: Any) -> int:
+    return int(ffi.cast("uintptr_t", fn))
+
 
 def _string(sv: Any) -> str:
     if sv.ptr == ffi.NULL or sv.len == 0:
@@ -146,8 +194,13 @@ def _cb_log(host: Any, level: int, scope: Any, message: Any) -> None:
 
 @ffi.callback("GuestContractHandle(*)(const HostApi*, uint64_t, uint32_t)", onerror=_on_error)
 def _cb_find(host: Any, contract_id: int, min_major: int) -> Any:
-    services = _services(host)
-    found = services._host_find(contract_id, min_major) if services is not None else None
+    owner = _owner(host)
+    services = owner.services if owner is not None else None
+    if services is None:
+        return {"index": NULL_HANDLE_INDEX, "generation": 0}
+    found = services._host_find(contract_id, min_major)
+    if owner is not None and owner._peers:
+        owner.refresh_peers()
     if found is None:
         return {"index": NULL_HANDLE_INDEX, "generation": 0}
     return {"index": found[0], "generation": found[1]}
@@ -155,10 +208,14 @@ def _cb_find(host: Any, contract_id: int, min_major: int) -> Any:
 
 @ffi.callback("const GuestContractInterface*(*)(const HostApi*, GuestContractHandle)", onerror=_on_error)
 def _cb_resolve(host: Any, handle: Any) -> Any:
-    services = _services(host)
+    owner = _owner(host)
+    services = owner.services if owner is not None else None
     if services is None or handle.index == NULL_HANDLE_INDEX:
         return ffi.NULL
-    return services._host_resolve(handle.index, handle.generation)
+    iface = services._host_resolve(handle.index, handle.generation)
+    if owner is not None and owner._peers:
+        owner.refresh_peers()
+    return iface
 
 
 @ffi.callback(
@@ -375,9 +432,15 @@ class HostApi:
         self.services = services
         self._handle = ffi.new_handle(self)
         # SAFETY: the struct, the counter and the handle are owned by this object.
-        self.struct: Any = ffi.new("HostApi*")
         self.revision: Any = ffi.new("uint64_t*", 0)
         self._errors = threading.local()
+        # The struct is followed by one word: the address of its C peer table (0: none).
+        self._mem = ffi.new("char[]", _HOST_SIZE + 8)
+        self.struct = ffi.cast("HostApi*", self._mem)
+        self._peer_word: Any = ffi.cast("uintptr_t*", self._mem + _HOST_SIZE)
+        self._peers = 0
+        self._peers_python = 0
+        self._peers_lock = threading.Lock()
         s = self.struct
         s.runtime = self._handle if services is not None else ffi.NULL
         s.register_guest_contract = _cb_register
@@ -403,6 +466,51 @@ class HostApi:
         s.revision_counter = _cb_revision
         s.reserved = ffi.NULL
         self.address: int = int(ffi.cast("uintptr_t", s))
+        self._attach_peers()
+
+    # -- peer lookups in C (NativePeers) --------------------------------------------
+
+    def _attach_peers(self) -> None:
+        """Answer find/resolve/create/destroy in C when a backend offers it (never for the
+        allocator-only host)."""
+        native = _native_peers
+        if self._peers or native is None or not hasattr(self.services, "_host_publish_peers"):
+            return  # none offered, the allocator-only host, or services that cannot publish
+        table = native.new(_HOST_SIZE, _address(_cb_find), _address(_cb_resolve))
+        if not table:
+            return
+        with self._peers_lock:
+            native.route_python(table, self._peers_python)
+            self._peer_word[0] = table
+            self._peers = table
+        weakref.finalize(self, native.free, table)
+        s = self.struct
+        s.find_guest_contract = ffi.cast(ffi.typeof(_cb_find), native.find)
+        s.resolve_guest_contract = ffi.cast(ffi.typeof(_cb_resolve), native.resolve)
+        s.create_guest_instance = ffi.cast(ffi.typeof(_cb_create_instance), native.create)
+        s.destroy_guest_instance = ffi.cast(ffi.typeof(_cb_destroy_instance), native.destroy)
+
+    def peers_changed(self) -> None:
+        """The registry changed: the C table is not read again until republished. Called
+        before the change is visible."""
+        if self._peers and _native_peers is not None:
+            _native_peers.stale(self._peers)
+        elif _native_peers is not None:
+            self._attach_peers()
+
+    def route_peers_to_python(self, delta: int) -> None:
+        """While the count is positive (a bundle's init runs), lookups go through Python."""
+        with self._peers_lock:
+            self._peers_python += delta
+            if self._peers and _native_peers is not None:
+                _native_peers.route_python(self._peers, delta)
+
+    def refresh_peers(self) -> None:
+        """Republish the C table from the registry (after a lookup the table could not answer)."""
+        services, native = self.services, _native_peers
+        if services is not None and native is not None and self._peers and not self._peers_python:
+            table = self._peers
+            services._host_publish_peers(lambda rows, slots: native.publish(table, rows, slots))
 
     def bump_revision(self) -> None:
         """Mark a registry change (load, reload, unload)."""
@@ -418,6 +526,7 @@ class HostApi:
 
     def detach(self) -> None:
         """Cut the link to the runtime: lookups fail cleanly from now on."""
+        self.route_peers_to_python(1)
         self.services = None
 
 

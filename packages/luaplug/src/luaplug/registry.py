@@ -12,8 +12,9 @@ the epoch, since a guest may still hold the pointer it resolved.
 
 from __future__ import annotations
 
+import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,10 @@ class Registration:
         return own
 
 
+_PEER_ROW = struct.Struct("=QIIII")
+_PEER_SLOT = struct.Struct("@NII")
+
+
 @dataclass(eq=False)
 class _Slot:
     """One handle index: its generation (bumped when its provider is withdrawn) and provider."""
@@ -131,6 +136,8 @@ class Registry:
         #: slot indices of each bundle's live registrations (a bundle's changes never scan every slot)
         self._by_bundle: dict[int, list[int]] = {}
         self._collector = collector
+        #: Called under the lock before every change becomes visible (HostApi.peers_changed).
+        self.on_change: Callable[[], object] | None = None
 
     # -- lookups ------------------------------------------------------------------
 
@@ -195,6 +202,29 @@ class Registry:
                     out.add(reg.contract_id)
             return out
 
+    def publish_peers(self, publish: Callable[[bytes, bytes], object]) -> None:
+        """Hand the providers to ``publish(rows, slots)``, under the lock (no change in between):
+        ``rows`` (``=QIIII``: contract id, major, index, generation, 0) sorted by contract id,
+        each id's in the order :meth:`find` picks; ``slots`` (``@NII``: the interface's address
+        or 0, generation, 0) per handle index."""
+        row, slot = _PEER_ROW, _PEER_SLOT
+        with self._lock:
+            rows = []
+            for cid in sorted(self._by_cid):
+                for index in self._by_cid[cid]:
+                    s = self._slots[index]
+                    if s.reg is not None:
+                        rows.append(row.pack(cid, s.reg.major, index, s.generation, 0))
+            slots = [
+                slot.pack(int(ffi.cast("uintptr_t", s.reg.iface)) if s.reg is not None else 0, s.generation, 0)
+                for s in self._slots
+            ]
+            publish(b"".join(rows), b"".join(slots))
+
+    def _changing(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     # -- changes ------------------------------------------------------------------
 
     def check(
@@ -239,6 +269,7 @@ class Registry:
             raise DuplicateProvider(refused.bundle_name, text, contract=refused.contract_name)
         old: list[Registration] = []
         with self._lock:
+            self._changing()
             kept: dict[int, int] = {}
             if replacing is not None:
                 for index in sorted(self._by_bundle.get(replacing, ())):
@@ -263,6 +294,7 @@ class Registry:
     def invalidate_bundle(self, bundle_id: int) -> list[Registration]:
         """Withdraw every provider of a bundle; their handles go stale."""
         with self._lock:
+            self._changing()
             out = [self._withdraw_locked(i) for i in sorted(self._by_bundle.get(bundle_id, ()))]
         self._release(out)
         return out
@@ -270,6 +302,7 @@ class Registry:
     def withdraw(self, regs: list[Registration]) -> None:
         """Withdraw these registrations (those still published); their handles go stale."""
         with self._lock:
+            self._changing()
             out = [self._withdraw_locked(i) for i, s in enumerate(self._slots) if s.reg is not None and s.reg in regs]
         self._release(out)
 

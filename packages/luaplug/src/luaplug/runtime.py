@@ -173,6 +173,7 @@ class Runtime:
         self._services = RuntimeServices(self)
         self.host_api = HostApi(self._services)
         self.registry = Registry(self.collector)
+        self.registry.on_change = self.host_api.peers_changed
         self.loader = LuaLoader(self.engine, self.collector)
         # One loader per backend in use; the runtime's own is created eagerly.
         self._loaders: dict[str, LuaLoader] = {info.name: self.loader}
@@ -505,6 +506,7 @@ class Runtime:
         prev = init_scope.scope
         init_scope.scope = InitScope(m, declared_contract_ids(m), replacing)
         self._loading[m.id] = m.name
+        self.host_api.route_peers_to_python(1)
         try:
             yield
         except BaseException:
@@ -513,6 +515,7 @@ class Runtime:
             raise
         finally:
             self._loading.pop(m.id, None)
+            self.host_api.route_peers_to_python(-1)
             init_scope.scope = prev
 
     # -- events -------------------------------------------------------------------
@@ -921,6 +924,10 @@ class RuntimeServices:
 
     def _host_reload_bundle(self, path: str) -> tuple[int, str]:
         return self._guest_op(lambda: self._guest_reload(path))
+
+    def _host_publish_peers(self, publish: Callable[[bytes, bytes], object]) -> None:
+        if init_scope.scope is None:  # an init's answers are restricted: never published
+            self._rt.registry.publish_peers(publish)
 
     def _host_unload_bundle(self, bundle: int) -> tuple[int, str]:
         return self._guest_op(lambda: self._guest_unload(bundle))

@@ -32,6 +32,7 @@ from luaplug.backend.loader import set_wait_graph
 from luaplug.backend.native import NO_NATIVE_ENTRY, GuardedEngine, import_native, native_entries, prelude_code
 from luaplug.contract import log_call_failure, log_create_failure
 from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
+from luaplug.hostapi import NativePeers, set_native_peers
 
 __all__ = [
     "CAP_MEMORY_LIMIT",
@@ -53,6 +54,7 @@ __all__ = [
     "LuaMemoryError",
     "LuaSyntaxError",
     "LuaplugError",
+    "NativePeers",
     "PythonBackedContract",
     "StateOptions",
     "abi_ffi",
@@ -70,6 +72,7 @@ __all__ = [
     "register_backends",
     "vm_interface",
     "set_wait_graph",
+    "set_native_peers",
 ]
 
 

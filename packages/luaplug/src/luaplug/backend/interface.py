@@ -9,6 +9,8 @@ long as the registration's keepalive list (released through the epoch).
 from __future__ import annotations
 
 import logging
+import platform
+import sys
 from typing import Any, Final
 
 from ..abi import AbiErrorCode, DispatchType
@@ -47,17 +49,18 @@ def _u(ptr: Any) -> int:
     return int(ffi.cast("uintptr_t", ptr))
 
 
-# The VmCallFn, declared with word types (INTERNAL_CDEF): the pointers arrive as
-# ints and the AbiError {u32 code; StringView message} is written as three words.
-@ffi.callback(
-    "void(*)(VmLoaderData, InstanceWords, uint32_t, uintptr_t, uintptr_t, uintptr_t, uint64_t*)",
-    onerror=_on_error,
-)
-def _vm_call_words(loader_data: Any, inst: Any, fn_id: int, args: int, out: int, arena: int, err: Any) -> None:
+# Where the C calling convention passes a struct of one or two integer words exactly as that
+# many separate integer arguments (System V x86-64, AArch64), the callbacks below are declared
+# with the structs flattened, which spares cffi building a struct object per argument; elsewhere
+# a wrapper taking the structs unpacks them. The VmCallFn uses word types (INTERNAL_CDEF): the
+# pointers arrive as ints and the AbiError {u32 code; StringView message} is three words.
+_FLAT: Final = sys.platform != "win32" and platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64")
+
+
+def _vm_call_flat(data: Any, iid: int, _cid: int, fn_id: int, args: int, out: int, arena: int, err: Any) -> None:
     code: int = AbiErrorCode.InvalidPointer
-    if loader_data.data != ffi.NULL:
-        provider: PythonBackedContract = ffi.from_handle(loader_data.data)
-        iid = inst.data
+    if data != ffi.NULL:
+        provider: PythonBackedContract = ffi.from_handle(data)
         if iid > _MAX_INSTANCE_ID:
             code = AbiErrorCode.FunctionNotAvailable  # never a live instance
         else:
@@ -72,32 +75,60 @@ def _vm_call_words(loader_data: Any, inst: Any, fn_id: int, args: int, out: int,
         err[2] = 0  # message.len
 
 
-_vm_call: Final = ffi.cast("VmCallFn", _vm_call_words)
-
-
-@ffi.callback("void(*)(VmLoaderData, const HostApi*, const void*, GuestContractInstance*)", onerror=_on_error)
-def _create(loader_data: Any, host: Any, args: Any, out: Any) -> None:
+def _create_flat(data: Any, host: Any, args: Any, out: Any) -> None:
     if out == ffi.NULL:
         return
     out.data = ffi.NULL
     out.contract_id = 0
-    if loader_data.data == ffi.NULL:
+    if data == ffi.NULL:
         return
-    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
+    provider: PythonBackedContract = ffi.from_handle(data)
     iid = provider.create_from_c()
     if iid:
         out.data = ffi.cast("void*", iid)
         out.contract_id = provider.contract_id
 
 
-@ffi.callback("void(*)(VmLoaderData, const HostApi*, GuestContractInstance)", onerror=_on_error)
-def _destroy(loader_data: Any, host: Any, inst: Any) -> None:
-    if loader_data.data == ffi.NULL:
+def _destroy_flat(data: Any, host: Any, iid: int, _cid: int) -> None:
+    if data == ffi.NULL:
         return
-    provider: PythonBackedContract = ffi.from_handle(loader_data.data)
-    iid = _u(inst.data)
+    provider: PythonBackedContract = ffi.from_handle(data)
     if iid <= _MAX_INSTANCE_ID:
         provider.destroy_instance(iid)
+
+
+if _FLAT:
+    _vm_call_cb = ffi.callback(
+        "void(*)(void*, uintptr_t, uint64_t, uint32_t, uintptr_t, uintptr_t, uintptr_t, uint64_t*)",
+        _vm_call_flat,
+        onerror=_on_error,
+    )
+    _create = ffi.callback("void(*)(void*, void*, void*, GuestContractInstance*)", _create_flat, onerror=_on_error)
+    _destroy = ffi.callback("void(*)(void*, void*, uintptr_t, uint64_t)", _destroy_flat, onerror=_on_error)
+else:
+
+    def _vm_call_words(ld: Any, inst: Any, fn_id: int, args: int, out: int, arena: int, err: Any) -> None:
+        _vm_call_flat(ld.data, inst.data, 0, fn_id, args, out, arena, err)
+
+    def _create_words(ld: Any, host: Any, args: Any, out: Any) -> None:
+        _create_flat(ld.data, host, args, out)
+
+    def _destroy_words(ld: Any, host: Any, inst: Any) -> None:
+        _destroy_flat(ld.data, host, _u(inst.data), 0)
+
+    _vm_call_cb = ffi.callback(
+        "void(*)(VmLoaderData, InstanceWords, uint32_t, uintptr_t, uintptr_t, uintptr_t, uint64_t*)",
+        _vm_call_words,
+        onerror=_on_error,
+    )
+    _create = ffi.callback(
+        "void(*)(VmLoaderData, const HostApi*, const void*, GuestContractInstance*)", _create_words, onerror=_on_error
+    )
+    _destroy = ffi.callback(
+        "void(*)(VmLoaderData, const HostApi*, GuestContractInstance)", _destroy_words, onerror=_on_error
+    )
+
+_vm_call: Final = ffi.cast("VmCallFn", _vm_call_cb)
 
 
 def vm_interface(provider: ContractProvider, create: Any, destroy: Any, call: Any, loader_data: Any) -> Any:

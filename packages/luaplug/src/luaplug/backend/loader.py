@@ -122,9 +122,12 @@ def _wait_for(state: EngineState) -> int | None:
 
 
 def _done_waiting(me: int) -> None:
-    with _waits_lock:
-        if _waiting.pop(me, None) is not None:
-            return
+    # Only this thread adds `me`: when the table is empty (every wait went to the graph), `me`
+    # is not in it, read without the lock.
+    if _waiting:
+        with _waits_lock:
+            if _waiting.pop(me, None) is not None:
+                return
     graph = _wait_graph
     if graph is not None:
         graph[1]()
@@ -155,12 +158,24 @@ class EngineContract(PythonBackedContract):
     def _blocked(self) -> bool:
         return self._guard_reentry and self.state.active_on_this_thread()
 
+    def _wait(self) -> int | None:
+        """Record that this thread may block on the state: a token for :func:`_done_waiting`, or
+        ``None`` when it must not wait (the state runs on this thread and cannot be re-entered,
+        or waiting would deadlock; :meth:`_blocked` tells which)."""
+        graph = _wait_graph
+        if graph is not None:
+            # The graph refuses a wait on a state this thread is running in (its holder is this
+            # thread): one C call covers the re-entry check.
+            return 0 if graph[0](self.state.cell_address) == 0 else None
+        return None if self._blocked() else _wait_for(self.state)
+
     def create_instance(self) -> int:
-        if self.state.retired or self._blocked():
+        if self.state.retired:
             return 0
-        me = _wait_for(self.state)
+        me = self._wait()
         if me is None:
-            log_create_failure(_DEADLOCK_TEXT)
+            if not self._blocked():
+                log_create_failure(_DEADLOCK_TEXT)
             return 0
         try:
             self._drain()
@@ -178,14 +193,10 @@ class EngineContract(PythonBackedContract):
     def destroy_instance(self, instance_id: int) -> None:
         if not instance_id or self.state.retired:
             return
-        if self._blocked():
-            # The VM is running on this thread and cannot be re-entered: drop
-            # the instance at the next safe entry instead.
-            self._pending_destroy.append(instance_id)
-            return
-        me = _wait_for(self.state)
+        me = self._wait()
         if me is None:
-            # Waiting would deadlock: drop the instance at the next safe entry instead.
+            # The VM runs on this thread and cannot be re-entered, or waiting would deadlock:
+            # drop the instance at the next safe entry instead.
             self._pending_destroy.append(instance_id)
             return
         try:
@@ -201,12 +212,11 @@ class EngineContract(PythonBackedContract):
             self.state.call_prelude("destroy", self.cidx, self._pending_destroy.pop())
 
     def dispatch_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
-        if self._blocked():
-            return AbiErrorCode.ReentrantCall
         # A peer call: it may block on the VM, held by another thread.
-        me = _wait_for(self.state)
+        me = self._wait()
         if me is None:
-            log_call_failure(_DEADLOCK_TEXT)
+            if not self._blocked():
+                log_call_failure(_DEADLOCK_TEXT)
             return AbiErrorCode.ReentrantCall
         try:
             result = self._dispatcher(fn_id, instance_id, args, out, arena)
