@@ -97,6 +97,9 @@ class CffiState(EngineState):
         src = _prelude_code()
         self._check(lib.lp_load(self._vm, src, len(src)))
 
+    def prelude_part(self, part: str) -> bytes:
+        return _prelude_code(part)
+
     def _check(self, status: int) -> None:
         if status == _ERR_CLOSED:
             raise LuaplugError("the bundle VM is closed")
