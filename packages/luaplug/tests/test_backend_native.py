@@ -129,6 +129,20 @@ def test_prelude_code_is_dumped_once_and_falls_back_to_the_source() -> None:
     assert code() == code() == b"\x1bLJ" + prelude_source().encode()[:4]
     assert calls == [prelude_source().encode()]
     assert prelude_code(lambda src: None)() == prelude_source().encode()
+    # the limits part: dumped on its first use, once, apart from the host part
+    harden = prelude_source("harden").encode()
+    assert code("harden") == code("harden") == b"\x1bLJ" + harden[:4]
+    assert calls == [prelude_source().encode(), harden]
+    assert prelude_code(lambda src: None)("harden") == harden
+
+
+def test_the_prelude_parts_are_two_files_and_nothing_else() -> None:
+    assert prelude_source() == prelude_source("host")
+    assert "function P.harden(" in prelude_source("harden") and "function P.values(" in prelude_source("harden")
+    # the host part only loads the other one; it defines neither entry itself
+    assert "function P.harden(" not in prelude_source() and "function P.load_part(" in prelude_source()
+    with pytest.raises(ValueError, match="no prelude part"):
+        prelude_source("../luaplug_host")
 
 
 @pytest.mark.parametrize(("value", "native"), [(None, True), ("", True), ("0", True), ("1", False), ("yes", False)])

@@ -34,6 +34,7 @@ CORE_DATA = {
     "luaplug/sdk/polyplug_abi.lua",
     "luaplug/sdk/polyplug_guest.lua",
     "luaplug/lua/luaplug_host.lua",
+    "luaplug/lua/luaplug_harden.lua",
     "luaplug/backend/luaplug_entry.h",
     "luaplug/examples/counter/main.lua",
     "luaplug/examples/counter/manifest.toml",

@@ -96,6 +96,15 @@ def _address(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
 
 
+@functools.cache
+def _lib_addresses() -> tuple[int, int, int, int]:
+    """The addresses of ``lp_arena_alloc`` and of a contract interface's ``create_instance``,
+    ``destroy_instance`` and ``dispatch.vm.call`` (the module's functions: fixed for the process)."""
+    names = ("arena_alloc", "create_instance", "destroy_instance", "vm_call")
+    alloc, create, destroy, call = (_address(ffi.addressof(lib, f"lp_{n}")) for n in names)
+    return alloc, create, destroy, call
+
+
 @prelude_code
 def _prelude_code(src: bytes) -> bytes | None:
     """``src`` as bytecode of the system LuaJIT, or ``None``."""
@@ -124,9 +133,12 @@ class CffiState(EngineState):
         # object, and lp_free runs only when the last reference is gone.
         self._vm: Any = ffi.gc(vm, lib.lp_free)
         self._contracts: dict[int, Any] = {}  # cidx -> its lp_contract, kept as long as the state
-        self.arena_alloc_address = _address(ffi.addressof(lib, "lp_arena_alloc"))
+        self.arena_alloc_address = _lib_addresses()[0]
         src = _prelude_code()
         self._check(lib.lp_load(self._vm, src, len(src)))
+
+    def prelude_part(self, part: str) -> bytes:
+        return _prelude_code(part)
 
     def _check(self, status: int) -> None:
         if status == _ERR_CLOSED:
@@ -162,9 +174,7 @@ class CffiState(EngineState):
 
     def interface(self, provider: ContractProvider, cidx: int) -> Any:
         c = self._contracts[cidx] = ffi.new("lp_contract*", (self._vm, cidx, provider.contract_id))
-        create, destroy, call = (
-            _address(ffi.addressof(lib, f"lp_{e}")) for e in ("create_instance", "destroy_instance", "vm_call")
-        )
+        _, create, destroy, call = _lib_addresses()
         return vm_interface(provider, create, destroy, call, _address(c))
 
     def native_target(self, cidx: int, instance_id: int) -> tuple[None, int, int] | None:

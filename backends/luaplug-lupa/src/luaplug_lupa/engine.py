@@ -19,6 +19,7 @@ from luaplug.backend import (
     MEMORY_TEXT,
     EngineState,
     GuardedEngine,
+    LuaError,
     LuaMemoryError,
     LuaplugError,
     StateOptions,
@@ -91,6 +92,9 @@ class LupaState(EngineState):
                 raise LuaMemoryError(MEMORY_TEXT)
             rt.set_max_memory(options.memory_limit)
 
+    def prelude_part(self, part: str) -> bytes:
+        return _prelude_code(part)
+
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
         if self._prelude is None:
             raise LuaplugError("the bundle VM is closed")
@@ -101,6 +105,8 @@ class LupaState(EngineState):
         try:  # _errors' mapping, without a with block (create and destroy serve peer calls)
             if fn is None:
                 fn = self._prelude[entry.encode("ascii")]
+                if fn is None:
+                    raise LuaError(f"no prelude entry {entry!r} in this VM")
                 if entry in _CACHED_ENTRIES:
                     self._entries[entry] = fn
             result = fn(*call_args)

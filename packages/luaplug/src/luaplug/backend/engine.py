@@ -34,6 +34,7 @@ __all__ = [
     "EngineState",
     "FastCall",
     "NO_NATIVE_ENTRY",
+    "PRELUDE_PARTS",
     "StateOptions",
     "lua_errors",
     "native_entries",
@@ -62,11 +63,22 @@ def native_entries() -> bool:
     return os.environ.get(NO_NATIVE_ENTRY, "") in ("", "0")
 
 
-@lru_cache(maxsize=1)
-def prelude_source() -> str:
-    """Text of the host prelude every state runs first."""
+#: The parts of the host prelude (``lua/luaplug_<part>.lua``): ``host`` runs first in every state;
+#: ``harden`` (instruction budgets and untrusted mode) only in a state that gets either, through
+#: the host part's ``load_part``.
+PRELUDE_PARTS: Final = ("host", "harden")
+
+
+@lru_cache(maxsize=len(PRELUDE_PARTS))
+def prelude_source(part: str = "host") -> str:
+    """Text of a part of the host prelude (``host``: the one every state runs first).
+
+    :raises ValueError: ``part`` is not one of :data:`PRELUDE_PARTS`
+    """
+    if part not in PRELUDE_PARTS:
+        raise ValueError(f"no prelude part {part!r}")
     # A plain file in the package (package data), read without importlib.resources or pathlib.
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lua", "luaplug_host.lua")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lua", f"luaplug_{part}.lua")
     with open(path, encoding="utf-8") as f:
         return f.read()
 
@@ -146,6 +158,11 @@ class EngineState(ABC):
     @property
     def retired(self) -> bool:
         return bool(self.cell[CELL_RETIRED] != 0)
+
+    def prelude_part(self, part: str) -> bytes:
+        """Part ``part`` of the host prelude as this state's ``load_part`` takes it: bytecode of
+        the engine's LuaJIT (made once per process), or source text (the default)."""
+        return prelude_source(part).encode("utf-8")
 
     def run_chunk(self, source: str, chunk_name: str) -> None:
         """Compile (text mode) and run a chunk, through the prelude's ``run_chunk``

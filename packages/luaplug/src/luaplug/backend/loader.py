@@ -558,12 +558,16 @@ class LuaLoader:
         # polyplug's loader prepends its guest-SDK and ABI-module directories as two entries;
         # luaplug ships both in one directory, so the same entry twice keeps package.path
         # entry for entry the shape a bundle sees on the reference.
-        if bundle_dir is not None:
-            d = bundle_dir.replace("\\", "/")
-            state.call_prelude("prepend_package", "path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
-            state.call_prelude("prepend_package", "cpath", f"{d}/?.so")
-        else:
-            state.call_prelude("prepend_package", "path", f"{sdk}/?.lua;{sdk}/?.lua")
+        try:
+            if bundle_dir is not None:
+                d = bundle_dir.replace("\\", "/")
+                state.call_prelude("prepend_package", "path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
+                state.call_prelude("prepend_package", "cpath", f"{d}/?.so")
+            else:
+                state.call_prelude("prepend_package", "path", f"{sdk}/?.lua;{sdk}/?.lua")
+        except LuaError as exc:  # out of memory under a cap
+            cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
+            raise InitFailed(manifest.name, f"Lua VM init failed: {cause}") from exc
         if options.instruction_limit or options.untrusted:
             confined: tuple[str, str, int] = ("", "", 0)
             glue = ""
@@ -576,11 +580,18 @@ class LuaLoader:
                 except ApiSpecError as exc:
                     raise InitFailed(manifest.name, f"untrusted bundle: its api.toml: {exc}") from exc
             try:
+                # SAFETY: the part's bytes stay alive until load_part returns (it copies them).
+                part = ffi.from_buffer(state.prelude_part("harden"))
+                state.call_prelude("load_part", int(ffi.cast("uintptr_t", part)), len(part))
                 state.call_prelude("harden", options.instruction_limit or 0, 1 if options.untrusted else 0, *confined)
                 if options.untrusted:
-                    state.call_prelude("values", glue)
+                    # By address, as the part: the prelude copies the text under the cap.
+                    glue_text = glue.encode("utf-8")
+                    glue_buf = ffi.from_buffer(glue_text)
+                    state.call_prelude("values", int(ffi.cast("uintptr_t", glue_buf)), len(glue_text))
             except LuaError as exc:
-                raise InitFailed(manifest.name, f"Lua VM init failed: {exc}") from exc
+                cause = MEMORY_TEXT if isinstance(exc, LuaMemoryError) and not str(exc) else str(exc)
+                raise InitFailed(manifest.name, f"Lua VM init failed: {cause}") from exc
         if text.startswith("\x1b"):
             # LuaJIT marks bytecode with an ESC first byte; only source text is accepted.
             raise InitFailed(manifest.name, script_load_failed(chunk, "precompiled bytecode is refused"))

@@ -20,6 +20,7 @@ from .engine import (
     CAP_MEMORY_LIMIT,
     DEFAULT_OPTIONS,
     NO_NATIVE_ENTRY,
+    PRELUDE_PARTS,
     Engine,
     EngineState,
     StateOptions,
@@ -39,14 +40,15 @@ def import_native(name: str, hint: str = "") -> tuple[Any, str | None]:
         return None, f"the compiled module {name} cannot be loaded ({exc})" + (f"; {hint}" if hint else "")
 
 
-def prelude_code(dump: Callable[[bytes], bytes | None]) -> Callable[[], bytes]:
-    """A function returning the host prelude as ``dump`` compiles it (source bytes in, bytecode
-    out, ``None`` when it cannot), computed on first use and kept for the process; the source
-    itself when ``dump`` gives nothing. Bytecode loads several times faster than source compiles."""
+def prelude_code(dump: Callable[[bytes], bytes | None]) -> Callable[..., bytes]:
+    """A function returning a part of the host prelude (``code(part="host")``, see
+    :func:`prelude_source`) as ``dump`` compiles it (source bytes in, bytecode out, ``None``
+    when it cannot), computed on first use and kept for the process; the source itself when
+    ``dump`` gives nothing. Bytecode loads several times faster than source compiles."""
 
-    @functools.lru_cache(maxsize=1)
-    def code() -> bytes:
-        src = prelude_source().encode("utf-8")
+    @functools.lru_cache(maxsize=len(PRELUDE_PARTS))
+    def code(part: str = "host") -> bytes:
+        src = prelude_source(part).encode("utf-8")
         dumped = dump(src)
         return src if dumped is None else dumped
 

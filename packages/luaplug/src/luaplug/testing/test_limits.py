@@ -3,6 +3,9 @@ per call, and bundles run without os/io/debug/bytecode/C modules/raw ffi."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 
 import luaplug
 from luaplug.abi import ffi
-from luaplug.backend import StateOptions
+from luaplug.backend import LuaError, StateOptions
 
 MiB = 1024 * 1024
 
@@ -220,6 +223,97 @@ def test_a_reload_keeps_the_budget_and_untrusted_mode(backend: str, copy_bundle:
         rt.load(src, instruction_limit=50_000, untrusted=True)
         new = rt.reload("valuecalc")
         assert new.options == StateOptions(None, 50_000, True)
+
+
+# -- the limits part of the prelude ----------------------------------------------------------------
+
+
+def test_a_state_gets_the_limits_part_only_when_its_load_asks_for_it(runtime: luaplug.Runtime) -> None:
+    """A fresh state has the host prelude only; ``harden`` (and ``values``) arrive with ``load_part``."""
+    state = runtime.engine.new_state(host_address=0, bundle="parts")
+    try:
+        with pytest.raises(LuaError, match=r"harden|nil"):
+            state.call_prelude("harden", 0, 0)
+        code = state.prelude_part("harden")
+        part = ffi.from_buffer(code)
+        state.call_prelude("load_part", int(ffi.cast("uintptr_t", part)), len(code))
+        assert state.call_prelude("harden", 0, 0) == ()  # neither a budget nor untrusted: nothing to do
+        with pytest.raises(LuaError, match=r"load_part|nil"):  # once per state
+            state.call_prelude("load_part", int(ffi.cast("uintptr_t", part)), len(code))
+    finally:
+        state.retire()
+        state.close()
+
+
+#: A fresh process whose first load is capped, budgeted and untrusted (the limits part is
+#: made for the process there, under the cap), then a trusted one; prints what both answer.
+FIRST_LOAD = """
+import sys
+from pathlib import Path
+import luaplug
+from luaplug.abi import ffi
+backend, bundles = sys.argv[1], Path(sys.argv[2])
+with luaplug.Runtime(backend) as rt:
+    rt.load(bundles / "valuecalc", untrusted=True, memory_limit=8 << 20, instruction_limit=50_000)
+    with rt.bind(bundles / "valuecalc" / "api.toml", "value.Calc@1") as calc:
+        print(calc.add(2, 3), calc.greet("world"))
+    rt.load(bundles / "counter")
+    out = ffi.new("int64_t*")
+    rt.contract("iso.Counter@1").default.call(0, 0, out)
+    print(out[0])
+"""
+
+
+@pytest.mark.requires("memory_limit")
+def test_the_first_load_of_a_process_may_be_capped_and_untrusted(backend: str, bundles: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FIRST_LOAD), backend, str(bundles)],
+        capture_output=True,
+        text=True,
+        timeout=300,  # bounds a hang only
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n") == ["5 hello, world", "1", ""]
+
+
+#: Loads an untrusted bundle under growing caps in one runtime, from one too small for the VM to
+#: one it fits in; prints each failure's text, then what the bundle answers.
+CAP_STEPS = """
+import sys
+from pathlib import Path
+import luaplug
+backend, bundles = sys.argv[1], Path(sys.argv[2])
+with luaplug.Runtime(backend) as rt:
+    for kib in range(64, 1024, 16):
+        try:
+            rt.load(bundles / "valuecalc", untrusted=True, memory_limit=kib << 10)
+        except luaplug.InitFailed as exc:
+            print(exc)
+            continue
+        with rt.bind(bundles / "valuecalc" / "api.toml", "value.Calc@1") as calc:
+            print("loaded", calc.add(40, 2))
+        break
+"""
+
+
+@pytest.mark.requires("memory_limit")
+def test_caps_too_small_for_an_untrusted_load_fail_it_cleanly(backend: str, bundles: Path) -> None:
+    """Every step of an untrusted load (the VM, the package paths, the limits part, the value
+    glue, the chunk, init) runs under the state's cap: one too small fails the load with
+    ``InitFailed`` naming the memory, never the process, and the runtime goes on."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CAP_STEPS), backend, str(bundles)],
+        capture_output=True,
+        text=True,
+        timeout=300,  # bounds a hang only
+    )
+    assert proc.returncode == 0, proc.stderr
+    *failures, last = proc.stdout.splitlines()
+    assert last == "loaded 42"
+    assert failures, "the smallest cap should be too small"
+    for text in failures:
+        # lupa reports a traceback handler that failed for want of memory as "error in error handling"
+        assert "not enough memory" in text or "error in error handling" in text, text
 
 
 # -- untrusted mode -----------------------------------------------------------------------------------
