@@ -319,17 +319,22 @@ lp_vm *lp_new(size_t mem_limit) {
      * or not: what one state frees (its loading garbage, a closed state) is
      * reused by the next, where LuaJIT's own allocator would keep a private
      * arena per state. */
-    vm->mem_limit = mem_limit ? mem_limit : SIZE_MAX;
+    /* The cap applies once the state and its libraries exist: LuaJIT 2.1 does
+     * not survive an allocation failing inside lua_newstate (it crashes while
+     * unwinding the half-made state), so a cap below what a bare state needs
+     * fails here, cleanly, instead. */
+    vm->mem_limit = SIZE_MAX;
     vm->L = lua_newstate(lp_alloc, vm);
     if (vm->L == NULL) { free(vm); return NULL; }
     /* No collection while the libraries open (a known, small heap); the
      * prelude, which always runs next, restarts the collector. */
     lua_gc(vm->L, LUA_GCSTOP, 0);
-    if (lua_cpcall(vm->L, open_libs, NULL) != 0) {
+    if (lua_cpcall(vm->L, open_libs, NULL) != 0 || (mem_limit && vm->mem_used > mem_limit)) {
         lua_close(vm->L);
         free(vm);
         return NULL;
     }
+    vm->mem_limit = mem_limit ? mem_limit : SIZE_MAX;
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
@@ -446,9 +451,23 @@ static int load_body(lua_State *L) {
 int lp_load(lp_vm *vm, const char *src, size_t len) {
     load_args a = {vm, src, len, 0};
     vm_lock_wait(vm);
+    /* The prelude loads uncapped, then the cap must hold what it left: LuaJIT
+     * 2.1 can leave a half-read chunk behind when an allocation fails while it
+     * reads bytecode, and closing such a state crashes. */
+    size_t limit = vm->mem_limit;
+    vm->mem_limit = SIZE_MAX;
     int rc = lua_cpcall(vm->L, load_body, &a);
+    vm->mem_limit = limit;
     if (rc != 0) take_error(vm->L);
     lua_settop(vm->L, 0);
+    if (rc == 0 && a.rc == 0 && vm->mem_used > limit) {
+        lua_gc(vm->L, LUA_GCCOLLECT, 0);
+        if (vm->mem_used > limit) {
+            set_error("not enough memory", strlen("not enough memory"));
+            vm_unlock(vm);
+            return LP_ERR_MEM;
+        }
+    }
     vm_unlock(vm);
     return status_of(a.rc ? a.rc : rc);
 }

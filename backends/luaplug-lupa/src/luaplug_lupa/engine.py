@@ -39,6 +39,10 @@ __all__ = ["LupaEngine", "LupaState"]
 
 #: Bytes a capped state must have free once its prelude is in (see LupaState).
 _SETUP_RESERVE: Final = 16 * 1024
+#: Bytes a capped state must have free before a prelude call (lupa's own unprotected work).
+_CALL_HEADROOM: Final = 4 * 1024
+#: What loading the hardening part of the prelude and running it takes on top of that.
+_HARDEN_RESERVE: Final = 112 * 1024
 #: lupa's exceptions as luaplug's (lupa 1.x has no LuaMemoryError: no allocator of its own).
 _CATCH: Final[tuple[type[BaseException], ...]] = (_lupa.LuaError,) if _lupa is not None else ()
 _errors = lua_errors(getattr(_lupa, "LuaSyntaxError", None), getattr(_lupa, "LuaMemoryError", None), catch=_CATCH)
@@ -76,6 +80,8 @@ class LupaState(EngineState):
             g[b"python"] = g[b"package"][b"loaded"][b"python"] = None
             self._prelude: Any = load_chunk(_prelude_code(), b"=luaplug_host", b"b")
         self._capped = bool(options.memory_limit)
+        self._cap = options.memory_limit or 0
+        self._rt: Any = rt
         self._entries: dict[str, Any] = {}  # prelude entries, looked up once
         if options.memory_limit:
             # Every Lua object lupa hands to Python holds a registry reference, taken outside a
@@ -87,8 +93,11 @@ class LupaState(EngineState):
                 spare = [rt.table() for _ in range(_SPARE_REFS)]
                 del spare
             # What loading still asks of lupa outside protected calls (the prelude's
-            # setup, package paths, names) must fit under the cap.
-            if rt.get_memory_used() + _SETUP_RESERVE > options.memory_limit:
+            # setup, package paths, names; for a budget or untrusted mode also the
+            # hardening, whose arguments lupa pushes unprotected) must fit under the cap.
+            hardened = bool(options.instruction_limit or options.untrusted)
+            reserve = _SETUP_RESERVE + (_HARDEN_RESERVE if hardened else 0)
+            if rt.get_memory_used() + reserve > options.memory_limit:
                 raise LuaMemoryError(MEMORY_TEXT)
             rt.set_max_memory(options.memory_limit)
 
@@ -102,6 +111,12 @@ class LupaState(EngineState):
         call_args: tuple[object, ...] = args
         if str in map(type, args):
             call_args = tuple(a.encode("utf-8") if isinstance(a, str) else a for a in args)
+        if self._cap:
+            # lupa pushes the arguments (and a little of its own) outside a protected call,
+            # where running out of memory ends the process: refuse the call unless that fits.
+            need = _CALL_HEADROOM + sum(len(a) + 32 for a in call_args if isinstance(a, bytes))
+            if self._rt.get_memory_used() + need > self._cap:
+                raise LuaMemoryError(MEMORY_TEXT)
         try:  # _errors' mapping, without a with block (create and destroy serve peer calls)
             if fn is None:
                 fn = self._prelude[entry.encode("ascii")]
@@ -137,6 +152,7 @@ class LupaState(EngineState):
 
     def close(self) -> None:
         prelude, self._prelude = self._prelude, None
+        self._rt = None  # the runtime goes with its last Lua object, not with this state
         if prelude is not None and not self.active_on_this_thread():
             with contextlib.suppress(Exception):  # closing must not fail; the runtime is dropped anyway
                 # the entry taken at setup under a cap: looking it up could need memory

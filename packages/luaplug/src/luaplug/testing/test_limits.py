@@ -316,6 +316,47 @@ def test_caps_too_small_for_an_untrusted_load_fail_it_cleanly(backend: str, bund
         assert "not enough memory" in text or "error in error handling" in text, text
 
 
+CAP_SWEEP = """
+import sys
+from pathlib import Path
+
+import luaplug
+
+backend, bundles, untrusted = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+bundle = bundles / ("valuecalc" if untrusted else "counter")
+limits = {"untrusted": True, "instruction_limit": 100_000} if untrusted else {}
+loaded = 0
+with luaplug.Runtime(backend) as rt:
+    # A prime step from 1 byte up: the cap falls at every phase of a load, at many offsets
+    # inside each (the VM's creation, the prelude's bytecode, the hardening, the chunk, init).
+    for cap in range(1, 320 * 1024, 61):
+        try:
+            b = rt.load(bundle, memory_limit=cap, **limits)
+        except luaplug.InitFailed:
+            continue
+        rt.unload(b)
+        loaded += 1
+print("loads", loaded)
+"""
+
+
+@pytest.mark.requires("memory_limit")
+@pytest.mark.parametrize("untrusted", [False, True], ids=["trusted", "untrusted"])
+def test_no_cap_ends_the_process_at_any_point_of_a_load(backend: str, bundles: Path, untrusted: bool) -> None:
+    """A cap that runs out anywhere in a load (LuaJIT 2.1 cannot close a state whose bytecode
+    read ran out of memory, nor survive a failure inside lua_newstate; lupa pushes some
+    arguments unprotected) fails that load with ``InitFailed``; the process goes on."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CAP_SWEEP), backend, str(bundles), "1" if untrusted else "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,  # bounds a hang only
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loads = int(proc.stdout.split()[-1])
+    assert loads > 0, proc.stdout  # the larger caps hold the bundle
+
+
 # -- untrusted mode -----------------------------------------------------------------------------------
 
 PROBE = r"""
