@@ -246,7 +246,8 @@ class Engine(ABC):
     @abstractmethod
     def new_state(self, *, host_address: int, bundle: str, options: StateOptions = DEFAULT_OPTIONS) -> EngineState:
         """A fresh LuaJIT state with the standard libraries, ``ffi``, ``bit`` and
-        ``jit``, the host prelude set up, and nothing else reachable.
+        ``jit``, the host prelude loaded (the core calls its ``setup`` next), and nothing
+        else reachable.
 
         The engine applies ``options.memory_limit`` (its allocator; the core passes
         one only to an engine with ``CAP_MEMORY_LIMIT``); the core applies the rest

@@ -7,8 +7,8 @@
  * is handed back to the Instance, so the semantics have one definition (luaplug/contract.py).
  *
  * Using it: include <Python.h>, then this header (once per extension module), then define the
- * two hooks declared below. Call luaplug_entry_init(module) once: it publishes `bind` and
- * `Entry` on the module. Build with luaplug.backend.get_include() on the include path.
+ * two hooks declared below. Call luaplug_entry_init(module, "pkg.module.Entry") once: it
+ * publishes `bind` and `Entry` on the module. Build with luaplug.backend.get_include() on the include path.
  *
  *   static int luaplug_entry_refused(const luaplug_entry *e);
  *       Non-zero when this call must not enter the VM (a same-thread re-entry the engine
