@@ -6,12 +6,14 @@ threads): luaplug's core refuses what needs one.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 from luaplug.backend import (
     EngineState,
     FastCall,
     GuardedEngine,
+    LuaError,
     LuaplugError,
     LuaSyntaxError,
     StateOptions,
@@ -52,7 +54,10 @@ class MiniState(EngineState):
         if self._prelude is None:
             raise LuaplugError("the bundle VM is closed")
         with _errors:
-            result = self._prelude[entry.encode()](*(a.encode() if isinstance(a, str) else a for a in args))
+            fn = self._prelude[entry.encode()]
+            if fn is None:
+                raise LuaError(f"no prelude entry {entry!r}")
+            result = fn(*(a.encode() if isinstance(a, str) else a for a in args))
         results = result if isinstance(result, tuple) else () if result is None else (result,)
         return tuple(r.decode("utf-8", "replace") if isinstance(r, bytes) else r for r in results)
 
@@ -65,7 +70,8 @@ class MiniState(EngineState):
     def close(self) -> None:
         prelude, self._prelude = self._prelude, None
         if prelude is not None and not self.active_on_this_thread():
-            prelude.shutdown()
+            with contextlib.suppress(lupa.LuaError):  # closing never fails; the VM goes anyway
+                prelude.shutdown()
 
 
 class MiniEngine(GuardedEngine):
