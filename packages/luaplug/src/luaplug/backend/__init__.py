@@ -19,17 +19,19 @@ from luaplug.backend.engine import (
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
     DEFAULT_OPTIONS,
+    NO_NATIVE_ENTRY,
     ContractProvider,
     Engine,
     EngineState,
     FastCall,
     StateOptions,
     lua_errors,
+    native_entries,
     prelude_source,
 )
 from luaplug.backend.interface import PythonBackedContract, python_interface, vm_interface
 from luaplug.backend.loader import set_wait_graph
-from luaplug.backend.native import NO_NATIVE_ENTRY, GuardedEngine, import_native, native_entries, prelude_code
+from luaplug.backend.native import GuardedEngine, import_native, prelude_code
 from luaplug.contract import log_call_failure, log_create_failure
 from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
 from luaplug.hostapi import NativePeers, set_native_peers

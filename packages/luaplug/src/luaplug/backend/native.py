@@ -2,9 +2,6 @@
 
 - :class:`GuardedEngine` and :func:`import_native`: an engine whose native module may be missing
   (the import guard and ``unavailable_reason``);
-- :func:`native_entries`: whether instances get the compiled per-instance entry
-  (``luaplug_entry.h``) or the pure-Python call path a wheel built without a compiler falls back
-  to (``LUAPLUG_NO_NATIVE_ENTRY=1`` forces the latter);
 - :func:`prelude_code`: the host prelude compiled once per process by the engine's own LuaJIT.
 """
 
@@ -19,16 +16,14 @@ from ..errors import LuaplugError
 from .engine import (
     CAP_MEMORY_LIMIT,
     DEFAULT_OPTIONS,
-    NO_NATIVE_ENTRY,
     PRELUDE_PARTS,
     Engine,
     EngineState,
     StateOptions,
-    native_entries,
     prelude_source,
 )
 
-__all__ = ["NO_NATIVE_ENTRY", "GuardedEngine", "import_native", "native_entries", "prelude_code"]
+__all__ = ["GuardedEngine", "import_native", "prelude_code"]
 
 
 def import_native(name: str, hint: str = "") -> tuple[Any, str | None]:
