@@ -277,3 +277,23 @@ def test_an_entry_bound_without_its_contract_raises_instead_of_crashing(rt: luap
     entry = cffi_engine._native.bind(state, inst, 0, None, 0, inst.id)
     with pytest.raises(TypeError, match="without its contract"):
         entry(0)
+
+
+def test_the_lock_order_graph_is_handed_to_c_peer_interfaces() -> None:
+    """Another engine's C peer interface records its waits in this engine's graph by calling
+    lp_foreign_wait_begin/end directly: the core holds their addresses for it."""
+    from luaplug.backend.loader import wait_graph_address
+
+    slots = ffi.cast("uintptr_t*", wait_graph_address())
+    lib, native_ffi = cffi_engine.lib, cffi_engine.ffi
+    assert [int(slots[0]), int(slots[1])] == [
+        int(native_ffi.cast("uintptr_t", native_ffi.addressof(lib, f"lp_foreign_wait_{e}"))) for e in ("begin", "end")
+    ]
+    begin = ffi.cast("int (*)(uintptr_t)", slots[0])
+    end = ffi.cast("void (*)(void)", slots[1])
+    cell = ffi.new("double[4]")
+    cell[0], cell[1] = threading.get_ident(), 1.0  # a VM running on this thread
+    assert begin(int(ffi.cast("uintptr_t", cell))) == -1  # waiting on it would close a cycle
+    cell[1] = 0.0
+    assert begin(int(ffi.cast("uintptr_t", cell))) == 0  # an idle VM: the wait is recorded
+    end()

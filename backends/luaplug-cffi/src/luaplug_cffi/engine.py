@@ -40,7 +40,9 @@ lib: Any = getattr(_native, "lib", None)
 if lib is not None:
     # One lock-order graph for every engine: peer calls between our VMs and another engine's
     # (taken in C here, in Python there) are checked for cycles in the same place.
-    set_wait_graph(lib.lp_foreign_wait_begin, lib.lp_foreign_wait_end)
+    # (their C addresses too: another engine's C peer interface calls them without Python)
+    _begin, _end = (int(ffi.cast("uintptr_t", ffi.addressof(lib, f"lp_foreign_wait_{e}"))) for e in ("begin", "end"))
+    set_wait_graph(lib.lp_foreign_wait_begin, lib.lp_foreign_wait_end, addresses=(_begin, _end))
 
 
 class _Peers:

@@ -29,7 +29,7 @@ from luaplug.backend.engine import (
     native_entries,
     prelude_source,
 )
-from luaplug.backend.interface import PythonBackedContract, python_interface, vm_interface
+from luaplug.backend.interface import PythonBackedContract, peer_interface, python_interface, vm_interface
 from luaplug.backend.loader import set_wait_graph
 from luaplug.backend.native import GuardedEngine, import_native, prelude_code
 from luaplug.contract import log_call_failure, log_create_failure
@@ -68,6 +68,7 @@ __all__ = [
     "lua_errors",
     "map_errors",
     "native_entries",
+    "peer_interface",
     "prelude_code",
     "prelude_source",
     "python_interface",

@@ -225,6 +225,11 @@ class EngineState(ABC):
         assert isinstance(provider, PythonBackedContract)
         return python_interface(provider)
 
+    def engine_error(self, exc: BaseException) -> BaseException:
+        """An exception raised by one of the engine's own callables (a C peer interface calls
+        them directly) as :meth:`call_prelude` would raise it; default: unchanged."""
+        return exc
+
     def last_error_text(self) -> str | None:
         """The calling thread's last Lua error text, when :meth:`dispatcher`
         returns bare codes (default: the text comes with the result)."""

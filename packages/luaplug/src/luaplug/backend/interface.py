@@ -2,8 +2,10 @@
 
 For engines whose dispatch lives in Python (lupa), every contract gets real ``vm.call`` /
 ``create_instance`` / ``destroy_instance`` pointers, so guests of any backend call it through
-``HostApi`` (spec §13). ``loader_data`` holds a cffi handle to the provider; the handle lives as
-long as the registration's keepalive list (released through the epoch).
+``HostApi`` (spec §13): C functions compiled by the backend (:func:`peer_interface`, the peer
+section of ``luaplug_entry.h``), or else the cffi callbacks here (:func:`python_interface`).
+``loader_data`` is what the provider keeps as ``_c_handle`` (a Peer, or a cffi handle to the
+provider); it lives as long as the registration's keepalive list (released through the epoch).
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ from __future__ import annotations
 import logging
 import platform
 import sys
+from collections.abc import Callable
 from typing import Any, Final
 
 from ..abi import AbiErrorCode, DispatchType
 from ..abi import core_ffi as ffi
 from ..contract import ContractProvider
 
-__all__ = ["PythonBackedContract", "python_interface", "vm_interface"]
+__all__ = ["PythonBackedContract", "log_callback_error", "peer_interface", "python_interface", "vm_interface"]
 
 _callback_log: Final = logging.getLogger("luaplug.hostapi")
 
 
-# Instance ids are Lua numbers (doubles): past 2**53 no id can name a live instance.
 # Instance ids are Lua numbers (doubles): past 2**53 no id can name a live instance.
 _MAX_INSTANCE_ID: Final = 2**53
 
@@ -41,8 +43,13 @@ class PythonBackedContract(ContractProvider):
         return self.create_instance()
 
 
+def log_callback_error(what: str, exc: BaseException) -> None:
+    """Log an exception a contract callback met (``what``: the message), as every callback does."""
+    _callback_log.error(what, exc_info=exc)
+
+
 def _on_error(exc_type: Any, exc: Any, tb: Any) -> None:
-    _callback_log.error("contract callback raised", exc_info=(exc_type, exc, tb))
+    log_callback_error("contract callback raised", exc)
 
 
 def _u(ptr: Any) -> int:
@@ -66,8 +73,8 @@ def _vm_call_flat(data: Any, iid: int, _cid: int, fn_id: int, args: int, out: in
         else:
             try:
                 code = provider.dispatch_from_c(fn_id, iid, args, out, arena)
-            except Exception:  # the caller's AbiError is written whatever happens
-                _callback_log.exception("contract call from C failed")
+            except Exception as exc:  # the caller's AbiError is written whatever happens
+                log_callback_error("contract call from C failed", exc)
                 code = AbiErrorCode.Generic
     if err != ffi.NULL:
         err[0] = code  # code and its padding
@@ -144,6 +151,30 @@ def vm_interface(provider: ContractProvider, create: Any, destroy: Any, call: An
     iface.dispatch.vm.call = ffi.cast("VmCallFn", call)
     iface.dispatch.vm.loader_data.data = ffi.cast("void*", loader_data)
     return iface
+
+
+def peer_interface(
+    peer: Callable[..., Any],
+    functions: tuple[int, int, int],
+    provider: PythonBackedContract,
+    state: Any,
+    cidx: int,
+    *,
+    guard: bool,
+    entries: dict[str, Any] | None,
+) -> Any:
+    """A ``GuestContractInterface*`` calling ``provider`` through C functions (the peer interface
+    of ``luaplug_entry.h``: ``peer`` and ``peer_functions()`` of a backend's module that compiles
+    it), over the state's contract ``cidx``; ``guard``: refuse a same-thread re-entry;
+    ``entries``: the engine's ``create``/``destroy`` callables (``None``: Python serves both).
+
+    The provider keeps the Peer (``loader_data``) alive as ``_c_handle``, as :func:`python_interface`
+    does its handle.
+    """
+    handle = peer(provider, state, cidx, provider.contract_id, guard, entries)
+    provider._c_handle = handle
+    create, destroy, call = functions
+    return vm_interface(provider, create, destroy, call, handle.address)
 
 
 def python_interface(provider: PythonBackedContract) -> Any:

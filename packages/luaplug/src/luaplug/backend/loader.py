@@ -70,14 +70,30 @@ _waiting: dict[int, EngineState] = {}
 # A backend whose VM locks are taken in C keeps the graph there (set_wait_graph): then every
 # wait is recorded in it, so a cycle through VMs of both kinds is seen. (begin, end).
 _wait_graph: tuple[Callable[[int], int], Callable[[], None]] | None = None
+# The same graph's C functions, for C peer interfaces (luaplug_entry.h): begin, end; 0: none.
+# Allocated once for the process (its address is handed out).
+_wait_graph_c: Final = ffi.new("uintptr_t[2]")
 
 
-def set_wait_graph(begin: Callable[[int], int], end: Callable[[], None]) -> None:
+def set_wait_graph(
+    begin: Callable[[int], int], end: Callable[[], None], *, addresses: tuple[int, int] | None = None
+) -> None:
     """Record peer-call waits in a backend's lock-order graph from now on: ``begin(cell_address)``
     (the prelude cell of the state about to be waited on) answers 0 and records the wait, or -1
-    when it would close a cycle; ``end()`` ends the calling thread's latest wait."""
+    when it would close a cycle; ``end()`` ends the calling thread's latest wait.
+
+    :param addresses: the addresses of the same two functions in C (``int begin(uintptr_t)``,
+        ``void end(void)``), which C peer interfaces then call directly
+    """
     global _wait_graph
     _wait_graph = (begin, end)
+    _wait_graph_c[0], _wait_graph_c[1] = addresses if addresses is not None else (0, 0)
+
+
+def wait_graph_address() -> int:
+    """Address of a ``uintptr_t[2]``: the C functions of the registered lock-order graph (see
+    :func:`set_wait_graph`), both 0 when none is registered in C. Valid for the process."""
+    return int(ffi.cast("uintptr_t", _wait_graph_c))
 
 
 _DEADLOCK_TEXT: Final = "peer call refused: it would deadlock (mutual calls between bundle VMs on two threads)"
@@ -181,14 +197,34 @@ class EngineContract(PythonBackedContract):
             self._drain()
             res = self.state.call_prelude("create", self.cidx)
         except LuaplugError as exc:
-            log_create_failure(str(exc))
+            self.create_failed_from_c(exc)
             return 0
         finally:
             _done_waiting(me)
         iid = int(res[0]) if res and res[0] else 0
         if not iid:
-            log_create_failure(str(res[1]) if len(res) > 1 else "unknown error")
+            self.create_failed_from_c(res)
         return iid
+
+    def create_failed_from_c(self, failure: object) -> None:
+        """Log a failed ``create``: what the prelude answered (``(0, reason)``) or what it raised
+        (an exception of the engine's callables is mapped first; one that is not luaplug's is
+        raised again)."""
+        if isinstance(failure, BaseException):
+            exc = self.state.engine_error(failure)
+            if not isinstance(exc, LuaplugError):
+                raise exc
+            log_create_failure(str(exc))
+            return
+        res = failure if isinstance(failure, tuple) else (failure,)
+        log_create_failure(error_text(res[1]) if len(res) > 1 else "unknown error")
+
+    def destroy_failed_from_c(self, failure: BaseException) -> None:
+        """Log what a ``destroy`` raised (mapped as in :meth:`create_failed_from_c`)."""
+        exc = self.state.engine_error(failure)
+        if not isinstance(exc, LuaplugError):
+            raise exc
+        _log.error("Lua destroy_instance failed: %s", exc)
 
     def destroy_instance(self, instance_id: int) -> None:
         if not instance_id or self.state.retired:
@@ -203,7 +239,7 @@ class EngineContract(PythonBackedContract):
             self._drain()
             self.state.call_prelude("destroy", self.cidx, instance_id)
         except LuaplugError as exc:
-            _log.error("Lua destroy_instance failed: %s", exc)
+            self.destroy_failed_from_c(exc)
         finally:
             _done_waiting(me)
 
@@ -222,8 +258,10 @@ class EngineContract(PythonBackedContract):
             result = self._dispatcher(fn_id, instance_id, args, out, arena)
         finally:
             _done_waiting(me)
-        if result == 0:
-            return 0
+        return 0 if result == 0 else self.call_failed_from_c(result)
+
+    def call_failed_from_c(self, result: Any) -> int:
+        """The code of the dispatcher's non-zero ``result`` for a foreign caller, its Lua error logged."""
         if isinstance(result, tuple):
             log_call_failure(error_text(result[1]))
             return int(result[0])

@@ -347,4 +347,521 @@ static int luaplug_entry_init(PyObject *module, const char *type_name) {
     return PyObject_SetAttrString(module, "Entry", (PyObject *)luaplug_entry_type);
 }
 
+/* ============================================================================================
+ * The peer interface: C pointers of a GuestContractInterface over a Python-served contract.
+ *
+ * For a backend whose dispatch is a Python callable (lupa): a contract's `create_instance`,
+ * `destroy_instance` and `dispatch.vm.call` are the C functions below, which guests of any
+ * backend call through the HostApi (spec §13). Each takes the GIL and does what the core's
+ * Python callbacks (luaplug/backend/interface.py) do, with the same checks in the same order,
+ * calling the engine's callables with PyObject_Vectorcall (the engine keeps its own VM lock);
+ * what is rare (failures, a closed VM, pending destroys, a memory cap) is handed to
+ * the provider's Python methods, so every text and code has one definition.
+ *
+ * Using it: luaplug_peer_init(module, "pkg.module.Peer") once (after luaplug_entry_init): it publishes
+ *   peer(provider, state, cidx, contract_id, guard, entries) -> a Peer
+ *       provider     the luaplug.backend.PythonBackedContract (an EngineContract);
+ *       state        its EngineState (its `cell_address` is read once);
+ *       cidx         the contract's index in the prelude (an int);
+ *       contract_id  the contract id written into created instances;
+ *       guard        non-zero: the engine cannot re-enter a running VM (refuse such calls);
+ *       entries      a dict holding the engine's "create" (cidx) -> id | (0, reason) and
+ *                    "destroy" (cidx, id) callables, emptied when the VM closes; None: the
+ *                    provider's Python methods serve create and destroy.
+ *   Peer.address     the loader_data of the interface (the Peer's own address);
+ *   peer_functions() -> (create_instance, destroy_instance, vm_call) addresses.
+ * The provider's Python names it reads: `_dispatcher` (the contract's FastCall, replaced by a
+ * stale one once the VM is closed: read at each call), `_pending_destroy` (a list; non-empty:
+ * Python serves create and destroy, which drain it), `create_from_c` and `destroy_instance`
+ * (the whole Python path), `call_failed_from_c(result) -> code`,
+ * `create_failed_from_c(result or exception)`, `destroy_failed_from_c(exception)`.
+ * From luaplug.backend.loader: `wait_graph_address()` (a uintptr_t[2]: the lock-order graph's
+ * C `int begin(uintptr_t cell)` and `void end(void)`, zero when none is registered in C),
+ * `_wait_for(state)` / `_done_waiting(token)` (the Python wait table), `_DEADLOCK_TEXT`,
+ * `log_call_failure`, `log_create_failure`; from luaplug.backend.interface: `log_callback_error`.
+ *
+ * Invariants:
+ * - loader_data is a Peer. The provider keeps it as `_c_handle`, and the registration keeps the
+ *   provider in its keepalive list until the epoch releases it, when no guest can still hold the
+ *   interface: the Peer outlives every call through it. A Peer cleared by the cyclic GC (its
+ *   provider NULL) answers StaleHandle and creates nothing.
+ * - The cell belongs to the state, which the Peer holds.
+ * - No exception leaves these functions: each writes its result (the AbiError, the instance)
+ *   and logs a failure through Python logging, as the Python callbacks do.
+ */
+
+#define LUAPLUG_GENERIC 1
+#define LUAPLUG_STALE_HANDLE 5
+#define LUAPLUG_FUNCTION_NOT_AVAILABLE 6
+#define LUAPLUG_INVALID_POINTER 8
+/* Instance ids are Lua numbers (doubles): past 2**53 no id names a live instance. */
+#define LUAPLUG_MAX_INSTANCE_ID 9007199254740992ULL
+
+/* The C ABI's types these functions take (luaplug.abi's declarations). */
+typedef struct { void *data; } luaplug_vm_loader_data;
+typedef struct { void *data; uint64_t contract_id; } luaplug_guest_instance;
+typedef struct { uint32_t code; const uint8_t *ptr; size_t len; } luaplug_abi_error;
+
+typedef struct luaplug_peer {
+    PyObject_HEAD
+    PyObject *provider;
+    PyObject *state;
+    PyObject *cidx;
+    PyObject *entries; /* NULL: Python serves create and destroy */
+    volatile const double *cell;
+    uint64_t contract_id;
+    int guard;
+} luaplug_peer;
+
+/* What a call's wait on the VM was recorded in, to end it in the same place. */
+typedef struct luaplug_peer_wait {
+    void (*end)(void); /* the C graph's end, or NULL */
+    PyObject *token;   /* the Python wait table's token, or NULL */
+} luaplug_peer_wait;
+
+static PyTypeObject *luaplug_peer_type;
+static PyObject *luaplug_peer_loader; /* luaplug.backend.loader */
+static PyObject *luaplug_peer_iface;  /* luaplug.backend.interface */
+static volatile const uintptr_t *luaplug_peer_graph;
+static PyObject *luaplug_peer_str[9];
+enum {
+    LP_S_DISPATCHER, LP_S_PENDING, LP_S_CREATE_FROM_C, LP_S_DESTROY,
+    LP_S_CALL_FAILED, LP_S_CREATE_FAILED, LP_S_DESTROY_FAILED, LP_S_CREATE, LP_S_DESTROY_ENTRY
+};
+
+/* The pending exception, normalized with its traceback (a new reference; NULL: none); clears it. */
+static PyObject *luaplug_peer_fetch(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* Log the pending exception as the callbacks do (`what` names the failing step); clears it. */
+static void luaplug_peer_log_error(const char *what) {
+    PyObject *value = luaplug_peer_fetch();
+    if (value == NULL) return;
+    PyObject *log = PyObject_GetAttrString(luaplug_peer_iface, "log_callback_error");
+    PyObject *res = log != NULL ? PyObject_CallFunction(log, "sO", what, value) : NULL;
+    if (res == NULL) PyErr_WriteUnraisable(log); /* logging itself failed: never propagate */
+    Py_XDECREF(res);
+    Py_XDECREF(log);
+    Py_DECREF(value);
+}
+
+/* Call provider.<name>(args...); on an exception log it (`what`). A new reference or NULL. */
+static PyObject *luaplug_peer_method(luaplug_peer *p, int name, PyObject *const *args, size_t n, const char *what) {
+    PyObject *stack[4];
+    stack[0] = p->provider;
+    for (size_t i = 0; i < n && i < 3; i++) stack[i + 1] = args[i];
+    PyObject *res = PyObject_VectorcallMethod(luaplug_peer_str[name], stack, n + 1, NULL);
+    if (res == NULL) luaplug_peer_log_error(what);
+    return res;
+}
+
+/* Call luaplug.backend.loader.<name>(arg); a new reference, or NULL with the exception logged. */
+static PyObject *luaplug_peer_loader_call(const char *name, PyObject *arg) {
+    PyObject *fn = PyObject_GetAttrString(luaplug_peer_loader, name);
+    PyObject *res = fn != NULL ? PyObject_CallOneArg(fn, arg) : NULL;
+    Py_XDECREF(fn);
+    if (res == NULL) luaplug_peer_log_error("contract callback raised");
+    return res;
+}
+
+/* Log the refusal of a wait that would deadlock (`logger`: log_call_failure or log_create_failure). */
+static void luaplug_peer_log_deadlock(const char *logger) {
+    PyObject *text = PyObject_GetAttrString(luaplug_peer_loader, "_DEADLOCK_TEXT");
+    if (text == NULL) {
+        luaplug_peer_log_error("contract callback raised");
+        return;
+    }
+    Py_XDECREF(luaplug_peer_loader_call(logger, text));
+    Py_DECREF(text);
+}
+
+/* Whether the C lock-order graph is registered (then every wait is recorded there). */
+static int luaplug_peer_has_graph(void) { return luaplug_peer_graph != NULL && luaplug_peer_graph[0] != 0; }
+
+/* Record that this thread may block on the VM (EngineContract._wait): 0 with `w` set, or -1 when
+ * it must not wait (a same-thread re-entry, or a deadlock); errors count as a refusal. */
+static int luaplug_peer_wait_begin(luaplug_peer *p, luaplug_peer_wait *w) {
+    w->end = NULL;
+    w->token = NULL;
+    if (luaplug_peer_has_graph()) {
+        /* The graph refuses a wait on a VM this thread runs in (its holder is this thread). */
+        int (*begin)(uintptr_t) = (int (*)(uintptr_t))luaplug_peer_graph[0];
+        w->end = (void (*)(void))luaplug_peer_graph[1];
+        return begin((uintptr_t)p->cell) == 0 ? 0 : -1;
+    }
+    if (p->guard && luaplug_cell_running_here(p->cell)) return -1;
+    PyObject *token = luaplug_peer_loader_call("_wait_for", p->state);
+    if (token == NULL) return -1;
+    if (token == Py_None) {
+        Py_DECREF(token);
+        return -1;
+    }
+    w->token = token;
+    return 0;
+}
+
+static void luaplug_peer_wait_end(luaplug_peer_wait *w) {
+    if (w->end != NULL) w->end();
+    if (w->token != NULL) {
+        PyObject *exc_type, *exc, *tb;
+        PyErr_Fetch(&exc_type, &exc, &tb); /* a pending result error survives the bookkeeping */
+        Py_XDECREF(luaplug_peer_loader_call("_done_waiting", w->token));
+        PyErr_Restore(exc_type, exc, tb);
+        Py_CLEAR(w->token);
+    }
+}
+
+/* A refused wait: log the deadlock unless it is a same-thread re-entry (logger as above). */
+static void luaplug_peer_refused(luaplug_peer *p, const char *logger) {
+    if (!(p->guard && luaplug_cell_running_here(p->cell))) luaplug_peer_log_deadlock(logger);
+}
+
+/* An int a callable answered, as a code or an id: its value, or -1 when it is not one. */
+static long long luaplug_peer_int(PyObject *o) {
+    if (PyLong_CheckExact(o)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return -1;
+        }
+        return v;
+    }
+    if (PyFloat_CheckExact(o)) {
+        double d = PyFloat_AS_DOUBLE(o);
+        if (d >= 0 && d <= (double)LUAPLUG_MAX_INSTANCE_ID && d == (double)(long long)d) return (long long)d;
+    }
+    return -1;
+}
+
+static uint32_t luaplug_peer_call_held(luaplug_peer *p, uint64_t iid, uint32_t fn_id, const void *args, void *out,
+                                       void *arena) {
+    PyObject *a[5] = {NULL, NULL, NULL, NULL, NULL};
+    uint32_t code = LUAPLUG_GENERIC;
+    luaplug_peer_wait w;
+    if (luaplug_peer_wait_begin(p, &w) != 0) {
+        luaplug_peer_refused(p, "log_call_failure");
+        return LUAPLUG_REENTRANT_CALL;
+    }
+    PyObject *res = NULL;
+    a[0] = PyLong_FromUnsignedLong(fn_id);
+    a[1] = PyLong_FromUnsignedLongLong(iid);
+    a[2] = PyLong_FromVoidPtr((void *)args);
+    a[3] = PyLong_FromVoidPtr(out);
+    a[4] = PyLong_FromVoidPtr(arena);
+    if (a[0] && a[1] && a[2] && a[3] && a[4]) {
+        /* read at each call: a closed VM's contract answers StaleHandle from Python */
+        PyObject *dispatcher = PyObject_GetAttr(p->provider, luaplug_peer_str[LP_S_DISPATCHER]);
+        res = dispatcher != NULL ? PyObject_Vectorcall(dispatcher, a, 5, NULL) : NULL;
+        Py_XDECREF(dispatcher);
+    }
+    luaplug_peer_wait_end(&w);
+    if (res == NULL) {
+        luaplug_peer_log_error("contract call from C failed");
+        goto done;
+    }
+    if (res == luaplug_zero || luaplug_peer_int(res) == 0) {
+        code = 0;
+    } else {
+        PyObject *c = luaplug_peer_method(p, LP_S_CALL_FAILED, &res, 1, "contract call from C failed");
+        if (c != NULL) {
+            long long v = luaplug_peer_int(c);
+            code = v >= 0 && v <= 0xffffffffLL ? (uint32_t)v : LUAPLUG_GENERIC;
+            Py_DECREF(c);
+        }
+    }
+    Py_DECREF(res);
+done:
+    for (int i = 0; i < 5; i++) Py_XDECREF(a[i]);
+    return code;
+}
+
+/* dispatch.vm.call */
+static void luaplug_peer_call(luaplug_vm_loader_data ld, luaplug_guest_instance inst, uint32_t fn_id, const void *args,
+                              void *out, void *arena, luaplug_abi_error *err) {
+    uint32_t code = LUAPLUG_INVALID_POINTER;
+    luaplug_peer *p = (luaplug_peer *)ld.data;
+    uint64_t iid = (uint64_t)(uintptr_t)inst.data;
+    if (p != NULL) {
+        if (iid > LUAPLUG_MAX_INSTANCE_ID) {
+            code = LUAPLUG_FUNCTION_NOT_AVAILABLE; /* never a live instance */
+        } else {
+            PyGILState_STATE g = PyGILState_Ensure();
+            Py_INCREF(p); /* reachable while the call runs: the cyclic GC leaves it whole */
+            code = p->provider == NULL ? LUAPLUG_STALE_HANDLE : luaplug_peer_call_held(p, iid, fn_id, args, out, arena);
+            Py_DECREF(p);
+            PyGILState_Release(g);
+        }
+    }
+    if (err != NULL) {
+        err->code = code;
+        err->ptr = NULL;
+        err->len = 0;
+    }
+}
+
+/* Whether Python serves create and destroy: no engine callables, or destroys pending. */
+static int luaplug_peer_python_serves(luaplug_peer *p) {
+    if (p->entries == NULL) return 1;
+    PyObject *pending = PyObject_GetAttr(p->provider, luaplug_peer_str[LP_S_PENDING]);
+    if (pending == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    int busy = !PyList_CheckExact(pending) || PyList_GET_SIZE(pending) != 0;
+    Py_DECREF(pending);
+    return busy;
+}
+
+/* create_instance through the provider's Python path: the id, or 0. */
+static uint64_t luaplug_peer_create_python(luaplug_peer *p) {
+    PyObject *res = luaplug_peer_method(p, LP_S_CREATE_FROM_C, NULL, 0, "contract callback raised");
+    if (res == NULL) return 0;
+    long long iid = luaplug_peer_int(res);
+    Py_DECREF(res);
+    return iid > 0 ? (uint64_t)iid : 0;
+}
+
+static uint64_t luaplug_peer_create_held(luaplug_peer *p) {
+    long long iid = 0;
+    if (luaplug_peer_python_serves(p)) return luaplug_peer_create_python(p);
+    if (p->cell[LUAPLUG_CELL_RETIRED] != 0) return 0;
+    luaplug_peer_wait w;
+    if (luaplug_peer_wait_begin(p, &w) != 0) {
+        luaplug_peer_refused(p, "log_create_failure");
+        return 0;
+    }
+    PyObject *fn = PyDict_GetItemWithError(p->entries, luaplug_peer_str[LP_S_CREATE]); /* borrowed */
+    if (fn == NULL) {
+        /* The VM was closed (its entries dropped): the Python path says so. */
+        luaplug_peer_wait_end(&w);
+        PyErr_Clear();
+        return luaplug_peer_create_python(p);
+    }
+    Py_INCREF(fn);
+    PyObject *res = PyObject_Vectorcall(fn, &p->cidx, 1, NULL);
+    Py_DECREF(fn);
+    luaplug_peer_wait_end(&w);
+    if (res != NULL) iid = luaplug_peer_int(res);
+    if (iid > 0) {
+        Py_DECREF(res);
+        return (uint64_t)iid;
+    }
+    PyObject *failure = res != NULL ? res : luaplug_peer_fetch();
+    if (failure == NULL) return 0;
+    Py_XDECREF(luaplug_peer_method(p, LP_S_CREATE_FAILED, &failure, 1, "contract callback raised"));
+    Py_DECREF(failure);
+    return 0;
+}
+
+/* create_instance */
+static void luaplug_peer_create(luaplug_vm_loader_data ld, const void *host, const void *args,
+                                luaplug_guest_instance *out) {
+    (void)host;
+    (void)args;
+    if (out == NULL) return;
+    out->data = NULL;
+    out->contract_id = 0;
+    luaplug_peer *p = (luaplug_peer *)ld.data;
+    if (p == NULL) return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_INCREF(p);
+    uint64_t iid = p->provider == NULL ? 0 : luaplug_peer_create_held(p);
+    if (iid) {
+        out->data = (void *)(uintptr_t)iid;
+        out->contract_id = p->contract_id;
+    }
+    Py_DECREF(p);
+    PyGILState_Release(g);
+}
+
+static void luaplug_peer_destroy_held(luaplug_peer *p, uint64_t iid) {
+    PyObject *id = PyLong_FromUnsignedLongLong(iid);
+    if (id == NULL) {
+        luaplug_peer_log_error("contract callback raised");
+        return;
+    }
+    if (luaplug_peer_python_serves(p)) goto python;
+    luaplug_peer_wait w;
+    if (luaplug_peer_wait_begin(p, &w) != 0) {
+        /* The VM runs on this thread or waiting would deadlock: dropped at the next safe entry. */
+        PyObject *pending = PyObject_GetAttr(p->provider, luaplug_peer_str[LP_S_PENDING]);
+        if (pending == NULL || PyList_Append(pending, id) != 0) luaplug_peer_log_error("contract callback raised");
+        Py_XDECREF(pending);
+        goto done;
+    }
+    PyObject *fn = PyDict_GetItemWithError(p->entries, luaplug_peer_str[LP_S_DESTROY_ENTRY]); /* borrowed */
+    if (fn == NULL) {
+        /* The VM was closed (its entries dropped): the Python path says so. */
+        luaplug_peer_wait_end(&w);
+        PyErr_Clear();
+        goto python;
+    }
+    PyObject *a[2] = {p->cidx, id};
+    Py_INCREF(fn);
+    PyObject *res = PyObject_Vectorcall(fn, a, 2, NULL);
+    Py_DECREF(fn);
+    luaplug_peer_wait_end(&w);
+    if (res == NULL) {
+        PyObject *exc = luaplug_peer_fetch();
+        if (exc != NULL) {
+            Py_XDECREF(luaplug_peer_method(p, LP_S_DESTROY_FAILED, &exc, 1, "contract callback raised"));
+            Py_DECREF(exc);
+        }
+    }
+    Py_XDECREF(res);
+    goto done;
+python:
+    Py_XDECREF(luaplug_peer_method(p, LP_S_DESTROY, &id, 1, "contract callback raised"));
+done:
+    Py_DECREF(id);
+}
+
+/* destroy_instance */
+static void luaplug_peer_destroy(luaplug_vm_loader_data ld, const void *host, luaplug_guest_instance inst) {
+    (void)host;
+    luaplug_peer *p = (luaplug_peer *)ld.data;
+    uint64_t iid = (uint64_t)(uintptr_t)inst.data;
+    if (p == NULL || iid == 0 || iid > LUAPLUG_MAX_INSTANCE_ID) return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_INCREF(p);
+    if (p->provider != NULL && p->cell[LUAPLUG_CELL_RETIRED] == 0) luaplug_peer_destroy_held(p, iid);
+    Py_DECREF(p);
+    PyGILState_Release(g);
+}
+
+static int luaplug_peer_traverse(luaplug_peer *p, visitproc visit, void *arg) {
+    Py_VISIT(p->provider);
+    Py_VISIT(p->state);
+    Py_VISIT(p->cidx);
+    Py_VISIT(p->entries);
+    Py_VISIT(Py_TYPE(p));
+    return 0;
+}
+
+static int luaplug_peer_clear(luaplug_peer *p) {
+    Py_CLEAR(p->provider);
+    Py_CLEAR(p->entries);
+    Py_CLEAR(p->cidx);
+    /* the state stays: it owns the cell a racing reader may still look at */
+    return 0;
+}
+
+static void luaplug_peer_dealloc(luaplug_peer *p) {
+    PyTypeObject *tp = Py_TYPE(p);
+    PyObject_GC_UnTrack(p);
+    luaplug_peer_clear(p);
+    Py_CLEAR(p->state);
+    PyObject_GC_Del(p);
+    Py_DECREF(tp);
+}
+
+static PyObject *luaplug_peer_address(luaplug_peer *p, void *closure) {
+    (void)closure;
+    return PyLong_FromVoidPtr(p);
+}
+
+static PyGetSetDef luaplug_peer_getset[] = {
+    {"address", (getter)luaplug_peer_address, NULL, "the interface's loader_data (this Peer's address)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot luaplug_peer_slots[] = {
+    {Py_tp_traverse, (void *)luaplug_peer_traverse},
+    {Py_tp_clear, (void *)luaplug_peer_clear},
+    {Py_tp_dealloc, (void *)luaplug_peer_dealloc},
+    {Py_tp_getset, (void *)luaplug_peer_getset},
+    {0, NULL},
+};
+
+/* peer(provider, state, cidx, contract_id, guard, entries) -> a Peer */
+static PyObject *luaplug_peer_new(PyObject *module, PyObject *const *args, Py_ssize_t n) {
+    (void)module;
+    if (n != 6) {
+        PyErr_SetString(PyExc_TypeError, "peer(provider, state, cidx, contract_id, guard, entries)");
+        return NULL;
+    }
+    if (!PyLong_CheckExact(args[2]) || (args[5] != Py_None && !PyDict_CheckExact(args[5]))) {
+        PyErr_SetString(PyExc_TypeError, "peer: cidx must be an int and entries a dict or None");
+        return NULL;
+    }
+    unsigned long long cid = PyLong_AsUnsignedLongLong(args[3]);
+    if (cid == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    int guard = PyObject_IsTrue(args[4]);
+    if (guard < 0) return NULL;
+    PyObject *cell_obj = PyObject_GetAttr(args[1], luaplug_str_cell_address);
+    if (cell_obj == NULL) return NULL;
+    unsigned long long cell = PyLong_AsUnsignedLongLong(cell_obj);
+    Py_DECREF(cell_obj);
+    if (cell == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (cell == 0) {
+        PyErr_SetString(PyExc_ValueError, "peer: the state's cell_address is null");
+        return NULL;
+    }
+    luaplug_peer *p = PyObject_GC_New(luaplug_peer, luaplug_peer_type);
+    if (p == NULL) return NULL;
+    p->provider = Py_NewRef(args[0]);
+    p->state = Py_NewRef(args[1]);
+    p->cidx = Py_NewRef(args[2]);
+    p->entries = args[5] == Py_None ? NULL : Py_NewRef(args[5]);
+    p->cell = (volatile const double *)(uintptr_t)cell;
+    p->contract_id = (uint64_t)cid;
+    p->guard = guard;
+    PyObject_GC_Track(p);
+    return (PyObject *)p;
+}
+
+static PyObject *luaplug_peer_functions(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    return Py_BuildValue("(NNN)", PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_peer_create),
+                         PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_peer_destroy),
+                         PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_peer_call));
+}
+
+static PyMethodDef luaplug_peer_defs[] = {
+    {"peer", (PyCFunction)(void (*)(void))luaplug_peer_new, METH_FASTCALL,
+     "peer(provider, state, cidx, contract_id, guard, entries) -> the loader_data of a contract's C interface"},
+    {"peer_functions", luaplug_peer_functions, METH_NOARGS,
+     "peer_functions() -> (create_instance, destroy_instance, vm_call) addresses"},
+    {NULL, NULL, 0, NULL},
+};
+
+/* Publish `peer`, `peer_functions` and `Peer` on `module` (after luaplug_entry_init, with the GIL
+ * held); 0, or -1 with an exception set. `type_name` as for luaplug_entry_init. */
+static int luaplug_peer_init(PyObject *module, const char *type_name) {
+    static PyType_Spec spec;
+    static const char *names[9] = {"_dispatcher", "_pending_destroy", "create_from_c",
+                                    "destroy_instance", "call_failed_from_c", "create_failed_from_c",
+                                    "destroy_failed_from_c", "create", "destroy"};
+    if (luaplug_peer_type == NULL) {
+        for (int i = 0; i < 9; i++)
+            if ((luaplug_peer_str[i] = PyUnicode_InternFromString(names[i])) == NULL) return -1;
+        luaplug_peer_loader = PyImport_ImportModule("luaplug.backend.loader");
+        if (luaplug_peer_loader == NULL) return -1;
+        luaplug_peer_iface = PyImport_ImportModule("luaplug.backend.interface");
+        if (luaplug_peer_iface == NULL) return -1;
+        PyObject *graph = PyObject_CallMethod(luaplug_peer_loader, "wait_graph_address", NULL);
+        if (graph == NULL) return -1;
+        luaplug_peer_graph = (volatile const uintptr_t *)PyLong_AsVoidPtr(graph);
+        Py_DECREF(graph);
+        if (luaplug_peer_graph == NULL && PyErr_Occurred()) return -1;
+        spec.name = type_name;
+        spec.basicsize = sizeof(luaplug_peer);
+        spec.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
+        spec.slots = luaplug_peer_slots;
+        luaplug_peer_type = (PyTypeObject *)PyType_FromSpec(&spec);
+        if (luaplug_peer_type == NULL) return -1;
+    }
+    if (PyModule_AddFunctions(module, luaplug_peer_defs) != 0) return -1;
+    return PyObject_SetAttrString(module, "Peer", (PyObject *)luaplug_peer_type);
+}
+
 #endif /* LUAPLUG_ENTRY_H */
