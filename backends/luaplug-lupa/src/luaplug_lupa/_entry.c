@@ -39,7 +39,11 @@ static PyObject *luaplug_entry_invoke(luaplug_entry *e, const luaplug_args *a) {
     return PyObject_Vectorcall(e->target, stack, m, NULL);
 }
 
-static int module_exec(PyObject *module) { return luaplug_entry_init(module, "luaplug_lupa._entry.Entry"); }
+static int module_exec(PyObject *module) {
+    if (luaplug_entry_init(module, "luaplug_lupa._entry.Entry") != 0) return -1;
+    /* The C interface of every contract (luaplug_entry.h's peer section): peer calls into lupa. */
+    return luaplug_peer_init(module, "luaplug_lupa._entry.Peer");
+}
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, (void *)module_exec},
@@ -47,7 +51,7 @@ static PyModuleDef_Slot module_slots[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "luaplug_lupa._entry", "The per-instance native entry of the lupa backend.", 0, NULL,
+    PyModuleDef_HEAD_INIT, "luaplug_lupa._entry", "The per-instance native entry and the contracts' C interface of the lupa backend.", 0, NULL,
     module_slots,
 };
 

@@ -7,3 +7,22 @@ class Entry:
 def bind(owner: object, instance: object, mode: int, target: Any, data: int, instance_id: int) -> Callable[..., Any]:
     """The ``dispatch`` (mode 0) or ``call`` (mode 1) of ``instance`` over ``target``: a builtin whose
     ``__self__`` is an :class:`Entry`."""
+
+class Peer:
+    """The ``loader_data`` of a contract's C interface (luaplug_entry.h's peer section)."""
+
+    @property
+    def address(self) -> int: ...
+
+def peer(
+    provider: object,
+    state: object,
+    cidx: int,
+    contract_id: int,
+    guard: bool,
+    entries: dict[str, Any] | None,
+) -> Peer:
+    """The ``loader_data`` of contract ``cidx``'s C interface, calling ``provider``."""
+
+def peer_functions() -> tuple[int, int, int]:
+    """The addresses of the C ``create_instance``, ``destroy_instance`` and ``dispatch.vm.call``."""

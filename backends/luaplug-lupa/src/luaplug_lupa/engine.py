@@ -17,14 +17,18 @@ from luaplug.backend import (
     CAP_PARALLEL_STATES,
     CAP_REFUSES_BYTECODE,
     MEMORY_TEXT,
+    ContractProvider,
     EngineState,
     GuardedEngine,
     LuaError,
     LuaMemoryError,
     LuaplugError,
+    PythonBackedContract,
     StateOptions,
     import_native,
     lua_errors,
+    native_entries,
+    peer_interface,
     prelude_code,
 )
 
@@ -34,6 +38,7 @@ _lupa, _LUPA_MODULE, _IMPORT_ERROR = select_lupa()
 #: Whether the runtime takes ``max_memory`` (lupa 2.x; lupa 1.x has neither it nor ``set_max_memory``).
 _MAX_MEMORY = hasattr(getattr(_lupa, "LuaRuntime", None), "set_max_memory")
 _entry, _ = import_native("luaplug_lupa._entry")  # None: built without a C compiler
+_PEER_FUNCTIONS: Final = _entry.peer_functions() if _entry is not None else (0, 0, 0)
 
 __all__ = ["LupaEngine", "LupaState"]
 
@@ -142,6 +147,26 @@ class LupaState(EngineState):
             raise LuaplugError("the bundle VM is closed")
         with _errors:
             return self._prelude.bind(cidx, instance_id)  # None: no such contract
+
+    def interface(self, provider: ContractProvider, cidx: int) -> Any:
+        # C pointers (luaplug_entry.h's peer section) unless the compiled module is missing or
+        # native entries are off; then the core's Python callbacks.
+        if _entry is None or not native_entries() or not isinstance(provider, PythonBackedContract):
+            return super().interface(provider, cidx)
+        entries: dict[str, Any] | None = None
+        if not self._capped:
+            # Under a cap, create and destroy go through call_prelude, which keeps lupa's
+            # unprotected pushes within it. close() empties the dict: later calls go to Python.
+            with _errors:
+                for name in ("create", "destroy"):
+                    if name not in self._entries:
+                        self._entries[name] = self._prelude[name.encode("ascii")]
+            entries = self._entries
+        # guard: lupa cannot re-enter a runtime running on this thread (no nested calls).
+        return peer_interface(_entry.peer, _PEER_FUNCTIONS, provider, self, cidx, guard=True, entries=entries)
+
+    def engine_error(self, exc: BaseException) -> BaseException:
+        return _errors(exc) if isinstance(exc, _CATCH) else exc
 
     def native_target(self, cidx: int, instance_id: int) -> tuple[Any, int, int] | None:
         # Not under a memory cap: lupa keeps the bound dispatcher (a new Lua function per
