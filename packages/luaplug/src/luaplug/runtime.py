@@ -105,6 +105,8 @@ def _split_name(name: str, major: int) -> tuple[str, int]:
 
 def _options(base: StateOptions, memory: int | None, instructions: int | None, untrusted: bool) -> StateOptions:
     """``base`` with a load's overrides (``None``: keep; 0: none)."""
+    if memory is None and instructions is None and not untrusted:
+        return base  # immutable: every load without overrides shares the runtime's defaults
     for name, value in (("memory_limit", memory), ("instruction_limit", instructions)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")

@@ -377,6 +377,12 @@ class Loaded:
         self.chunk = chunk
 
 
+@functools.lru_cache(maxsize=1)
+def _sdk_dir() -> str:
+    """The SDK directory as ``package.path`` entries spell it (forward slashes)."""
+    return str(sdk_path()).replace("\\", "/")
+
+
 def _entry_text(manifest: Manifest) -> str:
     """The entry file's path as error texts show it (pathlib's normal form)."""
     from pathlib import Path
@@ -554,7 +560,7 @@ class LuaLoader:
         host_address: int,
         options: StateOptions,
     ) -> list[Registration]:
-        sdk = str(sdk_path()).replace("\\", "/")
+        sdk = _sdk_dir()
         # polyplug's loader prepends its guest-SDK and ABI-module directories as two entries;
         # luaplug ships both in one directory, so the same entry twice keeps package.path
         # entry for entry the shape a bundle sees on the reference.
