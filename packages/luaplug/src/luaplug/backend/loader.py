@@ -567,8 +567,8 @@ class LuaLoader:
         try:
             if bundle_dir is not None:
                 d = bundle_dir.replace("\\", "/")
-                state.call_prelude("prepend_package", "path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
-                state.call_prelude("prepend_package", "cpath", f"{d}/?.so")
+                path = f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua"
+                state.call_prelude("prepend_package", "path", path, "cpath", f"{d}/?.so")
             else:
                 state.call_prelude("prepend_package", "path", f"{sdk}/?.lua;{sdk}/?.lua")
         except LuaError as exc:  # out of memory under a cap
