@@ -297,3 +297,18 @@ def test_the_lock_order_graph_is_handed_to_c_peer_interfaces() -> None:
     cell[1] = 0.0
     assert begin(int(ffi.cast("uintptr_t", cell))) == 0  # an idle VM: the wait is recorded
     end()
+
+
+def test_prelude_calls_pass_strings_byte_for_byte_and_numbers_exactly() -> None:
+    state = cffi_engine.CffiState(StateOptions())
+    try:
+        state.call_prelude("setup", 0, state.cell_address, state.thread_fn_address, state.arena_alloc_address, 0)
+        state.call_prelude("prepend_package", "cpath", "")
+        state.call_prelude("prepend_package", "path", "a\x00b;\u00e9;?")
+        state.run_chunk(r'assert(package.path:sub(1, 8) == "a\0b;\195\169;?", package.path)', "t")
+        # A text with a NUL byte runs whole (its length crosses, not strlen).
+        with pytest.raises(luaplug.LuaError, match="after the NUL"):
+            state.run_chunk('local s = "\x00" error("after the NUL")', "t")
+        assert state.call_prelude("dispatcher", 2**40) == (None,)
+    finally:
+        state.close()

@@ -122,6 +122,24 @@ def test_release_empties_keepalives_once_pins_are_gone() -> None:
     assert c.pending == 0
 
 
+def test_a_batched_release_waits_for_its_batch_and_for_every_pin() -> None:
+    c = epoch.Collector()
+    kept = [[object()] for _ in range(epoch.RETIRE_BATCH)]
+    c.release([kept[0]], batched=True)
+    assert kept[0] and c.pending == 1  # nothing pinned, still not at once: it waits for a batch
+    g = c.pin()
+    c.collect()  # the batch is deferred behind the pin
+    assert kept[0]
+    g.release()
+    c.collect()
+    assert kept[0] == [] and c.pending == 0
+    for keep in kept[1:]:
+        c.release([keep], batched=True)
+    assert all(kept[1:])
+    c.release([[object()]], batched=True)  # a full batch is deferred, and runs when nothing is pinned
+    assert all(k == [] for k in kept[1:]) and c.pending == 0
+
+
 def test_retired_functions_run_in_batches() -> None:
     c = epoch.Collector()
     ran: list[int] = []

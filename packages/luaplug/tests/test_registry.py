@@ -6,6 +6,7 @@ import pytest
 
 from luaplug import DuplicateProvider, epoch
 from luaplug.abi import ffi
+from luaplug.hostcontract import HostContractTable, HostEntry
 from luaplug.ids import guest_contract_id
 from luaplug.registry import Registration, Registry
 
@@ -171,3 +172,45 @@ def test_sole_provided_counts_only_contracts_no_other_bundle_provides(registry: 
     registry.invalidate_bundle(1)
     assert registry.sole_provided(2) == {guest_contract_id("x.B", 1), guest_contract_id("x.C", 1)}
     assert registry.sole_provided(1) == set()
+
+
+# -- the host-contract table ------------------------------------------------------------------
+
+
+class _CountingDict(dict):  # type: ignore[type-arg]
+    """A dict that counts how often its values are walked."""
+
+    walks = 0
+
+    def values(self):  # type: ignore[no-untyped-def]
+        type(self).walks += 1
+        return super().values()
+
+
+def host_entry(cid: int, owner: int) -> HostEntry:
+    iface = ffi.new("HostContractInterface*")
+    iface.contract_id = cid
+    return HostEntry(cid, iface, owner, f"b{owner}", keepalive=[iface])
+
+
+def test_host_contracts_go_with_their_owner_and_others_are_never_searched() -> None:
+    c = epoch.Collector()
+    table = HostContractTable(c)
+    table._entries = entries = _CountingDict()
+    table.add(host_entry(10, 0))  # served from Python
+    table.stage(host_entry(11, 7), replacing=False)
+    table.stage(host_entry(12, 7), replacing=False)
+    table.commit(7, replacing=False)
+    assert sorted(e.contract_id for e in table.entries()) == [10, 11, 12]
+    _CountingDict.walks = 0
+    for owner in range(100, 200):  # bundles that registered no host contract
+        table.commit(owner, replacing=True)
+        assert table.withdraw(owner) == []
+    assert _CountingDict.walks == 0
+    table.stage(host_entry(13, 7), replacing=True)  # a reload of bundle 7 registers one of two again
+    table.commit(7, replacing=True)
+    assert sorted(e.contract_id for e in table.entries()) == [10, 13]
+    assert [e.contract_id for e in table.withdraw(7)] == [13]
+    assert [e.contract_id for e in table.entries()] == [10]
+    assert [e.contract_id for e in table.withdraw(0)] == [10]
+    assert table.entries() == [] and entries == {}

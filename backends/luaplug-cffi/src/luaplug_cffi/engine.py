@@ -94,6 +94,11 @@ if lib is not None:
         (log_create_failure if kind else log_call_failure)(message)
 
 
+if lib is not None:
+    _VALUES, _RESULTS, _COUNT = ffi.typeof("lp_value[]"), ffi.typeof("lp_value**"), ffi.typeof("int*")
+    _new, _from_buffer = ffi.new, ffi.from_buffer
+
+
 def _address(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
 
@@ -149,23 +154,25 @@ class CffiState(EngineState):
             raise _errors(status, self.last_error_text())
 
     def call_prelude(self, entry: str, *args: int | str) -> tuple[Any, ...]:
-        keep = [ffi.new("char[]", a.encode("utf-8")) if isinstance(a, str) else None for a in args]
-        # Strings with their length, not strlen: source text may hold NUL bytes.
-        values = ffi.new(
-            "lp_value[]",
-            [
-                (1, float(a), ffi.NULL, 0) if k is None else (2, 0, k, len(k) - 1)
-                for a, k in zip(args, keep, strict=True)
-            ]
-            or 1,
-        )
-        resp, nres = ffi.new("lp_value**"), ffi.new("int*")
+        values = _new(_VALUES, len(args) or 1)
+        keep = []  # the bytes the string arguments point into, alive until lp_call returns
+        for i, a in enumerate(args):
+            v = values[i]
+            if isinstance(a, str):
+                # With its length, not strlen: source text may hold NUL bytes.
+                data = a.encode("utf-8")
+                keep.append(data)
+                v.type, v.str, v.len = 2, _from_buffer(data), len(data)
+            else:
+                v.type, v.num = 1, a
+        resp, nres = _new(_RESULTS), _new(_COUNT)
         status = lib.lp_call(self._vm, entry.encode("ascii"), len(args), values, resp, nres)
+        n, res = nres[0], resp[0]
         try:
             self._check(status)
-            return tuple(_RESULT[v.type](v) if v.type in _RESULT else None for v in resp[0][0 : nres[0]])
+            return tuple([_RESULT[v.type](v) if v.type in _RESULT else None for v in res[0:n]]) if n else ()
         finally:
-            lib.lp_free_results(resp[0], nres[0])
+            lib.lp_free_results(res, n)
 
     def dispatcher(self, cidx: int) -> FastCall:
         return functools.partial(lib.lp_dispatch, self._vm, cidx)

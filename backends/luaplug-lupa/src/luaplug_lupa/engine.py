@@ -77,13 +77,15 @@ class LupaState(EngineState):
             # outside a protected call while it sets a state up, and a failure there is Lua's panic.
             limit = {"max_memory": 0} if _MAX_MEMORY else {}
             rt = _lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False, **limit)
+            g = rt.globals()
             # Taken before the prelude runs (it may restrict the globals); load() with a
             # chunk name and mode is LuaJIT's, and works on every lupa version.
-            load_chunk = rt.eval(b"function(code, name, mode) return assert(load(code, name, mode))() end")
+            loaded = g[b"load"](_prelude_code(), b"=luaplug_host", b"b")
+            if isinstance(loaded, tuple):  # (nil, message): the prelude did not load
+                raise LuaError(f"the host prelude did not load: {decoded(loaded[-1])}")
             # No way back into Python from bundle code.
-            g = rt.globals()
             g[b"python"] = g[b"package"][b"loaded"][b"python"] = None
-            self._prelude: Any = load_chunk(_prelude_code(), b"=luaplug_host", b"b")
+            self._prelude: Any = loaded()
         self._capped = bool(options.memory_limit)
         self._cap = options.memory_limit or 0
         self._rt: Any = rt

@@ -165,11 +165,13 @@ class Collector:
                 _log.exception("deferred reclamation failed")
         return len(ready)
 
-    def release(self, keepalives: list[list[object]]) -> None:
+    def release(self, keepalives: list[list[object]], *, batched: bool = False) -> None:
         """Empty every list in ``keepalives`` once every pin active now has been released.
 
         For memory a guest may still point into (an interface it resolved, an
         argument it holds) while a pinned call runs: the lists own it.
+
+        :param batched: :meth:`retire` the release (with a batch) instead of deferring it
         """
         if keepalives:
 
@@ -177,7 +179,10 @@ class Collector:
                 for keep in keepalives:
                     keep.clear()
 
-            self.defer(drop)
+            if batched:
+                self.retire(drop)
+            else:
+                self.defer(drop)
 
     @property
     def pending(self) -> int:

@@ -23,12 +23,12 @@ import functools
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["Event", "EventCallback", "EventHub", "Phase", "deferring", "emit"]
+__all__ = ["Event", "EventCallback", "EventHub", "Phase", "defer_enter", "defer_exit", "deferring", "emit"]
 
 _log: Final = logging.getLogger("luaplug.events")
 
@@ -75,25 +75,46 @@ class _Pending(threading.local):
 _pending = _Pending()
 
 
-@contextmanager
-def deferring() -> Iterator[None]:
+def defer_enter() -> None:
+    """Enter a :func:`deferring` block (pair with :func:`defer_exit`)."""
+    p = _pending
+    p.depth += 1
+    if p.queue is None:
+        p.queue = []
+
+
+def defer_exit() -> None:
+    """Leave a :func:`deferring` block: the outermost one delivers what waited, in order."""
+    p = _pending
+    p.depth -= 1
+    if p.depth == 0:
+        queue, p.queue = p.queue, None
+        for deliver in queue or ():
+            deliver()
+
+
+class _Deferring:
+    """The context manager :func:`deferring` returns (stateless: the state is per thread)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        defer_enter()
+
+    def __exit__(self, *exc: object) -> None:
+        defer_exit()
+
+
+_DEFERRING: Final = _Deferring()
+
+
+def deferring() -> AbstractContextManager[None]:
     """Hold this thread's events and :func:`emit` records until the outermost block exits,
     then deliver them in the order they were made.
 
     Enter it *before* taking the lock it protects, so delivery runs after the release.
     """
-    p = _pending
-    p.depth += 1
-    if p.queue is None:
-        p.queue = []
-    try:
-        yield
-    finally:
-        p.depth -= 1
-        if p.depth == 0:
-            queue, p.queue = p.queue, None
-            for deliver in queue or ():
-                deliver()
+    return _DEFERRING
 
 
 def _handle(logger: logging.Logger, record: logging.LogRecord) -> None:
@@ -147,6 +168,11 @@ class EventHub:
             rest.remove(callback)
             self._callbacks = tuple(rest)
         return True
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether any callback is subscribed (an event posted now would reach someone)."""
+        return bool(self._callbacks)
 
     def post(self, event: Event) -> None:
         """Deliver ``event`` now, or when this thread leaves its outermost :func:`deferring`."""

@@ -448,8 +448,24 @@ class HostContractTable:
     def __init__(self, collector: Collector) -> None:
         self._lock = threading.Lock()
         self._entries: dict[int, HostEntry] = {}
+        #: how many of ``_entries`` each owner has (an owner without any is not searched for)
+        self._owned: dict[int, int] = {}
         self._staged: dict[int, list[HostEntry]] = {}
         self._collector = collector
+
+    def _publish_locked(self, entry: HostEntry) -> None:
+        replaced = self._entries.get(entry.contract_id)
+        if replaced is not None:
+            self._disown_locked(replaced.owner, 1)
+        self._entries[entry.contract_id] = entry
+        self._owned[entry.owner] = self._owned.get(entry.owner, 0) + 1
+
+    def _disown_locked(self, owner: int, count: int) -> None:
+        left = self._owned.get(owner, 0) - count
+        if left > 0:
+            self._owned[owner] = left
+        else:
+            self._owned.pop(owner, None)
 
     def _conflict(self, cid: int, owner: int, replacing: int | None) -> HostEntry | None:
         found = self._entries.get(cid)
@@ -469,7 +485,7 @@ class HostContractTable:
             other = self._conflict(entry.contract_id, -1, None)
             if other is not None:
                 raise DuplicateProvider(entry.owner_name, _duplicate(entry, other), contract=entry.name or other.name)
-            self._entries[entry.contract_id] = entry
+            self._publish_locked(entry)
 
     def stage(self, entry: HostEntry, *, replacing: bool) -> str | None:
         """Hold ``entry`` until its bundle's load commits; why it is refused, else ``None``."""
@@ -486,7 +502,7 @@ class HostContractTable:
             staged = self._staged.pop(owner, [])
             old = self._withdraw_locked(owner) if replacing else []
             for e in staged:
-                self._entries[e.contract_id] = e
+                self._publish_locked(e)
         self._release(old)
 
     def discard(self, owner: int) -> None:
@@ -503,9 +519,12 @@ class HostContractTable:
         return old
 
     def _withdraw_locked(self, owner: int) -> list[HostEntry]:
+        if owner not in self._owned:
+            return []  # the usual bundle registers no host contract: nothing to search
         old = [e for e in self._entries.values() if e.owner == owner]
         for e in old:
             del self._entries[e.contract_id]
+        self._disown_locked(owner, len(old))
         return old
 
     def _release(self, entries: list[HostEntry]) -> None:

@@ -288,7 +288,9 @@ class Registry:
                 self._by_bundle.setdefault(reg.bundle_id, []).append(index)
             for index in kept.values():
                 old.append(self._withdraw_locked(index))
-        self._release(old)
+        # What a commit supersedes belongs to a VM that is retired with a batch too (a reload):
+        # its interfaces go with a batch, off the reload path.
+        self._release(old, batched=True)
         return old
 
     def invalidate_bundle(self, bundle_id: int) -> list[Registration]:
@@ -322,7 +324,7 @@ class Registry:
         self._free.append(index)
         return reg
 
-    def _release(self, regs: list[Registration]) -> None:
+    def _release(self, regs: list[Registration], *, batched: bool = False) -> None:
         # SAFETY: a guest may still hold an interface pointer it resolved before
         # the change; the copy is dropped only after every pinned call returned.
-        self._collector.release([r.keepalive for r in regs])
+        self._collector.release([r.keepalive for r in regs], batched=batched)

@@ -34,7 +34,7 @@ from .errors import (
     RuntimeClosedError,
     registration_refused,
 )
-from .events import EventHub, deferring, emit
+from .events import Event, EventHub, Phase, defer_enter, defer_exit, deferring, emit
 from .hostapi import HostApi
 from .hostcontract import HostContractTable
 from .ids import bundle_id, guest_contract_id, split_contract_name
@@ -48,12 +48,13 @@ from .manifest import (
     depends_on,
     unregistered_provides,
 )
+from .manifest import load as _read_manifest
 from .registry import Provider, Registration, Registry
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .events import EventCallback, Phase
+    from .events import EventCallback
     from .hostcontract import HostContract
     from .manifest import Dependency, Manifest
     from .typed import ApiSpec, ContractSpec, TypedProxy
@@ -87,14 +88,6 @@ class Bundle:
         return self.name
 
 
-# luaplug.manifest (TOML, platform tables) is imported by the first load, not by creating a runtime.
-def _read_manifest(path: str | Path) -> Manifest:
-    """:func:`luaplug.manifest.load`."""
-    from .manifest import load
-
-    return load(path)
-
-
 def _memory_manifest(name: str) -> Manifest:
     """:meth:`luaplug.manifest.Manifest.in_memory`."""
     from .manifest import Manifest
@@ -112,6 +105,8 @@ def _split_name(name: str, major: int) -> tuple[str, int]:
 
 def _options(base: StateOptions, memory: int | None, instructions: int | None, untrusted: bool) -> StateOptions:
     """``base`` with a load's overrides (``None``: keep; 0: none)."""
+    if memory is None and instructions is None and not untrusted:
+        return base  # immutable: every load without overrides shares the runtime's defaults
     for name, value in (("memory_limit", memory), ("instruction_limit", instructions)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")
@@ -181,6 +176,7 @@ class Runtime:
         #: the loaded bundles by what they depend on (kept with ``_bundles``)
         self._dep_index = DependencyIndex()
         self._lock = threading.RLock()
+        self._section = _LockedSection(self._lock)
         self._closed = False
         self._events = EventHub()
         self._host_contracts = HostContractTable(self.collector)
@@ -192,13 +188,11 @@ class Runtime:
         #: bundle once its load commits (:meth:`_commit`), withdrawn if it fails.
         self._init_aliases: dict[int, list[Registration]] = {}
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> _LockedSection:
         # The log sink never runs under the runtime lock: records made while it
         # is held (guest logs during init included) are emitted after release.
         # Events likewise: delivered in order once the outermost section released the lock.
-        with deferring(), self._lock:
-            yield
+        return self._section
 
     # -- properties ---------------------------------------------------------------
 
@@ -344,8 +338,6 @@ class Runtime:
 
         :param manifest: the new version's manifest (default: read again where ``old`` came from)
         """
-        from .events import Phase  # with the first event: creating a runtime needs none
-
         name = old.name
         done.add(name)
         if old.id in self._loading:
@@ -366,10 +358,12 @@ class Runtime:
             raise
         new = Bundle(m.name, m.id, m, "path", old.backend, old.options)
         self._bundles[name] = new
-        self._check_provides(m)
-        self._dep_index.remove(old.manifest)
-        self._dep_index.add(m)
-        provided = {r.contract_id for r in self.registry.of_bundle(new.id)}
+        mine = self.registry.of_bundle(new.id)
+        self._check_provides(m, mine)
+        if m is not old.manifest:  # an unchanged manifest (the same object) names the same targets
+            self._dep_index.remove(old.manifest)
+            self._dep_index.add(m)
+        provided = {r.contract_id for r in mine}
         for dep_name in sorted(self._dep_index.candidates(new.name, new.id, provided)):
             dep = self._bundles.get(dep_name)
             if dep is None or dep.name in done or not dep.manifest.needs_reinit_on_dep_reload:
@@ -399,8 +393,6 @@ class Runtime:
 
     def _unload_locked(self, b: Bundle, *, batched: bool = False) -> None:
         """Withdraw ``b`` and retire its VM (``batched``: with a batch the caller collects)."""
-        from .events import Phase
-
         self._post(Phase.Unloading, b)
         if self._bundles.pop(b.name, None) is not None:
             self._dep_index.remove(b.manifest)
@@ -427,9 +419,12 @@ class Runtime:
                 out.append(name)
         return sorted(out)
 
-    def _check_provides(self, m: Manifest) -> None:
-        """Warn about each ``provides`` entry the bundle's init did not register."""
-        for text in unregistered_provides(m, self.registry.of_bundle(m.id)):
+    def _check_provides(self, m: Manifest, registered: list[Registration] | None = None) -> None:
+        """Warn about each ``provides`` entry the bundle's init did not register.
+
+        :param registered: the bundle's registrations (default: read from the registry)
+        """
+        for text in unregistered_provides(m, self.registry.of_bundle(m.id) if registered is None else registered):
             emit(_log, logging.WARNING, "%s", text, extra=dict(AUTHORING))
 
     def _warn_live(self, bundle: Bundle, doing: str) -> None:
@@ -538,9 +533,9 @@ class Runtime:
         return self._events.unsubscribe(callback)
 
     def _post(self, phase: Phase, bundle: Bundle, reason: str | None = None) -> None:
-        from .events import Event
-
-        self._events.post(Event(phase, bundle.id, bundle.name, reason))
+        # An event nobody subscribed to is not built (subscribers are read when one is posted).
+        if self._events.subscribed:
+            self._events.post(Event(phase, bundle.id, bundle.name, reason))
 
     # -- host contracts -----------------------------------------------------------
 
@@ -706,6 +701,30 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"<Runtime backend={self.backend_name} bundles={sorted(self._bundles)}>"
+
+
+class _LockedSection:
+    """A runtime's locked section: :func:`~luaplug.events.deferring` entered first, then the
+    runtime lock (released in the opposite order, so what was deferred is delivered unlocked)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        defer_enter()
+        try:
+            self._lock.acquire()
+        except BaseException:
+            defer_exit()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._lock.release()
+        finally:
+            defer_exit()
 
 
 # -- the load scope ---------------------------------------------------------------------------

@@ -415,6 +415,12 @@ class Loaded:
         self.chunk = chunk
 
 
+@functools.lru_cache(maxsize=1)
+def _sdk_dir() -> str:
+    """The SDK directory as ``package.path`` entries spell it (forward slashes)."""
+    return str(sdk_path()).replace("\\", "/")
+
+
 def _entry_text(manifest: Manifest) -> str:
     """The entry file's path as error texts show it (pathlib's normal form)."""
     from pathlib import Path
@@ -592,15 +598,15 @@ class LuaLoader:
         host_address: int,
         options: StateOptions,
     ) -> list[Registration]:
-        sdk = str(sdk_path()).replace("\\", "/")
+        sdk = _sdk_dir()
         # polyplug's loader prepends its guest-SDK and ABI-module directories as two entries;
         # luaplug ships both in one directory, so the same entry twice keeps package.path
         # entry for entry the shape a bundle sees on the reference.
         try:
             if bundle_dir is not None:
                 d = bundle_dir.replace("\\", "/")
-                state.call_prelude("prepend_package", "path", f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua")
-                state.call_prelude("prepend_package", "cpath", f"{d}/?.so")
+                path = f"{d}/?.lua;{d}/?.init.lua;{sdk}/?.lua;{sdk}/?.lua"
+                state.call_prelude("prepend_package", "path", path, "cpath", f"{d}/?.so")
             else:
                 state.call_prelude("prepend_package", "path", f"{sdk}/?.lua;{sdk}/?.lua")
         except LuaError as exc:  # out of memory under a cap

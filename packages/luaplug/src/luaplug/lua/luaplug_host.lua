@@ -259,12 +259,14 @@ function P.run_chunk_at(addr, len, name)
 end
 
 --- package[field] = entries .. ";" .. package[field] (the bundle's module paths; set by the
---- core before the bundle runs, through this entry on every engine).
-function P.prepend_package(field, entries)
+--- core before the bundle runs, through this entry on every engine); then the same for
+--- field2 and entries2 when given (both fields in one call).
+function P.prepend_package(field, entries, field2, entries2)
   local pkg = G.package
   local current = pkg[field]
   if type(current) == "string" and current ~= "" then entries = entries .. ";" .. current end
   pkg[field] = entries
+  if field2 ~= nil then P.prepend_package(field2, entries2) end
 end
 
 --- Wire the state to its engine. `cell_addr` / `thread_fn_addr` are addresses
