@@ -39,7 +39,10 @@ static PyObject *luaplug_entry_invoke(luaplug_entry *e, const luaplug_args *a) {
     return PyObject_Vectorcall(e->target, stack, m, NULL);
 }
 
-static int module_exec(PyObject *module) { return luaplug_entry_init(module, "luaplug_lupa._entry.Entry"); }
+static int module_exec(PyObject *module) {
+    if (luaplug_entry_init(module, "luaplug_lupa._entry.Entry") != 0) return -1;
+    return luaplug_typed_init("luaplug_lupa._entry.TypedCall");
+}
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, (void *)module_exec},
