@@ -602,7 +602,7 @@ static int luaplug_typed_traverse(luaplug_typed *t, visitproc visit, void *arg) 
 }
 
 static int luaplug_typed_clear(luaplug_typed *t) {
-    /* A cleared descriptor hands every call to its fallback, or raises when that is gone too. */
+    /* A cleared descriptor (nparams -1) raises ReferenceError when called (luaplug_typed_method). */
     t->nparams = -1;
     Py_CLEAR(t->call);
     Py_CLEAR(t->fallback);
