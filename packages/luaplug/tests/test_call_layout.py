@@ -12,7 +12,7 @@ import pytest
 
 from luaplug import typed
 from luaplug.typed import PRIMITIVES, FieldSpec, FunctionSpec, StructType
-from luaplug.typed.layout import layout, pack_decls
+from luaplug.typed.layout import layout, pack_decls, scalar_format
 
 SHADE = typed.enum("Shade", "u8", {"Dark": 0})
 STAMP = StructType("Stamp", (FieldSpec("tag", PRIMITIVES["u8"]), FieldSpec("serial", PRIMITIVES["u64"])))
@@ -26,6 +26,7 @@ DECODER = typed.contract(
     typed.function("get_buf", returns="Buffer"),
     typed.function("is_on", {"s": SHADE}, returns=SHADE),
 )
+SCALARS = typed.function("scalars", {"a": "bool", "b": "i64", "c": "f32", "d": SHADE, "e": "u16"}, returns="f64")
 
 
 class _SV(ctypes.Structure):
@@ -58,8 +59,18 @@ class _GetStamp(ctypes.Structure):
     _fields_ = [("a", ctypes.c_int64), ("b", ctypes.c_int8)]
 
 
+class _Scalars(ctypes.Structure):
+    _fields_ = [
+        ("a", ctypes.c_bool),
+        ("b", ctypes.c_int64),
+        ("c", ctypes.c_float),
+        ("d", ctypes.c_uint8),
+        ("e", ctypes.c_uint16),
+    ]
+
+
 def _fn(name: str) -> FunctionSpec:
-    return next(f for f in DECODER.functions if f.name == name)
+    return next(f for f in (*DECODER.functions, SCALARS) if f.name == name)
 
 
 def test_no_param_means_no_args_slot() -> None:
@@ -78,7 +89,7 @@ def test_one_param_is_a_pointer_to_its_value() -> None:
     assert layout(_fn("is_on")).pointee("X") == "uint8_t"  # an enum travels as its repr
 
 
-@pytest.mark.parametrize(("name", "struct"), [("mix", _Mix), ("get_stamp", _GetStamp)])
+@pytest.mark.parametrize(("name", "struct"), [("mix", _Mix), ("get_stamp", _GetStamp), ("scalars", _Scalars)])
 def test_several_params_are_a_struct_with_c_layout(name: str, struct: type[ctypes.Structure]) -> None:
     shape = layout(_fn(name))
     assert shape.kind == "struct"
@@ -114,3 +125,29 @@ def test_pack_names_and_declarations_follow_spec_14() -> None:
 )
 def test_results_of_variable_size_use_the_arena(name: str, backed: bool) -> None:
     assert layout(_fn(name)).arena_backed is backed
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("ping", 0), ("decode", ctypes.sizeof(_SV)), ("mix", ctypes.sizeof(_Mix)), ("scalars", 24)]
+)
+def test_the_args_size_has_the_tail_padding(name: str, size: int) -> None:
+    assert layout(_fn(name)).size() == size
+    assert layout(_fn("get_stamp")).size() == ctypes.sizeof(_GetStamp) == 16
+
+
+def test_scalar_slots_give_each_param_its_memoryview_format_and_offset() -> None:
+    offsets = tuple(getattr(_Scalars, f).offset for f, _ in _Scalars._fields_)
+    assert layout(_fn("scalars")).scalar_slots() == tuple(zip(("?", "q", "f", "B", "H"), offsets, strict=True))
+    assert layout(_fn("is_on")).scalar_slots() == (("B", 0),)  # an enum: its repr's format
+    assert layout(_fn("ping")).scalar_slots() == ()
+    assert layout(_fn("get_stamp")).scalar_slots() == (("q", 0), ("b", 8))  # only the params count
+    assert layout(_fn("decode")).scalar_slots() is None  # a StringView
+    assert layout(_fn("mix")).scalar_slots() is None  # strings, a struct, a Buffer
+    assert [scalar_format(PRIMITIVES[n]) for n in ("u64", "f64", "bool", "StringView", "Buffer")] == [
+        "Q",
+        "d",
+        "?",
+        None,
+        None,
+    ]
+    assert scalar_format(STAMP) is None and scalar_format(SHADE) == "B"

@@ -41,6 +41,7 @@ static PyObject *luaplug_entry_invoke(luaplug_entry *e, const luaplug_args *a) {
 
 static int module_exec(PyObject *module) {
     if (luaplug_entry_init(module, "luaplug_lupa._entry.Entry") != 0) return -1;
+    if (luaplug_typed_init("luaplug_lupa._entry.TypedCall") != 0) return -1;
     /* The C interface of every contract (luaplug_entry.h's peer section): peer calls into lupa. */
     return luaplug_peer_init(module, "luaplug_lupa._entry.Peer");
 }

@@ -20,13 +20,35 @@ from ..abi import ffi
 from .spec import FunctionSpec, ParamSpec
 from .types import TypeSpec
 
-__all__ = ["ArgsKind", "CallLayout", "layout", "pack_decls", "size_align"]
+__all__ = ["SCALAR_FORMATS", "ArgsKind", "CallLayout", "layout", "pack_decls", "scalar_format", "size_align"]
 
 #: ``none``: ``args`` is null; ``single``: a pointer to the one value; ``struct``: the arg-pack struct.
 ArgsKind = Literal["none", "single", "struct"]
 
 #: Result kinds that are built in the call arena.
 _ARENA_KINDS: Final = frozenset({"string", "bytes", "struct"})
+
+
+#: The ``memoryview`` format of each C type that holds one scalar (an enum is its repr's).
+SCALAR_FORMATS: Final = {
+    "int8_t": "b",
+    "int16_t": "h",
+    "int32_t": "i",
+    "int64_t": "q",
+    "uint8_t": "B",
+    "uint16_t": "H",
+    "uint32_t": "I",
+    "uint64_t": "Q",
+    "float": "f",
+    "double": "d",
+    "bool": "?",
+}
+
+
+def scalar_format(t: TypeSpec) -> str | None:
+    """The ``memoryview`` format of a slot of type ``t`` when it holds one scalar (an integer, a
+    float, a bool or an enum), else ``None``."""
+    return SCALAR_FORMATS.get(t.cdecl) if t.kind in ("int", "float", "bool", "enum") else None
 
 
 def _ctype(t: TypeSpec) -> str:
@@ -94,6 +116,23 @@ class CallLayout:
             offsets.append(pos)
             pos += size
         return tuple(offsets)
+
+    def size(self) -> int:
+        """Bytes of what ``args`` points at (C layout, with the tail padding; none: 0)."""
+        if not self.params:
+            return 0
+        offsets = self.offsets()
+        end = offsets[-1] + size_align(self.params[-1].type)[0]
+        align = max(size_align(p.type)[1] for p in self.params)
+        return (end + align - 1) // align * align
+
+    def scalar_slots(self) -> tuple[tuple[str, int], ...] | None:
+        """Each param's ``(memoryview format, offset)`` when every param is a scalar
+        (:func:`scalar_format`), else ``None``."""
+        formats = [scalar_format(p.type) for p in self.params]
+        if None in formats:
+            return None
+        return tuple((f, o) for f, o in zip(formats, self.offsets(), strict=True) if f is not None)
 
 
 def layout(fn: FunctionSpec) -> CallLayout:

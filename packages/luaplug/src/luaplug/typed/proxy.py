@@ -10,7 +10,10 @@ layout. It reads the out slot and copies a returned ``StringView`` out of the pr
 The per-call path is compiled once per function at bind time (Python source built from the
 signature, like :mod:`dataclasses` does): the argument struct, the out slot and their
 addresses are preallocated, and a call does the field stores, one backend dispatch and
-the result read, nothing else.
+the result read, nothing else. When the instance's entry is a backend's native one, a function
+whose params and result are all scalars gets the C method of ``luaplug_entry.h`` (``typed_call``)
+instead, which stores exact ``int``/``float``/``bool`` values in C and hands every other call
+to the compiled method.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..abi import AbiErrorCode, ffi
 from ..arena import CallArena
 from ..errors import ContractNotFoundError, DispatchError, LuaplugError, RuntimeClosedError
 from .apitoml import load_api
-from .layout import layout
+from .layout import SCALAR_FORMATS, layout, scalar_format
 from .spec import ApiSpec, ContractSpec, FunctionSpec
 from .types import EnumType, ScalarType, TypeSpec, python_name
 from .values import load, store
@@ -84,20 +87,6 @@ def _string_arg(value: object, fn: str, param: str) -> bytes:
     raise TypeError(f"{fn}() argument {param!r} (StringView): expected str or bytes, not {type(value).__name__}")
 
 
-#: ``memoryview`` formats of the scalar C types a proxy reads and writes without cffi.
-_FORMATS: Final = {
-    "int8_t": "b",
-    "int16_t": "h",
-    "int32_t": "i",
-    "int64_t": "q",
-    "uint8_t": "B",
-    "uint16_t": "H",
-    "uint32_t": "I",
-    "uint64_t": "Q",
-    "float": "f",
-    "double": "d",
-    "bool": "?",
-}
 #: The Python class whose values take the ``memoryview`` store of a param of each kind; any
 #: other object (a subclass, an ``__index__`` object) takes cffi's store and its errors.
 _EXACT: Final = {"int": "int", "float": "float", "bool": "bool"}
@@ -264,7 +253,7 @@ class _Compiled:
                 f"raise _lp_err_{i}(OverflowError('{local} does not fit float'))"
             )
             return [f"_lp_set_{i}({local})"]
-        self.names[f"_lp_view_{i}"] = _view(slot, _FORMATS[t.cdecl])
+        self.names[f"_lp_view_{i}"] = _view(slot, SCALAR_FORMATS[t.cdecl])
         if isinstance(t, EnumType):
             self.names[f"_lp_cls_{i}"] = (int, t.python)
             exact = f"{local}.__class__ in _lp_cls_{i}"
@@ -310,7 +299,7 @@ class _Compiled:
             return ["return _lp_load(_lp_out)"]
         if t.kind == "bool":
             return ["return _lp_out[0]"]  # cffi refuses a _Bool byte other than 0 or 1
-        self.names["_lp_result"] = _view(self.out, _FORMATS[t.cdecl])
+        self.names["_lp_result"] = _view(self.out, SCALAR_FORMATS[t.cdecl])
         if isinstance(t, EnumType):
             self.names["_lp_members"] = {int(m.value): m for m in t.python}
             return ["_lp_v = _lp_result[0]", "return _lp_members.get(_lp_v, _lp_v)"]
@@ -340,7 +329,44 @@ class _Compiled:
         )
         method.__qualname__ = f"TypedProxy.{self.fn.name}"
         method.__doc__ = f"{self.fn.signature()}\n\n{self.fn.docs}".rstrip()
-        return method
+        return self._native(proxy, method) or method
+
+    def _native(self, proxy: TypedProxy, method: Callable[..., Any]) -> Callable[..., Any] | None:
+        """The method packed in C by the backend's call entry (``typed_call`` of ``luaplug_entry.h``),
+        falling back to ``method`` for every call it does not serve; ``None`` when the function has a
+        param or result that is not a scalar, or the instance's entry is not a native one."""
+        call = proxy.instance.call
+        factory = getattr(type(getattr(call, "__self__", None)), "typed_call", None)
+        if factory is None:
+            return None
+        shape = layout(self.fn)
+        slots = shape.scalar_slots()
+        result_format = None if shape.returns is None else scalar_format(shape.returns)
+        if slots is None or (shape.returns is not None and result_format is None):
+            return None
+        params: list[tuple[str, int, type | None, frozenset[int] | None]] = []
+        for i, (p, (fmt, offset)) in enumerate(zip(shape.params, slots, strict=True)):
+            if isinstance(p.type, EnumType):
+                params.append((fmt, offset, p.type.python, self.names.get(f"_lp_valid_{i}")))
+            else:
+                params.append((fmt, offset, None, None))
+        result = None
+        if result_format is not None:
+            result = (result_format, self.names["_lp_members"] if isinstance(shape.returns, EnumType) else None)
+        native: Callable[..., Any] | None = factory(
+            call,
+            method,
+            proxy._retry,
+            DispatchError,
+            self.fn_id,
+            shape.size(),
+            tuple(params),
+            result,
+            _bad_bool,
+            self.fn.name,
+            method.__doc__ or "",
+        )
+        return native
 
 
 def _load_result(t: TypeSpec, out: Any) -> object:
@@ -348,6 +374,11 @@ def _load_result(t: TypeSpec, out: Any) -> object:
         return load(t, out)
     except ValueError as exc:
         raise DispatchError(AbiErrorCode.InvalidPointer, lua_error=f"the guest's {t.name} result: {exc}") from None
+
+
+def _bad_bool(address: int) -> bool:
+    """Read a ``bool`` result the way cffi does: a byte other than 0 or 1 raises."""
+    return bool(ffi.cast("bool *", address)[0])
 
 
 def _null_string() -> None:
@@ -362,7 +393,8 @@ class TypedProxy:
     :class:`TypeError`/:class:`OverflowError`/:class:`ValueError` for bad arguments before
     anything is called, and :class:`~luaplug.DispatchError` when the call fails.
 
-    Not thread-safe: use one proxy per thread (they are cheap).
+    Not thread-safe: use one proxy per thread (they are cheap). Only calls packed in C (see
+    the module docstring) use memory of their own per call.
     """
 
     def __init__(
@@ -396,10 +428,11 @@ class TypedProxy:
 
     # -- failures -----------------------------------------------------------------
 
-    def _retry(self, exc: DispatchError, fn_id: int) -> bool:
+    def _retry(self, exc: DispatchError, fn_id: int, args: int | None = None, out: int | None = None) -> bool:
         """A call failed with ``exc``. A proxy of the default impl follows a reload: it
         rebinds and calls again (``True``); every other failure is named after the function
-        (:meth:`DispatchError.name_function`) and re-raised (``False``)."""
+        (:meth:`DispatchError.name_function`) and re-raised (``False``). ``args``/``out``: the
+        addresses the failed call passed (``None``: the function's preallocated ones)."""
         c = self._compiled[fn_id]
         if exc.code == _STALE and not (self._owns_instance or self._closed):
             try:
@@ -410,7 +443,12 @@ class TypedProxy:
                 self._instance = fresh
                 self._install()
                 try:
-                    fresh.call(fn_id, c.args_address, c.out_address, self._arena if c.arena_backed else None)
+                    fresh.call(
+                        fn_id,
+                        c.args_address if args is None else args,
+                        c.out_address if out is None else out,
+                        self._arena if c.arena_backed else None,
+                    )
                 except DispatchError as again:
                     again.name_function(c.fn.name)
                     raise
