@@ -318,3 +318,13 @@ def test_a_short_string_after_a_failed_long_one(calc: typed.TypedProxy) -> None:
     assert calc.greet("short") == "hello, short"
     assert calc.describe("t" * 300, 1, False, 1) == "t" * 300 + ":1:false:1"
     assert calc.describe("tag", 2, True, 2) == "tag:2:true:2"
+
+
+def test_a_short_string_after_a_long_one_refused_while_packing(calc: typed.TypedProxy) -> None:
+    """An argument after a long string is refused before the call: the string params point at
+    the proxy's buffers again, not at the long string's copy (freed with the failed call)."""
+    for bad in ("1", 2**40):
+        with pytest.raises((TypeError, OverflowError)):
+            calc.describe("t" * 300, bad, False, 1)
+        assert calc.describe(b"tag", 2, True, 2) == "tag:2:true:2"  # bytes: the Python method on every path
+        assert calc.describe("tag", 2, True, 2) == "tag:2:true:2"

@@ -176,13 +176,14 @@ class _Compiled:
             f"    if not _lp_retry(_lp_e, {self.fn_id}): raise",
             *self._unpack(fn.returns),
         ]
+        body += tail
         if general:
-            # A long string's StringView points at its own buffer during the call only.
+            # A long string's StringView points at its own buffer during the call only, also
+            # when a later argument is refused before the call.
             restore = [
                 f"    _lp_svw_{i}[0] = _lp_inaddr_{i}" for i, p in enumerate(fn.params) if p.type.kind == "string"
             ]
-            tail = ["try:", *(f"    {line}" for line in tail), "finally:", *restore]
-        body += tail
+            body = ["try:", *(f"    {line}" for line in body), "finally:", *restore]
         return [f"def {name}({', '.join(pnames)}):"] + [f"    {line}" for line in body]
 
     def _pack_string(self, i: int, name: str, local: str, single: bool, pnames: list[str], general: bool) -> list[str]:
