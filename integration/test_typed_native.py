@@ -8,6 +8,7 @@ messages; the C path only falls back to the Python method for what it does not s
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import types
@@ -50,12 +51,24 @@ API = "\n".join(
         '[[guest_contract.functions]]\nname = "bump"\nreturn = "u32"',
         '[[guest_contract.functions]]\nname = "greet"\nparams = [{ name = "name", type = "StringView" }]\n'
         'return = "StringView"',
+        # Strings among scalars in an arg-pack struct; a string param with a scalar result; a
+        # string result the test picks by number (invalid UTF-8, NUL bytes, a null pointer).
+        '[[guest_contract.functions]]\nname = "tag"\nparams = [{ name = "a", type = "StringView" }, '
+        '{ name = "n", type = "i32" }, { name = "b", type = "StringView" }]\nreturn = "StringView"',
+        '[[guest_contract.functions]]\nname = "size"\nparams = [{ name = "s", type = "StringView" }]\nreturn = "u32"',
+        '[[guest_contract.functions]]\nname = "raw"\nparams = [{ name = "n", type = "i32" }]\nreturn = "StringView"',
     ]
 )
 _ECHOED = ", ".join(f'"{k}"' for k in (*KINDS, "Shade", "Perm"))
 MAIN = """
-local contracts = require("contracts")
 local guest = require("polyplug_guest")
+-- Before the glue binds it: "<null>" comes back as a StringView with a length and a null pointer.
+local alloc_string_arena = guest.alloc_string_arena
+guest.alloc_string_arena = function(alloc, arena, s)
+  if s == "<null>" then return { len = 3 } end
+  return alloc_string_arena(alloc, arena, s)
+end
+local contracts = require("contracts")
 local Echo = {}
 Echo.__index = Echo
 for _, k in ipairs({ ECHOED }) do Echo["e_" .. k] = function(_, x) return x end end
@@ -68,6 +81,10 @@ end
 function Echo:fail(x) error("failing with " .. tostring(x)) end
 function Echo:bump() self.n = self.n + GENERATION return self.n end
 function Echo:greet(name) return "hi " .. name end
+function Echo:tag(a, n, b) return a .. "/" .. n .. "/" .. b end
+function Echo:size(s) return #s end
+local RAW = { "\\xff\\xfe", "ok\\0nul", "", "<null>", "\\xed\\xa0\\x80", "caf\\xc3\\xa9", "\\xc3" }
+function Echo:raw(n) return RAW[n + 1] end
 contracts.set_typed_echo_factory(function(h) return setmetatable({ host = h, n = 0 }, Echo) end)
 function polyplug_init(_host, _ctx) return contracts.register_typed_echo(), { code = 0 } end
 """.replace("ECHOED", _ECHOED)
@@ -156,11 +173,11 @@ def outcome(fn: Callable[..., object], *args: object, **kwargs: object) -> tuple
 
 def test_scalar_functions_are_packed_in_c(pair: tuple[typed.TypedProxy, typed.TypedProxy]) -> None:
     native, _ = pair
-    for name in (*(f"e_{k}" for k in KINDS), "e_Shade", "e_Perm", "second", "last", "chat", "fail", "bump"):
+    scalars = (*(f"e_{k}" for k in KINDS), "e_Shade", "e_Perm", "second", "last", "chat", "fail", "bump")
+    for name in (*scalars, "greet", "tag", "size", "raw"):
         method = getattr(native, name)
         assert type(method).__name__ == "builtin_function_or_method", name
         assert method.__name__ == name
-    assert isinstance(native.greet, types.FunctionType)  # a string param: the Python method
     assert native.e_i32.__doc__ is not None and native.e_i32.__doc__.startswith("e_i32(x: i32) -> i32")
 
 
@@ -284,21 +301,26 @@ def test_closed_proxy_runtime_and_bundle_raise_as_on_the_python_path(
             rt = new_runtime()
             rt.load(echo_dir)
             closed = rt.bind(echo_dir / "api.toml", CONTRACT)
-            kept = closed.e_i32
+            kept, kept_greet = closed.e_i32, closed.greet
+            assert kept_greet("x") == "hi x"
             closed.close()
             unloaded = rt.bind(echo_dir / "api.toml", CONTRACT)
-            before = unloaded.e_i32
+            before, before_greet, before_size = unloaded.e_i32, unloaded.greet, unloaded.size
             rt.unload("typed_echo")
             out = [outcome(closed.e_i32, 1), outcome(kept, 1), outcome(unloaded.e_i32, 1), outcome(before, 1)]
+            out += [outcome(kept_greet, "x"), outcome(closed.greet, "x")]
+            out += [outcome(before_greet, "x"), outcome(before_size, "x")]
             rt.load(echo_dir)
             shut = rt.bind(echo_dir / "api.toml", CONTRACT)
-            held = shut.e_i32
+            held, held_greet = shut.e_i32, shut.greet
             rt.close()
-            out += [outcome(shut.e_i32, 1), outcome(held, 1), outcome(shut.bump)]
+            out += [outcome(shut.e_i32, 1), outcome(held, 1), outcome(shut.bump), outcome(held_greet, "x")]
             results[path] = out
     assert results["native"] == results["python"]
     assert results["native"][0][:2] == ("raised", ValueError)
-    assert results["native"][4][:2] == ("raised", luaplug.RuntimeClosedError)
+    assert results["native"][4] == results["native"][11] == ("raised", ValueError, "the arena is closed")
+    assert results["native"][6][:2] == ("raised", luaplug.DispatchError) and "StaleHandle" in str(results["native"][6])
+    assert results["native"][8][:2] == ("raised", luaplug.RuntimeClosedError)
 
 
 def test_the_default_impl_follows_a_reload_on_the_c_path(runtime: luaplug.Runtime, echo_dir: Path) -> None:
@@ -308,9 +330,164 @@ def test_the_default_impl_follows_a_reload_on_the_c_path(runtime: luaplug.Runtim
         if not has_native_entry(default):
             pytest.skip("this backend was built without its native entry")
         first = default.bump
-        assert first() == 1 and first() == 2
-        (echo_dir / "main.lua").write_text(MAIN.replace("GENERATION", "10"), "utf-8")
+        greeter = runtime.bind(echo_dir / "api.toml", CONTRACT, instance=False)
+        greet = greeter.greet
+        assert first() == 1 and first() == 2 and greet("ü") == "hi ü"
+        (echo_dir / "main.lua").write_text(MAIN.replace("GENERATION", "10").replace('"hi "', '"hey "'), "utf-8")
         runtime.reload("typed_echo")
         assert first() == 10  # the method bound before the reload retries on the new VM
+        assert greet("ü") == "hey ü"  # a string result, in the arena the retried call passes
+        greeter.close()
         assert default.bump() == 20
         assert type(default.bump).__name__ == "builtin_function_or_method"
+
+
+class _Str(str):
+    pass
+
+
+#: The strings' inline buffer, in UTF-8 bytes (the proxy's; a longer argument goes to the Python method).
+INLINE = 256
+#: String arguments: ASCII, non-ASCII, empty, NUL bytes inside, at and one past the inline buffer
+#: (in ASCII and in two-byte characters), a lone surrogate, and objects of other classes.
+STRINGS: list[object] = [
+    "world",
+    "héllo wörld ✓ 😀",
+    "",
+    "a\x00b\x00",
+    "\x00",
+    "x" * INLINE,
+    "x" * (INLINE + 1),
+    "é" * (INLINE // 2),
+    "é" * (INLINE // 2) + "x",
+    "😀" * (INLINE // 4 + 1),
+    "\ud800",
+    _Str("sub"),
+    b"bytes",
+    b"\xff",
+    bytearray(b"ba"),
+    memoryview(b"mv"),
+    None,
+    5,
+    ["x"],
+]
+
+
+def test_strings_round_trip_as_on_the_python_path(pair: tuple[typed.TypedProxy, typed.TypedProxy]) -> None:
+    native, python = pair
+    for value in STRINGS:
+        for name, args in (
+            ("greet", (value,)),
+            ("size", (value,)),
+            ("tag", (value, -7, value)),
+            ("tag", ("a", 7, value)),
+            ("tag", (value, 2**31, "b")),
+        ):
+            got = outcome(getattr(native, name), *args)
+            assert got == outcome(getattr(python, name), *args), (name, args)
+    assert native.greet("world") == "hi world"
+    assert native.greet("héllo wörld ✓ 😀") == "hi héllo wörld ✓ 😀"
+    assert native.greet("") == "hi " and native.size("") == 0
+    assert native.greet("a\x00b\x00") == "hi a\x00b\x00" and native.size("a\x00b\x00") == 4
+    assert native.size("é" * (INLINE // 2)) == INLINE and native.size("x" * (INLINE + 1)) == INLINE + 1
+    assert native.tag("a\x00", -5, "ü") == "a\x00/-5/ü"
+    assert native.greet(b"ok") == "hi ok"
+    with pytest.raises(ValueError, match="not UTF-8"):
+        native.greet(b"\xff")
+    with pytest.raises(TypeError, match="expected str or bytes, not NoneType"):
+        native.greet(None)
+    with pytest.raises(UnicodeEncodeError):
+        native.greet("\ud800")
+
+
+def test_strings_up_to_the_inline_buffer_are_served_in_c(pair: tuple[typed.TypedProxy, typed.TypedProxy]) -> None:
+    """A call served in C uses an arena of its own; one handed to the Python method bumps the proxy's."""
+    native, _ = pair
+
+    def served(value: object) -> bool:
+        native._arena_words[0] = native._arena_base
+        native.greet(value)
+        return bool(native._arena_words[0] == native._arena_base)
+
+    assert served("x" * INLINE) and served("é" * (INLINE // 2)) and served("") and served("ü")
+    assert not served("x" * (INLINE + 1)) and not served("é" * (INLINE // 2) + "x")
+    assert not served(b"x") and not served(_Str("x"))
+
+
+def test_string_results_decode_as_on_the_python_path(pair: tuple[typed.TypedProxy, typed.TypedProxy]) -> None:
+    native, python = pair
+    for n in range(-1, 8):
+        assert outcome(native.raw, n) == outcome(python.raw, n), n
+    with pytest.raises(UnicodeDecodeError, match="invalid start byte"):
+        native.raw(0)
+    assert native.raw(1) == "ok\x00nul" and native.raw(2) == "" and native.raw(5) == "café"
+    with pytest.raises(luaplug.DispatchError) as info:
+        native.raw(3)
+    assert info.value.code == AbiErrorCode.InvalidPointer and "null StringView" in str(info.value)
+    with pytest.raises(UnicodeDecodeError, match="invalid continuation byte"):
+        native.raw(4)
+    with pytest.raises(UnicodeDecodeError, match="unexpected end of data"):
+        native.raw(6)
+    with pytest.raises(luaplug.DispatchError, match="raw"):
+        native.raw(7)  # nil: the glue refuses the result
+
+
+def test_a_reentrant_string_call_is_refused_as_on_the_python_path(
+    pair: tuple[typed.TypedProxy, typed.TypedProxy],
+) -> None:
+    """Inside a call, host code calls greet on the same proxy: the C path takes memory of its own
+    for it (the proxy's is in use) and answers what the Python path answers."""
+    seen: dict[int, list[tuple[object, ...]]] = {0: [], 1: []}
+    for i, proxy in enumerate(pair):
+
+        def again(p: typed.TypedProxy = proxy, into: list[tuple[object, ...]] = seen[i]) -> None:
+            into.append(outcome(p.greet, "inner"))
+            into.append(outcome(p.size, "inner"))
+
+        with calling_back(again):
+            assert proxy.chat(41) == 41
+        assert proxy.greet("outer") == "hi outer"
+    assert seen[0] == seen[1]
+    assert seen[0][0] == ("raised", luaplug.DispatchError, "call of test.Echo@1.greet failed with ReentrantCall (9)")
+
+
+def test_two_threads_calling_greet_on_one_proxy(pair: tuple[typed.TypedProxy, typed.TypedProxy]) -> None:
+    """Each call copies its strings and gets its result in memory no other call uses: two threads
+    calling the same proxy always get their own strings back."""
+    native, _ = pair
+    errors: list[str] = []
+
+    def worker(mark: str) -> None:
+        for i in range(3000):
+            a, b = f"{mark}{i}", mark * (i % 60)
+            got = (native.greet(a), native.tag(a, i, b), native.size(b))
+            if got != ("hi " + a, f"{a}/{i}/{b}", len(b.encode())):
+                errors.append(f"thread {mark}: call {i}")
+                return
+
+    threads = [threading.Thread(target=worker, args=(mark,)) for mark in ("a", "ü")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_arenas_of_the_c_methods_live_as_long_as_their_methods(runtime: luaplug.Runtime, echo_dir: Path) -> None:
+    """A reload installs new methods with new arenas; those of the replaced methods are freed with
+    them, and the proxy's close closes the current ones."""
+    runtime.load(echo_dir)
+    with runtime.bind(echo_dir / "api.toml", CONTRACT, instance=False) as default:
+        if not has_native_entry(default):
+            pytest.skip("this backend was built without its native entry")
+        string_results = len(default._native_arenas)
+        assert string_results == 3  # greet, tag, raw
+        for _ in range(5):
+            runtime.reload("typed_echo")
+            assert default.greet("x") == "hi x"
+        gc.collect()
+        assert len(default._native_arenas) == string_results
+        arenas = list(default._native_arenas)
+    for arena in arenas:
+        with pytest.raises(ValueError, match="the arena is closed"):
+            arena.alloc(1)

@@ -866,42 +866,60 @@ static int luaplug_peer_init(PyObject *module, const char *type_name) {
 
 /* ==========================================================================================
  * Typed calls: a typed proxy's method, packed in C, for a function whose params and result
- * are all scalars (spec §14).
+ * are all scalars or strings (spec §14).
  *
- *   typed_call(call, fallback, retry, error, fn_id, args_size, params, result, bad_bool, name, doc)
+ *   typed_call(call, fallback, retry, error, fn_id, args_size, params, result, bad_bool, name, doc,
+ *              strings)
  *       (published as Entry.typed_call by luaplug_typed_init) -> a builtin, or None when it
  *       cannot serve that function (call is not an entry of this module in call mode, or
- *       there are more than LUAPLUG_TYPED_MAX_PARAMS params or args bytes).
+ *       there are more than LUAPLUG_TYPED_MAX_PARAMS params or args bytes, more than
+ *       LUAPLUG_TYPED_MAX_STRINGS string params, or an inline length over LUAPLUG_TYPED_MAX_INLINE).
  *       call       the instance's `call` builtin (mode 1) made by this module's bind.
  *       fallback   the proxy's Python method for the function: every call not served here.
- *       retry      retry(exc, fn_id, args, out) -> bool, called with a DispatchError the call
- *                  raised and the addresses that call used (the proxy's _retry).
+ *       retry      retry(exc, fn_id, args, out[, arena]) -> bool, called with a DispatchError the
+ *                  call raised and the addresses (and, for a string result, the arena) that call
+ *                  used (the proxy's _retry).
  *       error      the class of `exc` above (luaplug.DispatchError).
  *       fn_id      the function's id.
  *       args_size  sizeof what `args` points at (0: no params, `args` is null).
  *       params     one (format, offset, cls, valid) per param, in order: format is the
- *                  `memoryview` letter of the slot's C type (b h i q B H I Q f d ?), offset
+ *                  `memoryview` letter of the slot's C type (b h i q B H I Q f d ?), or `s`
+ *                  for a StringView (a pointer, then a size_t length), offset
  *                  its byte offset from `args`; for an enum, cls is its class (its exact
  *                  members are accepted besides exact ints) and valid the frozenset of its
  *                  values (None for a bitflag enum, and for every other param).
  *       result     None (no result), or (format, members): members maps an enum result's
- *                  values to its members (None: not an enum).
+ *                  values to its members (None: not an enum); format `s`: a StringView built
+ *                  in the call arena.
  *       bad_bool   bad_bool(address) reads a bool result whose byte is neither 0 nor 1 (and
  *                  raises, as the proxy's own read does).
  *       name, doc  the method's __name__ and __doc__ (str).
+ *       strings    None when no param nor the result is a string, else (inline, arena, spare,
+ *                  null_string): inline, the bytes of a string argument served here (a longer
+ *                  one goes to `fallback`); arena, a CallArena for this builtin alone (None when
+ *                  the result is not a string), rewound before each call, read through its
+ *                  `_address` (0: closed, the call goes to `fallback`) and its `reset()`, which a
+ *                  call uses while overflow blocks are chained; spare() -> a fresh CallArena for
+ *                  a call made while `arena` is in use, closed (`close()`) after that call;
+ *                  null_string() raises the error of a null StringView with a length.
  *
  * The builtin serves a call whose arguments are positional, as many as the params, each of
  * the exact class the proxy's memoryview store takes (int, or an enum's member; float; bool)
- * and within its slot's range (an f32 within FLT_MAX, an enum value among `valid`); it hands
+ * and within its slot's range (an f32 within FLT_MAX, an enum value among `valid`), or, for a
+ * string param, an exact str that encodes to UTF-8 in at most `inline` bytes; it hands
  * every other call to `fallback` unchanged, so what is accepted and refused, and how, stays
  * the Python method's. A served call stores the values, calls luaplug_entry_call over the
- * entry (its re-entry refusal, error mapping and _failed), and decodes the out slot.
+ * entry (its re-entry refusal, error mapping and _failed), and decodes the out slot. A string
+ * result decodes as bytes.decode() does: length 0 is "", a null pointer with a length is
+ * null_string()'s error, bytes that are not UTF-8 raise UnicodeDecodeError.
  *
  * Invariants:
  * - The args struct and the out slot a served call passes are the descriptor's own buffer,
  *   or, while that buffer is in use (another thread's call, a nested call on this thread),
  *   a buffer on the C stack: a served call never shares its memory with another call, nor
- *   with the fallback's preallocated struct.
+ *   with the fallback's preallocated struct. The same holds for the bytes of string arguments
+ *   (the descriptor's `strbuf`, or one on the C stack) and for the arena (the descriptor's
+ *   `arena`, or a `spare()` one).
  * - Only the layout the caller describes is written: the C side knows no type of the ABI.
  */
 
@@ -911,24 +929,37 @@ static int luaplug_peer_init(PyObject *module, const char *type_name) {
 
 #define LUAPLUG_TYPED_MAX_PARAMS 16
 #define LUAPLUG_TYPED_ARGS_WORDS 16 /* bytes of an args struct served here: at most 8 * this */
+#define LUAPLUG_TYPED_OUT_WORDS 2   /* the out slot: a scalar or a StringView */
+#define LUAPLUG_TYPED_MAX_STRINGS 4
+#define LUAPLUG_TYPED_MAX_INLINE 256
+
+/* The ABI's CallArena (spec §8), as luaplug.abi declares it. */
+typedef struct luaplug_call_arena {
+    uint8_t *cur, *end, *base;
+    const void *host;
+    void *first_overflow;
+} luaplug_call_arena;
 
 typedef struct luaplug_typed_param {
     Py_ssize_t offset;
     char kind;
     PyObject *cls;   /* an enum's class, or NULL */
     PyObject *valid; /* an enum's values (frozenset), or NULL */
+    Py_ssize_t str;  /* a string param: its inline buffer's offset in strbuf */
 } luaplug_typed_param;
 
 typedef struct luaplug_typed {
     PyObject_HEAD
     PyObject *call, *fallback, *retry, *error, *members, *bad_bool;
+    PyObject *arena, *spare, *null_string; /* NULL: no string result */
     PyObject *name, *doc; /* str: the method's __name__ and __doc__ (def points into them) */
     PyMethodDef def;
     PyObject *stack[3]; /* fn_id, args and out addresses of `buf` */
-    Py_ssize_t nstack, nparams, args_size;
+    Py_ssize_t nstack, nparams, args_size, inline_len;
     char result; /* the result's format, 0: none */
-    int busy;    /* `buf` is in use by a call */
-    uint64_t buf[LUAPLUG_TYPED_ARGS_WORDS + 1]; /* the args struct, then the out slot */
+    int busy;    /* `buf`, `strbuf` and `arena` are in use by a call */
+    uint64_t buf[LUAPLUG_TYPED_ARGS_WORDS + LUAPLUG_TYPED_OUT_WORDS]; /* the args struct, then the out slot */
+    char strbuf[LUAPLUG_TYPED_MAX_STRINGS * LUAPLUG_TYPED_MAX_INLINE]; /* string arguments' bytes */
     luaplug_typed_param params[LUAPLUG_TYPED_MAX_PARAMS];
 } luaplug_typed;
 
@@ -936,10 +967,28 @@ static PyTypeObject *luaplug_typed_type;
 
 /* Store `v` into the slot at `p` when it is of the exact class and within range: 0, else -1
  * (the fallback decides; no exception left set). */
-static int luaplug_typed_store(const luaplug_typed_param *q, PyObject *v, char *p) {
+static int luaplug_typed_store(const luaplug_typed_param *q, PyObject *v, char *p, char *str, Py_ssize_t inline_len) {
     int ovf;
     long long x;
     switch (q->kind) {
+    case 's': {
+        /* The StringView points at this call's copy of the UTF-8 bytes (str + q->str). */
+        Py_ssize_t len;
+        const char *s;
+        if (!PyUnicode_CheckExact(v)) return -1;
+        if (PyUnicode_IS_ASCII(v)) {
+            s = (const char *)PyUnicode_DATA(v);
+            len = PyUnicode_GET_LENGTH(v);
+        } else if ((s = PyUnicode_AsUTF8AndSize(v, &len)) == NULL) {
+            PyErr_Clear(); /* not encodable (a lone surrogate): the fallback raises */
+            return -1;
+        }
+        if (len > inline_len) return -1;
+        uint64_t view[2] = {(uint64_t)(uintptr_t)(str + q->str), (uint64_t)len};
+        memcpy(str + q->str, s, (size_t)len);
+        memcpy(p, view, sizeof view);
+        return 0;
+    }
     case 'f':
     case 'd': {
         if (!PyFloat_CheckExact(v)) return -1;
@@ -1015,6 +1064,23 @@ static PyObject *luaplug_typed_result(luaplug_typed *t, const char *p, PyObject 
     case '?':
         if (*(const uint8_t *)p > 1) return PyObject_CallOneArg(t->bad_bool, out_address);
         return PyBool_FromLong(*(const uint8_t *)p);
+    case 's': {
+        uint64_t view[2];
+        memcpy(view, p, sizeof view);
+        if (view[1] == 0) return PyUnicode_New(0, 0);
+        if (view[0] == 0) {
+            v = PyObject_CallNoArgs(t->null_string);
+            if (v == NULL) return NULL;
+            Py_DECREF(v);
+            PyErr_SetString(PyExc_SystemError, "luaplug typed call: null_string() returned");
+            return NULL;
+        }
+        if (view[1] > (uint64_t)PY_SSIZE_T_MAX) { /* as ffi.unpack refuses the length */
+            PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C ssize_t");
+            return NULL;
+        }
+        return PyUnicode_DecodeUTF8((const char *)(uintptr_t)view[0], (Py_ssize_t)view[1], NULL);
+    }
     default:
         PyErr_SetString(PyExc_SystemError, "luaplug typed call: unknown result format");
         return NULL;
@@ -1030,42 +1096,96 @@ static PyObject *luaplug_typed_result(luaplug_typed *t, const char *p, PyObject 
     return Py_NewRef(m);
 }
 
+/* The arena a call of `t` passes (a new reference), rewound, or NULL: with an exception set
+ * when making a spare one failed, else (*closed set) when `t->arena` is closed. */
+static PyObject *luaplug_typed_arena(luaplug_typed *t, int own, int *closed) {
+    if (!own) return PyObject_CallNoArgs(t->spare); /* fresh: nothing to rewind */
+    PyObject *address = PyObject_GetAttr(t->arena, luaplug_str_address);
+    unsigned long long a;
+    if (address == NULL) return NULL;
+    int bad = luaplug_uint_arg(address, UINTPTR_MAX, &a) || a == 0;
+    Py_DECREF(address);
+    if (bad) {
+        *closed = 1;
+        return NULL;
+    }
+    luaplug_call_arena *arena = (luaplug_call_arena *)(uintptr_t)a;
+    if (arena->first_overflow == NULL) {
+        arena->cur = arena->base;
+    } else { /* the blocks are emptied too: the arena's own reset */
+        PyObject *r = PyObject_CallMethod(t->arena, "reset", NULL);
+        if (r == NULL) return NULL;
+        Py_DECREF(r);
+    }
+    return Py_NewRef(t->arena);
+}
+
+/* Close a spare arena after its call, keeping the call's outcome (`value`, or the exception). */
+static PyObject *luaplug_typed_close_spare(PyObject *arena, PyObject *value) {
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyObject *r = PyObject_CallMethod(arena, "close", NULL);
+    Py_DECREF(arena);
+    if (r == NULL) {
+        Py_XDECREF(value);
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(type, exc, tb);
+    return value;
+}
+
 static PyObject *luaplug_typed_call(PyObject *self, PyObject *const *args, Py_ssize_t n, PyObject *kwnames) {
     luaplug_typed *t = (luaplug_typed *)self;
-    uint64_t local[LUAPLUG_TYPED_ARGS_WORDS + 1];
-    PyObject *stack[3];
-    char *base;
-    int own = !t->busy;
+    uint64_t local[LUAPLUG_TYPED_ARGS_WORDS + LUAPLUG_TYPED_OUT_WORDS];
+    char local_str[LUAPLUG_TYPED_MAX_STRINGS * LUAPLUG_TYPED_MAX_INLINE];
+    PyObject *stack[4];
+    char *base, *str;
+    int own = !t->busy, closed = 0;
 
     if (kwnames != NULL || n != t->nparams) goto fallback;
     base = own ? (char *)t->buf : (char *)local;
+    str = own ? t->strbuf : local_str;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (luaplug_typed_store(&t->params[i], args[i], base + t->params[i].offset)) goto fallback;
+        if (luaplug_typed_store(&t->params[i], args[i], base + t->params[i].offset, str, t->inline_len)) goto fallback;
     char *out = base + 8 * LUAPLUG_TYPED_ARGS_WORDS;
-    memset(out, 0, 8);
+    memset(out, 0, 8 * LUAPLUG_TYPED_OUT_WORDS);
+    /* Marked before the arena step, which may run Python code (and let another thread in). */
+    if (own) t->busy = 1;
+    stack[3] = NULL;
+    if (t->arena != NULL) {
+        stack[3] = luaplug_typed_arena(t, own, &closed);
+        if (stack[3] == NULL) {
+            if (own) t->busy = 0;
+            if (closed) goto fallback; /* the proxy is closed: its method says how */
+            return NULL;
+        }
+    }
     stack[0] = t->stack[0];
     if (own) {
         stack[1] = Py_NewRef(t->stack[1]);
         stack[2] = Py_NewRef(t->stack[2]);
-        t->busy = 1;
     } else {
         stack[1] = t->args_size ? PyLong_FromVoidPtr(base) : Py_NewRef(t->stack[1]);
         stack[2] = t->result ? PyLong_FromVoidPtr(out) : Py_NewRef(t->stack[2]);
         if (stack[1] == NULL || stack[2] == NULL) {
             Py_XDECREF(stack[1]);
             Py_XDECREF(stack[2]);
-            return NULL;
+            return stack[3] == NULL ? NULL : luaplug_typed_close_spare(stack[3], NULL);
         }
     }
-    PyObject *res = luaplug_entry_call(PyCFunction_GET_SELF(t->call), stack, t->nstack, NULL);
+    PyObject *res = luaplug_entry_call(PyCFunction_GET_SELF(t->call), stack, stack[3] ? 4 : t->nstack, NULL);
     if (res == NULL && PyErr_ExceptionMatches(t->error)) {
         /* What the proxy's except clause does: retry (a reload) or name the function. */
         PyObject *type, *exc, *tb;
         PyErr_Fetch(&type, &exc, &tb);
         PyErr_NormalizeException(&type, &exc, &tb);
         if (tb != NULL) PyException_SetTraceback(exc, tb);
-        PyObject *retry_args[4] = {exc, t->stack[0], stack[1], stack[2]};
-        PyObject *again = PyObject_Vectorcall(t->retry, retry_args, 4, NULL);
+        PyObject *retry_args[5] = {exc, t->stack[0], stack[1], stack[2], stack[3]};
+        PyObject *again = PyObject_Vectorcall(t->retry, retry_args, stack[3] ? 5 : 4, NULL);
         int retried = again == NULL ? -1 : PyObject_IsTrue(again);
         Py_XDECREF(again);
         if (retried == 0) {
@@ -1095,7 +1215,12 @@ static PyObject *luaplug_typed_call(PyObject *self, PyObject *const *args, Py_ss
     if (own) t->busy = 0;
     Py_DECREF(stack[1]);
     Py_DECREF(stack[2]);
-    return value;
+    if (stack[3] == NULL) return value;
+    if (own) {
+        Py_DECREF(stack[3]);
+        return value;
+    }
+    return luaplug_typed_close_spare(stack[3], value);
 fallback:
     return PyObject_Vectorcall(t->fallback, args, (size_t)n, kwnames);
 }
@@ -1108,6 +1233,9 @@ static int luaplug_typed_traverse(luaplug_typed *t, visitproc visit, void *arg) 
     Py_VISIT(t->error);
     Py_VISIT(t->members);
     Py_VISIT(t->bad_bool);
+    Py_VISIT(t->arena);
+    Py_VISIT(t->spare);
+    Py_VISIT(t->null_string);
     Py_VISIT(t->name);
     Py_VISIT(t->doc);
     for (Py_ssize_t i = 0; i < t->nparams; i++) {
@@ -1127,6 +1255,9 @@ static int luaplug_typed_clear(luaplug_typed *t) {
     Py_CLEAR(t->error);
     Py_CLEAR(t->members);
     Py_CLEAR(t->bad_bool);
+    Py_CLEAR(t->arena);
+    Py_CLEAR(t->spare);
+    Py_CLEAR(t->null_string);
     for (Py_ssize_t i = 0; i < LUAPLUG_TYPED_MAX_PARAMS; i++) {
         Py_CLEAR(t->params[i].cls);
         Py_CLEAR(t->params[i].valid);
@@ -1159,28 +1290,36 @@ static PyObject *luaplug_typed_method(PyObject *self, PyObject *const *args, Py_
     return NULL;
 }
 
-static const char luaplug_typed_kinds[] = "bhiqBHIQfd?";
+static const char luaplug_typed_kinds[] = "bhiqBHIQfd?s";
 
-/* typed_call(call, fallback, retry, error, fn_id, args_size, params, result, bad_bool, name, doc) */
+/* typed_call(call, fallback, retry, error, fn_id, args_size, params, result, bad_bool, name, doc, strings) */
 static PyObject *luaplug_typed_new(PyObject *module, PyObject *const *args, Py_ssize_t n) {
     (void)module;
-    if (n != 11 || !PyUnicode_Check(args[9]) || !PyUnicode_Check(args[10])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "typed_call(call, fallback, retry, error, fn_id, args_size, params, result, bad_bool, name, doc)");
+    if (n != 12 || !PyUnicode_Check(args[9]) || !PyUnicode_Check(args[10])) {
+        PyErr_SetString(PyExc_TypeError, "typed_call(call, fallback, retry, error, fn_id, args_size, params, result, "
+                                         "bad_bool, name, doc, strings)");
         return NULL;
     }
-    PyObject *call = args[0], *params = args[6], *result = args[7];
+    PyObject *call = args[0], *params = args[6], *result = args[7], *strings = args[11];
     if (!PyCFunction_Check(call) || ((PyCFunctionObject *)call)->m_ml != &luaplug_entry_defs[1] ||
         !Py_IS_TYPE(PyCFunction_GET_SELF(call), luaplug_entry_type))
         Py_RETURN_NONE; /* not this module's call entry: the proxy keeps its Python method */
     if (!PyTuple_Check(params) || !PyLong_CheckExact(args[4]) || !PyLong_CheckExact(args[5]) ||
-        (result != Py_None && (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2))) {
+        (result != Py_None && (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2)) ||
+        (strings != Py_None && (!PyTuple_Check(strings) || PyTuple_GET_SIZE(strings) != 4 ||
+                                !PyLong_CheckExact(PyTuple_GET_ITEM(strings, 0))))) {
         PyErr_SetString(PyExc_TypeError, "typed_call: malformed descriptor");
         return NULL;
     }
-    Py_ssize_t np = PyTuple_GET_SIZE(params), args_size = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t np = PyTuple_GET_SIZE(params), args_size = PyLong_AsSsize_t(args[5]), inline_len = 0, nstr = 0;
     if (args_size == -1 && PyErr_Occurred()) return NULL;
-    if (np > LUAPLUG_TYPED_MAX_PARAMS || args_size < 0 || args_size > 8 * LUAPLUG_TYPED_ARGS_WORDS) Py_RETURN_NONE;
+    if (strings != Py_None) {
+        inline_len = PyLong_AsSsize_t(PyTuple_GET_ITEM(strings, 0));
+        if (inline_len == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (np > LUAPLUG_TYPED_MAX_PARAMS || args_size < 0 || args_size > 8 * LUAPLUG_TYPED_ARGS_WORDS ||
+        inline_len < 0 || inline_len > LUAPLUG_TYPED_MAX_INLINE)
+        Py_RETURN_NONE;
     if ((np == 0) != (args_size == 0)) {
         PyErr_SetString(PyExc_ValueError, "typed_call: args_size is 0 exactly when there are no params");
         return NULL;
@@ -1217,9 +1356,18 @@ static PyObject *luaplug_typed_new(PyObject *module, PyObject *const *args, Py_s
         case 'h': case 'H': width = 2; break;
         case 'i': case 'I': case 'f': width = 4; break;
         case 'q': case 'Q': case 'd': width = 8; break;
+        case 's': width = 16; break;
         default: break;
         }
-        if (klen != 1 || width == 0 || off < 0 || off + width > args_size) goto malformed;
+        if (klen != 1 || width == 0 || off < 0 || off + width > args_size || (kind[0] == 's' && strings == Py_None))
+            goto malformed;
+        if (kind[0] == 's') {
+            if (nstr == LUAPLUG_TYPED_MAX_STRINGS) {
+                Py_DECREF(t);
+                Py_RETURN_NONE;
+            }
+            t->params[i].str = LUAPLUG_TYPED_MAX_INLINE * nstr++;
+        }
         PyObject *cls = PyTuple_GET_ITEM(q, 2), *valid = PyTuple_GET_ITEM(q, 3);
         if ((cls != Py_None && !PyType_Check(cls)) || (valid != Py_None && !PyFrozenSet_Check(valid))) goto malformed;
         t->params[i].kind = kind[0];
@@ -1238,6 +1386,16 @@ static PyObject *luaplug_typed_new(PyObject *module, PyObject *const *args, Py_s
             goto malformed;
         t->result = kind[0];
         t->members = members == Py_None ? NULL : Py_NewRef(members);
+    }
+    if (strings != Py_None) {
+        PyObject *arena = PyTuple_GET_ITEM(strings, 1);
+        if ((arena == Py_None) != (t->result != 's')) goto malformed;
+        t->inline_len = inline_len;
+        t->arena = arena == Py_None ? NULL : Py_NewRef(arena);
+        t->spare = Py_NewRef(PyTuple_GET_ITEM(strings, 2));
+        t->null_string = Py_NewRef(PyTuple_GET_ITEM(strings, 3));
+    } else if (t->result == 's') {
+        goto malformed;
     }
     t->stack[0] = Py_NewRef(args[4]);
     t->stack[1] = np ? PyLong_FromVoidPtr(t->buf) : PyLong_FromLong(0);
@@ -1258,8 +1416,8 @@ fail:
 
 static PyMethodDef luaplug_typed_new_def = {
     "typed_call", (PyCFunction)(void (*)(void))luaplug_typed_new, METH_FASTCALL,
-    "typed_call(call, fallback, retry, error, fn_id, args_size, params, result, bad_bool, name, doc) -> a typed "
-    "proxy's method packed in C, or None (luaplug_entry.h)"};
+    "typed_call(call, fallback, retry, error, fn_id, args_size, params, result, bad_bool, name, doc, strings) -> a "
+    "typed proxy's method packed in C, or None (luaplug_entry.h)"};
 
 /* After luaplug_entry_init: publish `typed_call` on the Entry type (with the GIL held); 0, or -1
  * with an exception set. `type_name` is the qualified name of the descriptor type, a static string. */

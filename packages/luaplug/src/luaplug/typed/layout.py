@@ -20,7 +20,16 @@ from ..abi import ffi
 from .spec import FunctionSpec, ParamSpec
 from .types import TypeSpec
 
-__all__ = ["SCALAR_FORMATS", "ArgsKind", "CallLayout", "layout", "pack_decls", "scalar_format", "size_align"]
+__all__ = [
+    "SCALAR_FORMATS",
+    "STRING_FORMAT",
+    "ArgsKind",
+    "CallLayout",
+    "layout",
+    "pack_decls",
+    "scalar_format",
+    "size_align",
+]
 
 #: ``none``: ``args`` is null; ``single``: a pointer to the one value; ``struct``: the arg-pack struct.
 ArgsKind = Literal["none", "single", "struct"]
@@ -43,6 +52,11 @@ SCALAR_FORMATS: Final = {
     "double": "d",
     "bool": "?",
 }
+
+
+#: The format that names a ``StringView`` slot (a pointer, then a ``size_t`` length) beside
+#: :data:`SCALAR_FORMATS` (``struct``'s letter for a C string).
+STRING_FORMAT: Final = "s"
 
 
 def scalar_format(t: TypeSpec) -> str | None:
@@ -126,10 +140,11 @@ class CallLayout:
         align = max(size_align(p.type)[1] for p in self.params)
         return (end + align - 1) // align * align
 
-    def scalar_slots(self) -> tuple[tuple[str, int], ...] | None:
+    def scalar_slots(self, strings: bool = False) -> tuple[tuple[str, int], ...] | None:
         """Each param's ``(memoryview format, offset)`` when every param is a scalar
-        (:func:`scalar_format`), else ``None``."""
-        formats = [scalar_format(p.type) for p in self.params]
+        (:func:`scalar_format`), else ``None``. ``strings``: a ``StringView`` param is a slot
+        too, of format :data:`STRING_FORMAT`."""
+        formats = [STRING_FORMAT if strings and p.type.kind == "string" else scalar_format(p.type) for p in self.params]
         if None in formats:
             return None
         return tuple((f, o) for f, o in zip(formats, self.offsets(), strict=True) if f is not None)

@@ -11,9 +11,9 @@ The per-call path is compiled once per function at bind time (Python source buil
 signature, like :mod:`dataclasses` does): the argument struct, the out slot and their
 addresses are preallocated, and a call does the field stores, one backend dispatch and
 the result read, nothing else. When the instance's entry is a backend's native one, a function
-whose params and result are all scalars gets the C method of ``luaplug_entry.h`` (``typed_call``)
-instead, which stores exact ``int``/``float``/``bool`` values in C and hands every other call
-to the compiled method.
+whose params and result are all scalars or strings gets the C method of ``luaplug_entry.h``
+(``typed_call``) instead, which stores exact ``int``/``float``/``bool``/``str`` values in C,
+decodes a string result in C, and hands every other call to the compiled method.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -29,7 +30,7 @@ from ..abi import AbiErrorCode, ffi
 from ..arena import CallArena
 from ..errors import ContractNotFoundError, DispatchError, LuaplugError, RuntimeClosedError
 from .apitoml import load_api
-from .layout import SCALAR_FORMATS, layout, scalar_format
+from .layout import SCALAR_FORMATS, STRING_FORMAT, layout, scalar_format
 from .spec import ApiSpec, ContractSpec, FunctionSpec
 from .types import EnumType, ScalarType, TypeSpec, python_name
 from .values import load, store
@@ -335,15 +336,19 @@ class _Compiled:
     def _native(self, proxy: TypedProxy, method: Callable[..., Any]) -> Callable[..., Any] | None:
         """The method packed in C by the backend's call entry (``typed_call`` of ``luaplug_entry.h``),
         falling back to ``method`` for every call it does not serve; ``None`` when the function has a
-        param or result that is not a scalar, or the instance's entry is not a native one."""
+        param or result that is neither a scalar nor a string, or the instance's entry is not a
+        native one."""
         call = proxy.instance.call
         factory = getattr(type(getattr(call, "__self__", None)), "typed_call", None)
         if factory is None:
             return None
         shape = layout(self.fn)
-        slots = shape.scalar_slots()
-        result_format = None if shape.returns is None else scalar_format(shape.returns)
-        if slots is None or (shape.returns is not None and result_format is None):
+        slots = shape.scalar_slots(strings=True)
+        returns = shape.returns
+        result_format = (
+            None if returns is None else STRING_FORMAT if returns.kind == "string" else scalar_format(returns)
+        )
+        if slots is None or (returns is not None and result_format is None):
             return None
         params: list[tuple[str, int, type | None, frozenset[int] | None]] = []
         for i, (p, (fmt, offset)) in enumerate(zip(shape.params, slots, strict=True)):
@@ -354,6 +359,12 @@ class _Compiled:
         result = None
         if result_format is not None:
             result = (result_format, self.names["_lp_members"] if isinstance(shape.returns, EnumType) else None)
+        strings = None
+        if result_format == STRING_FORMAT or any(fmt == STRING_FORMAT for fmt, _ in slots):
+            # The C method's own arena (a call never shares the proxy's with the Python method),
+            # and one made for a call while that one is in use; both closed with the proxy.
+            arena = proxy._new_arena() if result_format == STRING_FORMAT else None
+            strings = (_INPUT_BUFFER, arena, proxy._spare_arena, _null_string)
         native: Callable[..., Any] | None = factory(
             call,
             method,
@@ -366,6 +377,7 @@ class _Compiled:
             _bad_bool,
             self.fn.name,
             method.__doc__ or "",
+            strings,
         )
         return native
 
@@ -384,6 +396,15 @@ def _bad_bool(address: int) -> bool:
 
 def _null_string() -> None:
     raise DispatchError(AbiErrorCode.InvalidPointer, lua_error="the guest returned a null StringView with a length")
+
+
+class _Host:
+    """The ``HostApi`` owner a proxy's arenas keep (a runtime, as :class:`CallArena` takes it)."""
+
+    __slots__ = ("host_api",)
+
+    def __init__(self, host_api: HostApi) -> None:
+        self.host_api = host_api
 
 
 class TypedProxy:
@@ -413,6 +434,10 @@ class TypedProxy:
         self._instance: Instance | None = self._contract.create_instance() if instance else self._contract.default
         self._closed = False
         self._arena = CallArena(arena_capacity, host=runtime)
+        self._host = _Host(runtime.host_api)
+        #: The arenas of the methods packed in C (see _new_arena): each lives as long as its method
+        #: (a reload installs new ones) and is closed with the proxy.
+        self._native_arenas: weakref.WeakSet[CallArena] = weakref.WeakSet()
         # SAFETY: the words alias the arena's C struct, which the arena owns until close().
         self._arena_words: Any = _view(ffi.cast("CallArena*", self._arena.address), "Q")
         self._arena_base: int = self._arena_words[2]
@@ -423,17 +448,34 @@ class TypedProxy:
         self._install()
         runtime._adopt(self)
 
+    def _new_arena(self) -> CallArena:
+        """An arena like the proxy's, for a method packed in C; closed with the proxy."""
+        arena = self._spare_arena()
+        self._native_arenas.add(arena)
+        return arena
+
+    def _spare_arena(self) -> CallArena:
+        """A fresh arena like the proxy's, over the same ``HostApi``."""
+        return CallArena(self._arena.capacity, host=self._host)
+
     def _install(self) -> None:
         for c in self._compiled:
             setattr(self, python_name(c.fn.name), c.build(self))
 
     # -- failures -----------------------------------------------------------------
 
-    def _retry(self, exc: DispatchError, fn_id: int, args: int | None = None, out: int | None = None) -> bool:
+    def _retry(
+        self,
+        exc: DispatchError,
+        fn_id: int,
+        args: int | None = None,
+        out: int | None = None,
+        arena: CallArena | None = None,
+    ) -> bool:
         """A call failed with ``exc``. A proxy of the default impl follows a reload: it
         rebinds and calls again (``True``); every other failure is named after the function
-        (:meth:`DispatchError.name_function`) and re-raised (``False``). ``args``/``out``: the
-        addresses the failed call passed (``None``: the function's preallocated ones)."""
+        (:meth:`DispatchError.name_function`) and re-raised (``False``). ``args``/``out``/``arena``:
+        what the failed call passed (``None``: the function's preallocated ones, the proxy's arena)."""
         c = self._compiled[fn_id]
         if exc.code == _STALE and not (self._owns_instance or self._closed):
             try:
@@ -448,7 +490,7 @@ class TypedProxy:
                         fn_id,
                         c.args_address if args is None else args,
                         c.out_address if out is None else out,
-                        self._arena if c.arena_backed else None,
+                        arena if arena is not None else self._arena if c.arena_backed else None,
                     )
                 except DispatchError as again:
                     again.name_function(c.fn.name)
@@ -499,6 +541,8 @@ class TypedProxy:
             except LuaplugError:
                 _log.warning("destroying the instance of %s failed", self._spec.key, exc_info=True)
         self._arena.close()
+        for arena in list(self._native_arenas):
+            arena.close()
 
     def __enter__(self) -> TypedProxy:
         return self
