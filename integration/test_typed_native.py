@@ -268,6 +268,27 @@ def test_a_reentrant_call_is_refused_as_on_the_python_path(pair: tuple[typed.Typ
     assert seen[0] == [("raised", luaplug.DispatchError, "call of test.Echo@1.e_i32 failed with ReentrantCall (9)")]
 
 
+def test_a_call_made_while_the_arguments_are_packed_keeps_its_own_buffer(
+    pair: tuple[typed.TypedProxy, typed.TypedProxy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking an enum argument may run Python code (its class's ``__hash__``), which may call
+    the same method (or let another thread call it) before the outer call has run: that call must
+    not pack into the memory the outer call's arguments already sit in."""
+    native, _ = pair
+    shade = type(native.e_Shade(-300))
+    dark, light = shade(-300), shade(300)
+    nested: list[object] = []
+
+    def hashing(member: object) -> int:
+        if not nested:
+            nested.append(native.e_Shade(300))  # packed while the outer -300 is being checked
+        return int.__hash__(member)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shade, "__hash__", hashing)
+    assert native.e_Shade(dark) == -300
+    assert nested == [light]
+
+
 def test_two_threads_calling_one_proxy(pair: tuple[typed.TypedProxy, typed.TypedProxy]) -> None:
     """Each call packs into memory no other call uses: two threads calling the same proxy
     always get their own arguments back."""

@@ -1149,12 +1149,16 @@ static PyObject *luaplug_typed_call(PyObject *self, PyObject *const *args, Py_ss
     if (kwnames != NULL || n != t->nparams) goto fallback;
     base = own ? (char *)t->buf : (char *)local;
     str = own ? t->strbuf : local_str;
+    /* Marked before the first store: an enum's membership check and the arena step may run
+     * Python code, which lets another thread in. */
+    if (own) t->busy = 1;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (luaplug_typed_store(&t->params[i], args[i], base + t->params[i].offset, str, t->inline_len)) goto fallback;
+        if (luaplug_typed_store(&t->params[i], args[i], base + t->params[i].offset, str, t->inline_len)) {
+            if (own) t->busy = 0;
+            goto fallback;
+        }
     char *out = base + 8 * LUAPLUG_TYPED_ARGS_WORDS;
     memset(out, 0, 8 * LUAPLUG_TYPED_OUT_WORDS);
-    /* Marked before the arena step, which may run Python code (and let another thread in). */
-    if (own) t->busy = 1;
     stack[3] = NULL;
     if (t->arena != NULL) {
         stack[3] = luaplug_typed_arena(t, own, &closed);
