@@ -263,7 +263,10 @@ def test_peer_calls_instances_and_errors(
 def test_a_failing_factory_gives_a_null_instance_and_is_logged(
     backend: str, new_runtime: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for caller_on, callee_on in _pairs(backend, "callee"):
+    available = luaplug.available_backends()
+    # every pairing, the callee on either backend: the reason crosses each C interface
+    pairs = sorted({(backend, other) for other in available} | {(other, backend) for other in available})
+    for caller_on, callee_on in pairs:
         rt = new_runtime()
         # the default instance is built at load; every later one fails
         _target(rt, callee_on, factory='if BUILT then error("no factory today") end BUILT = true return { n = 0 }')

@@ -48,6 +48,8 @@ typedef struct lp_vm {
     int depth;           /* mu's recursion depth (written by its holder) */
     int prelude_ref;
     int disp_ref;
+    int create_ref;      /* P.create and P.destroy, taken at load: the prelude never replaces them */
+    int destroy_ref;
     int closed;
     size_t mem_used;     /* bytes the state holds */
     size_t mem_limit;    /* SIZE_MAX: no limit */
@@ -340,7 +342,7 @@ lp_vm *lp_new(size_t mem_limit) {
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&vm->mu, &attr);
     pthread_mutexattr_destroy(&attr);
-    vm->prelude_ref = vm->disp_ref = LUA_NOREF;
+    vm->prelude_ref = vm->disp_ref = vm->create_ref = vm->destroy_ref = LUA_NOREF;
     return vm;
 }
 
@@ -444,6 +446,10 @@ static int load_body(lua_State *L) {
     lua_call(L, 0, 1);
     lua_getfield(L, -1, "dispatchers");
     vm->disp_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "create");
+    vm->create_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "destroy");
+    vm->destroy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     vm->prelude_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
@@ -631,17 +637,40 @@ void lp_vm_call(VmLoaderDataC ld, InstanceC inst, uint32_t fn_id, const void *ar
     }
 }
 
-static double simple_call(lp_contract *c, const char *entry, double arg) {
-    lp_value args[2];
-    lp_value *res = NULL;
-    int nres = 0;
-    args[0].type = 1; args[0].num = c->cidx; args[0].str = NULL; args[0].len = 0;
-    args[1].type = 1; args[1].num = arg; args[1].str = NULL; args[1].len = 0;
-    int rc = lp_call(c->vm, entry, 2, args, &res, &nres);
-    double out = (rc == LP_OK && nres > 0 && res[0].type == 1) ? res[0].num : 0;
-    if (rc == LP_OK && out <= 0 && nres < 2) set_error("create_instance failed", 22);
-    if (rc == LP_OK && nres > 1 && res[1].type == 2) set_error(res[1].str, res[1].len);
-    lp_free_results(res, nres);
+/* P.create(cidx) -> id | 0, reason (destroy: 0) or P.destroy(cidx, iid), through the refs taken
+ * at load: rawgeti and pushnumber never raise; the call itself is protected. A create that gives
+ * no id leaves its reason (or the Lua error) as this thread's error. */
+static double entry_call(lp_contract *c, int destroy, double iid) {
+    lp_vm *vm = c->vm;
+    double out = 0;
+    if (vm_lock(vm) != 0) {
+        set_error(REENTRANT_TEXT, strlen(REENTRANT_TEXT));
+        return 0;
+    }
+    if (vm->L == NULL) {
+        vm_unlock(vm);
+        set_error("the bundle VM is closed", 23);
+        return 0;
+    }
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, destroy ? vm->destroy_ref : vm->create_ref);
+    lua_pushnumber(L, (lua_Number)c->cidx);
+    if (destroy) lua_pushnumber(L, iid);
+    int rc = lua_pcall(L, destroy ? 2 : 1, 2, 0);
+    if (rc != 0) {
+        take_error(L);
+    } else if (!destroy) {
+        if (lua_type(L, -2) == LUA_TNUMBER) out = lua_tonumber(L, -2);
+        if (out <= 0) {
+            size_t len = 0;
+            const char *why = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+            if (why != NULL) set_error(why, len);
+            else set_error("create_instance failed", 22);
+        }
+    }
+    lua_settop(L, top);
+    vm_unlock(vm);
     return out;
 }
 
@@ -652,7 +681,7 @@ void lp_create_instance(VmLoaderDataC ld, const void *host, const void *args, In
     out->contract_id = 0;
     lp_contract *c = (lp_contract *)ld.data;
     if (c == NULL || c->vm == NULL) return;
-    double id = simple_call(c, "create", 0);
+    double id = entry_call(c, 0, 0);
     if (id <= 0) lp_log_failure(1, tl_err ? tl_err : "", tl_err_len);
     if (id > 0) {
         out->data = (void *)(uintptr_t)id;
@@ -664,7 +693,7 @@ void lp_destroy_instance(VmLoaderDataC ld, const void *host, InstanceC inst) {
     (void)host;
     lp_contract *c = (lp_contract *)ld.data;
     if (c == NULL || c->vm == NULL || inst.data == NULL) return;
-    simple_call(c, "destroy", (double)(uintptr_t)inst.data);
+    entry_call(c, 1, (double)(uintptr_t)inst.data);
 }
 
 const char *lp_luajit_version(void) {
