@@ -315,6 +315,16 @@ static PyMethodDef luaplug_entry_bind_def = {
     "bind", (PyCFunction)(void (*)(void))luaplug_entry_bind, METH_FASTCALL,
     "bind(owner, instance, mode, target, data, instance_id) -> the instance's dispatch (0) or call (1)"};
 
+/* A new GC-tracked heap type from `spec` (static storage: the type keeps pointing at it), or
+ * NULL with an exception set. `name` is its qualified name, a static string. */
+static PyTypeObject *luaplug_gc_type(PyType_Spec *spec, const char *name, int size, PyType_Slot *slots) {
+    spec->name = name;
+    spec->basicsize = size;
+    spec->flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
+    spec->slots = slots;
+    return (PyTypeObject *)PyType_FromSpec(spec);
+}
+
 /* Publish `bind` and `Entry` on `module` (with the GIL held); 0, or -1 with an exception set.
  * `type_name` is the qualified name of the Entry type ("package.module.Entry"), a static string. */
 static int luaplug_entry_init(PyObject *module, const char *type_name) {
@@ -332,11 +342,7 @@ static int luaplug_entry_init(PyObject *module, const char *type_name) {
             return -1;
     }
     if (luaplug_entry_type == NULL) {
-        spec.name = type_name;
-        spec.basicsize = sizeof(luaplug_entry);
-        spec.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
-        spec.slots = luaplug_entry_slots;
-        luaplug_entry_type = (PyTypeObject *)PyType_FromSpec(&spec);
+        luaplug_entry_type = luaplug_gc_type(&spec, type_name, (int)sizeof(luaplug_entry), luaplug_entry_slots);
         if (luaplug_entry_type == NULL) return -1;
     }
     PyObject *bind = PyCFunction_NewEx(&luaplug_entry_bind_def, NULL, NULL);
@@ -853,11 +859,7 @@ static int luaplug_peer_init(PyObject *module, const char *type_name) {
         luaplug_peer_graph = (volatile const uintptr_t *)PyLong_AsVoidPtr(graph);
         Py_DECREF(graph);
         if (luaplug_peer_graph == NULL && PyErr_Occurred()) return -1;
-        spec.name = type_name;
-        spec.basicsize = sizeof(luaplug_peer);
-        spec.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
-        spec.slots = luaplug_peer_slots;
-        luaplug_peer_type = (PyTypeObject *)PyType_FromSpec(&spec);
+        luaplug_peer_type = luaplug_gc_type(&spec, type_name, (int)sizeof(luaplug_peer), luaplug_peer_slots);
         if (luaplug_peer_type == NULL) return -1;
     }
     if (PyModule_AddFunctions(module, luaplug_peer_defs) != 0) return -1;
@@ -1432,11 +1434,7 @@ static int luaplug_typed_init(const char *type_name) {
         return -1;
     }
     if (luaplug_typed_type == NULL) {
-        spec.name = type_name;
-        spec.basicsize = sizeof(luaplug_typed);
-        spec.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
-        spec.slots = luaplug_typed_slots;
-        luaplug_typed_type = (PyTypeObject *)PyType_FromSpec(&spec);
+        luaplug_typed_type = luaplug_gc_type(&spec, type_name, (int)sizeof(luaplug_typed), luaplug_typed_slots);
         if (luaplug_typed_type == NULL) return -1;
     }
     PyObject *factory = PyCFunction_NewEx(&luaplug_typed_new_def, NULL, NULL);

@@ -264,14 +264,16 @@ with luaplug.Runtime(backend) as rt:
 """
 
 
+def _child(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh Python with ``args``; its outcome (``timeout`` bounds a hang only)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 @pytest.mark.requires("memory_limit")
 def test_the_first_load_of_a_process_may_be_capped_and_untrusted(backend: str, bundles: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FIRST_LOAD), backend, str(bundles)],
-        capture_output=True,
-        text=True,
-        timeout=300,  # bounds a hang only
-    )
+    proc = _child(FIRST_LOAD, backend, str(bundles))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n") == ["5 hello, world", "1", ""]
 
@@ -301,12 +303,7 @@ def test_caps_too_small_for_an_untrusted_load_fail_it_cleanly(backend: str, bund
     """Every step of an untrusted load (the VM, the package paths, the limits part, the value
     glue, the chunk, init) runs under the state's cap: one too small fails the load with
     ``InitFailed`` naming the memory, never the process, and the runtime goes on."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CAP_STEPS), backend, str(bundles)],
-        capture_output=True,
-        text=True,
-        timeout=300,  # bounds a hang only
-    )
+    proc = _child(CAP_STEPS, backend, str(bundles))
     assert proc.returncode == 0, proc.stderr
     *failures, last = proc.stdout.splitlines()
     assert last == "loaded 42"
@@ -346,12 +343,7 @@ def test_no_cap_ends_the_process_at_any_point_of_a_load(backend: str, bundles: P
     """A cap that runs out anywhere in a load (LuaJIT 2.1 cannot close a state whose bytecode
     read ran out of memory, nor survive a failure inside lua_newstate; lupa pushes some
     arguments unprotected) fails that load with ``InitFailed``; the process goes on."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CAP_SWEEP), backend, str(bundles), "1" if untrusted else "0"],
-        capture_output=True,
-        text=True,
-        timeout=600,  # bounds a hang only
-    )
+    proc = _child(CAP_SWEEP, backend, str(bundles), "1" if untrusted else "0", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loads = int(proc.stdout.split()[-1])
     assert loads > 0, proc.stdout  # the larger caps hold the bundle
