@@ -47,6 +47,10 @@ PEER_RESULT: Final = "struct { double ns; int64_t sum; int32_t code; int32_t pad
 PEER_CACHED: Final = 0
 PEER_UNCACHED: Final = 1
 PEER_IN_VM: Final = 2
+PEER_GUEST_SIDE: Final = 3
+
+#: Loads per window of the scale case (the first and the last of the N, the paired window).
+PAIRED: Final = 100
 
 
 def add_integration_to_path() -> None:

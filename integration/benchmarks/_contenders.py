@@ -17,6 +17,7 @@ from typing import Any, Final
 from _common import (
     PAIR,
     PEER_ARGS,
+    PEER_GUEST_SIDE,
     PEER_IN_VM,
     PEER_RESULT,
     SPIN_ARGS,
@@ -132,6 +133,10 @@ class Contender(abc.ABC):
     def peer(self, n: int, mode: int) -> float:
         """ns per peer call, measured inside Lua over ``n`` calls (``mode``: bundles/peerloop)."""
 
+    def peer_guest_side(self, n: int) -> float | None:
+        """ns per call of the guest's share of a cached peer call (the peer loop's mode 3), or ``None``."""
+        return None
+
     @abc.abstractmethod
     def reload(self) -> float:
         """Edit the reload bundle's source and hot-reload it; ms of the reload alone."""
@@ -232,6 +237,9 @@ class LuaplugContender(Contender):
         args, res = self._peer_args(n, mode)
         self.peerloop.call(0, args, res)
         return self._peer_result(n, res)
+
+    def peer_guest_side(self, n: int) -> float:
+        return self.peer(n, PEER_GUEST_SIDE)
 
     def reload(self) -> float:
         self._reload_edit(self.reload_main)

@@ -15,7 +15,18 @@ from typing import Any
 from _report import Metric
 
 #: The per-call rows drawn, in order (those the run measured).
-CALL_ROWS = ("noop", "add", "greet", "sdk-greet", "typed-noop", "typed-add", "typed-greet", "peer", "peer-resolve")
+CALL_ROWS = (
+    "noop",
+    "add",
+    "greet",
+    "sdk-greet",
+    "typed-noop",
+    "typed-add",
+    "typed-greet",
+    "peer",
+    "peer-guest",
+    "peer-resolve",
+)
 #: The scale quantities drawn against N: (kind, axis label).
 SCALE_PANELS = (
     ("load", "load, ms per bundle"),

@@ -13,6 +13,8 @@ FLOOR: Final = "floor"
 FLOOR_BOUNDS: Final[dict[str, float]] = {"cffi": 1.2, "lupa": 1.5}
 #: Bound of a greet written with the guest SDK over the plain-ffi greet, per backend (issue 16).
 SDK_BOUND: Final = 1.3
+#: A cached peer call over the Python host's call into the same contract (issue 20).
+PEER_HOST_BOUND: Final = 1.5
 #: Bounds of the typed proxy over the raw dispatch of the same function, per call case (issue 20).
 TYPED_RAW_BOUNDS: Final[dict[str, float]] = {"noop": 1.5, "add": 1.5, "greet": 2.0}
 #: How much faster than the reference's natural path the typed proxy is to be, per backend (issue 20).
@@ -128,6 +130,15 @@ def evaluate_targets(metrics: dict[str, Metric], backends: list[str]) -> list[Ta
         r = metrics[metric].cost_ratio(backend, other)
         out.append(Target(metric, backend, text, "-" if r is None else f"{r:.2f}x", judge(r, factor, r)))
 
+    def peer_share(backend: str) -> None:
+        # The callee's share of a cached peer call (the call less the guest's own FFI call) over
+        # the Python host's add into the same contract: what luaplug adds to a peer call.
+        peer, guest, add = (metrics[k].median(backend) for k in ("peer", "peer-guest", "add"))
+        r = None if peer is None or guest is None or add is None or add <= 0 else (peer - guest) / add
+        shown = "-" if r is None else f"{r:.2f}x"
+        text = f"less peer-guest <={PEER_HOST_BOUND:g}x add"
+        out.append(Target("peer", backend, text, shown, judge(r, PEER_HOST_BOUND, r)))
+
     for b in backends:
         for case in ("noop", "add", "greet"):
             faster(case, b, 3.0)
@@ -140,6 +151,10 @@ def evaluate_targets(metrics: dict[str, Metric], backends: list[str]) -> list[Ta
             factor = TYPED_REF_FACTORS.get(b)
             if factor is not None:
                 faster(f"typed-{case}", b, factor)
+        at_most("peer", b, REFERENCE, 1.0, "no slower than reference")
+        over("peer", "add", b, PEER_HOST_BOUND)
+        peer_share(b)
+        at_most("peer-resolve", b, REFERENCE, 1.0, "no slower than reference")
         at_most("load", b, REFERENCE, 1.0, "no slower than reference")
         at_most("memory", b, REFERENCE, 1.0, "no more than reference")
         at_most("reload", b, REFERENCE, 1.0, "no slower than reference")
@@ -170,6 +185,7 @@ def scale_targets(metrics: dict[str, Metric], backends: list[str], counts: tuple
 
     for b in backends:
         bound(f"scale-flat@{n}", b, SCALE_FLAT, f"last 100 loads <={SCALE_FLAT:g}x the first 100")
+        bound(f"scale-pair@{n}", b, SCALE_FLAT, f"last 100 loads <={SCALE_FLAT:g}x 100 into a fresh runtime")
         one, many = metrics[f"scale-call@{min(counts)}"].median(b), metrics[f"scale-call@{n}"].median(b)
         r = None if one is None or many is None or one <= 0 else many / one
         out.append(
@@ -177,6 +193,7 @@ def scale_targets(metrics: dict[str, Metric], backends: list[str], counts: tuple
                 f"scale-call@{n}", b, f"<={SCALE_FLAT:g}x with {min(counts)} loaded", _ratio(r), judge(r, SCALE_FLAT, r)
             )
         )
+        bound(f"scale-callpair@{n}", b, SCALE_FLAT, f"<={SCALE_FLAT:g}x a call in a fresh runtime")
         bound(f"scale-mem@{n}", b, SCALE_KIB, f"<={SCALE_KIB:g} KiB/bundle")
         bound(f"scale-close@{n}", b, SCALE_CLOSE_S, f"<{SCALE_CLOSE_S:g} s")
         bound(f"scale-unload@{n}", b, SCALE_CLOSE_S, f"<{SCALE_CLOSE_S:g} s")

@@ -7,7 +7,8 @@ then ``ROOT/adder001`` .. ``ROOT/adder<COUNT>`` timing each load, and prints one
 ``gc.collect()``, ``null`` where ``/proc`` is missing).
 
 ``python _worker.py scale BACKEND ROOT N CALLS`` loads the N distinct bundles ``ROOT/s00000``
-.. (see :func:`scale_case`) into one luaplug runtime and prints one JSON object.
+.. (and from N = 200 the next 100, see :func:`scale_case`) into luaplug runtimes and prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
-from _common import add_integration_to_path, floor_load, rss_kib
+from _common import PAIRED, add_integration_to_path, floor_load, rss_kib
 
 
 def _loader(contender: str, sdk: Path) -> tuple[Any, Callable[[Path], object]]:
@@ -60,20 +61,22 @@ def load_case(contender: str, root: Path, count: int, sdk: Path) -> dict[str, An
     return {"load_ms": times, "rss_before_kib": before, "rss_after_kib": after}
 
 
-def _call_ns(dispatch: Callable[[int], int], calls: int) -> float:
-    """ns per ``dispatch(0)``, the best of three loops (the cyclic GC off)."""
-    best = None
+def _call_ns(dispatches: list[Callable[..., int]], calls: int) -> list[float]:
+    """ns per ``dispatch(0)`` of each of ``dispatches``: the best of three rounds, each round a
+    loop of ``calls`` calls per dispatch, one after the other (the cyclic GC off)."""
+    best: list[int | None] = [None] * len(dispatches)
     for _ in range(3):
-        t0 = perf_counter_ns()
-        for _ in range(calls):
-            dispatch(0)
-        elapsed = perf_counter_ns() - t0
-        best = elapsed if best is None else min(best, elapsed)
-    assert best is not None
-    return best / calls
+        for i, dispatch in enumerate(dispatches):
+            t0 = perf_counter_ns()
+            for _ in range(calls):
+                dispatch(0)
+            elapsed = perf_counter_ns() - t0
+            b = best[i]
+            best[i] = elapsed if b is None else min(b, elapsed)
+    return [b / calls for b in best if b is not None]
 
 
-def _storm(dispatches: list[Callable[[int], int]], calls: int, threads: int = 4) -> float:
+def _storm(dispatches: list[Callable[..., int]], calls: int, threads: int = 4) -> float:
     """calls/s of ``threads`` threads each making ``calls`` calls, spread round-robin over every bundle."""
     n = len(dispatches)
     plans = [[dispatches[(k + threads * j) % n] for j in range(calls)] for k in range(threads)]
@@ -99,34 +102,54 @@ def scale_case(backend: str, root: Path, n: int, calls: int) -> dict[str, Any]:
 
     Loads are timed one by one with the cyclic GC off (as every timing loop of the runner;
     its full collections cost an amortized constant per object and land in whichever
-    window they happen to fall); RSS is read after a collection. Then: a call's cost on
-    the last bundle loaded, a 4-thread call storm over all N, ``rt.close()``; and in a
+    window they happen to fall); RSS is read after a collection. From N = 200 each of the
+    last 100 loads is followed by a load of ``ROOT/s<N>`` .. ``ROOT/s<N+99>`` into a fresh
+    runtime (``fresh_ms``: the same loads as the first 100, made at the time of the last 100;
+    its bundles count in the RSS per bundle). Then: a call's cost on the last bundle loaded
+    (and, alternating with it, on the fresh runtime's last: ``fresh_call_ns``; the fresh runtime
+    is closed next), a 4-thread call storm over all N, ``rt.close()``; and in a
     second runtime loading them again, unloading all N one by one (newest first).
     """
     import luaplug
 
+    k = min(PAIRED, n)
     dirs = [root / f"s{i:05d}" for i in range(n)]
+    # Bundles no other runtime of this process loads: the fresh runtime's share of the paired window.
+    spare = [root / f"s{i:05d}" for i in range(n, n + k)] if n >= 2 * PAIRED else []
     rt = luaplug.Runtime(backend)
     rt.load(root / "warm")  # lazy imports, the first VM
     rt.unload("warm")
+    fresh_rt = luaplug.Runtime(backend) if spare else None
     gc.collect()
     before = rss_kib()
     times: list[float] = []
+    fresh: list[float] = []
     gc.disable()
     try:
-        for d in dirs:
+        for i, d in enumerate(dirs):
             t0 = perf_counter_ns()
             rt.load(d)
             times.append((perf_counter_ns() - t0) / 1e6)
+            j = i - (n - len(spare))
+            if fresh_rt is not None and j >= 0:
+                # The paired window: each of the last loads is followed by one into a runtime
+                # holding j bundles, so both halves see the same spell of the machine.
+                t0 = perf_counter_ns()
+                fresh_rt.load(spare[j])
+                fresh.append((perf_counter_ns() - t0) / 1e6)
     finally:
         gc.enable()
     gc.collect()
-    after = rss_kib()
+    after = rss_kib()  # both runtimes' bundles are resident
     dispatches = [rt.contract(f"scale.S{i}@1").default.dispatch for i in range(n)]
+    paired = [] if fresh_rt is None else [fresh_rt.contract(f"scale.S{n + len(spare) - 1}@1").default.dispatch]
     gc.collect()
     gc.disable()
     try:
-        call_ns = _call_ns(dispatches[-1], calls)
+        call_ns, *fresh_call = _call_ns([dispatches[-1], *paired], calls)
+        paired.clear()
+        if fresh_rt is not None:
+            fresh_rt.close()
         storm = _storm(dispatches, calls)
     finally:
         gc.enable()
@@ -144,13 +167,14 @@ def scale_case(backend: str, root: Path, n: int, calls: int) -> dict[str, Any]:
         rt.unload(name)
     unload_s = (perf_counter_ns() - t0) / 1e9
     rt.close()
-    k = min(100, n)
     return {
         "load_ms": statistics.median(times),
         "first_ms": statistics.median(times[:k]),
         "last_ms": statistics.median(times[-k:]),
-        "kib_per_bundle": None if before is None or after is None else (after - before) / n,
+        "fresh_ms": statistics.median(fresh) if fresh else None,
+        "kib_per_bundle": None if before is None or after is None else (after - before) / (n + len(spare)),
         "call_ns": call_ns,
+        "fresh_call_ns": fresh_call[0] if fresh_call else None,
         "storm_calls_s": storm,
         "close_s": close_s,
         "unload_s": unload_s,

@@ -10,7 +10,8 @@ cases alone). Contenders, in one process run:
 - ``floor``: a direct lupa call of a cached Lua function with the same 5 arguments.
 
 The ``scale`` case runs luaplug's backends alone: 1 to 10,000 distinct tiny bundles in one runtime
-(``--quick``: up to 1,000), one fresh process per backend and count (``_worker.py scale``).
+(``--quick``: up to 1,000), three fresh processes per backend and count (``--quick``: one;
+``_worker.py scale``), each one sample; its rows are the medians of the samples.
 
 Each repeat measures every case on every contender, the contenders interleaved (their order
 rotates per repeat); the table gives the median and the best repeat, and cost ratios to the
@@ -39,6 +40,7 @@ from typing import Any, TypeVar
 
 from _common import (
     BENCH_BUNDLES,
+    PAIRED,
     PEER_CACHED,
     PEER_UNCACHED,
     SUITE_BUNDLES,
@@ -82,9 +84,12 @@ class Plan:
         self.reloads = 3 if quick else 7  # per repeat; the sample is their median
         self.load_count = 100
         self.thread_calls = {"spin": 1_500 if quick else 12_000, "add": 20_000 if quick else 80_000}
-        #: bundle counts of the scale case (one fresh process each, per backend, one sample)
+        #: bundle counts of the scale case (fresh processes per backend, one sample each)
         self.scale_counts: tuple[int, ...] = (1, 10, 100, 1_000) if quick else (1, 10, 100, 1_000, 10_000)
         self.scale_calls = 5_000 if quick else 20_000  # per call loop and per storm thread
+        #: processes per backend and count: one sample is at the mercy of a slow spell of the
+        #: machine during its first or last 100 loads (the rows are medians over the samples)
+        self.scale_samples = 1 if quick else 3
 
 
 def scale_metrics(counts: tuple[int, ...]) -> list[Metric]:
@@ -92,8 +97,20 @@ def scale_metrics(counts: tuple[int, ...]) -> list[Metric]:
     kinds = [
         ("load", "ms/load", False, "scale-load@N: median load of N distinct tiny bundles into one runtime (GC off)"),
         ("flat", "last/first", False, "scale-flat@N: median of the last 100 loads over the first 100's"),
+        (
+            "pair",
+            "last/fresh",
+            False,
+            "scale-pair@N: the last 100 loads over 100 loads into a fresh runtime, the two interleaved one by one",
+        ),
         ("mem", "KiB/bundle", False, "scale-mem@N: RSS growth per bundle"),
         ("call", "ns/call", False, "scale-call@N: dispatch(0) on the last bundle loaded, N loaded"),
+        (
+            "callpair",
+            "N/fresh",
+            False,
+            "scale-callpair@N: that call over one on a bundle of the fresh runtime (<= 100 loaded), alternated",
+        ),
         ("storm", "kcalls/s", True, "scale-storm@N: 4 threads calling round-robin over all N bundles"),
         ("close", "s", False, "scale-close@N: rt.close() with N bundles loaded"),
         ("unload", "s", False, "scale-unload@N: unloading all N one by one (newest first)"),
@@ -101,8 +118,8 @@ def scale_metrics(counts: tuple[int, ...]) -> list[Metric]:
     out = []
     for kind, unit, higher, note in kinds:
         for i, n in enumerate(counts):
-            if kind == "flat" and n < 200:
-                continue  # the windows would overlap
+            if kind in ("flat", "pair", "callpair") and n < 200:
+                continue  # the windows would overlap (and the worker makes no fresh runtime)
             last = i == len(counts) - 1
             out.append(Metric(f"scale-{kind}@{n}", unit, higher_better=higher, ratios=False, note=note if last else ""))
     return out
@@ -145,6 +162,13 @@ def make_metrics(scale_counts: tuple[int, ...] = ()) -> dict[str, Metric]:
             floor_ratio=False,
             note="peer-resolve: find + resolve + create + call + destroy per call",
         ),
+        Metric(
+            "peer-guest",
+            "ns/call",
+            ratios=False,
+            note="peer-guest: the guest's share of a cached peer call: the same dispatch.vm.call with a null"
+            " loader_data, refused at once by the callee (luaplug only)",
+        ),
         Metric("load", "ms/bundle", note="load: one bundle load in a fresh runtime (median of 100)"),
         Metric("memory", "KiB/bundle", note="memory: RSS growth per loaded bundle over 100 bundles"),
         Metric("reload", "ms", note="reload: hot reload of an edited bundle"),
@@ -176,7 +200,7 @@ CASES: dict[str, tuple[str, ...]] = {
     "typed-noop": ("typed-noop",),
     "typed-add": ("typed-add",),
     "typed-greet": ("typed-greet",),
-    "peer": ("peer", "peer-resolve"),
+    "peer": ("peer", "peer-resolve", "peer-guest"),
     "reload": ("reload",),
     "threads": ("threads-1t", "threads-2t", "threads"),
     "threads-add": ("threads-add-1t", "threads-add-2t", "threads-add"),
@@ -314,6 +338,9 @@ def measure(
             for c in order:
                 metrics["peer"].add(c.name, c.peer(plan.peer_calls, PEER_CACHED))
                 metrics["peer-resolve"].add(c.name, c.peer(plan.peer_uncached_calls, PEER_UNCACHED))
+                guest_side = c.peer_guest_side(plan.peer_calls)
+                if guest_side is not None:
+                    metrics["peer-guest"].add(c.name, guest_side)
         if "reload" in cases:
             for c in order:
                 metrics["reload"].add(c.name, statistics.median(c.reload() for _ in range(plan.reloads)))
@@ -345,17 +372,22 @@ def measure(
 def measure_scale(
     contenders: list[Contender], plan: Plan, work: Path, env: dict[str, str], metrics: dict[str, Metric]
 ) -> None:
-    """The scale case: one fresh process per luaplug backend and bundle count, one sample each."""
-    root = scale_bundles(work / "scale", max(plan.scale_counts))
+    """The scale case: ``plan.scale_samples`` fresh processes per luaplug backend and bundle
+    count (backends interleaved), one sample each."""
+    root = scale_bundles(work / "scale", max(plan.scale_counts) + PAIRED)
     for n in plan.scale_counts:
         print(f"  scale: {n} bundles", file=sys.stderr, flush=True)
-        for c in contenders:
+        for c in [c for _ in range(plan.scale_samples) for c in contenders]:
             if not isinstance(c, LuaplugContender):
                 continue
             r = scale_sample(c.name, root, n, plan.scale_calls, env)
             metrics[f"scale-load@{n}"].add(c.name, r["load_ms"])
             if f"scale-flat@{n}" in metrics:
                 metrics[f"scale-flat@{n}"].add(c.name, r["last_ms"] / r["first_ms"])
+            if r["fresh_ms"] and f"scale-pair@{n}" in metrics:
+                metrics[f"scale-pair@{n}"].add(c.name, r["last_ms"] / r["fresh_ms"])
+            if r["fresh_call_ns"] and f"scale-callpair@{n}" in metrics:
+                metrics[f"scale-callpair@{n}"].add(c.name, r["call_ns"] / r["fresh_call_ns"])
             if r["kib_per_bundle"] is not None:
                 metrics[f"scale-mem@{n}"].add(c.name, r["kib_per_bundle"])
             metrics[f"scale-call@{n}"].add(c.name, r["call_ns"])

@@ -4,14 +4,19 @@
 --     mode 0: resolve iso.Adder@1 once, then n calls of its add (fn 0) through dispatch.vm.call
 --     mode 1: n times find + resolve + create instance + add + destroy (a guest that caches nothing)
 --     mode 2: n calls of a local Lua add on the same pointers (no peer call: the floor)
+--     mode 3: n calls of that add's dispatch.vm.call with a null loader_data, which the callee
+--             refuses at once (InvalidPointer): the guest's own share of a cached peer call
+--             (LuaJIT's FFI call with structs by value, which it does not compile)
 --   ns: nanoseconds the n calls took (CLOCK_MONOTONIC through the ffi; os.clock if unavailable),
---   sum: the sum of the n results (each 20 + 22), code: 0 or the first non-zero AbiError code.
+--   sum: the sum of the n results (each 20 + 22; mode 3: 42 per InvalidPointer answer),
+--   code: 0 or the first non-zero AbiError code (mode 3: the first code other than InvalidPointer).
 local ffi = require("ffi")
 local guest = require("polyplug_guest")
 local abi = require("polyplug_abi")
 
 local ADDER_ID = abi.guest_contract_id("iso.Adder", 1)
 local NULL_INDEX = 0xFFFFFFFF
+local INVALID_POINTER = 8
 
 local args_p = ffi.typeof("struct { int32_t n; int32_t mode; } *")
 local result_p = ffi.typeof("struct { double ns; int64_t sum; int32_t code; int32_t pad; } *")
@@ -84,6 +89,23 @@ local function uncached(host, n, pair, slot, err)
   return now_ns() - t0, sum, code
 end
 
+local function guest_side(host, n, pair, slot, err)
+  local iface = resolve(host)
+  local inst = ffi.new("GuestContractInstance[1]")
+  host.create_guest_instance(host, iface, nil, inst)
+  local call, null_data = iface.dispatch.vm.call, ffi.new("VmLoaderData")
+  local sum, code = 0, 0
+  local t0 = now_ns()
+  for _ = 1, n do
+    call(null_data, inst[0], 0, pair, slot, nil, err)
+    if err[0].code ~= INVALID_POINTER then code = err[0].code; break end
+    sum = sum + 42
+  end
+  local elapsed = now_ns() - t0
+  host.destroy_guest_instance(host, iface, inst[0])
+  return elapsed, sum, code
+end
+
 local function in_vm(_host, n, pair, slot)
   local args = tonumber(ffi.cast("uintptr_t", pair))
   local out = tonumber(ffi.cast("uintptr_t", slot))
@@ -96,7 +118,7 @@ local function in_vm(_host, n, pair, slot)
   return now_ns() - t0, sum, 0
 end
 
-local loops = { [0] = cached, [1] = uncached, [2] = in_vm }
+local loops = { [0] = cached, [1] = uncached, [2] = in_vm, [3] = guest_side }
 
 local function run(self, args, out)
   local a = ffi.cast(args_p, args)
