@@ -1,5 +1,6 @@
-"""The HostApi's peer lookups answered in C (lp_peers.c) for every runtime once this backend is
-imported: the same answers as the registry, however it changed since the last lookup."""
+"""The HostApi's peer lookups answered in C (luaplug_entry.h's lookups section) for every runtime
+once this backend is imported: the same answers as the registry, however it changed since the last
+lookup."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 import pytest
 
 import luaplug
+from luaplug import hostapi
 from luaplug.abi import NULL_HANDLE_INDEX
 from luaplug.abi import core_ffi as ffi
+from luaplug.backend import NativeLookups, import_native
 from luaplug.ids import guest_contract_id
 from luaplug.testing import BUNDLES_DIR
 from luaplug_cffi import engine as cffi_engine
@@ -50,15 +53,18 @@ def _registered(rt: luaplug.Runtime, cid: int) -> int:
 
 
 def test_the_lookups_are_c_functions(rt: luaplug.Runtime) -> None:
+    # The process's provider: this backend's module, or another backend's imported first.
+    modules = [cffi_engine._native]
+    lupa_entry, _ = import_native("luaplug_lupa._entry")
+    if lupa_entry is not None:
+        modules.append(lupa_entry)
+    provider = hostapi._native_peers
+    assert isinstance(provider, NativeLookups)
+    functions = (provider.find, provider.resolve, provider.create, provider.destroy)
+    assert functions in [tuple(m.lookups_functions()) for m in modules]
     s = rt.host_api.struct
-    for field, name in (
-        ("find_guest_contract", "find"),
-        ("resolve_guest_contract", "resolve"),
-        ("create_guest_instance", "create_instance"),
-        ("destroy_guest_instance", "destroy_instance"),
-    ):
-        address = cffi_engine._address(cffi_engine.ffi.addressof(cffi_engine.lib, f"lp_host_{name}"))
-        assert int(ffi.cast("uintptr_t", getattr(s, field))) == address
+    fields = ("find_guest_contract", "resolve_guest_contract", "create_guest_instance", "destroy_guest_instance")
+    assert tuple(int(ffi.cast("uintptr_t", getattr(s, f))) for f in fields) == functions
 
 
 def test_lookups_follow_load_unload_and_reload(rt: luaplug.Runtime, tmp_path: Path) -> None:

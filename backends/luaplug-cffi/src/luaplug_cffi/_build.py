@@ -49,22 +49,6 @@ void lp_vm_call(VmLoaderDataC ld, InstanceC inst, uint32_t fn_id, const void *ar
 void lp_create_instance(VmLoaderDataC ld, const void *host, const void *args, InstanceC *out);
 void lp_destroy_instance(VmLoaderDataC ld, const void *host, InstanceC inst);
 
-typedef struct { uint32_t index; uint32_t generation; } HandleC;
-typedef struct lp_peers lp_peers;
-typedef struct lp_peer_row {
-    uint64_t contract_id; uint32_t major; uint32_t index; uint32_t generation; uint32_t pad;
-} lp_peer_row;
-typedef struct lp_peer_slot { uintptr_t iface; uint32_t generation; uint32_t pad; } lp_peer_slot;
-lp_peers *lp_peers_new(size_t host_size, void *py_find, void *py_resolve);
-void lp_peers_free(lp_peers *p);
-void lp_peers_stale(lp_peers *p);
-void lp_peers_route_python(lp_peers *p, int delta);
-int lp_peers_publish(lp_peers *p, const lp_peer_row *rows, size_t nrows, const lp_peer_slot *slots, size_t nslots);
-HandleC lp_host_find(const void *host, uint64_t contract_id, uint32_t min_major);
-const void *lp_host_resolve(const void *host, HandleC handle);
-void lp_host_create_instance(const void *host, const void *iface, const void *args, InstanceC *out);
-void lp_host_destroy_instance(const void *host, const void *iface, InstanceC inst);
-
 extern "Python" void lp_log_failure(int kind, const char *text, size_t len);
 int lp_install(const char *module_name);
 """
@@ -117,7 +101,7 @@ ffibuilder.set_source(
     "luaplug_cffi._native",
     # lp_pyfast.c uses the full C API (METH_FASTCALL), hence no py_limited_api; and the macro that
     # keeps cffi's header from defining Py_LIMITED_API anyway (cffi < 1.16 does not set it itself).
-    "\n".join((HERE / name).read_text(encoding="utf-8") for name in ("lp_core.c", "lp_peers.c", "lp_pyfast.c")),
+    "\n".join((HERE / name).read_text(encoding="utf-8") for name in ("lp_core.c", "lp_pyfast.c")),
     py_limited_api=False,
     define_macros=[("_CFFI_NO_LIMITED_API", None)],
     extra_compile_args=["-O2", "-pthread"],

@@ -23,6 +23,7 @@ from luaplug.backend import (
     GuardedEngine,
     LuaMemoryError,
     LuaplugError,
+    NativeLookups,
     StateOptions,
     import_native,
     log_call_failure,
@@ -43,35 +44,6 @@ if lib is not None:
     # (their C addresses too: another engine's C peer interface calls them without Python)
     _begin, _end = (int(ffi.cast("uintptr_t", ffi.addressof(lib, f"lp_foreign_wait_{e}"))) for e in ("begin", "end"))
     set_wait_graph(lib.lp_foreign_wait_begin, lib.lp_foreign_wait_end, addresses=(_begin, _end))
-
-
-class _Peers:
-    """The HostApi's peer lookups in C (lp_peers.c), for every runtime (luaplug.backend.NativePeers)."""
-
-    def __init__(self) -> None:
-        self.find, self.resolve, self.create, self.destroy = (
-            _address(ffi.addressof(lib, f"lp_host_{e}"))
-            for e in ("find", "resolve", "create_instance", "destroy_instance")
-        )
-
-    def new(self, host_size: int, py_find: int, py_resolve: int) -> int:
-        table = lib.lp_peers_new(host_size, ffi.cast("void*", py_find), ffi.cast("void*", py_resolve))
-        return _address(table)
-
-    def free(self, table: int) -> None:
-        lib.lp_peers_free(ffi.cast("lp_peers*", table))
-
-    def stale(self, table: int) -> None:
-        lib.lp_peers_stale(ffi.cast("lp_peers*", table))
-
-    def route_python(self, table: int, delta: int) -> None:
-        lib.lp_peers_route_python(ffi.cast("lp_peers*", table), delta)
-
-    def publish(self, table: int, rows: bytes, slots: bytes) -> bool:
-        rows_c = ffi.from_buffer("lp_peer_row[]", rows)
-        slots_c = ffi.from_buffer("lp_peer_slot[]", slots)
-        n_rows, n_slots = len(rows) // ffi.sizeof("lp_peer_row"), len(slots) // ffi.sizeof("lp_peer_slot")
-        return bool(lib.lp_peers_publish(ffi.cast("lp_peers*", table), rows_c, n_rows, slots_c, n_slots) == 0)
 
 
 __all__ = ["CffiEngine", "CffiState"]
@@ -212,5 +184,6 @@ class CffiEngine(GuardedEngine):
         return "" if lib is None else str(ffi.string(lib.lp_luajit_version()).decode())
 
 
-if lib is not None:
-    set_native_peers(_Peers())
+if CffiState.native_bind is not None:
+    # lp_install published the HostApi's peer lookups (luaplug_entry.h) on the module too.
+    set_native_peers(NativeLookups(_native))

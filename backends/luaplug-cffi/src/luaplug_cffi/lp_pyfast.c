@@ -40,6 +40,7 @@ int lp_install(const char *module_name) {
     PyObject *mod = PyImport_ImportModule(module_name);
     if (mod != NULL) rc = luaplug_entry_init(mod, "luaplug_cffi._native.Entry");
     if (rc == 0) rc = luaplug_typed_init("luaplug_cffi._native.TypedCall");
+    if (rc == 0) rc = luaplug_lookups_init(mod); /* the HostApi's peer lookups (luaplug.NativeLookups) */
     if (rc != 0) PyErr_Print();
     Py_XDECREF(mod);
     PyGILState_Release(g);

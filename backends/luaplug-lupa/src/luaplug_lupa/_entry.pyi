@@ -26,3 +26,21 @@ def peer(
 
 def peer_functions() -> tuple[int, int, int]:
     """The addresses of the C ``create_instance``, ``destroy_instance`` and ``dispatch.vm.call``."""
+
+def lookups_new(host_size: int, py_find: int, py_resolve: int) -> int:
+    """A HostApi's peer-lookup table (its address; 0 without memory), falling back to the callbacks."""
+
+def lookups_free(table: int) -> None:
+    """Free a table ``lookups_new`` made."""
+
+def lookups_stale(table: int) -> None:
+    """Lookups go through the Python callbacks until the next ``lookups_publish``."""
+
+def lookups_route_python(table: int, delta: int) -> None:
+    """While the count is positive, lookups go through the Python callbacks."""
+
+def lookups_publish(table: int, rows: bytes, slots: bytes) -> bool:
+    """Replace the table's content (``=QIIII`` rows, ``@NII`` slots); False without memory."""
+
+def lookups_functions() -> tuple[int, int, int, int]:
+    """The addresses of the C ``find``, ``resolve``, ``create`` and ``destroy`` of the HostApi."""

@@ -23,6 +23,7 @@ from luaplug.backend import (
     LuaError,
     LuaMemoryError,
     LuaplugError,
+    NativeLookups,
     PythonBackedContract,
     StateOptions,
     import_native,
@@ -30,6 +31,7 @@ from luaplug.backend import (
     native_entries,
     peer_interface,
     prelude_code,
+    set_native_peers,
 )
 
 from ._select import decoded, jit_version, select_lupa
@@ -203,3 +205,9 @@ class LupaEngine(GuardedEngine):
         with _errors:
             version = jit_version(_lupa) if _lupa is not None else ""
         return version and f"{version} (lupa {getattr(_lupa, '__version__', '?')}, {_LUPA_MODULE})"
+
+
+if _entry is not None:
+    # The HostApi's peer lookups in C (luaplug_entry.h), published by _entry's init; without the
+    # compiled module (or with another backend's already in place) they stay as they are.
+    set_native_peers(NativeLookups(_entry))

@@ -29,7 +29,15 @@ from .abi import core_ffi as ffi
 from .errors import host_contract_interface_not_found, host_contract_unavailable
 from .events import emit
 
-__all__ = ["HostApi", "HostServices", "NativePeers", "default_host", "guest_logger", "set_native_peers"]
+__all__ = [
+    "HostApi",
+    "HostServices",
+    "NativeLookups",
+    "NativePeers",
+    "default_host",
+    "guest_logger",
+    "set_native_peers",
+]
 
 #: Logger guest messages arrive at (``HostApi.log``); the guest's scope is kept
 #: in the record attribute ``scope`` and prefixed to the message.
@@ -95,9 +103,10 @@ class HostServices(Protocol):
 
 
 class NativePeers(Protocol):
-    """Peer lookups a backend answers in C (``find``, ``resolve``, ``create``/``destroy`` an
-    instance: the addresses of its HostApi functions), from a table per ``HostApi`` that the
-    core keeps: the registry's providers at one revision (see ``lp_peers.c`` of luaplug-cffi).
+    """Peer lookups answered in C (``find``, ``resolve``, ``create``/``destroy`` an instance:
+    the addresses of its HostApi functions), from a table per ``HostApi`` that the core keeps:
+    the registry's providers at one revision (the lookups section of ``luaplug_entry.h``;
+    :class:`NativeLookups` serves it from a backend's compiled module).
 
     ``new(host_size, find, resolve)`` makes a table (its address, 0 on failure) whose lookups fall back to
     these Python callbacks while it is stale or routed to Python; ``publish(table, rows, slots)``
@@ -122,14 +131,46 @@ class NativePeers(Protocol):
     def publish(self, table: int, rows: bytes, slots: bytes) -> bool: ...
 
 
+class NativeLookups:
+    """:class:`NativePeers` over a compiled module that ran ``luaplug_lookups_init``
+    (``luaplug_entry.h``): its ``lookups_*`` functions."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self.find, self.resolve, self.create, self.destroy = (int(a) for a in module.lookups_functions())
+
+    def new(self, host_size: int, py_find: int, py_resolve: int) -> int:
+        return int(self._module.lookups_new(host_size, py_find, py_resolve))
+
+    def free(self, table: int) -> None:
+        self._module.lookups_free(table)
+
+    def stale(self, table: int) -> None:
+        self._module.lookups_stale(table)
+
+    def route_python(self, table: int, delta: int) -> None:
+        self._module.lookups_route_python(table, delta)
+
+    def publish(self, table: int, rows: bytes, slots: bytes) -> bool:
+        return bool(self._module.lookups_publish(table, rows, slots))
+
+
 _native_peers: NativePeers | None = None
+_native_peers_lock: Final = threading.Lock()
 
 
-def set_native_peers(peers: NativePeers) -> None:
+def set_native_peers(peers: NativePeers) -> bool:
     """Answer peer lookups of every runtime's ``HostApi`` in C from now on (a runtime made
-    earlier switches at its next registry change)."""
+    earlier switches at its next registry change). Whether ``peers`` is the provider now.
+
+    The first provider stays for the process; a later one is not used. Every table must
+    come from one compiled copy of the lookups, whose functions read it: each compiled module
+    has its own (the ``HostApi`` size the functions find a table by, its live tables)."""
     global _native_peers
-    _native_peers = peers
+    with _native_peers_lock:
+        if _native_peers is None:
+            _native_peers = peers
+        return _native_peers is peers
 
 
 _HOST_SIZE: Final = ffi.sizeof("HostApi")

@@ -34,7 +34,7 @@ from luaplug.backend.loader import set_wait_graph
 from luaplug.backend.native import GuardedEngine, import_native, prelude_code
 from luaplug.contract import log_call_failure, log_create_failure
 from luaplug.errors import MEMORY_TEXT, LuaError, LuaMemoryError, LuaplugError, LuaSyntaxError, map_errors
-from luaplug.hostapi import NativePeers, set_native_peers
+from luaplug.hostapi import NativeLookups, NativePeers, set_native_peers
 
 __all__ = [
     "CAP_MEMORY_LIMIT",
@@ -56,6 +56,7 @@ __all__ = [
     "LuaMemoryError",
     "LuaSyntaxError",
     "LuaplugError",
+    "NativeLookups",
     "NativePeers",
     "PythonBackedContract",
     "StateOptions",

@@ -1444,4 +1444,352 @@ static int luaplug_typed_init(const char *type_name) {
     return rc;
 }
 
+/* ==========================================================================================
+ * Peer lookups: the HostApi's find, resolve, create and destroy of a guest contract in C
+ * (spec §12), answered from a table per HostApi that the core keeps (luaplug.hostapi).
+ *
+ * A table holds the registry's providers as they were at one revision. Its address is the
+ * word right after the HostApi struct (lookups_new tells this section the struct's size).
+ *
+ * Using it: luaplug_lookups_init(module) once (with the GIL held): it publishes
+ *   lookups_new(host_size, py_find, py_resolve) -> a table's address, 0 without memory
+ *       host_size    sizeof(HostApi): the same for every table of the process;
+ *       py_find      the core's find_guest_contract callback (a C function address);
+ *       py_resolve   the core's resolve_guest_contract callback.
+ *   lookups_free(table), lookups_stale(table), lookups_route_python(table, delta)
+ *   lookups_publish(table, rows, slots) -> True, or False (the table left stale) without memory
+ *       rows   `=QIIII` records: contract id, major, handle index, generation, 0; sorted by
+ *              contract id, each id's in the order the registry's find picks them;
+ *       slots  `@NII` records, one per handle index: the interface's address (0: none),
+ *              its generation, 0.
+ *   lookups_functions() -> (find, resolve, create, destroy): the HostApi function addresses.
+ * A table argument must be one lookups_new of this module made and lookups_free has not freed
+ * (ValueError otherwise); a bytes length that is not a whole number of records is a ValueError.
+ *
+ * Invariants:
+ * - the rows are sorted by contract id, each id's rows in the registry's order;
+ * - any registry change marks the table stale (lookups_stale) before the change is visible to
+ *   anyone; a stale table, or one whose runtime runs a bundle's init (route_python count > 0:
+ *   its lookups are restricted to what it declared), is never read: find and resolve then
+ *   call the Python callbacks, which answer from the registry itself and republish the table;
+ * - the table is read and replaced under its mutex, never held while anything else runs (the
+ *   Python callbacks are called after it is released);
+ * - the lookup functions take no GIL: they read C memory only (or call a callback that takes it).
+ */
+
+#define LUAPLUG_NULL_INDEX 0xFFFFFFFFu
+
+/* The ABI's GuestContractHandle, Version and GuestContractInterface (luaplug.abi's declarations). */
+typedef struct { uint32_t index; uint32_t generation; } luaplug_guest_handle;
+typedef struct { uint32_t major; uint32_t minor; uint32_t patch; } luaplug_version;
+typedef struct luaplug_guest_interface {
+    uint64_t contract_id;
+    luaplug_version contract_version;
+    uint32_t dispatch_type;
+    void (*create_instance)(luaplug_vm_loader_data, const void *, const void *, luaplug_guest_instance *);
+    void (*destroy_instance)(luaplug_vm_loader_data, const void *, luaplug_guest_instance);
+    union {
+        struct { uint32_t function_count; void *const *functions; } native;
+        struct { void *call; luaplug_vm_loader_data loader_data; } vm;
+    } dispatch;
+} luaplug_guest_interface;
+
+/* One record of `rows` and of `slots` (the layouts the registry's publish_peers packs). */
+typedef struct luaplug_lookups_row {
+    uint64_t contract_id;
+    uint32_t major, index, generation, pad;
+} luaplug_lookups_row;
+typedef struct luaplug_lookups_slot {
+    uintptr_t iface;
+    uint32_t generation, pad;
+} luaplug_lookups_slot;
+
+typedef luaplug_guest_handle (*luaplug_lookups_find_fn)(const void *, uint64_t, uint32_t);
+typedef const void *(*luaplug_lookups_resolve_fn)(const void *, luaplug_guest_handle);
+
+typedef struct luaplug_lookups {
+    pthread_mutex_t mu;
+    luaplug_lookups_row *rows;   /* malloc'd; nrows of them (under mu) */
+    size_t nrows;
+    luaplug_lookups_slot *slots; /* malloc'd; indexed by handle index (under mu) */
+    size_t nslots;
+    int stale;                   /* under mu */
+    long python;                 /* > 0: every lookup goes through the Python callbacks (under mu) */
+    luaplug_lookups_find_fn py_find;
+    luaplug_lookups_resolve_fn py_resolve;
+} luaplug_lookups;
+
+/* sizeof(HostApi), set by the first lookups_new; 0: no table yet. */
+static size_t luaplug_lookups_host_size;
+/* The addresses (ints) of this module's live tables (touched with the GIL held). */
+static PyObject *luaplug_lookups_live;
+
+static luaplug_lookups *luaplug_lookups_of(const void *host) {
+    if (host == NULL || luaplug_lookups_host_size == 0) return NULL;
+    return *(luaplug_lookups *const *)((const char *)host + luaplug_lookups_host_size);
+}
+
+/* find_guest_contract */
+static luaplug_guest_handle luaplug_lookups_find(const void *host, uint64_t contract_id, uint32_t min_major) {
+    luaplug_guest_handle out = {LUAPLUG_NULL_INDEX, 0};
+    luaplug_lookups *t = luaplug_lookups_of(host);
+    if (t == NULL) return out;
+    pthread_mutex_lock(&t->mu);
+    if (t->stale || t->python > 0) {
+        pthread_mutex_unlock(&t->mu);
+        return t->py_find(host, contract_id, min_major);
+    }
+    size_t lo = 0, hi = t->nrows; /* the first row whose contract id is >= contract_id */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->rows[mid].contract_id < contract_id) lo = mid + 1; else hi = mid;
+    }
+    for (; lo < t->nrows && t->rows[lo].contract_id == contract_id; lo++) {
+        if (t->rows[lo].major >= min_major) {
+            out.index = t->rows[lo].index;
+            out.generation = t->rows[lo].generation;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    return out;
+}
+
+/* resolve_guest_contract */
+static const void *luaplug_lookups_resolve(const void *host, luaplug_guest_handle handle) {
+    luaplug_lookups *t = luaplug_lookups_of(host);
+    if (t == NULL || handle.index == LUAPLUG_NULL_INDEX) return NULL;
+    pthread_mutex_lock(&t->mu);
+    if (t->stale || t->python > 0) {
+        pthread_mutex_unlock(&t->mu);
+        return t->py_resolve(host, handle);
+    }
+    const void *iface = NULL;
+    if (handle.index < t->nslots && t->slots[handle.index].generation == handle.generation)
+        iface = (const void *)t->slots[handle.index].iface;
+    pthread_mutex_unlock(&t->mu);
+    return iface;
+}
+
+/* create_guest_instance: the interface's own create_instance, or a null instance. */
+static void luaplug_lookups_create(const void *host, const void *vi, const void *args, luaplug_guest_instance *out) {
+    const luaplug_guest_interface *iface = (const luaplug_guest_interface *)vi;
+    if (out == NULL) return;
+    out->data = NULL;
+    out->contract_id = 0;
+    if (iface == NULL || iface->create_instance == NULL) return;
+    iface->create_instance(iface->dispatch.vm.loader_data, host, args, out);
+}
+
+/* destroy_guest_instance */
+static void luaplug_lookups_destroy(const void *host, const void *vi, luaplug_guest_instance inst) {
+    const luaplug_guest_interface *iface = (const luaplug_guest_interface *)vi;
+    if (iface == NULL || iface->destroy_instance == NULL) return;
+    iface->destroy_instance(iface->dispatch.vm.loader_data, host, inst);
+}
+
+/* An int within [0, max] (TypeError / ValueError otherwise): 0, or -1 with an exception set. */
+static int luaplug_lookups_uint(PyObject *o, unsigned long long max, const char *what, unsigned long long *out) {
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear(); /* negative, or past 64 bits */
+    } else if (v <= max) {
+        *out = v;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "%s is out of range", what);
+    return -1;
+}
+
+/* The table args[0] names: one of this module's live tables, else NULL with ValueError set. */
+static luaplug_lookups *luaplug_lookups_table(PyObject *const *args, Py_ssize_t n, Py_ssize_t want, const char *usage) {
+    unsigned long long a;
+    if (n != want) {
+        PyErr_Format(PyExc_TypeError, "%s", usage);
+        return NULL;
+    }
+    if (luaplug_lookups_uint(args[0], UINTPTR_MAX, "table", &a) != 0) return NULL;
+    int live = a == 0 ? 0 : PySet_Contains(luaplug_lookups_live, args[0]);
+    if (live < 0) return NULL;
+    if (!live) {
+        PyErr_SetString(PyExc_ValueError, "table is not a live peer-lookup table of this module");
+        return NULL;
+    }
+    return (luaplug_lookups *)(uintptr_t)a;
+}
+
+/* lookups_new(host_size, py_find, py_resolve) -> table address, 0 without memory */
+static PyObject *luaplug_lookups_new(PyObject *module, PyObject *const *args, Py_ssize_t n) {
+    (void)module;
+    unsigned long long size, find, resolve;
+    if (n != 3) {
+        PyErr_SetString(PyExc_TypeError, "lookups_new(host_size, py_find, py_resolve)");
+        return NULL;
+    }
+    if (luaplug_lookups_uint(args[0], SIZE_MAX / 2, "host_size", &size) != 0 ||
+        luaplug_lookups_uint(args[1], UINTPTR_MAX, "py_find", &find) != 0 ||
+        luaplug_lookups_uint(args[2], UINTPTR_MAX, "py_resolve", &resolve) != 0)
+        return NULL;
+    if (size == 0 || find == 0 || resolve == 0) {
+        PyErr_SetString(PyExc_ValueError, "lookups_new: host_size and both callbacks must be non-zero");
+        return NULL;
+    }
+    if (luaplug_lookups_host_size != 0 && luaplug_lookups_host_size != (size_t)size) {
+        PyErr_SetString(PyExc_ValueError, "lookups_new: host_size differs from the one of this module's tables");
+        return NULL;
+    }
+    luaplug_lookups *t = (luaplug_lookups *)calloc(1, sizeof(luaplug_lookups));
+    if (t == NULL) return PyLong_FromLong(0);
+    PyObject *address = PyLong_FromVoidPtr(t);
+    if (address == NULL || PySet_Add(luaplug_lookups_live, address) != 0) {
+        Py_XDECREF(address);
+        free(t);
+        return NULL;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    t->stale = 1;
+    t->py_find = (luaplug_lookups_find_fn)(uintptr_t)find;
+    t->py_resolve = (luaplug_lookups_resolve_fn)(uintptr_t)resolve;
+    luaplug_lookups_host_size = (size_t)size; /* the same for every HostApi of the process */
+    return address;
+}
+
+/* lookups_free(table): the HostApi pointing at it is gone (no lookup can run on it any more). */
+static PyObject *luaplug_lookups_free(PyObject *module, PyObject *const *args, Py_ssize_t n) {
+    (void)module;
+    luaplug_lookups *t = luaplug_lookups_table(args, n, 1, "lookups_free(table)");
+    if (t == NULL) return NULL;
+    if (PySet_Discard(luaplug_lookups_live, args[0]) < 0) return NULL;
+    pthread_mutex_destroy(&t->mu);
+    free(t->rows);
+    free(t->slots);
+    free(t);
+    Py_RETURN_NONE;
+}
+
+/* lookups_stale(table): lookups go through Python until the next publish. */
+static PyObject *luaplug_lookups_stale(PyObject *module, PyObject *const *args, Py_ssize_t n) {
+    (void)module;
+    luaplug_lookups *t = luaplug_lookups_table(args, n, 1, "lookups_stale(table)");
+    if (t == NULL) return NULL;
+    pthread_mutex_lock(&t->mu);
+    t->stale = 1;
+    pthread_mutex_unlock(&t->mu);
+    Py_RETURN_NONE;
+}
+
+/* lookups_route_python(table, delta): while the count is positive, lookups go through Python. */
+static PyObject *luaplug_lookups_route_python(PyObject *module, PyObject *const *args, Py_ssize_t n) {
+    (void)module;
+    luaplug_lookups *t = luaplug_lookups_table(args, n, 2, "lookups_route_python(table, delta)");
+    if (t == NULL) return NULL;
+    if (!PyLong_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "delta must be an int, not %.100s", Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    long delta = PyLong_AsLong(args[1]);
+    if (delta == -1 && PyErr_Occurred()) return NULL;
+    if (delta > INT32_MAX || delta < INT32_MIN) {
+        PyErr_SetString(PyExc_ValueError, "delta is out of range");
+        return NULL;
+    }
+    pthread_mutex_lock(&t->mu);
+    t->python += delta;
+    pthread_mutex_unlock(&t->mu);
+    Py_RETURN_NONE;
+}
+
+/* A copy of the records in `o` (a buffer whose length is a multiple of `size`): 0 with *out (NULL
+ * when there are none) and *count set, 1 without memory, -1 with an exception set. */
+static int luaplug_lookups_records(PyObject *o, size_t size, const char *what, void **out, size_t *count) {
+    Py_buffer view;
+    *out = NULL;
+    *count = 0;
+    if (PyObject_GetBuffer(o, &view, PyBUF_SIMPLE) != 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be bytes, not %.100s", what, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    int rc = 0;
+    if ((size_t)view.len % size != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zu-byte records", what, view.len, size);
+        rc = -1;
+    } else if (view.len > 0) {
+        *out = malloc((size_t)view.len);
+        if (*out == NULL) {
+            rc = 1;
+        } else {
+            memcpy(*out, view.buf, (size_t)view.len);
+            *count = (size_t)view.len / size;
+        }
+    }
+    PyBuffer_Release(&view);
+    return rc;
+}
+
+/* lookups_publish(table, rows, slots) -> True, or False (left stale) without memory */
+static PyObject *luaplug_lookups_publish(PyObject *module, PyObject *const *args, Py_ssize_t n) {
+    (void)module;
+    luaplug_lookups *t = luaplug_lookups_table(args, n, 3, "lookups_publish(table, rows, slots)");
+    if (t == NULL) return NULL;
+    void *r, *s;
+    size_t nrows, nslots;
+    int rc = luaplug_lookups_records(args[1], sizeof(luaplug_lookups_row), "rows", &r, &nrows);
+    if (rc < 0) return NULL;
+    int rs = luaplug_lookups_records(args[2], sizeof(luaplug_lookups_slot), "slots", &s, &nslots);
+    if (rs != 0 || rc != 0) {
+        free(r);
+        free(s);
+        if (rs < 0) return NULL;
+        Py_RETURN_FALSE;
+    }
+    pthread_mutex_lock(&t->mu);
+    void *old_r = t->rows, *old_s = t->slots;
+    t->rows = (luaplug_lookups_row *)r;
+    t->nrows = nrows;
+    t->slots = (luaplug_lookups_slot *)s;
+    t->nslots = nslots;
+    t->stale = 0;
+    pthread_mutex_unlock(&t->mu);
+    free(old_r);
+    free(old_s);
+    Py_RETURN_TRUE;
+}
+
+/* lookups_functions() -> (find, resolve, create, destroy) addresses */
+static PyObject *luaplug_lookups_functions(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    return Py_BuildValue("(NNNN)", PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_lookups_find),
+                         PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_lookups_resolve),
+                         PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_lookups_create),
+                         PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_lookups_destroy));
+}
+
+static PyMethodDef luaplug_lookups_defs[] = {
+    {"lookups_new", (PyCFunction)(void (*)(void))luaplug_lookups_new, METH_FASTCALL,
+     "lookups_new(host_size, py_find, py_resolve) -> a peer-lookup table's address (0 without memory)"},
+    {"lookups_free", (PyCFunction)(void (*)(void))luaplug_lookups_free, METH_FASTCALL,
+     "lookups_free(table): free a table lookups_new made"},
+    {"lookups_stale", (PyCFunction)(void (*)(void))luaplug_lookups_stale, METH_FASTCALL,
+     "lookups_stale(table): lookups go through Python until the next publish"},
+    {"lookups_route_python", (PyCFunction)(void (*)(void))luaplug_lookups_route_python, METH_FASTCALL,
+     "lookups_route_python(table, delta): while the count is positive, lookups go through Python"},
+    {"lookups_publish", (PyCFunction)(void (*)(void))luaplug_lookups_publish, METH_FASTCALL,
+     "lookups_publish(table, rows, slots) -> True, or False (left stale) without memory"},
+    {"lookups_functions", luaplug_lookups_functions, METH_NOARGS,
+     "lookups_functions() -> (find, resolve, create, destroy): the HostApi's peer functions' addresses"},
+    {NULL, NULL, 0, NULL},
+};
+
+/* Publish the lookups_* functions on `module` (with the GIL held); 0, or -1 with an exception set. */
+static int luaplug_lookups_init(PyObject *module) {
+    if (luaplug_lookups_live == NULL && (luaplug_lookups_live = PySet_New(NULL)) == NULL) return -1;
+    return PyModule_AddFunctions(module, luaplug_lookups_defs);
+}
+
 #endif /* LUAPLUG_ENTRY_H */
