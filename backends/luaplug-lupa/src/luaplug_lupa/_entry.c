@@ -43,7 +43,9 @@ static int module_exec(PyObject *module) {
     if (luaplug_entry_init(module, "luaplug_lupa._entry.Entry") != 0) return -1;
     if (luaplug_typed_init("luaplug_lupa._entry.TypedCall") != 0) return -1;
     /* The C interface of every contract (luaplug_entry.h's peer section): peer calls into lupa. */
-    return luaplug_peer_init(module, "luaplug_lupa._entry.Peer");
+    if (luaplug_peer_init(module, "luaplug_lupa._entry.Peer") != 0) return -1;
+    /* The lock-order graph for peer waits on lupa VMs (luaplug_entry.h's graph section). */
+    return luaplug_graph_init(module);
 }
 
 static PyModuleDef_Slot module_slots[] = {
