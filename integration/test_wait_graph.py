@@ -160,7 +160,7 @@ def test_the_graph_refuses_what_is_not_a_cell_address(bad: object) -> None:
 # The two sides of MUTUAL on lupa, in ROUNDS rounds of mutual peer calls from two threads, then
 # one call each way from one thread; the C graph's registration first, cffi's absence last.
 LUPA_ONLY = """
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from luaplug.backend.loader import wait_graph_address
 P, Q, ROUNDS = @P@, @Q@, 3
 with luaplug.Runtime("lupa") as rt:
@@ -171,21 +171,14 @@ with luaplug.Runtime("lupa") as rt:
     rt.load_code(Q, "q")
     flags = ffi.new("int32_t[4]")
     addr = int(ffi.cast("uintptr_t", flags))
-    for _ in range(ROUNDS):
-        flags[0:4] = [0, 0, 0, 0]
-        codes = {}
-        def run(name):
-            codes[name] = int(rt.contract(name).default.dispatch(0, addr))
-        threads = [threading.Thread(target=run, args=(n,)) for n in ("atk.P@1", "atk.Q@1")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        print(codes["atk.P@1"], codes["atk.Q@1"], sorted([flags[2], flags[3]]))
-    flags[0:4] = [0, 1, 0, 0]
-    print(int(rt.contract("atk.P@1").default.dispatch(0, addr)), flags[2])
-    flags[0:4] = [1, 0, 0, 0]
-    print(int(rt.contract("atk.Q@1").default.dispatch(0, addr)), flags[3])
+    meet = lambda name: int(rt.contract(name).default.dispatch(0, addr))
+    with ThreadPoolExecutor(2) as pool:  # both calls at once: each waits for the other to start
+        for _ in range(ROUNDS):
+            flags[0:4] = [0, 0, 0, 0]
+            print(*pool.map(meet, ["atk.P@1", "atk.Q@1"]), sorted([flags[2], flags[3]]))
+    for me, name in enumerate(["atk.P@1", "atk.Q@1"]):
+        flags[0:4] = [me, 1 - me, 0, 0]  # the other side counts as started: one call alone
+        print(meet(name), flags[2 + me])
 print(sorted(m for m in sys.modules if m.partition(".")[0] == "luaplug_cffi"))
 """
 

@@ -1461,7 +1461,8 @@ static int luaplug_typed_init(const char *type_name) {
  * Using it: luaplug_graph_init(module) once (with the GIL held) publishes
  *   wait_begin(cell_address) -> 0 (the wait is recorded) or -1 (refused: it would close a
  *       cycle, or the calling thread holds that VM itself; nothing recorded)
- *   wait_end() -> None: ends the calling thread's latest wait (pair it with a 0 of wait_begin)
+ *   wait_end() -> None: ends the calling thread's latest wait; each 0 of wait_begin is paired
+ *       with one wait_end on the same thread, before the thread exits and while the cell lives
  *   wait_functions() -> (begin, end): the addresses of the same two functions in C,
  *       `int begin(uintptr_t cell)` and `void end(void)`, which take no GIL and call no Python.
  *
