@@ -45,7 +45,9 @@ static int module_exec(PyObject *module) {
     /* The C interface of every contract (luaplug_entry.h's peer section): peer calls into lupa. */
     if (luaplug_peer_init(module, "luaplug_lupa._entry.Peer") != 0) return -1;
     /* The HostApi's peer lookups (luaplug_entry.h's lookups section, luaplug.NativeLookups). */
-    return luaplug_lookups_init(module);
+    if (luaplug_lookups_init(module) != 0) return -1;
+    /* The lock-order graph for peer waits on lupa VMs (luaplug_entry.h's graph section). */
+    return luaplug_graph_init(module);
 }
 
 static PyModuleDef_Slot module_slots[] = {

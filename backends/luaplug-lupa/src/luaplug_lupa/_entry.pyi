@@ -44,3 +44,12 @@ def lookups_publish(table: int, rows: bytes, slots: bytes) -> bool:
 
 def lookups_functions() -> tuple[int, int, int, int]:
     """The addresses of the C ``find``, ``resolve``, ``create`` and ``destroy`` of the HostApi."""
+
+def wait_begin(cell_address: int, /) -> int:
+    """0: the calling thread's wait on the VM of that prelude cell is recorded; -1: it would deadlock."""
+
+def wait_end() -> None:
+    """End the calling thread's latest wait (begun with a 0 of :func:`wait_begin`)."""
+
+def wait_functions() -> tuple[int, int]:
+    """The addresses of :func:`wait_begin` and :func:`wait_end` in C."""

@@ -32,6 +32,7 @@ from luaplug.backend import (
     peer_interface,
     prelude_code,
     set_native_peers,
+    set_wait_graph,
 )
 
 from ._select import decoded, jit_version, select_lupa
@@ -41,6 +42,10 @@ _lupa, _LUPA_MODULE, _IMPORT_ERROR = select_lupa()
 _MAX_MEMORY = hasattr(getattr(_lupa, "LuaRuntime", None), "set_max_memory")
 _entry, _ = import_native("luaplug_lupa._entry")  # None: built without a C compiler
 _PEER_FUNCTIONS: Final = _entry.peer_functions() if _entry is not None else (0, 0, 0)
+if _entry is not None and native_entries():
+    # Peer waits on lupa VMs are checked for cycles in C (luaplug_entry.h's graph section), unless
+    # a graph is registered already: luaplug-cffi's, which also sees its own VM locks.
+    set_wait_graph(_entry.wait_begin, _entry.wait_end, addresses=_entry.wait_functions(), replace=False)
 
 __all__ = ["LupaEngine", "LupaState"]
 

@@ -64,30 +64,55 @@ _log: Final = logging.getLogger("luaplug.loader")
 # _waits_lock. A state's holder is read from its cell (the thread running Lua
 # in it). A thread about to wait on a state whose chain of holders and their
 # waits leads back to itself is refused: mutual peer calls from two threads
-# fail one call instead of hanging both.
+# fail one call instead of hanging both. Used while no lock-order graph is registered.
 _waits_lock: Final = threading.Lock()
 _waiting: dict[int, EngineState] = {}
-# A backend whose VM locks are taken in C keeps the graph there (set_wait_graph): then every
-# wait is recorded in it, so a cycle through VMs of both kinds is seen. (begin, end).
+# The registered lock-order graph (set_wait_graph): then every wait is recorded in it, so a
+# cycle through VMs of every engine is seen. (begin, end).
 _wait_graph: tuple[Callable[[int], int], Callable[[], None]] | None = None
 # The same graph's C functions, for C peer interfaces (luaplug_entry.h): begin, end; 0: none.
-# Allocated once for the process (its address is handed out).
+# Allocated once for the process (its address is handed out). A C reader that finds begin
+# non-zero finds the end of the same graph beside it (see set_wait_graph).
 _wait_graph_c: Final = ffi.new("uintptr_t[2]")
+_graph_lock: Final = threading.Lock()
 
 
 def set_wait_graph(
-    begin: Callable[[int], int], end: Callable[[], None], *, addresses: tuple[int, int] | None = None
-) -> None:
+    begin: Callable[[int], int],
+    end: Callable[[], None],
+    *,
+    addresses: tuple[int, int] | None = None,
+    replace: bool = True,
+) -> bool:
     """Record peer-call waits in a backend's lock-order graph from now on: ``begin(cell_address)``
     (the prelude cell of the state about to be waited on) answers 0 and records the wait, or -1
     when it would close a cycle; ``end()`` ends the calling thread's latest wait.
 
+    One graph serves the process at a time: a graph registered later replaces it for the waits
+    that begin from then on (a wait already begun ends in the graph it began in). luaplug-cffi
+    registers its graph (which also sees its own VM locks) when its engine is imported and
+    replaces any other; luaplug-lupa registers the core header's (``luaplug_entry.h``) with
+    ``replace=False``, so it serves only while no other graph is registered.
+
     :param addresses: the addresses of the same two functions in C (``int begin(uintptr_t)``,
         ``void end(void)``), which C peer interfaces then call directly
+    :param replace: ``False``: register only when no graph is registered yet
+    :returns: whether this graph is now the registered one
     """
     global _wait_graph
-    _wait_graph = (begin, end)
-    _wait_graph_c[0], _wait_graph_c[1] = addresses if addresses is not None else (0, 0)
+    with _graph_lock:
+        if not replace and _wait_graph is not None:
+            return False
+        # A C peer reads both slots without Python in between: begin is cleared first (C peers
+        # use the Python path meanwhile, which reads _wait_graph whole) and set last.
+        _wait_graph_c[0] = 0
+        _wait_graph = (begin, end)
+        if addresses is not None:
+            _wait_graph_c[1] = addresses[1]
+            _wait_graph_c[0] = addresses[0]
+        else:
+            _wait_graph_c[1] = 0
+        return True
 
 
 def wait_graph_address() -> int:
@@ -123,30 +148,34 @@ def _closes_cycle(target: EngineState, me: int) -> bool:
     return True
 
 
-def _wait_for(state: EngineState) -> int | None:
-    """Record that this thread may block on ``state``: its id, or ``None`` when waiting would
-    close a cycle (then nothing is recorded). Pair with :func:`_done_waiting`."""
-    me = threading.get_ident()
+#: What ends a wait: the token of :func:`_wait_for`, passed back to :func:`_done_waiting`.
+WaitToken = Callable[[], None]
+
+
+def _end_table_wait() -> None:
+    """End the calling thread's wait in the Python table (its latest replaced any earlier one)."""
+    with _waits_lock:
+        _waiting.pop(threading.get_ident(), None)
+
+
+def _wait_for(state: EngineState) -> WaitToken | None:
+    """Record that this thread may block on ``state``: a token for :func:`_done_waiting`, or
+    ``None`` when waiting would close a cycle (then nothing is recorded). The token ends the
+    wait where it was recorded, whatever graph is registered by then."""
     graph = _wait_graph
     if graph is not None:
-        return me if graph[0](state.cell_address) == 0 else None
+        return graph[1] if graph[0](state.cell_address) == 0 else None
+    me = threading.get_ident()
     with _waits_lock:
         if _closes_cycle(state, me):
             return None
         _waiting[me] = state
-    return me
+    return _end_table_wait
 
 
-def _done_waiting(me: int) -> None:
-    # Only this thread adds `me`: when the table is empty (every wait went to the graph), `me`
-    # is not in it, read without the lock.
-    if _waiting:
-        with _waits_lock:
-            if _waiting.pop(me, None) is not None:
-                return
-    graph = _wait_graph
-    if graph is not None:
-        graph[1]()
+def _done_waiting(token: WaitToken) -> None:
+    """End the wait :func:`_wait_for` answered ``token`` for (on the thread that began it)."""
+    token()
 
 
 class EngineContract(PythonBackedContract):
@@ -174,22 +203,22 @@ class EngineContract(PythonBackedContract):
     def _blocked(self) -> bool:
         return self._guard_reentry and self.state.active_on_this_thread()
 
-    def _wait(self) -> int | None:
+    def _wait(self) -> WaitToken | None:
         """Record that this thread may block on the state: a token for :func:`_done_waiting`, or
         ``None`` when it must not wait (the state runs on this thread and cannot be re-entered,
         or waiting would deadlock; :meth:`_blocked` tells which)."""
         graph = _wait_graph
         if graph is not None:
             # The graph refuses a wait on a state this thread is running in (its holder is this
-            # thread): one C call covers the re-entry check.
-            return 0 if graph[0](self.state.cell_address) == 0 else None
+            # thread): one call covers the re-entry check.
+            return graph[1] if graph[0](self.state.cell_address) == 0 else None
         return None if self._blocked() else _wait_for(self.state)
 
     def create_instance(self) -> int:
         if self.state.retired:
             return 0
-        me = self._wait()
-        if me is None:
+        token = self._wait()
+        if token is None:
             if not self._blocked():
                 log_create_failure(_DEADLOCK_TEXT)
             return 0
@@ -200,7 +229,7 @@ class EngineContract(PythonBackedContract):
             self.create_failed_from_c(exc)
             return 0
         finally:
-            _done_waiting(me)
+            _done_waiting(token)
         iid = int(res[0]) if res and res[0] else 0
         if not iid:
             self.create_failed_from_c(res)
@@ -229,8 +258,8 @@ class EngineContract(PythonBackedContract):
     def destroy_instance(self, instance_id: int) -> None:
         if not instance_id or self.state.retired:
             return
-        me = self._wait()
-        if me is None:
+        token = self._wait()
+        if token is None:
             # The VM runs on this thread and cannot be re-entered, or waiting would deadlock:
             # drop the instance at the next safe entry instead.
             self._pending_destroy.append(instance_id)
@@ -241,7 +270,7 @@ class EngineContract(PythonBackedContract):
         except LuaplugError as exc:
             self.destroy_failed_from_c(exc)
         finally:
-            _done_waiting(me)
+            _done_waiting(token)
 
     def _drain(self) -> None:
         while self._pending_destroy:
@@ -249,15 +278,15 @@ class EngineContract(PythonBackedContract):
 
     def dispatch_from_c(self, fn_id: int, instance_id: int, args: int, out: int, arena: int) -> int:
         # A peer call: it may block on the VM, held by another thread.
-        me = self._wait()
-        if me is None:
+        token = self._wait()
+        if token is None:
             if not self._blocked():
                 log_call_failure(_DEADLOCK_TEXT)
             return AbiErrorCode.ReentrantCall
         try:
             result = self._dispatcher(fn_id, instance_id, args, out, arena)
         finally:
-            _done_waiting(me)
+            _done_waiting(token)
         return 0 if result == 0 else self.call_failed_from_c(result)
 
     def call_failed_from_c(self, result: Any) -> int:

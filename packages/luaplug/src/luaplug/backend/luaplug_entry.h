@@ -382,8 +382,10 @@ static int luaplug_entry_init(PyObject *module, const char *type_name) {
  * (the whole Python path), `call_failed_from_c(result) -> code`,
  * `create_failed_from_c(result or exception)`, `destroy_failed_from_c(exception)`.
  * From luaplug.backend.loader: `wait_graph_address()` (a uintptr_t[2]: the lock-order graph's
- * C `int begin(uintptr_t cell)` and `void end(void)`, zero when none is registered in C),
- * `_wait_for(state)` / `_done_waiting(token)` (the Python wait table), `_DEADLOCK_TEXT`,
+ * C `int begin(uintptr_t cell)` and `void end(void)`, zero when none is registered in C: with
+ * luaplug-cffi imported its graph, else the graph section below once luaplug-lupa registered it),
+ * `_wait_for(state)` / `_done_waiting(token)` (otherwise: the registered graph through Python, or
+ * the core's Python wait table; the token is opaque here and ends the wait where it began), `_DEADLOCK_TEXT`,
  * `log_call_failure`, `log_create_failure`; from luaplug.backend.interface: `log_callback_error`.
  *
  * Invariants:
@@ -1791,5 +1793,171 @@ static int luaplug_lookups_init(PyObject *module) {
     if (luaplug_lookups_live == NULL && (luaplug_lookups_live = PySet_New(NULL)) == NULL) return -1;
     return PyModule_AddFunctions(module, luaplug_lookups_defs);
 }
+
+/* ==========================================================================================
+ * The lock-order graph: peer-call waits on VMs whose lock is taken inside their engine.
+ *
+ * For a backend whose VM lock is taken inside the engine (lupa), registered with
+ * luaplug.backend.loader.set_wait_graph while no other graph is. Before a peer call may block
+ * on a VM, the calling thread records "this thread may block on the VM whose prelude cell is
+ * `cell`"; a wait whose chain of holders and their waits leads back to the calling thread is
+ * refused instead, so mutual peer calls from two threads fail one call rather than hang both.
+ * The holder of a VM is read from its cell: cell[LUAPLUG_CELL_THREAD] while
+ * cell[LUAPLUG_CELL_DEPTH] != 0 (the walk is luaplug.backend.loader's _closes_cycle over
+ * these records).
+ *
+ * Using it: luaplug_graph_init(module) once (with the GIL held) publishes
+ *   wait_begin(cell_address) -> 0 (the wait is recorded) or -1 (refused: it would close a
+ *       cycle, or the calling thread holds that VM itself; nothing recorded)
+ *   wait_end() -> None: ends the calling thread's latest wait; each 0 of wait_begin is paired
+ *       with one wait_end on the same thread, before the thread exits and while the cell lives
+ *   wait_functions() -> (begin, end): the addresses of the same two functions in C,
+ *       `int begin(uintptr_t cell)` and `void end(void)`, which take no GIL and call no Python.
+ *
+ * Invariants:
+ * - Threads are named as the cell names them: (double)(uintptr_t)pthread_self(), the numbering
+ *   of threading.get_ident().
+ * - Every recorded wait is a node in luaplug_graph_waits (newest first; luaplug_graph_count
+ *   nodes), read and changed only under luaplug_graph_mu. A thread's waits nest: its latest is
+ *   the first of its nodes in the list. A node's cell stays valid while the node is listed
+ *   (the waiting peer call holds the VM's state).
+ * - luaplug_graph_depth counts the calling thread's open waits, recorded or not, and a node
+ *   keeps the depth it was begun at: end() unlinks a node only at its own depth, so a wait
+ *   that went unrecorded (no memory for its node) ends without touching an outer one.
+ * - The first LUAPLUG_GRAPH_LOCAL depths use the thread's own nodes; deeper ones are malloc'd.
+ * - The walk is bounded by the number of nodes: a longer chain (only possible through waits
+ *   recorded elsewhere) counts as a cycle.
+ */
+
+#include <stdlib.h>
+
+#define LUAPLUG_GRAPH_LOCAL 4
+
+typedef struct luaplug_graph_wait {
+    double thread;                 /* the waiting thread */
+    volatile const double *cell;   /* the cell of the VM it may block on */
+    unsigned depth;                /* the thread's luaplug_graph_depth while this wait is open */
+    struct luaplug_graph_wait *next;
+} luaplug_graph_wait;
+
+static pthread_mutex_t luaplug_graph_mu = PTHREAD_MUTEX_INITIALIZER;
+static luaplug_graph_wait *luaplug_graph_waits;
+static size_t luaplug_graph_count;
+static _Thread_local unsigned luaplug_graph_depth;
+static _Thread_local luaplug_graph_wait luaplug_graph_local[LUAPLUG_GRAPH_LOCAL];
+
+static inline double luaplug_graph_self(void) { return (double)(uintptr_t)pthread_self(); }
+
+/* The thread running Lua in the cell's VM, 0: none. */
+static inline double luaplug_graph_holder(volatile const double *cell) {
+    return cell[LUAPLUG_CELL_DEPTH] != 0 ? cell[LUAPLUG_CELL_THREAD] : 0;
+}
+
+/* The latest recorded wait of `thread` (luaplug_graph_mu held), or NULL. */
+static luaplug_graph_wait *luaplug_graph_find(double thread) {
+    for (luaplug_graph_wait *w = luaplug_graph_waits; w != NULL; w = w->next)
+        if (w->thread == thread) return w;
+    return NULL;
+}
+
+/* Whether `me` waiting on a VM held by `holder` closes a cycle (luaplug_graph_mu held). */
+static int luaplug_graph_closes_cycle(double holder, double me) {
+    for (size_t steps = 0; steps <= luaplug_graph_count; steps++) {
+        if (holder == 0) return 0;
+        if (holder == me) return 1;
+        const luaplug_graph_wait *w = luaplug_graph_find(holder);
+        if (w == NULL) return 0;
+        double next = luaplug_graph_holder(w->cell);
+        if (next == holder) return 0; /* it holds what it waited for: it runs, it does not wait */
+        holder = next;
+    }
+    return 1;
+}
+
+/* The calling thread may block on the VM whose cell is at `cell`: 0 (recorded unless there was
+ * no memory for it), or -1 when waiting would close a cycle (nothing recorded). */
+static int luaplug_graph_begin(uintptr_t cell) {
+    volatile const double *c = (volatile const double *)cell;
+    double me = luaplug_graph_self();
+    unsigned depth = luaplug_graph_depth + 1;
+    luaplug_graph_wait *node =
+        depth <= LUAPLUG_GRAPH_LOCAL ? &luaplug_graph_local[depth - 1] : (luaplug_graph_wait *)malloc(sizeof *node);
+    pthread_mutex_lock(&luaplug_graph_mu);
+    if (luaplug_graph_closes_cycle(luaplug_graph_holder(c), me)) {
+        pthread_mutex_unlock(&luaplug_graph_mu);
+        if (depth > LUAPLUG_GRAPH_LOCAL) free(node);
+        return -1;
+    }
+    if (node != NULL) {
+        node->thread = me;
+        node->cell = c;
+        node->depth = depth;
+        node->next = luaplug_graph_waits;
+        luaplug_graph_waits = node;
+        luaplug_graph_count++;
+    }
+    pthread_mutex_unlock(&luaplug_graph_mu);
+    luaplug_graph_depth = depth;
+    return 0;
+}
+
+/* End the calling thread's latest wait (begun with a 0 of luaplug_graph_begin). */
+static void luaplug_graph_end(void) {
+    unsigned depth = luaplug_graph_depth;
+    if (depth == 0) return; /* no open wait on this thread */
+    luaplug_graph_depth = depth - 1;
+    double me = luaplug_graph_self();
+    luaplug_graph_wait *found = NULL;
+    pthread_mutex_lock(&luaplug_graph_mu);
+    for (luaplug_graph_wait **p = &luaplug_graph_waits; *p != NULL; p = &(*p)->next) {
+        if ((*p)->thread != me) continue;
+        if ((*p)->depth == depth) { /* else this wait went unrecorded: the node is an outer one */
+            found = *p;
+            *p = found->next;
+            luaplug_graph_count--;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&luaplug_graph_mu);
+    if (found != NULL && depth > LUAPLUG_GRAPH_LOCAL) free(found);
+}
+
+/* wait_begin(cell_address) -> 0 | -1 */
+static PyObject *luaplug_graph_py_begin(PyObject *module, PyObject *arg) {
+    (void)module;
+    unsigned long long cell;
+    if (luaplug_uint_arg(arg, UINTPTR_MAX, &cell) != 0 || cell == 0) {
+        PyErr_SetString(PyExc_ValueError, "wait_begin(cell_address): the address of a prelude cell (a non-zero int)");
+        return NULL;
+    }
+    return PyLong_FromLong(luaplug_graph_begin((uintptr_t)cell));
+}
+
+static PyObject *luaplug_graph_py_end(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    luaplug_graph_end();
+    Py_RETURN_NONE;
+}
+
+static PyObject *luaplug_graph_functions(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    return Py_BuildValue("(NN)", PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_graph_begin),
+                         PyLong_FromVoidPtr((void *)(uintptr_t)&luaplug_graph_end));
+}
+
+static PyMethodDef luaplug_graph_defs[] = {
+    {"wait_begin", luaplug_graph_py_begin, METH_O,
+     "wait_begin(cell_address) -> 0 (the calling thread's wait on that VM is recorded) or -1 (it would deadlock)"},
+    {"wait_end", luaplug_graph_py_end, METH_NOARGS, "wait_end() -> None: end the calling thread's latest wait"},
+    {"wait_functions", luaplug_graph_functions, METH_NOARGS,
+     "wait_functions() -> (begin, end): the addresses of wait_begin and wait_end in C"},
+    {NULL, NULL, 0, NULL},
+};
+
+/* Publish `wait_begin`, `wait_end` and `wait_functions` on `module` (with the GIL held); 0, or
+ * -1 with an exception set. */
+static int luaplug_graph_init(PyObject *module) { return PyModule_AddFunctions(module, luaplug_graph_defs); }
 
 #endif /* LUAPLUG_ENTRY_H */
