@@ -6,7 +6,6 @@ import gc
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
 from luaplug.ids import guest_contract_id
+from luaplug.testing._cdata import wait_gate
 
 COUNTER = "iso.Counter@1"
 
@@ -38,13 +38,6 @@ def inc(inst: luaplug.Instance) -> int:
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def wait_entered(gate: Any, thread: threading.Thread) -> None:
-    deadline = time.monotonic() + 60
-    while gate[0] == 0:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gate handler never ran"
-        time.sleep(0.0005)
 
 
 @pytest.mark.protocol
@@ -235,7 +228,7 @@ def test_call_in_flight_survives_unload_and_reload(runtime: luaplug.Runtime, bun
     holder.start()
     worker: threading.Thread | None = None
     try:
-        wait_entered(gate, holder)
+        wait_gate(gate, holder)
         worker = threading.Thread(target=getattr(runtime, action), args=("gate",))
         worker.start()
         worker.join(3)  # returns at once unless it waits for the call in flight

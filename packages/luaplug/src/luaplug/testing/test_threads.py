@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,21 +14,13 @@ import pytest
 import luaplug
 from luaplug import AbiErrorCode
 from luaplug.abi import ffi
+from luaplug.testing._cdata import wait_gate
 
 RESULT = "struct { int32_t code; int32_t value; int32_t created; } *"
 
 
 def address(ptr: Any) -> int:
     return int(ffi.cast("uintptr_t", ptr))
-
-
-def wait_entered(gate: Any, thread: threading.Thread) -> None:
-    """Wait until the gate handler runs (fails instead of hanging when it never does)."""
-    deadline = time.monotonic() + 60
-    while gate[0] == 0:
-        assert thread.is_alive(), "the holding call returned without entering the handler"
-        assert time.monotonic() < deadline, "the holding call never entered the handler"
-        time.sleep(0.0005)
 
 
 def in_thread(fn: Callable[[], int], results: dict[str, int], key: str) -> threading.Thread:
@@ -101,7 +92,7 @@ def test_second_thread_waits_for_the_vm(runtime: luaplug.Runtime, bundles: Path,
     results: dict[str, int] = {}
     holder = in_thread(lambda: c.default.dispatch(0, gate, out1), results, "hold")
     try:
-        wait_entered(gate, holder)
+        wait_gate(gate, holder)
         if path == "python":
             waiter = in_thread(lambda: c.default.dispatch(1, 0, out2), results, "mark")
         else:
@@ -132,7 +123,7 @@ def test_other_bundles_run_while_one_vm_is_busy(runtime: luaplug.Runtime, bundle
     results: dict[str, int] = {}
     holder = in_thread(lambda: runtime.contract("iso.Gate@1").default.dispatch(0, gate), results, "hold")
     try:
-        wait_entered(gate, holder)
+        wait_gate(gate, holder)
         out = ffi.new("int64_t*")
         other = in_thread(lambda: runtime.contract("iso.Counter@1").default.dispatch(0, 0, out), results, "inc")
         other.join(60)
